@@ -1,0 +1,30 @@
+"""The errors a user can act on: one small hierarchy, mapped to CLI exit codes and HTTP 4xx."""
+
+from __future__ import annotations
+
+import os
+
+
+class VrshqError(Exception):
+    """Base class: the message names the problem in words a user can act on."""
+
+
+class VideoError(VrshqError):
+    """A video file or frame folder that cannot be read."""
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class MaskFormatError(VrshqError):
+    """A mask, RLE or palette image that does not decode to what it claims."""
+
+
+class PromptError(VrshqError):
+    """A prompt (mask, box, points, text) that does not fit the video or the session."""
+
+
+class ModelError(VrshqError):
+    """A model config or checkpoint that is missing, malformed or does not match."""
