@@ -1,0 +1,193 @@
+"""Engine benchmarks (issue 2 §7): parity and speed vs sam2's predictor, corrections, memory.
+
+    python -m bench.engine_bench [--frames 60] [--preset hiera-t-256]
+
+1. engine vs ``SAM2VideoPredictor`` on one mp4 (the reference dumps it to a JPEG folder first,
+   its only input, and that cost is counted to it): wall-time ratio and mask agreement;
+2. a correction's re-propagation vs a from-scratch run with the same prompts: wall-time ratio,
+   mask agreement, image-encoder calls;
+3. peak RSS at 200 and 2,000 frames (tiny model), engine (feature budget smaller than the long
+   video's features) vs reference, each in a fresh process.
+Prints tables and writes bench/results/engine.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.common import peak_rss_mib, print_table, run_child, timed, write_json
+from vrshq.engine import EngineConfig, TrackingSession, build_model
+from vrshq.engine.tiny import write_tiny_sam2
+from vrshq.synthetic import SyntheticSpec, ground_truth, write_video
+from vrshq.video.reader import open_video
+
+MiB = 1024 * 1024
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = (a | b).sum()
+    return 1.0 if union == 0 else float((a & b).sum() / union)
+
+
+def _engine_masks(session: TrackingSession) -> dict[int, np.ndarray]:
+    return {r.frame_idx: r.objects[1].mask() for r in session.propagate()}
+
+
+def _reference_masks(predictor, frame_dir: str, prompts) -> dict[int, np.ndarray]:
+    state = predictor.init_state(frame_dir)
+    for frame_idx, mask in prompts:
+        predictor.add_new_mask(state, frame_idx, 1, mask)
+    out = {}
+    for f, _, m in predictor.propagate_in_video(state):
+        out[f] = (m[0, 0] > 0).cpu().numpy()
+    for f, _, m in predictor.propagate_in_video(state, reverse=True):
+        out.setdefault(f, (m[0, 0] > 0).cpu().numpy())
+    return out
+
+
+def _dump_jpegs(video: Path, out_dir: Path) -> None:
+    from PIL import Image
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open_video(video) as reader:
+        for i, frame in reader.iter_frames():
+            Image.fromarray(frame).save(out_dir / f"{i:05d}.jpg", quality=95)
+
+
+def bench_vs_reference(model, video: Path, gt: np.ndarray, work: Path) -> dict:
+    """Engine vs sam2's predictor on the same video and prompt (middle frame, both directions)."""
+    k = len(gt) // 2
+    prompt = gt[k] == 1
+    t: dict[str, float] = {}
+    with timed(t, "reference"):
+        _dump_jpegs(video, work / "jpeg")
+        ref = _reference_masks(model, str(work / "jpeg"), [(k, prompt)])
+    with timed(t, "engine"):
+        with TrackingSession(model, open_video(video)) as session:
+            session.add_mask(1, k, prompt)
+            ours = _engine_masks(session)
+            calls = session.features.stats.encoder_calls
+    # Exactness on identical frames: the engine on the reference's own JPEG folder.
+    with TrackingSession(model, open_video(work / "jpeg")) as session:
+        session.add_mask(1, k, prompt)
+        same_input = _engine_masks(session)
+    return {
+        "frames": len(gt),
+        "engine_s": t["engine"], "reference_s": t["reference"],
+        "time_ratio": t["engine"] / t["reference"],
+        "mean_iou_vs_reference": float(np.mean([_iou(ours[f], ref[f]) for f in ref])),
+        "min_iou_same_frames": float(min(_iou(same_input[f], ref[f]) for f in ref)),
+        "engine_encoder_calls": calls,
+    }
+
+
+def bench_correction(model, video: Path, gt: np.ndarray) -> dict:
+    """Re-propagation after a correction vs a from-scratch run with the same two prompts."""
+    a, k = 2, (2 * len(gt)) // 3
+    prompts = [(a, gt[a] == 1), (k, gt[k] == 1)]
+    t: dict[str, float] = {}
+    with TrackingSession(model, open_video(video)) as session:
+        session.add_mask(1, *prompts[0])
+        _engine_masks(session)
+        calls = session.features.stats.encoder_calls
+        with timed(t, "correction"):
+            session.add_mask(1, *prompts[1])
+            corrected = _engine_masks(session)
+        correction_calls = session.features.stats.encoder_calls - calls
+    with timed(t, "scratch"):
+        with TrackingSession(model, open_video(video)) as session:
+            for p in prompts:
+                session.add_mask(1, *p)
+            scratch = _engine_masks(session)
+    return {
+        "frames": len(gt),
+        "correction_s": t["correction"], "scratch_s": t["scratch"],
+        "time_ratio": t["correction"] / t["scratch"],
+        "identical_masks": all(np.array_equal(corrected[f], scratch[f]) for f in scratch),
+        "encoder_calls_in_correction": correction_calls,
+    }
+
+
+def rss_child(kind: str, frames: int, config: str, checkpoint: str, budget_mib: int) -> dict:
+    """Runs in a fresh process: track one object through a ``frames``-long video, report peak RSS."""
+    work = Path(tempfile.mkdtemp(prefix="vrshq-rss-"))
+    spec = SyntheticSpec(num_frames=frames, width=256, height=192, fps=25.0, num_objects=1, seed=1)
+    video = write_video(spec, work / "clip.mp4")
+    first = ground_truth(SyntheticSpec(num_frames=1, width=256, height=192, num_objects=1, seed=1))[0] == 1
+    model = build_model(config, checkpoint, predictor=(kind == "reference"))
+    base = peak_rss_mib()
+    start = time.perf_counter()
+    if kind == "reference":
+        _dump_jpegs(video, work / "jpeg")
+        state = model.init_state(str(work / "jpeg"))
+        model.add_new_mask(state, 0, 1, first)
+        for _ in model.propagate_in_video(state):
+            pass
+    else:
+        config_ = EngineConfig(feature_budget_bytes=budget_mib * MiB,
+                               state_budget_bytes=budget_mib * MiB // 4)
+        with TrackingSession(model, open_video(video), config=config_) as session:
+            session.add_mask(1, 0, first)
+            for _ in session.propagate("forward"):
+                pass
+    return {"kind": kind, "frames": frames, "peak_rss_mib": peak_rss_mib(),
+            "model_loaded_rss_mib": base, "seconds": time.perf_counter() - start}
+
+
+def bench_rss(config: Path, checkpoint: Path, budget_mib: int, lengths=(200, 2000)) -> list[dict]:
+    """Peak RSS per video length, each run in a fresh process."""
+    rows = []
+    for kind in ("engine", "reference"):
+        for frames in lengths:
+            rows.append(run_child("bench.engine_bench", "--rss-child", kind, str(frames),
+                                  str(config), str(checkpoint), str(budget_mib)))
+    for kind in ("engine", "reference"):
+        short, long = [r for r in rows if r["kind"] == kind]
+        long["ratio_vs_200"] = long["peak_rss_mib"] / short["peak_rss_mib"]
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=60)
+    parser.add_argument("--preset", default="hiera-t-256")
+    parser.add_argument("--rss-budget-mib", type=int, default=16)
+    parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument("--rss-child", nargs=5, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.rss_child:
+        kind, frames, config, checkpoint, budget = args.rss_child
+        print(json.dumps(rss_child(kind, int(frames), config, checkpoint, int(budget))))
+        return 0
+    torch.manual_seed(0)
+    work = Path(tempfile.mkdtemp(prefix="vrshq-bench-"))
+    config, checkpoint = write_tiny_sam2(work / "sam2", preset=args.preset)
+    model = build_model(config, checkpoint, predictor=True)
+    spec = SyntheticSpec(num_frames=args.frames, width=320, height=240, fps=25.0, num_objects=2, seed=2)
+    video = write_video(spec, work / "clip.mp4")
+    gt = ground_truth(spec)
+    results = {"preset": args.preset}
+    results["vs_reference"] = bench_vs_reference(model, video, gt, work)
+    print_table(f"1. engine vs SAM2VideoPredictor ({args.preset}, {args.frames} frames)",
+                [results["vs_reference"]])
+    results["correction"] = bench_correction(model, video, gt)
+    print_table("2. correction re-propagation vs from scratch", [results["correction"]])
+    if not args.skip_rss:
+        tiny_config, tiny_ckpt = write_tiny_sam2(work / "tiny", preset="tiny")
+        results["rss"] = bench_rss(tiny_config, tiny_ckpt, args.rss_budget_mib)
+        print_table(f"3. peak RSS (tiny model, engine feature budget {args.rss_budget_mib} MiB)",
+                    results["rss"])
+    print(f"\nwrote {write_json('engine', results)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Shared fixtures. Synthetic videos are written once per session and cached by their parameters."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vrshq.synthetic import SyntheticSpec, write_frame_folder, write_video
+
+# --- synthetic videos ------------------------------------------------------------------
+
+MakeVideo = Callable[..., Path]
+
+
+@pytest.fixture(scope="session")
+def make_video(tmp_path_factory: pytest.TempPathFactory) -> MakeVideo:
+    """make_video(ext="mp4", codec=None, options=None, **SyntheticSpec fields) -> cached path.
+
+    ext "png"/"jpg" writes a frame folder instead of a video file.
+    """
+    root = tmp_path_factory.mktemp("synthetic")
+    cache: dict[str, Path] = {}
+
+    def make(
+        ext: str = "mp4",
+        codec: str | None = None,
+        options: dict[str, str] | None = None,
+        **spec_fields: Any,
+    ) -> Path:
+        key = json.dumps([ext, codec, options, spec_fields], sort_keys=True)
+        if key not in cache:
+            spec = SyntheticSpec(**spec_fields)
+            name = f"v{len(cache):03d}"
+            if ext in ("png", "jpg"):
+                cache[key] = write_frame_folder(spec, root / name, ext=ext)
+            else:
+                cache[key] = write_video(spec, root / f"{name}.{ext}", codec=codec, options=options)
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def synthetic_spec() -> SyntheticSpec:
+    """The default scene: 40 frames, 160x120, 10 fps, two objects."""
+    return SyntheticSpec(num_frames=40, width=160, height=120, fps=10.0)
+
+
+@pytest.fixture(scope="session")
+def synthetic_mp4(make_video: MakeVideo) -> Path:
+    """The default scene as an H.264 mp4."""
+    return make_video("mp4", num_frames=40, width=160, height=120, fps=10.0)
+
+
+@pytest.fixture(scope="session")
+def synthetic_frame_folder(make_video: MakeVideo) -> Path:
+    """The default scene as a folder of PNG frames 00000.png ..."""
+    return make_video("png", num_frames=40, width=160, height=120, fps=10.0)
+
+
+pytest_plugins = ["tests.engine_fixtures"]

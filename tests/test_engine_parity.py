@@ -1,0 +1,96 @@
+"""The engine reproduces sam2's own video predictor on the same weights, frames and prompts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.sam2_reference import reference_track
+from vrshq.engine.session import TrackingSession
+from vrshq.video.reader import open_video
+
+ATOL = 1e-4
+
+
+def _collect(session: TrackingSession, direction: str = "both") -> dict[tuple[int, int], torch.Tensor]:
+    out = {}
+    for result in session.propagate(direction):
+        for obj_id, of in result.objects.items():
+            assert (obj_id, result.frame_idx) not in out
+            out[(obj_id, result.frame_idx)] = of.logits()
+    return out
+
+
+def _present(gt: np.ndarray, obj_id: int) -> np.ndarray:
+    # Frames where the object is clearly visible (a sliver at the border can vanish at 128 px).
+    return (gt == obj_id).sum(axis=(1, 2)) >= 200
+
+
+def _assert_same(ours: dict[int, torch.Tensor], ref: dict[int, torch.Tensor], gt_present: np.ndarray):
+    assert sorted(ours) == sorted(ref)
+    # An empty mask must never pass by accident: wherever the object is in the ground truth,
+    # the tracked mask is non-empty (the tiny random model cannot tell absence, so no converse).
+    for frame_idx in ref:
+        if gt_present[frame_idx]:
+            assert (ours[frame_idx] > 0).any(), f"frame {frame_idx}: empty mask for a present object"
+
+
+def test_mask_on_frame_zero(tiny_sam2_predictor, jpeg_clip):
+    folder, gt = jpeg_clip
+    ref = reference_track(tiny_sam2_predictor, str(folder), [(0, gt[0] == 1)], direction="forward")
+    with TrackingSession(tiny_sam2_predictor, open_video(folder)) as session:
+        session.add_mask(1, 0, gt[0] == 1)
+        ours = {f: v for (o, f), v in _collect(session, "forward").items()}
+    assert len(ours) == len(gt)
+    _assert_same(ours, ref, _present(gt, 1))
+
+
+def test_middle_frame_both_directions(tiny_sam2_predictor, jpeg_clip):
+    folder, gt = jpeg_clip
+    k = len(gt) // 2
+    ref = reference_track(tiny_sam2_predictor, str(folder), [(k, gt[k] == 1)])
+    with TrackingSession(tiny_sam2_predictor, open_video(folder)) as session:
+        session.add_mask(1, k, gt[k] == 1)
+        ours = {f: v for (o, f), v in _collect(session).items()}
+        encoder_calls = session.features.stats.encoder_calls
+    assert len(ours) == len(gt)
+    _assert_same(ours, ref, _present(gt, 1))
+    # The reverse pass reuses the forward pass's features: one encoder call per frame.
+    assert encoder_calls == len(gt)
+
+
+def test_two_objects_on_different_frames(tiny_sam2_predictor, jpeg_clip):
+    folder, gt = jpeg_clip
+    first = 0
+    # Object 2 leaves the frame mid-clip: prompt it where it is back and fully visible.
+    second = len(gt) // 2 + int(np.argmax((gt[len(gt) // 2:] == 2).sum(axis=(1, 2))))
+    with TrackingSession(tiny_sam2_predictor, open_video(folder)) as session:
+        session.add_mask(1, first, gt[first] == 1)
+        session.add_mask(2, second, gt[second] == 2)
+        ours = _collect(session)
+    for obj_id, frame_idx in ((1, first), (2, second)):
+        ref = reference_track(tiny_sam2_predictor, str(folder), [(frame_idx, gt[frame_idx] == obj_id)])
+        mine = {f: v for (o, f), v in ours.items() if o == obj_id}
+        _assert_same(mine, ref, _present(gt, obj_id))
+
+
+def test_correction_on_later_frame(tiny_sam2_predictor, jpeg_clip):
+    folder, gt = jpeg_clip
+    a, k = 2, (2 * len(gt)) // 3
+    correction = gt[k] == 1
+    # The reference gets both prompts from the start (a correction is a conditioning frame).
+    ref = reference_track(tiny_sam2_predictor, str(folder), [(a, gt[a] == 1), (k, correction)])
+    with TrackingSession(tiny_sam2_predictor, open_video(folder)) as session:
+        session.add_mask(1, a, gt[a] == 1)
+        first = {f: v for (o, f), v in _collect(session).items()}
+        calls_before = session.features.stats.encoder_calls
+        session.add_mask(1, k, correction)
+        corrected = {f: v for (o, f), v in _collect(session).items()}
+        assert session.features.stats.encoder_calls == calls_before, "a correction re-ran the encoder"
+    _assert_same(corrected, ref, _present(gt, 1))
+    # The correction is kept on its frame and changes the track (it is not silently dropped).
+    kept = corrected[k].numpy() > 0
+    iou = (kept & correction).sum() / max(1, (kept | correction).sum())
+    assert iou > 0.8, f"corrected frame IoU with the correction is {iou:.2f}"
+    assert any(not torch.equal(first[f], corrected[f]) for f in first)

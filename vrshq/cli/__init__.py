@@ -1,0 +1,44 @@
+"""The ``vrshq`` command line: thin subcommands over the library, one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from vrshq import __version__
+from vrshq.errors import VrshqError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other error
+        self.exit(2, f"vrshq: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser with every subcommand registered."""
+    from vrshq.cli import demo, tiny_models, track
+
+    parser = _Parser(prog="vrshq", description="Text-prompted video object tracks for Label Studio.")
+    parser.add_argument("--version", action="version", version=f"vrshq {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for module in (track, tiny_models, demo):
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``vrshq`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except VrshqError as exc:
+        print(f"vrshq: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vrshq: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from vrshq.cli import main
+
+sys.exit(main())

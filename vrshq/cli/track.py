@@ -1,0 +1,56 @@
+"""``vrshq track``: masks on some frames -> a track of every object through the whole video."""
+
+from __future__ import annotations
+
+import argparse
+
+from tqdm import tqdm
+
+from vrshq.cli.common import add_model_options, engine_config, load_sam2
+from vrshq.errors import PromptError
+from vrshq.tracking import expected_steps, open_session, read_mask_prompts, track_video, write_outputs
+from vrshq.video.reader import open_video
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the subcommand."""
+    p = sub.add_parser("track", help="track masked objects through a video",
+                       description="Track the objects of mask PNGs through a video with SAM-2. "
+                       "Each --mask PNG is a palette/label image (pixel value = object id, as in "
+                       "DAVIS) or a 0/255 mask (object 1); --frame is its 0-based frame. Several "
+                       "pairs add objects or corrections.")
+    p.add_argument("video", help="a video file or a folder of JPEG/PNG frames")
+    p.add_argument("--mask", action="append", required=True, help="mask PNG (repeatable)")
+    p.add_argument("--frame", action="append", type=int, required=True,
+                   help="0-based frame of the matching --mask (repeatable)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--resize", choices=["sam2", "vrshq"], default="sam2",
+                   help="model input: sam2's square resize, or VRS-HQ's longest side + padding")
+    p.add_argument("--direction", choices=["both", "forward", "backward"], default="both")
+    p.add_argument("--fps", type=float, help="frame rate of a frame folder (default 30)")
+    add_model_options(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the subcommand."""
+    if len(args.mask) != len(args.frame):
+        raise PromptError(f"{len(args.mask)} --mask but {len(args.frame)} --frame: give them in pairs")
+    config = engine_config(args)
+    reader = open_video(args.video, fps=args.fps)
+    hw = (reader.height, reader.width)
+    prompts = []
+    for path, frame_idx in zip(args.mask, args.frame):
+        if not 0 <= frame_idx < len(reader):
+            raise PromptError(f"--frame {frame_idx} is outside the video (0..{len(reader) - 1})")
+        prompts.extend(read_mask_prompts(path, frame_idx, hw))
+    model = load_sam2(args, config)
+    with open_session(model, reader, args.resize, config) as session:
+        for p in prompts:
+            session.add_mask(p.obj_id, p.frame_idx, p.mask)
+        with tqdm(total=expected_steps(session, args.direction), unit="frame",
+                  desc="tracking", disable=None) as bar:
+            tracks = track_video(session, [], args.direction, progress=bar.update)
+    paths = write_outputs(tracks, args.out)
+    print(f"tracked {len(tracks)} object(s) over {len(reader)} frames -> {paths['masks'].parent}")
+    return 0

@@ -1,0 +1,100 @@
+"""Per-frame SAM-2 image features: computed once per frame, kept within budgets, spilled or recomputed."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from vrshq.engine.config import EngineConfig
+from vrshq.engine.store import Tier, TieredStore
+from vrshq.video.reader import VideoReader
+from vrshq.video.transforms import FrameTransform
+
+
+@dataclass
+class FrameFeatures:
+    """What sam2's tracking step takes for one frame (batch of one)."""
+
+    vision_feats: list[torch.Tensor]
+    vision_pos_embeds: list[torch.Tensor]
+    feat_sizes: list[tuple[int, int]]
+
+
+@dataclass
+class FeatureStats:
+    """Counters the benchmarks and tests read."""
+
+    encoder_calls: int = 0
+    frames_decoded: int = 0
+    cache_hits: int = 0
+
+
+class FeatureCache:
+    """Runs the image encoder on demand, once per frame while the features stay cached."""
+
+    def __init__(self, model: torch.nn.Module, reader: VideoReader, transform: FrameTransform,
+                 config: EngineConfig) -> None:
+        self.model = model
+        self.reader = reader
+        self.transform = transform
+        self.device = config.resolved_device()
+        self._autocast_dtype = config.autocast_dtype()
+        tiers = [Tier(self.device, config.feature_budget_bytes)]
+        if self.device.type != "cpu":
+            tiers.append(Tier(torch.device("cpu"), config.cpu_feature_budget_bytes))
+        self._store = TieredStore(tiers, spill_to_disk=config.feature_spill == "disk",
+                                  directory=config.spill_dir())
+        # The positional encodings depend only on the feature-map shapes: one copy per session.
+        self._pos_enc: list[torch.Tensor] | None = None
+        self.stats = FeatureStats()
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The precision context every model call of the session runs under."""
+        if self._autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self._autocast_dtype)
+
+    def get(self, frame_idx: int) -> FrameFeatures:
+        """The features of ``frame_idx``, from the cache or by running the encoder."""
+        fpn = self._store.get(frame_idx)
+        if fpn is None:
+            fpn = self._encode(frame_idx)
+            self._store.put(frame_idx, fpn)
+        else:
+            self.stats.cache_hits += 1
+        assert self._pos_enc is not None
+        backbone_out = {
+            "backbone_fpn": [t.to(self.device) for t in fpn],
+            "vision_pos_enc": list(self._pos_enc),
+        }
+        # sam2_base.SAM2Base._prepare_backbone_features flattens NCHW -> (HW)NC.
+        _, feats, pos, sizes = self.model._prepare_backbone_features(backbone_out)
+        return FrameFeatures(feats, pos, sizes)
+
+    def prefetch(self, frame_idx: int) -> None:
+        """Make sure ``frame_idx`` is encoded (no-op when cached)."""
+        if frame_idx not in self._store:
+            self._store.put(frame_idx, self._encode(frame_idx))
+
+    def _encode(self, frame_idx: int) -> tuple[torch.Tensor, ...]:
+        frame = self.reader.frame(frame_idx)
+        self.stats.frames_decoded += 1
+        image = self.transform.prepare(frame).to(self.device).float().unsqueeze(0)
+        with torch.inference_mode(), self.autocast():
+            backbone_out = self.model.forward_image(image)
+        self.stats.encoder_calls += 1
+        levels = self.model.num_feature_levels
+        if self._pos_enc is None:
+            self._pos_enc = list(backbone_out["vision_pos_enc"][-levels:])
+        return tuple(backbone_out["backbone_fpn"][-levels:])
+
+    @property
+    def store(self) -> TieredStore:
+        """The underlying tiered store (for budgets and stats)."""
+        return self._store
+
+    def close(self) -> None:
+        """Release cached features and the spill file."""
+        self._store.close()

@@ -1,0 +1,106 @@
+"""Track prompted objects through a video and write the results: masks, track.json, Label Studio JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from vrshq.engine import EngineConfig, TrackingSession
+from vrshq.errors import PromptError
+from vrshq.masks import (
+    TrackSet,
+    labels_from_masks,
+    read_palette_png,
+    track_to_videorectangle,
+    write_palette_png,
+)
+from vrshq.video.reader import VideoReader
+from vrshq.video.transforms import ResizeMode
+
+
+@dataclass(frozen=True)
+class MaskPrompt:
+    """A mask for one object on one frame (0-based)."""
+
+    obj_id: int
+    frame_idx: int
+    mask: np.ndarray
+
+
+def read_mask_prompts(path: str | os.PathLike, frame_idx: int, hw: tuple[int, int]) -> list[MaskPrompt]:
+    """Prompts from a mask PNG: a palette/label PNG (pixel value = object id) or a 0/255 mask (object 1)."""
+    labels = read_palette_png(path)
+    if labels.shape != hw:
+        raise PromptError(f"{path}: mask is {labels.shape[1]}x{labels.shape[0]} but the video is "
+                          f"{hw[1]}x{hw[0]} (width x height)")
+    values = set(np.unique(labels).tolist()) - {0}
+    if not values:
+        raise PromptError(f"{path}: the mask has no object pixels")
+    if values == {255}:
+        return [MaskPrompt(1, frame_idx, labels == 255)]
+    return [MaskPrompt(v, frame_idx, labels == v) for v in sorted(values)]
+
+
+def track_video(session: TrackingSession, prompts: Iterable[MaskPrompt], direction: str = "both",
+                progress: Callable[[int], None] | None = None) -> TrackSet:
+    """Add every prompt, propagate, and collect one RLE track per object."""
+    height, width = session.orig_hw
+    tracks = TrackSet(height=height, width=width, num_frames=session.num_frames,
+                      fps=session.reader.fps)
+    for p in prompts:
+        session.add_mask(p.obj_id, p.frame_idx, p.mask)
+    for obj_id in session.object_ids:
+        if obj_id not in tracks:
+            tracks.new_track(obj_id)
+    for result in session.propagate(direction):
+        for obj_id, of in result.objects.items():
+            tracks[obj_id].set(result.frame_idx, of.mask(), score=of.score)
+        if progress is not None:
+            progress(1)
+    return tracks
+
+
+def expected_steps(session: TrackingSession, direction: str) -> int:
+    """How many frame results ``propagate`` will yield (for a progress bar)."""
+    prompted = [session.prompted_frames(o) for o in session.object_ids]
+    if not prompted:
+        return 0
+    n = session.num_frames
+    firsts = [min(p) for p in prompted]
+    if direction == "forward":
+        return n - min(firsts)
+    if direction == "backward":
+        return max(max(p) for p in prompted) + 1
+    return (n - min(firsts)) + max(firsts)
+
+
+def write_outputs(tracks: TrackSet, out_dir: str | os.PathLike, labels: dict[int, str] | None = None,
+                  tolerance: float = 0.5) -> dict[str, Path]:
+    """Write ``masks/<frame>.png``, ``track.json`` and ``labelstudio.json`` under ``out_dir``."""
+    out = Path(out_dir)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    hw = (tracks.height, tracks.width)
+    num_frames = tracks.num_frames or 0
+    for frame_idx in range(num_frames):
+        masks = {t.obj_id: t.mask(frame_idx) for t in tracks if t.has(frame_idx)}
+        write_palette_png(out / "masks" / f"{frame_idx:05d}.png", labels_from_masks(masks, hw))
+    tracks.save(out / "track.json")
+    fps = float(tracks.fps or 0) or 1.0
+    results = [
+        track_to_videorectangle(t, fps=fps, frames_count=num_frames,
+                                labels=[(labels or {}).get(t.obj_id, f"object {t.obj_id}")],
+                                tolerance=tolerance)
+        for t in tracks
+    ]
+    (out / "labelstudio.json").write_text(json.dumps(results, indent=1))
+    return {"masks": out / "masks", "track": out / "track.json", "labelstudio": out / "labelstudio.json"}
+
+
+def open_session(model, reader: VideoReader, resize: str, config: EngineConfig | None = None) -> TrackingSession:
+    """A tracking session with the given resize mode."""
+    return TrackingSession(model, reader, resize=ResizeMode(resize), config=config)
