@@ -1,4 +1,4 @@
-"""Video readers: metadata, frame-exact random access against a sequential PyAV decode, bad input."""
+"""Video readers: metadata, random access exact against a sequential PyAV decode, bad input."""
 
 from __future__ import annotations
 
@@ -108,7 +108,9 @@ class _LyingSeek:
 
 
 def test_a_wrong_seek_is_detected_and_never_returned(make_video):
-    path = make_video("mp4", codec="libx264", options={"g": "8"}, num_frames=40, width=96, height=64)
+    path = make_video(
+        "mp4", codec="libx264", options={"g": "8"}, num_frames=40, width=96, height=64
+    )
     reference = sequential_decode(path)
     reader = DecordVideoReader(path)
     reader._vr = _LyingSeek(reader._vr, shift=2)

@@ -181,7 +181,9 @@ def write_video(
     codec = codec or codec_for(path)
     pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
     if pix_fmt.endswith("420p") and (spec.width % 2 or spec.height % 2):
-        raise ValueError(f"{path}: {codec} needs an even frame size, got {spec.width}x{spec.height}")
+        raise ValueError(
+            f"{path}: {codec} needs an even frame size, got {spec.width}x{spec.height}"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     rate = Fraction(spec.fps).limit_denominator(1001)
     with av.open(str(path), mode="w") as container:

@@ -48,6 +48,7 @@ class FeatureCache:
                                   directory=config.spill_dir())
         # The positional encodings depend only on the feature-map shapes: one copy per session.
         self._pos_enc: list[torch.Tensor] | None = None
+        self._frame_bytes: int | None = None
         self.stats = FeatureStats()
 
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -73,14 +74,32 @@ class FeatureCache:
         _, feats, pos, sizes = self.model._prepare_backbone_features(backbone_out)
         return FrameFeatures(feats, pos, sizes)
 
-    def prefetch(self, frame_idx: int) -> None:
-        """Make sure ``frame_idx`` is encoded (no-op when cached)."""
-        if frame_idx not in self._store:
-            self._store.put(frame_idx, self._encode(frame_idx))
+    def prefetch_range(self, start: int, stop: int) -> None:
+        """Encode the uncached frames of ``[start, stop)``, decoding them in order.
+
+        A backward pass asks for frames last to first; video decoders are fast only forwards,
+        so the session prefetches each block of a backward pass in ascending order first.
+        """
+        missing = [i for i in range(start, stop) if i not in self._store]
+        if not missing:
+            return
+        for frame_idx, frame in self.reader.iter_frames(missing[0], missing[-1] + 1):
+            if frame_idx not in self._store:
+                self.stats.frames_decoded += 1
+                self._store.put(frame_idx, self._encode_frame(frame))
+
+    def block_size(self, limit: int = 64) -> int:
+        """How many frames' features fit the first tier's budget (at least 1, at most ``limit``)."""
+        if self._frame_bytes is None:
+            return 1
+        return max(1, min(limit, self._store.tiers[0].budget_bytes // max(1, self._frame_bytes)))
 
     def _encode(self, frame_idx: int) -> tuple[torch.Tensor, ...]:
         frame = self.reader.frame(frame_idx)
         self.stats.frames_decoded += 1
+        return self._encode_frame(frame)
+
+    def _encode_frame(self, frame) -> tuple[torch.Tensor, ...]:
         image = self.transform.prepare(frame).to(self.device).float().unsqueeze(0)
         with torch.inference_mode(), self.autocast():
             backbone_out = self.model.forward_image(image)
@@ -88,7 +107,10 @@ class FeatureCache:
         levels = self.model.num_feature_levels
         if self._pos_enc is None:
             self._pos_enc = list(backbone_out["vision_pos_enc"][-levels:])
-        return tuple(backbone_out["backbone_fpn"][-levels:])
+        fpn = tuple(backbone_out["backbone_fpn"][-levels:])
+        if self._frame_bytes is None:
+            self._frame_bytes = sum(t.numel() * t.element_size() for t in fpn)
+        return fpn
 
     @property
     def store(self) -> TieredStore:

@@ -188,7 +188,11 @@ class TrackingSession:
             order = range(max(starts.values()), -1, -1)
         else:
             order = range(min(starts.values()), self.num_frames)
+        block_end = None
         for frame_idx in order:
+            if reverse and (block_end is None or frame_idx < block_end):
+                block_end = max(0, frame_idx + 1 - self.features.block_size())
+                self.features.prefetch_range(block_end, frame_idx + 1)
             active = [o for o in objs if (frame_idx <= starts[o.obj_id] if reverse
                                           else frame_idx >= starts[o.obj_id])]
             if skip_start:

@@ -98,7 +98,7 @@ class VideoReader(ABC):
         step: int = 1,
         batch_size: int = 16,
     ) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield (index, frame) like range(start, stop, step), decoding `batch_size` frames at a time.
+        """Yield (index, frame) like range(start, stop, step), decoding batch_size frames at once.
 
         start defaults to the first frame (the last one when step < 0) and stop to just past
         the end in the direction of step; at most one batch of frames is held at a time.
@@ -146,7 +146,9 @@ class VideoReader(ABC):
 
 def _check_fps(path: str, fps: float | None, what: str) -> float:
     if fps is None or not math.isfinite(float(fps)) or float(fps) <= 0:
-        raise VideoError(path, f"{what} frame rate is zero or missing ({fps!r}); pass fps= to set one")
+        raise VideoError(
+            path, f"{what} frame rate is zero or missing ({fps!r}); pass fps= to set one"
+        )
     return float(fps)
 
 
@@ -177,18 +179,19 @@ class FrameFolderReader(VideoReader):
             raise VideoError(self.path, "not a folder")
         self.fps = _check_fps(self.path, fps, "the")
         try:
-            names = os.listdir(self.path)
+            with os.scandir(self.path) as entries:
+                frames = [
+                    e.name
+                    for e in entries
+                    # dotfiles are OS droppings such as macOS "._0001.jpg"
+                    if not e.name.startswith(".")
+                    and os.path.splitext(e.name)[1].lower() in FRAME_EXTENSIONS
+                    and e.is_file()
+                ]
         except PermissionError:
             raise VideoError(self.path, "permission denied: cannot list the folder") from None
         except OSError as e:
             raise VideoError(self.path, f"cannot list the folder ({e.strerror or e})") from None
-        frames = [
-            n
-            for n in names
-            # dotfiles are editor/OS droppings such as macOS "._0001.jpg"
-            if not n.startswith(".") and os.path.splitext(n)[1].lower() in FRAME_EXTENSIONS
-        ]
-        frames = [n for n in frames if os.path.isfile(os.path.join(self.path, n))]
         if not frames:
             raise VideoError(self.path, "no JPEG/PNG frames")
         self._files = [os.path.join(self.path, n) for n in _frame_sort_key(frames)]
@@ -277,19 +280,24 @@ def _mp4_end(f: Any) -> int | None:
     file_size = os.fstat(f.fileno()).st_size
     offset = 0
     for _ in range(100_000):
-        if offset + 8 > file_size:
-            return offset if offset > file_size else None
         f.seek(offset)
-        size, kind = struct.unpack(">I4s", f.read(8))
+        header = f.read(16)
+        if len(header) < 8:
+            return None  # a few stray bytes at the end are not worth rejecting a file for
+        size, kind = struct.unpack(">I4s", header[:8])
+        if not all(32 <= c < 127 for c in kind):
+            return None  # not a box structure we understand; leave the verdict to the decoder
         if size == 1:
-            size = struct.unpack(">Q", f.read(8))[0]
+            if len(header) < 16:
+                return offset + 16
+            size = struct.unpack(">Q", header[8:16])[0]
         elif size == 0:  # the last box runs to the end of the file
             return None
         if size < 8:
-            return None  # not a box structure we understand; leave the verdict to the decoder
+            return None
         offset += size
-        if offset > file_size:
-            return offset
+        if offset >= file_size:
+            return offset if offset > file_size else None
     return None
 
 
@@ -360,6 +368,9 @@ def _to_numpy(raw: Any) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.uint8)
 
 
+_NOT_REPEATABLE = "decoding is not repeatable; the file may be corrupt"
+
+
 class _Misaligned(Exception):
     """A decoded frame did not match the fingerprint recorded for its index."""
 
@@ -391,7 +402,9 @@ class DecordVideoReader(VideoReader):
         if n <= 0:
             raise VideoError(self.path, "the video has no frames")
         self.num_frames = n
-        self.fps = fps if fps is not None else _check_fps(self.path, self._native_fps(), "the file's")
+        self.fps = (
+            fps if fps is not None else _check_fps(self.path, self._native_fps(), "the file's")
+        )
         self._prints = np.zeros(n, dtype=np.uint32)
         self._frontier = 0  # frames [0, frontier) have a recorded CRC
         self._cursor: int | None = 0  # index the next decord next() returns; None if unknown
@@ -412,7 +425,9 @@ class DecordVideoReader(VideoReader):
         try:
             return decord.VideoReader(self.path, ctx=decord.cpu(0), num_threads=self._num_threads)
         except Exception as e:
-            raise VideoError(self.path, f"not a readable video file ({_decord_reason(e)})") from None
+            raise VideoError(
+                self.path, f"not a readable video file ({_decord_reason(e)})"
+            ) from None
 
     def _native_fps(self) -> float | None:
         try:
@@ -427,12 +442,17 @@ class DecordVideoReader(VideoReader):
             return
         try:
             last = _to_numpy(self._vr[n - 1])
-        except Exception as e:
-            raise VideoError(
-                self.path,
-                f"corrupt or truncated video: frame {n - 1} (the last of {n}) cannot be decoded "
-                f"({_decord_reason(e)})",
-            ) from None
+        except Exception:
+            # decord's seek can fail where decoding in order works: settle it the slow way,
+            # which raises a VideoError naming the first frame that does not decode
+            self._restart(fresh=True)
+            try:
+                while self._cursor < n:
+                    self._read_next()
+            except _Misaligned:
+                raise VideoError(self.path, _NOT_REPEATABLE) from None
+            self._origin = "open"
+            return
         if last.shape != (self.height, self.width, 3):
             raise VideoError(self.path, f"corrupt video: the last frame has shape {last.shape}")
         self._cursor = None  # the probe moved the decoder
@@ -465,11 +485,16 @@ class DecordVideoReader(VideoReader):
             if from_seek:
                 raise _Misaligned() from None
             raise VideoError(
-                self.path, f"cannot decode frame {idx} ({_decord_reason(e)}); the file may be corrupt"
+                self.path,
+                f"decoding failed at or near frame {idx} ({_decord_reason(e)}); "
+                "the file may be corrupt",
             ) from None
         arr = _to_numpy(raw)
         if idx > 0 and arr.shape != (self.height, self.width, 3):
-            raise VideoError(self.path, f"frame {idx} has shape {arr.shape}, not {self.height}x{self.width}x3")
+            raise VideoError(
+                self.path,
+                f"frame {idx} has shape {arr.shape}, not ({self.height}, {self.width}, 3)",
+            )
         crc = zlib.crc32(arr)
         if idx < self._frontier:
             if crc != self._prints[idx]:
@@ -547,9 +572,7 @@ class DecordVideoReader(VideoReader):
                         self._seek0_trusted = False
                         self._restart(fresh=True)
                     else:
-                        raise VideoError(
-                            self.path, "decoding is not repeatable; the file may be corrupt"
-                        ) from None
+                        raise VideoError(self.path, _NOT_REPEATABLE) from None
             self._last = (index, arr)
             return arr.copy()
 

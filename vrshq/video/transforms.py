@@ -74,7 +74,9 @@ class FrameTransform:
     def _scale_coords(self, coords: object, orig_hw: tuple[int, int], last: int) -> torch.Tensor:
         out = torch.as_tensor(coords, dtype=torch.float32).clone()
         if out.shape[-1:] != (last,):
-            raise ValueError(f"expected coordinates with last dimension {last}, got {tuple(out.shape)}")
+            raise ValueError(
+                f"expected coordinates with last dimension {last}, got {tuple(out.shape)}"
+            )
         sx, sy = self._scale_xy(orig_hw)
         out[..., 0::2] *= sx
         out[..., 1::2] *= sy
