@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import random
 import subprocess
 import sys
@@ -280,20 +281,31 @@ def test_frame_folder_corrupt_image_names_the_file(tmp_path):
         FrameFolderReader(folder)
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root ignores permissions")
-def test_frame_folder_permissions(tmp_path):
+def test_frame_folder_permissions(tmp_path, monkeypatch):
+    # Root reads any file whatever its mode, so the denial the OS would give is injected.
+    from PIL import Image
+
     folder = tmp_path / "locked"
     _write_frames(folder, ["0.png", "1.png"])
-    (folder / "1.png").chmod(0)
+    real_open = Image.open
+
+    def guarded_open(fp, *args, **kwargs):
+        if str(fp).endswith("1.png"):
+            raise PermissionError(13, "Permission denied", str(fp))
+        return real_open(fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", guarded_open)
     reader = FrameFolderReader(folder)
     with pytest.raises(VideoError, match=r"1\.png: permission denied"):
         reader.frame(1)
-    folder.chmod(0)
-    try:
-        with pytest.raises(VideoError, match="permission denied"):
-            FrameFolderReader(folder)
-    finally:
-        folder.chmod(0o755)
+
+    def denied_listing(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(os, "scandir", denied_listing)
+    monkeypatch.setattr(os, "listdir", denied_listing)
+    with pytest.raises(VideoError, match="permission denied"):
+        FrameFolderReader(folder)
 
 
 # --- bad input -------------------------------------------------------------------------

@@ -34,7 +34,13 @@ class MaskPrompt:
 
 def read_mask_prompts(path: str | os.PathLike, frame_idx: int, hw: tuple[int, int]) -> list[MaskPrompt]:
     """Prompts from a mask PNG: a palette/label PNG (pixel value = object id) or a 0/255 mask (object 1)."""
-    labels = read_palette_png(path)
+    if not Path(path).is_file():
+        raise PromptError(f"{path}: mask file not found")
+    try:
+        labels = read_palette_png(path)
+    except (OSError, SyntaxError) as exc:  # PIL: unidentified or damaged image, permission denied
+        reason = getattr(exc, "strerror", None) or "not an image, or a damaged one"
+        raise PromptError(f"{path}: not a readable mask PNG ({reason})") from None
     if labels.shape != hw:
         raise PromptError(f"{path}: mask is {labels.shape[1]}x{labels.shape[0]} but the video is "
                           f"{hw[1]}x{hw[0]} (width x height)")

@@ -35,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     except VrshqError as exc:
         print(f"vrshq: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a path the checks above did not cover: still one line, no traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"vrshq: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("vrshq: interrupted", file=sys.stderr)
         return 130

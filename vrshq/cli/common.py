@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import os
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
+import torch
+
 from vrshq.engine import EngineConfig, build_model
-from vrshq.errors import ModelError
+from vrshq.errors import ModelError, VrshqError
+from vrshq.video.reader import VideoReader, open_video
 
 MiB = 1024 * 1024
 
@@ -35,16 +43,79 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
 def load_sam2(args: argparse.Namespace, config: EngineConfig):
     """The sam2 model named by the options."""
     cfg, ckpt = args.sam2_config, args.sam2_checkpoint
+    if cfg is None and ckpt is not None and not args.model_dir:
+        raise ModelError("--sam2-checkpoint needs --sam2-config (or --model-dir with its config)")
+    if cfg is not None and ckpt is None:
+        # without weights sam2 would silently track with a randomly initialised model
+        raise ModelError("--sam2-config needs --sam2-checkpoint")
     if cfg is None:
         if not args.model_dir:
             raise ModelError("no model: pass --model-dir (a folder made by `vrshq tiny-models`) "
                              "or --sam2-config and --sam2-checkpoint")
+        if not Path(args.model_dir).is_dir():
+            raise ModelError(f"--model-dir {args.model_dir}: folder not found")
         base = Path(args.model_dir) / "sam2"
         cfg, ckpt = str(base / "config.yaml"), ckpt or str(base / "model.pt")
         if not Path(cfg).is_file():
             raise ModelError(f"{cfg}: not found (expected a sam2 config in the model folder)")
+    device = resolve_device(args, config)
+    return build_model(cfg, ckpt, device=device)
+
+
+def resolve_device(args: argparse.Namespace, config: EngineConfig) -> torch.device:
+    """The device of --device, checked to exist here (torch fails late and with a traceback)."""
+    usage = "use auto, cpu, cuda or cuda:N"
     try:
         device = config.resolved_device()
-    except RuntimeError as exc:
-        raise ModelError(f"--device {args.device}: {exc}") from None
-    return build_model(cfg, ckpt, device=device)
+    except RuntimeError:
+        raise ModelError(f"--device {args.device}: not a device ({usage})") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelError(f"--device {args.device}: CUDA is not available on this machine")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ModelError(f"--device {args.device}: there are only {count} CUDA device(s)")
+    elif device.type != "cpu":
+        raise ModelError(f"--device {args.device}: not supported ({usage})")
+    return device
+
+
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Drop what native code (ffmpeg, decord's logger) writes to file descriptor 2 meanwhile.
+
+    decord prints its own lines on a bad file before raising; the CLI reports the error in
+    one line of its own instead.
+    """
+    fd = 2
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), fd)
+            try:
+                yield
+            finally:
+                os.dup2(saved, fd)
+    finally:
+        os.close(saved)
+
+
+def open_video_quietly(path: str, fps: float | None = None) -> VideoReader:
+    """``open_video`` without decord's and ffmpeg's own stderr lines on a bad file.
+
+    On an error the half-opened decoder is freed before stderr comes back: ffmpeg logs
+    again while it flushes, and the exception's tracebacks would keep it alive till later.
+    """
+    error: VrshqError | None = None
+    with quiet_native_stderr():
+        try:
+            return open_video(path, fps=fps)
+        except VrshqError as exc:
+            error, chained = exc, exc
+            while chained is not None:
+                chained.__traceback__ = None
+                chained = chained.__context__
+            error.__context__ = error.__cause__ = None
+        gc.collect()
+    raise error

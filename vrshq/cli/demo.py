@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from vrshq.cli import track
+from vrshq.errors import VrshqError
 from vrshq.masks import TrackSet, write_palette_png
 
 
@@ -29,7 +30,11 @@ def run(args: argparse.Namespace) -> int:
     from vrshq.engine.tiny import write_tiny_sam2
     from vrshq.synthetic import SyntheticSpec, ground_truth, write_video
 
+    if args.frames < 1:
+        raise VrshqError(f"--frames {args.frames}: a demo video needs at least 1 frame")
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise VrshqError(f"--out {out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     spec = SyntheticSpec(num_frames=args.frames, width=320, height=240, fps=25.0, num_objects=2)
     video = write_video(spec, out / "sample.mp4")

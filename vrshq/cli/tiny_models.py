@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from vrshq.engine.tiny import PRESETS, write_tiny_sam2
+from vrshq.errors import VrshqError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,6 +23,9 @@ def run(args: argparse.Namespace) -> int:
     """Run the subcommand."""
     from pathlib import Path
 
-    config, checkpoint = write_tiny_sam2(Path(args.out_dir) / "sam2", args.sam2_preset, args.seed)
+    out = Path(args.out_dir)
+    if out.exists() and not out.is_dir():
+        raise VrshqError(f"{out}: exists and is not a folder")
+    config, checkpoint = write_tiny_sam2(out / "sam2", args.sam2_preset, args.seed)
     print(f"wrote {config} and {checkpoint}")
     return 0

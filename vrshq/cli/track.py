@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from tqdm import tqdm
 
-from vrshq.cli.common import add_model_options, engine_config, load_sam2
-from vrshq.errors import PromptError
+from vrshq.cli.common import add_model_options, engine_config, load_sam2, open_video_quietly
+from vrshq.errors import PromptError, VrshqError
 from vrshq.tracking import expected_steps, open_session, read_mask_prompts, track_video, write_outputs
-from vrshq.video.reader import open_video
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="model input: sam2's square resize, or VRS-HQ's longest side + padding")
     p.add_argument("--direction", choices=["both", "forward", "backward"], default="both")
     p.add_argument("--fps", type=float, help="frame rate of a frame folder (default 30)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show a progress bar on stderr (default: when stderr is a terminal)")
     add_model_options(p)
     p.set_defaults(run=run)
 
@@ -37,7 +39,10 @@ def run(args: argparse.Namespace) -> int:
     if len(args.mask) != len(args.frame):
         raise PromptError(f"{len(args.mask)} --mask but {len(args.frame)} --frame: give them in pairs")
     config = engine_config(args)
-    reader = open_video(args.video, fps=args.fps)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise VrshqError(f"--out {out}: exists and is not a folder")
+    reader = open_video_quietly(args.video, fps=args.fps)
     hw = (reader.height, reader.width)
     prompts = []
     for path, frame_idx in zip(args.mask, args.frame):
@@ -49,8 +54,11 @@ def run(args: argparse.Namespace) -> int:
         for p in prompts:
             session.add_mask(p.obj_id, p.frame_idx, p.mask)
         with tqdm(total=expected_steps(session, args.direction), unit="frame",
-                  desc="tracking", disable=None) as bar:
+                  desc="tracking", disable=None if args.progress is None else not args.progress) as bar:
             tracks = track_video(session, [], args.direction, progress=bar.update)
-    paths = write_outputs(tracks, args.out)
+    try:
+        paths = write_outputs(tracks, out)
+    except OSError as exc:
+        raise VrshqError(f"--out {out}: cannot write the outputs ({exc.strerror or exc})") from None
     print(f"tracked {len(tracks)} object(s) over {len(reader)} frames -> {paths['masks'].parent}")
     return 0

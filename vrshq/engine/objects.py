@@ -99,7 +99,9 @@ class ObjectState:
     masks: dict[int, torch.Tensor] = field(default_factory=dict)
     # frame -> tracked in reverse; tells a later click which direction its frame came from
     tracked: dict[int, bool] = field(default_factory=dict)
+    # prompts changed since the last propagation: re-track from scratch
     dirty: bool = True
+    passes_done: set[str] = field(default_factory=set)
 
     def output_dict(self) -> dict[str, Any]:
         """The ``output_dict`` argument of ``SAM2Base.track_step`` for this object."""

@@ -32,6 +32,23 @@ from vrshq.video.reader import VideoReader
 from vrshq.video.transforms import FrameTransform, ResizeMode
 
 Direction = Literal["both", "forward", "backward"]
+# The passes each direction runs; "both" goes backward from the earliest prompt, as sam2 does.
+_PASSES: dict[str, tuple[str, ...]] = {
+    "both": ("forward", "backward_from_first"),
+    "forward": ("forward",),
+    "backward": ("backward_from_last",),
+}
+
+
+def _numbers(values: object, what: str) -> torch.Tensor:
+    """Prompt coordinates or labels as float32, or a PromptError (not a torch error)."""
+    try:
+        t = torch.as_tensor(values, dtype=torch.float32)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise PromptError(f"{what} must be numbers ({exc})") from None
+    if not bool(torch.isfinite(t).all()):
+        raise PromptError(f"{what} must be finite numbers")
+    return t
 
 
 @dataclass
@@ -119,16 +136,23 @@ class TrackingSession:
             raise PromptError("points and labels must be given together")
         if points is None and box is None:
             raise PromptError("give points with labels, a box, or both")
-        coords = torch.zeros(0, 2, dtype=torch.float32) if points is None else torch.tensor(points, dtype=torch.float32).reshape(-1, 2)
-        lab = torch.zeros(0, dtype=torch.int32) if labels is None else torch.tensor(labels, dtype=torch.int32).reshape(-1)
+        coords = torch.zeros(0, 2) if points is None else _numbers(points, "points")
+        lab = torch.zeros(0) if labels is None else _numbers(labels, "labels").reshape(-1)
+        if coords.numel() % 2:
+            raise PromptError(f"points are [x, y] pairs, got shape {tuple(coords.shape)}")
+        coords = coords.reshape(-1, 2)
         if coords.shape[0] != lab.shape[0]:
             raise PromptError(f"{coords.shape[0]} points but {lab.shape[0]} labels")
         if lab.numel() and not bool(((lab == 0) | (lab == 1)).all()):
             raise PromptError("point labels must be 1 (positive) or 0 (negative)")
+        lab = lab.to(torch.int32)
         if box is not None:
             if not clear_old:
                 raise PromptError("a box replaces the frame's earlier clicks: use clear_old=True")
-            box_t = torch.tensor(box, dtype=torch.float32).reshape(2, 2)
+            box_t = _numbers(box, "box")
+            if box_t.numel() != 4:
+                raise PromptError(f"a box is [x0, y0, x1, y1], got {box_t.numel()} numbers")
+            box_t = box_t.reshape(2, 2)
             coords = torch.cat([box_t, coords], dim=0)
             lab = torch.cat([torch.tensor([2, 3], dtype=torch.int32), lab], dim=0)
         model_coords = self.transform.points_to_model(coords, self.orig_hw)
@@ -151,36 +175,45 @@ class TrackingSession:
     # ----------------------------------------------------------------- propagation
     def propagate(self, direction: Direction = "both", obj_ids: Sequence[int] | None = None,
                   ) -> Iterator[FrameResult]:
-        """Track the objects whose prompts changed (or ``obj_ids``) through the video.
+        """Track the objects through the video; returns a generator of per-frame results.
 
         Each object is tracked forward from its earliest prompted frame to the end and (for
         "both") backward from there to frame 0; "backward" alone starts at its latest prompt.
-        Yields one result per frame and pass, with the objects processed on that frame.
+        Only passes an object still needs run: a new prompt makes it re-track from scratch,
+        ``obj_ids`` forces those objects to. Arguments are checked here, before iteration.
         """
-        if direction not in ("both", "forward", "backward"):
+        if direction not in _PASSES:
             raise PromptError(f"direction must be both, forward or backward, not {direction!r}")
-        if obj_ids is None:
-            objs = [o for o in self._objects.values() if o.dirty]
-        else:
-            objs = [self._object(i) for i in obj_ids]
-        if not objs:
-            return
-        for obj in objs:
+        forced = [self._object(i) for i in obj_ids] if obj_ids is not None else []
+        candidates = forced or list(self._objects.values())
+        for obj in candidates:
             if not obj.cond:
                 raise PromptError(f"object {obj.obj_id} has no prompt")
-            obj.non_cond.clear()
-            obj.tracked = {t: obj.tracked.get(t, False) for t in obj.cond}
-        if direction in ("both", "forward"):
-            starts = {o.obj_id: min(o.cond) for o in objs}
-            yield from self._pass(objs, starts, reverse=False, skip_start=False)
-        if direction in ("both", "backward"):
-            if direction == "both":
+        return self._propagate(direction, candidates, forced)
+
+    def _propagate(self, direction: Direction, candidates: list[ObjectState],
+                   forced: list[ObjectState]) -> Iterator[FrameResult]:
+        forced_ids = {o.obj_id for o in forced}
+        for obj in candidates:
+            if obj.dirty or obj.obj_id in forced_ids:
+                obj.non_cond.clear()
+                obj.tracked = {t: obj.tracked.get(t, False) for t in obj.cond}
+                obj.passes_done = set()
+                obj.dirty = False
+        for name in _PASSES[direction]:
+            objs = [o for o in candidates if name not in o.passes_done]
+            if not objs:
+                continue
+            if name == "forward":
+                starts = {o.obj_id: min(o.cond) for o in objs}
+            elif name == "backward_from_first":
                 starts = {o.obj_id: min(o.cond) for o in objs}
             else:
                 starts = {o.obj_id: max(o.cond) for o in objs}
-            yield from self._pass(objs, starts, reverse=True, skip_start=direction == "both")
-        for obj in objs:
-            obj.dirty = False
+            yield from self._pass(objs, starts, reverse=name != "forward",
+                                  skip_start=name == "backward_from_first")
+            for obj in objs:
+                obj.passes_done.add(name)
 
     def _pass(self, objs: list[ObjectState], starts: dict[int, int], reverse: bool,
               skip_start: bool) -> Iterator[FrameResult]:
@@ -197,8 +230,9 @@ class TrackingSession:
                                           else frame_idx >= starts[o.obj_id])]
             if skip_start:
                 for o in active:
-                    if frame_idx == starts[o.obj_id]:
-                        # sam2's reverse pass revisits its start frame and marks it reversed.
+                    if frame_idx == starts[o.obj_id] and frame_idx > 0:
+                        # sam2's reverse pass revisits its start frame and marks it reversed;
+                        # from frame 0 it runs no reverse pass, so frame 0 stays forward.
                         o.tracked[frame_idx] = reverse
                 active = [o for o in active if frame_idx != starts[o.obj_id]]
             if not active:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Hashable, Sequence
@@ -34,29 +35,61 @@ class Tier:
 class _Record:
     offset: int
     capacity: int
-    layout: tuple[tuple[tuple[int, ...], torch.dtype], ...]
+    # shape, dtype, and the dims from outermost to innermost in memory, per tensor
+    layout: tuple[tuple[tuple[int, ...], torch.dtype, tuple[int, ...]], ...]
+
+
+def _memory_order(t: torch.Tensor) -> tuple[int, ...]:
+    """The dims of ``t`` from outermost to innermost in memory (in order when contiguous).
+
+    Kept so a tensor comes back with the strides it went out with: sam2's image encoder
+    returns channels-last feature maps, and bf16 kernels round differently on other layouts.
+    """
+    if t.is_contiguous():
+        return tuple(range(t.dim()))
+    return tuple(sorted(range(t.dim()), key=lambda d: -t.stride(d)))
+
+
+def _remove_scratch(fd: int, path: str) -> None:
+    os.close(fd)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 class DiskSpill:
-    """Fixed-layout tensor records in one scratch file; a rewritten key reuses its slot."""
+    """Fixed-layout tensor records in one scratch file; rewritten and discarded slots are reused."""
 
     def __init__(self, directory: str | None = None) -> None:
         fd, self.path = tempfile.mkstemp(prefix="vrshq-spill-", suffix=".bin", dir=directory)
         self._fd = fd
+        # A store that is never closed still removes its file when collected or at exit.
+        self._finalizer = weakref.finalize(self, _remove_scratch, fd, self.path)
         self._end = 0
         self._records: dict[Hashable, _Record] = {}
+        # Slots no key uses any more, by size: re-tracking an object discards and rewrites all
+        # its records, and without reuse the file would grow by that much on every correction.
+        self._free: dict[int, list[int]] = {}
         self.bytes_written = 0
 
     def put(self, key: Hashable, tensors: Sequence[torch.Tensor]) -> None:
         """Write the tensors of ``key`` (CPU copies are made as needed)."""
-        blobs = [t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-                 for t in tensors]
+        orders = [_memory_order(t) for t in tensors]
+        blobs = [t.detach().to("cpu").permute(order).contiguous().reshape(-1).view(torch.uint8)
+                 .numpy().tobytes() for t, order in zip(tensors, orders)]
         size = sum(len(b) for b in blobs)
         record = self._records.get(key)
         if record is None or record.capacity < size:
-            record = _Record(self._end, size, ())
-            self._end += size
-        record.layout = tuple((tuple(t.shape), t.dtype) for t in tensors)
+            if record is not None:
+                self._release(record)
+            free = self._free.get(size)
+            if free:
+                record = _Record(free.pop(), size, ())
+            else:
+                record = _Record(self._end, size, ())
+                self._end += size
+        record.layout = tuple((tuple(t.shape), t.dtype, order) for t, order in zip(tensors, orders))
         os.pwrite(self._fd, b"".join(blobs), record.offset)
         self._records[key] = record
         self.bytes_written += size
@@ -68,20 +101,27 @@ class DiskSpill:
             return None
         out = []
         offset = record.offset
-        for shape, dtype in record.layout:
+        for shape, dtype, order in record.layout:
             count = 1
             for dim in shape:
                 count *= dim
             size = count * torch.empty((), dtype=dtype).element_size()
             raw = bytearray(os.pread(self._fd, size, offset)) if size else bytearray()
             flat = torch.frombuffer(raw, dtype=torch.uint8) if size else torch.empty(0, dtype=torch.uint8)
-            out.append(flat.view(dtype).reshape(shape))
+            stored = flat.view(dtype).reshape([shape[d] for d in order])
+            out.append(stored.permute(sorted(range(len(order)), key=order.__getitem__)))
             offset += size
         return tuple(out)
 
     def discard(self, key: Hashable) -> None:
-        """Forget ``key`` (its slot is not reused by other keys)."""
-        self._records.pop(key, None)
+        """Forget ``key``; its slot goes to the next record of the same size."""
+        record = self._records.pop(key, None)
+        if record is not None:
+            self._release(record)
+
+    def _release(self, record: _Record) -> None:
+        if record.capacity:
+            self._free.setdefault(record.capacity, []).append(record.offset)
 
     def __contains__(self, key: Hashable) -> bool:
         return key in self._records
@@ -89,12 +129,8 @@ class DiskSpill:
     def close(self) -> None:
         """Delete the scratch file."""
         if self._fd >= 0:
-            os.close(self._fd)
             self._fd = -1
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
+            self._finalizer()
 
 
 class TieredStore:
