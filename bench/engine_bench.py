@@ -148,7 +148,7 @@ def rss_child(kind: str, frames: int, config: str, checkpoint: str, budget_mib: 
             for _ in session.propagate("forward"):
                 pass
     return {"kind": kind, "frames": frames, "peak_rss_mib": peak_rss_mib(),
-            "model_loaded_rss_mib": base, "seconds": time.perf_counter() - start}
+            "rss_after_model_load_mib": base, "seconds": time.perf_counter() - start}
 
 
 def bench_rss(config: Path, checkpoint: Path, budget_mib: int, lengths=(200, 2000)) -> list[dict]:
@@ -159,8 +159,9 @@ def bench_rss(config: Path, checkpoint: Path, budget_mib: int, lengths=(200, 200
             rows.append(run_child("bench.engine_bench", "--rss-child", kind, str(frames),
                                   str(config), str(checkpoint), str(budget_mib)))
     for kind in ("engine", "reference"):
-        short, long = [r for r in rows if r["kind"] == kind]
-        long["ratio_vs_200"] = long["peak_rss_mib"] / short["peak_rss_mib"]
+        runs = [r for r in rows if r["kind"] == kind]
+        for r in runs:
+            r[f"ratio_vs_{lengths[0]}"] = r["peak_rss_mib"] / runs[0]["peak_rss_mib"]
     return rows
 
 
@@ -169,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--preset", default="hiera-t-256")
     parser.add_argument("--rss-budget-mib", type=int, default=16)
-    parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument("--parts", default="reference,correction,rss",
+                        help="comma-separated subset of reference,correction,rss")
     parser.add_argument("--rss-child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.rss_child:
@@ -183,14 +185,17 @@ def main(argv: list[str] | None = None) -> int:
     spec = SyntheticSpec(num_frames=args.frames, width=320, height=240, fps=25.0, num_objects=2, seed=2)
     video = write_video(spec, work / "clip.mp4")
     gt = ground_truth(spec)
-    results = {"preset": args.preset}
-    results["vs_reference"] = bench_vs_reference(model, video, gt, work)
-    print_table(f"1. engine vs SAM2VideoPredictor ({args.preset}, {args.frames} frames)",
-                [results["vs_reference"]])
-    results["correction"] = [bench_correction(model, video, gt),
-                             bench_correction(model, video, gt, args.rss_budget_mib)]
-    print_table("2. correction re-propagation vs from scratch", results["correction"])
-    if not args.skip_rss:
+    parts = set(args.parts.split(","))
+    results: dict = {"preset": args.preset}
+    if "reference" in parts:
+        results["vs_reference"] = bench_vs_reference(model, video, gt, work)
+        print_table(f"1. engine vs SAM2VideoPredictor ({args.preset}, {args.frames} frames)",
+                    [results["vs_reference"]])
+    if "correction" in parts:
+        results["correction"] = [bench_correction(model, video, gt),
+                                 bench_correction(model, video, gt, args.rss_budget_mib)]
+        print_table("2. correction re-propagation vs from scratch", results["correction"])
+    if "rss" in parts:
         tiny_config, tiny_ckpt = write_tiny_sam2(work / "tiny", preset="tiny")
         results["rss"] = bench_rss(tiny_config, tiny_ckpt, args.rss_budget_mib)
         print_table(f"3. peak RSS (tiny model, engine feature budget {args.rss_budget_mib} MiB)",
