@@ -52,17 +52,20 @@ def read_mask_prompts(path: str | os.PathLike, frame_idx: int, hw: tuple[int, in
     return [MaskPrompt(v, frame_idx, labels == v) for v in sorted(values)]
 
 
-def track_video(session: TrackingSession, prompts: Iterable[MaskPrompt], direction: str = "both",
-                progress: Callable[[int], None] | None = None) -> TrackSet:
-    """Add every prompt, propagate, and collect one RLE track per object."""
+def add_prompts(session: TrackingSession, prompts: Iterable[MaskPrompt]) -> None:
+    """Add every mask prompt to the session (several on one object are corrections)."""
+    for p in prompts:
+        session.add_mask(p.obj_id, p.frame_idx, p.mask)
+
+
+def collect_tracks(session: TrackingSession, direction: str = "both",
+                   progress: Callable[[int], None] | None = None) -> TrackSet:
+    """Propagate the session's prompts and collect one RLE track per object."""
     height, width = session.orig_hw
     tracks = TrackSet(height=height, width=width, num_frames=session.num_frames,
                       fps=session.reader.fps)
-    for p in prompts:
-        session.add_mask(p.obj_id, p.frame_idx, p.mask)
     for obj_id in session.object_ids:
-        if obj_id not in tracks:
-            tracks.new_track(obj_id)
+        tracks.new_track(obj_id)
     for result in session.propagate(direction):
         for obj_id, of in result.objects.items():
             tracks[obj_id].set(result.frame_idx, of.mask(), score=of.score)

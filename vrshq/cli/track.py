@@ -9,7 +9,14 @@ from tqdm import tqdm
 
 from vrshq.cli.common import add_model_options, engine_config, load_sam2, open_video_quietly
 from vrshq.errors import PromptError, VrshqError
-from vrshq.tracking import expected_steps, open_session, read_mask_prompts, track_video, write_outputs
+from vrshq.tracking import (
+    add_prompts,
+    collect_tracks,
+    expected_steps,
+    open_session,
+    read_mask_prompts,
+    write_outputs,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -51,11 +58,10 @@ def run(args: argparse.Namespace) -> int:
         prompts.extend(read_mask_prompts(path, frame_idx, hw))
     model = load_sam2(args, config)
     with open_session(model, reader, args.resize, config) as session:
-        for p in prompts:
-            session.add_mask(p.obj_id, p.frame_idx, p.mask)
+        add_prompts(session, prompts)
         with tqdm(total=expected_steps(session, args.direction), unit="frame",
                   desc="tracking", disable=None if args.progress is None else not args.progress) as bar:
-            tracks = track_video(session, [], args.direction, progress=bar.update)
+            tracks = collect_tracks(session, args.direction, progress=bar.update)
     try:
         paths = write_outputs(tracks, out)
     except OSError as exc:

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from vrshq.engine.config import EngineConfig
-from vrshq.engine.features import FeatureCache
+from vrshq.engine.features import FeatureCache, FrameFeatures
 from vrshq.engine.objects import NonCondOutputs, ObjectState, PointPrompt, PosEncHolder
 from vrshq.engine.store import Tier, TieredStore
 from vrshq.errors import PromptError
@@ -247,19 +247,27 @@ class TrackingSession:
         if out is None:
             feats = self.features.get(frame_idx)
             with torch.inference_mode(), self.features.autocast():
-                current = self.model.track_step(
-                    frame_idx=frame_idx, is_init_cond_frame=False,
-                    current_vision_feats=feats.vision_feats,
-                    current_vision_pos_embeds=feats.vision_pos_embeds,
-                    feat_sizes=feats.feat_sizes, point_inputs=None, mask_inputs=None,
-                    output_dict=obj.output_dict(), num_frames=self.num_frames,
-                    track_in_reverse=reverse, run_mem_encoder=True)
+                current = self._step(obj, frame_idx, feats, is_init=False, reverse=reverse,
+                                     run_mem_encoder=True)
             out = self._compact(current)
             obj.non_cond[frame_idx] = out
         obj.tracked[frame_idx] = reverse
         return self._object_frame(obj.obj_id, frame_idx, out)
 
     # ----------------------------------------------------------------- internals
+    def _step(self, obj: ObjectState, frame_idx: int, feats: FrameFeatures, *, is_init: bool,
+              reverse: bool, run_mem_encoder: bool, point_inputs: dict | None = None,
+              mask_inputs: torch.Tensor | None = None,
+              prev_sam_mask_logits: torch.Tensor | None = None) -> dict:
+        """One ``SAM2Base.track_step`` for one object on one frame."""
+        return self.model.track_step(
+            frame_idx=frame_idx, is_init_cond_frame=is_init,
+            current_vision_feats=feats.vision_feats,
+            current_vision_pos_embeds=feats.vision_pos_embeds, feat_sizes=feats.feat_sizes,
+            point_inputs=point_inputs, mask_inputs=mask_inputs, output_dict=obj.output_dict(),
+            num_frames=self.num_frames, track_in_reverse=reverse,
+            run_mem_encoder=run_mem_encoder, prev_sam_mask_logits=prev_sam_mask_logits)
+
     def _run_prompt(self, obj: ObjectState, frame_idx: int, point_inputs: dict | None,
                     mask_inputs: torch.Tensor | None) -> ObjectFrame:
         # sam2_video_predictor.add_new_points_or_box / add_new_mask: an untracked frame is an
@@ -273,13 +281,9 @@ class TrackingSession:
                 prev_logits = torch.clamp(prev["pred_masks"].to(self.device), -32.0, 32.0)
         feats = self.features.get(frame_idx)
         with torch.inference_mode(), self.features.autocast():
-            current = self.model.track_step(
-                frame_idx=frame_idx, is_init_cond_frame=is_init,
-                current_vision_feats=feats.vision_feats,
-                current_vision_pos_embeds=feats.vision_pos_embeds,
-                feat_sizes=feats.feat_sizes, point_inputs=point_inputs, mask_inputs=mask_inputs,
-                output_dict=obj.output_dict(), num_frames=self.num_frames,
-                track_in_reverse=reverse, run_mem_encoder=False, prev_sam_mask_logits=prev_logits)
+            current = self._step(obj, frame_idx, feats, is_init=is_init, reverse=reverse,
+                                 run_mem_encoder=False, point_inputs=point_inputs,
+                                 mask_inputs=mask_inputs, prev_sam_mask_logits=prev_logits)
             out = self._compact(current)
             # propagate_in_video_preflight: memory of a prompted frame from its upsampled
             # low-res mask, binarised as a user input (is_mask_from_pts=True).
