@@ -1,0 +1,34 @@
+"""``vrshq download``: fetch the official weights on a machine with network."""
+
+from __future__ import annotations
+
+import argparse
+
+from vrshq.model.download import PARTS, DownloadSources, download
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the subcommand."""
+    d = DownloadSources()
+    p = sub.add_parser("download", help="download the official weights",
+                       description="Download VRS-HQ (Hugging Face), SAM-2 hiera-L 2.0 and CLIP "
+                       "ViT-L-14-336 (open_clip) into DIR/vrshq, DIR/sam2 and DIR/clip.")
+    p.add_argument("dir", help="target folder")
+    p.add_argument("--only", action="append", choices=PARTS,
+                   help="download only this part (repeatable; default: all)")
+    p.add_argument("--vrshq-repo", default=d.vrshq_repo, help="Hugging Face repo id of VRS-HQ")
+    p.add_argument("--hf-endpoint", help="Hugging Face endpoint (a mirror)")
+    p.add_argument("--sam2-url", default=d.sam2_url, help="URL of sam2_hiera_large.pt")
+    p.add_argument("--clip-model", default=d.clip_model, help="open_clip model name")
+    p.add_argument("--clip-pretrained", default=d.clip_pretrained, help="open_clip pretrained tag")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the subcommand."""
+    sources = DownloadSources(vrshq_repo=args.vrshq_repo, hf_endpoint=args.hf_endpoint,
+                              sam2_url=args.sam2_url, clip_model=args.clip_model,
+                              clip_pretrained=args.clip_pretrained)
+    parts = tuple(dict.fromkeys(args.only)) if args.only else PARTS
+    download(args.dir, parts, sources)
+    return 0

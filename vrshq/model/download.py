@@ -1,0 +1,107 @@
+"""Fetch the official weights (VRS-HQ, SAM-2 hiera-L 2.0, CLIP ViT-L-14-336) on a machine with network."""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from tqdm import tqdm
+
+from vrshq.errors import ModelError
+
+PARTS = ("vrshq", "sam2", "clip")
+
+
+@dataclass(frozen=True)
+class DownloadSources:
+    """Where each part comes from; every field can be pointed elsewhere (a mirror, a test server)."""
+
+    vrshq_repo: str = "SitongGong/VRS-HQ"
+    # For the VRS-HQ snapshot; the HF_ENDPOINT environment variable moves every hub download.
+    hf_endpoint: str | None = None
+    # VRS-HQ was trained with SAM 2.0 hiera-L, the 072824 release (not 2.1).
+    sam2_url: str = "https://dl.fbaipublicfiles.com/segment_anything_2/072824/sam2_hiera_large.pt"
+    clip_model: str = "ViT-L-14-336"
+    clip_pretrained: str = "openai"
+
+
+def download(out_dir: str | os.PathLike, parts: tuple[str, ...] = PARTS,
+             sources: DownloadSources = DownloadSources(),
+             log: Callable[[str], None] = print) -> dict[str, Path]:
+    """Download ``parts`` into ``out_dir`` (vrshq/, sam2/, clip/); returns where each went."""
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown:
+        raise ModelError(f"unknown part(s) {', '.join(unknown)} (choose from {', '.join(PARTS)})")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ModelError(f"{out}: exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    done: dict[str, Path] = {}
+    for part in parts:
+        log(f"downloading {part} ...")
+        done[part] = _FETCHERS[part](out / part, sources)
+        log(f"  -> {done[part]}")
+    return done
+
+
+def _fetch_vrshq(target: Path, sources: DownloadSources) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        path = snapshot_download(repo_id=sources.vrshq_repo, local_dir=str(target),
+                                 endpoint=sources.hf_endpoint)
+    except Exception as exc:  # huggingface_hub raises many types for a missing network
+        raise _offline("VRS-HQ", sources.hf_endpoint or "the Hugging Face Hub", exc) from None
+    return Path(path)
+
+
+def _fetch_sam2(target: Path, sources: DownloadSources) -> Path:
+    target.mkdir(parents=True, exist_ok=True)
+    dest = target / Path(sources.sam2_url).name
+    partial = dest.with_suffix(dest.suffix + ".part")
+    try:
+        with urllib.request.urlopen(sources.sam2_url, timeout=30) as response, \
+                open(partial, "wb") as f, \
+                tqdm(total=int(response.headers.get("Content-Length") or 0) or None, unit="B",
+                     unit_scale=True, desc=dest.name) as bar:
+            while chunk := response.read(1 << 20):
+                f.write(chunk)
+                bar.update(len(chunk))
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        partial.unlink(missing_ok=True)
+        raise _offline("SAM-2 hiera-L", sources.sam2_url, exc) from None
+    os.replace(partial, dest)
+    return dest
+
+
+def _fetch_clip(target: Path, sources: DownloadSources) -> Path:
+    from open_clip.pretrained import download_pretrained, get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(sources.clip_model, sources.clip_pretrained)
+    if not cfg:
+        raise ModelError(f"open_clip has no pretrained weights {sources.clip_pretrained!r} "
+                         f"for {sources.clip_model!r} (see open_clip.list_pretrained())")
+    target.mkdir(parents=True, exist_ok=True)
+    try:
+        path = download_pretrained(cfg, cache_dir=str(target))
+    except Exception as exc:
+        raise _offline(f"CLIP {sources.clip_model}/{sources.clip_pretrained}",
+                       "its hub or URL", exc) from None
+    return Path(path)
+
+
+def _offline(what: str, where: str, exc: BaseException) -> ModelError:
+    reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    return ModelError(f"cannot download {what} from {where} ({reason}); this needs a machine with "
+                      "network access: download there and copy the folder here")
+
+
+_FETCHERS: dict[str, Callable[[Path, DownloadSources], Path]] = {
+    "vrshq": _fetch_vrshq,
+    "sam2": _fetch_sam2,
+    "clip": _fetch_clip,
+}
