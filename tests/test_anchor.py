@@ -1,0 +1,142 @@
+"""CLIP anchor frame on a tiny random open_clip model (no download)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vrshq.errors import ModelError
+from vrshq.model.anchor import (TINY_CLIP_CONFIG, TINY_CLIP_NAME, AnchorScorer,
+                                register_model_config, tiny_open_clip, write_tiny_open_clip)
+
+TEXT = "the dog running on the left"
+
+
+@pytest.fixture(scope="module")
+def tiny_clip():
+    return tiny_open_clip(seed=0)
+
+
+@pytest.fixture(scope="module")
+def scorer(tiny_clip):
+    model, preprocess, tokenizer = tiny_clip
+    return AnchorScorer.from_model(model, preprocess, tokenizer, batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def tiny_clip_files(tmp_path_factory):
+    return write_tiny_open_clip(tmp_path_factory.mktemp("clip"), seed=0)
+
+
+def _frames(n: int, seed: int = 0, hw: tuple[int, int] = (48, 80)) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (*hw, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def test_probabilities_sum_to_one_and_anchor_is_argmax(scorer):
+    frames = _frames(9)
+    probs = scorer.frame_probabilities(frames, TEXT)
+    assert probs.shape == (9,)
+    assert np.all(probs > 0)
+    assert probs.sum() == pytest.approx(1.0, abs=1e-9)
+    assert scorer.anchor(frames, TEXT) == int(np.argmax(probs))
+    assert not np.allclose(probs, probs[0])  # random frames are told apart
+
+
+def test_probabilities_are_softmax_over_frames_of_logits_per_image(tiny_clip, scorer):
+    model, preprocess, tokenizer = tiny_clip
+    frames = _frames(5, seed=1)
+    from PIL import Image
+    with torch.inference_mode():
+        images = torch.stack([preprocess(Image.fromarray(f)) for f in frames])
+        # open_clip's own forward: image_features, text_features, logit_scale.exp()
+        img, txt, scale = model(images, tokenizer([TEXT]))
+        logits_per_image = scale * img @ txt.t()  # [T, 1]
+        expected = torch.softmax(logits_per_image.double(), dim=0)[:, 0].numpy()
+    np.testing.assert_allclose(scorer.frame_logits(frames, TEXT),
+                               logits_per_image[:, 0].numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(scorer.frame_probabilities(frames, TEXT), expected, atol=1e-6)
+
+
+def test_batching_and_iterables_do_not_change_results(tiny_clip, scorer):
+    model, preprocess, tokenizer = tiny_clip
+    frames = _frames(7, seed=2)
+    one = AnchorScorer.from_model(model, preprocess, tokenizer, batch_size=1)
+    big = AnchorScorer.from_model(model, preprocess, tokenizer, batch_size=64)
+    ref = scorer.frame_probabilities(frames, TEXT)
+    np.testing.assert_allclose(one.frame_probabilities(frames, TEXT), ref, atol=1e-6)
+    np.testing.assert_allclose(big.frame_probabilities(iter(frames), TEXT), ref, atol=1e-6)
+    np.testing.assert_allclose(scorer.frame_probabilities((f for f in frames), TEXT), ref, atol=1e-6)
+
+
+def test_deterministic(scorer):
+    frames = _frames(6, seed=3)
+    a = scorer.frame_probabilities(frames, TEXT)
+    b = scorer.frame_probabilities(frames, TEXT)
+    np.testing.assert_array_equal(a, b)
+    m1, _, _ = tiny_open_clip(seed=5)
+    m2, _, _ = tiny_open_clip(seed=5)
+    m3, _, _ = tiny_open_clip(seed=6)
+    s1, s2, s3 = m1.state_dict(), m2.state_dict(), m3.state_dict()
+    assert all(torch.equal(s1[k], s2[k]) for k in s1)
+    assert not all(torch.equal(s1[k], s3[k]) for k in s1)
+
+
+def test_identical_frames_give_uniform_probabilities(scorer):
+    frame = _frames(1, seed=4)[0]
+    probs = scorer.frame_probabilities([frame] * 6, TEXT)
+    np.testing.assert_allclose(probs, np.full(6, 1 / 6), atol=1e-6)
+    assert scorer.anchor([frame] * 6, TEXT) == 0
+
+
+def test_tiny_model_loads_through_the_real_path(tiny_clip, tiny_clip_files, scorer):
+    config, checkpoint = tiny_clip_files
+    assert config.name == f"{TINY_CLIP_NAME}.json"
+    assert json.loads(config.read_text()) == TINY_CLIP_CONFIG
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    assert set(saved) >= {"state_dict"}
+    # AnchorScorer(model_name, pretrained=<checkpoint file>): the same call as ViT-L-14-336/openai
+    loaded = AnchorScorer(TINY_CLIP_NAME, str(checkpoint), model_config=config, batch_size=4)
+    ref_state = tiny_clip[0].state_dict()
+    got_state = loaded.model.state_dict()
+    assert set(ref_state) == set(got_state)
+    assert all(torch.equal(ref_state[k], got_state[k]) for k in ref_state)
+    frames = _frames(5, seed=5)
+    np.testing.assert_allclose(loaded.frame_probabilities(frames, TEXT),
+                               scorer.frame_probabilities(frames, TEXT), atol=1e-6)
+
+
+def test_custom_model_name(tmp_path):
+    import open_clip
+
+    cfg = json.loads(json.dumps(TINY_CLIP_CONFIG))
+    cfg["embed_dim"] = 16
+    cfg["vision_cfg"]["image_size"] = 32
+    name = register_model_config(cfg, "my-custom-clip", tmp_path)
+    assert name == "my-custom-clip" and name in open_clip.list_models()
+    scorer = AnchorScorer(name, pretrained=None)
+    assert scorer.model.visual.image_size == (32, 32)
+    probs = scorer.frame_probabilities(_frames(3, seed=6), "a cat")
+    assert probs.shape == (3,) and probs.sum() == pytest.approx(1.0)
+    # a custom-named checkpoint written in open_clip's format loads by that name too
+    cfg_path, ckpt = write_tiny_open_clip(tmp_path / "other", seed=1, name="other-tiny-clip")
+    other = AnchorScorer("other-tiny-clip", str(ckpt), model_config=cfg_path)
+    assert other.anchor(_frames(3, seed=7), "a cat") in range(3)
+
+
+def test_errors(tmp_path, scorer):
+    with pytest.raises(ModelError):
+        AnchorScorer(TINY_CLIP_NAME, str(tmp_path / "missing.pt"))
+    with pytest.raises(ModelError):
+        register_model_config(tmp_path / "nope.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"embed_dim": 8}))
+    with pytest.raises(ModelError):
+        register_model_config(bad)
+    with pytest.raises(ValueError):
+        scorer.frame_probabilities([], TEXT)
+    with pytest.raises(ValueError):
+        scorer.frame_probabilities([np.zeros((4, 4), np.uint8)], TEXT)

@@ -1,0 +1,205 @@
+"""Token-prompted single-frame decode (TKS / MDP step 1) on the tiny sam2, against sam2 itself."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vrshq.engine import EngineConfig, TrackingSession
+from vrshq.engine.features import FeatureCache
+from vrshq.model.frames import sample_frames
+from vrshq.model.keyframe import (NO_OBJ_SCORE, KeyframeChoice, decode_with_token,
+                                  select_keyframe_with_token)
+from vrshq.model.tda import keyframe_scores, temporal_dynamic_aggregation
+from vrshq.video.reader import open_video
+from vrshq.video.transforms import FrameTransform, ResizeMode
+
+
+@pytest.fixture(scope="module")
+def cache(tiny_sam2_predictor, jpeg_clip):
+    folder, _ = jpeg_clip
+    model = tiny_sam2_predictor
+    reader = open_video(folder)
+    fc = FeatureCache(model, reader, FrameTransform(ResizeMode.VRSHQ, int(model.image_size)),
+                      EngineConfig(device="cpu"))
+    yield fc
+    fc.close()
+    reader.close()
+
+
+def _sam2_reference(model, feats):
+    """sam2's own no-prompt decode of an initial conditioning frame (what _track_step does)."""
+    pix = feats.vision_feats[-1] + model.no_mem_embed
+    pix = pix.permute(1, 2, 0).view(1, model.hidden_dim, *feats.feat_sizes[-1])
+    high_res = [x.permute(1, 2, 0).view(x.size(1), x.size(2), *s)
+                for x, s in zip(feats.vision_feats[:-1], feats.feat_sizes[:-1])]
+    out = model._forward_sam_heads(backbone_features=pix, point_inputs=None, mask_inputs=None,
+                                   high_res_features=high_res, multimask_output=False)
+    return out[3], out[6]  # low_res_masks, object_score_logits
+
+
+DIM = 32  # the tiny sam2's prompt dim (d_model); the real Hiera-L has 256
+
+
+def _token(seed: int, dim: int = DIM, scale: float = 1.0) -> torch.Tensor:
+    return torch.randn(dim, generator=torch.Generator().manual_seed(seed)) * scale
+
+
+def test_without_token_equals_sam2_forward_sam_heads(tiny_sam2_predictor, cache):
+    model = tiny_sam2_predictor
+    assert model.sam_prompt_embed_dim == DIM
+    assert model.directly_add_no_mem_embed and model.use_high_res_features_in_sam
+    for frame_idx in (0, 7):
+        feats = cache.get(frame_idx)
+        with torch.inference_mode():
+            ref_masks, ref_scores = _sam2_reference(model, feats)
+            ours = decode_with_token(model, feats, None)
+        assert ours.low_res_logits.shape == (1, 1, model.image_size // 4, model.image_size // 4)
+        assert ours.low_res_logits.dtype == torch.float32
+        assert torch.equal(ours.low_res_logits, ref_masks)
+        assert torch.equal(ours.object_score_logits, ref_scores)
+        assert ours.object_score_logit == float(ref_scores[0, 0])
+
+
+def test_token_is_appended_as_third_sparse_token(tiny_sam2_predictor, cache, monkeypatch):
+    model = tiny_sam2_predictor
+    seen = {}
+    original = model.sam_mask_decoder.forward
+
+    def spy(*args, **kwargs):
+        seen["sparse"] = kwargs["sparse_prompt_embeddings"].clone()
+        seen["multimask"] = kwargs["multimask_output"]
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(model.sam_mask_decoder, "forward", spy)
+    token = _token(1)
+    with torch.inference_mode():
+        out = decode_with_token(model, cache.get(3), token)
+    sparse = seen["sparse"]
+    nap = model.sam_prompt_encoder.not_a_point_embed.weight[0]
+    assert sparse.shape == (1, 3, DIM)
+    assert torch.equal(sparse[0, 0], nap) and torch.equal(sparse[0, 1], nap)
+    assert torch.equal(sparse[0, 2], token)
+    assert seen["multimask"] is False
+    monkeypatch.undo()
+    with torch.inference_mode():
+        plain = decode_with_token(model, cache.get(3), None)
+    assert not torch.equal(out.low_res_logits, plain.low_res_logits)
+
+
+def test_absent_object_gives_no_obj_score(tiny_sam2_predictor, cache):
+    model = tiny_sam2_predictor
+    head = model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias
+    saved = head.detach().clone()
+    try:
+        with torch.no_grad():
+            head.fill_(-1000.0)
+        with torch.inference_mode():
+            out = decode_with_token(model, cache.get(2), _token(2))
+        assert out.object_score_logit <= 0
+        assert bool((out.low_res_logits == NO_OBJ_SCORE).all())
+    finally:
+        with torch.no_grad():
+            head.copy_(saved)
+
+
+def test_token_shapes_and_batch(tiny_sam2_predictor, cache):
+    model = tiny_sam2_predictor
+    feats = cache.get(4)
+    a, b = _token(3), _token(4)
+    with torch.inference_mode():
+        single_a = decode_with_token(model, feats, a)
+        same = decode_with_token(model, feats, a[None, None])
+        batch = decode_with_token(model, feats, torch.stack([a, b])[:, None])
+        single_b = decode_with_token(model, feats, b)
+    assert torch.equal(single_a.low_res_logits, same.low_res_logits)
+    assert batch.low_res_logits.shape[0] == 2
+    torch.testing.assert_close(batch.low_res_logits[0:1], single_a.low_res_logits)
+    torch.testing.assert_close(batch.low_res_logits[1:2], single_b.low_res_logits)
+    with pytest.raises(ValueError):
+        decode_with_token(model, feats, torch.zeros(DIM + 1))
+
+
+def test_gradient_reaches_token_and_projection(tiny_sam2_predictor, cache):
+    """Fine-tuning path: TDA -> token -> decoder is one differentiable graph."""
+    model = tiny_sam2_predictor
+    feats = cache.get(5)
+    h_seg = torch.randn(3, DIM, requires_grad=True)
+    h_tak = torch.randn(DIM, requires_grad=True)
+    fused, _ = temporal_dynamic_aggregation(h_seg, h_tak, alpha=0.1)
+    out = decode_with_token(model, feats, fused)
+    loss = out.low_res_logits.sigmoid().mean() + out.object_score_logits.sum()
+    loss.backward()
+    assert h_tak.grad is not None and bool(h_tak.grad.abs().sum() > 0)
+    assert h_seg.grad is not None and bool(h_seg.grad.abs().sum() > 0)
+    model.zero_grad(set_to_none=True)
+
+
+def test_select_keyframe_matches_manual_scores(tiny_sam2_predictor, cache):
+    model = tiny_sam2_predictor
+    candidates = sample_frames(anchor=5, num_frames=24)
+    assert candidates == [2, 5, 8, 11, 14, 17, 20, 23]  # stride ceil(24/11) = 3
+    k = len(candidates)
+    gen = torch.Generator().manual_seed(7)
+    h_seg = torch.randn(k, DIM, generator=gen)
+    h_tak = torch.randn(DIM, generator=gen)
+    fused, lam = temporal_dynamic_aggregation(h_seg, h_tak)
+    choice = select_keyframe_with_token(model, cache, candidates, fused, lam)
+    assert isinstance(choice, KeyframeChoice)
+    manual = []
+    with torch.inference_mode():
+        for f in candidates:
+            manual.append(decode_with_token(model, cache.get(f), fused).object_score_logit)
+    manual_t = torch.tensor(manual)
+    torch.testing.assert_close(choice.object_scores, manual_t)
+    torch.testing.assert_close(choice.scores, torch.softmax(manual_t, 0) + lam)
+    assert choice.index == int(torch.argmax(keyframe_scores(manual_t, lam)))
+    assert choice.keyframe == candidates[choice.index]
+    torch.testing.assert_close(choice.lambdas, lam)
+    with torch.inference_mode():
+        expected = decode_with_token(model, cache.get(choice.keyframe), fused).low_res_logits
+    assert torch.equal(choice.low_res_logits, expected)
+    with pytest.raises(ValueError):
+        select_keyframe_with_token(model, cache, candidates, fused, lam[:-1])
+
+
+def test_keyframe_mask_propagates_without_extra_encoder_calls(tiny_sam2_predictor, jpeg_clip):
+    model = tiny_sam2_predictor
+    folder, _ = jpeg_clip
+    with TrackingSession(model, open_video(folder), resize="vrshq",
+                         config=EngineConfig(device="cpu")) as session:
+        n = session.num_frames
+        candidates = sample_frames(anchor=10, num_frames=n)
+        gen = torch.Generator().manual_seed(11)
+        fused, lam = temporal_dynamic_aggregation(torch.randn(len(candidates), DIM, generator=gen),
+                                                  torch.randn(DIM, generator=gen))
+        choice = select_keyframe_with_token(model, session.features, candidates, fused, lam)
+        assert session.features.stats.encoder_calls == len(candidates)
+        mask = choice.mask(session.transform, session.orig_hw)
+        assert mask.shape == session.orig_hw and mask.dtype == np.bool_
+        assert mask.any(), "the tiny model's +10 object-score bias should give a non-empty mask"
+        first = session.add_mask(1, choice.keyframe, mask)
+        assert np.array_equal(first.mask(), session.transform.masks_to_original(
+            first.low_res_logits, session.orig_hw)[0, 0].numpy() > 0)
+        seen = sorted(r.frame_idx for r in session.propagate("both"))
+        assert seen == list(range(n)) or seen == sorted(set(range(n)) - {choice.keyframe})
+        assert session.features.stats.encoder_calls == n
+
+
+def test_bf16_autocast_cache(tiny_sam2_predictor, jpeg_clip):
+    """The session's bf16 precision (CUDA default) runs through the same decode."""
+    model = tiny_sam2_predictor
+    folder, _ = jpeg_clip
+    reader = open_video(folder)
+    fc = FeatureCache(model, reader, FrameTransform(ResizeMode.VRSHQ, int(model.image_size)),
+                      EngineConfig(device="cpu", precision="bf16"))
+    try:
+        choice = select_keyframe_with_token(model, fc, [0, 6, 12], _token(9),
+                                            torch.tensor([0.2, 0.3, 0.5]))
+        assert choice.low_res_logits.dtype == torch.float32
+        assert bool(torch.isfinite(choice.low_res_logits).all())
+        assert fc.stats.encoder_calls == 3
+    finally:
+        fc.close()
+        reader.close()
