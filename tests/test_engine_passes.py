@@ -82,3 +82,22 @@ def test_session_spill_files_live_in_the_cache_dir(tiny_sam2_predictor, jpeg_cli
     session.close()
     assert list(tmp_path.iterdir()) == []
     assert np.asarray(masks).dtype == bool
+
+
+def test_a_model_space_mask_equals_the_same_mask_given_at_video_size(tiny_sam2_predictor, jpeg_clip):
+    folder, gt = jpeg_clip
+    k = 5
+    with TrackingSession(tiny_sam2_predictor, open_video(folder), resize="vrshq") as session:
+        model_mask = session.transform.mask_to_model(gt[k] == 1)[0, 0]
+        session.add_model_mask(1, k, model_mask)
+        via_model = {r.frame_idx: r.objects[1].logits() for r in session.propagate()}
+    with TrackingSession(tiny_sam2_predictor, open_video(folder), resize="vrshq") as session:
+        session.add_mask(1, k, gt[k] == 1)
+        via_video = {r.frame_idx: r.objects[1].logits() for r in session.propagate()}
+    assert sorted(via_model) == sorted(via_video) == list(range(len(gt)))
+    for f in via_video:
+        assert torch.equal(via_model[f], via_video[f])
+    assert (via_model[k] > 0).any()
+    with TrackingSession(tiny_sam2_predictor, open_video(folder)) as session:
+        with pytest.raises(PromptError, match="model-space mask is 128x128"):
+            session.add_model_mask(1, 0, torch.ones(64, 64))

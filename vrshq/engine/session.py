@@ -122,7 +122,24 @@ class TrackingSession:
                 f"mask for object {obj_id} on frame {frame_idx} is {mask.shape[1::-1] if mask.ndim == 2 else mask.shape}"
                 f" (width x height) but the video is {self.orig_hw[1]}x{self.orig_hw[0]}")
         obj = self._get_or_add(obj_id)
-        mask_inputs = self.transform.mask_to_model(mask.astype(bool)).to(self.device)
+        return self._add_mask_inputs(obj, frame_idx, self.transform.mask_to_model(mask.astype(bool)))
+
+    def add_model_mask(self, obj_id: int, frame_idx: int, mask_inputs: torch.Tensor) -> ObjectFrame:
+        """Prompt with a binary mask already in model-input space ([S, S], padding included).
+
+        VRS-HQ re-adds its decoded keyframe mask this way: binarised at the model's input size,
+        never resized through the video's resolution (cliptree L535-605 of the official code).
+        """
+        self._check_frame(frame_idx)
+        size = int(self.model.image_size)
+        mask_inputs = torch.as_tensor(mask_inputs)
+        if tuple(mask_inputs.shape[-2:]) != (size, size) or mask_inputs.numel() != size * size:
+            raise PromptError(f"a model-space mask is {size}x{size}, got {tuple(mask_inputs.shape)}")
+        obj = self._get_or_add(obj_id)
+        return self._add_mask_inputs(obj, frame_idx, (mask_inputs.reshape(1, 1, size, size) > 0).float())
+
+    def _add_mask_inputs(self, obj: ObjectState, frame_idx: int, mask_inputs: torch.Tensor) -> ObjectFrame:
+        mask_inputs = mask_inputs.to(self.device)
         obj.masks[frame_idx] = mask_inputs
         obj.points.pop(frame_idx, None)
         return self._run_prompt(obj, frame_idx, point_inputs=None, mask_inputs=mask_inputs)
