@@ -101,3 +101,32 @@ def test_a_model_space_mask_equals_the_same_mask_given_at_video_size(tiny_sam2_p
     with TrackingSession(tiny_sam2_predictor, open_video(folder)) as session:
         with pytest.raises(PromptError, match="model-space mask is 128x128"):
             session.add_model_mask(1, 0, torch.ones(64, 64))
+
+
+def test_isolated_passes_equal_sam2_reset_between_directions(tiny_sam2_predictor, jpeg_clip):
+    # VRS-HQ's MDP: forward from the keyframe, then reset_state, re-add the same mask and
+    # propagate backward (official cliptree L535-605): the backward pass has no forward memory.
+    folder, gt = jpeg_clip
+    k = len(gt) // 2
+    prompt = gt[k] == 1
+    predictor = tiny_sam2_predictor
+    state = predictor.init_state(str(folder))
+    predictor.add_new_mask(state, k, 1, prompt)
+    ref = {f: m[0, 0].clone() for f, _, m in predictor.propagate_in_video(state)}
+    predictor.reset_state(state)
+    predictor.add_new_mask(state, k, 1, prompt)
+    for f, _, m in predictor.propagate_in_video(state, reverse=True):
+        ref.setdefault(f, m[0, 0].clone())
+    with TrackingSession(predictor, open_video(folder), isolated_passes=True) as session:
+        session.add_mask(1, k, prompt)
+        ours = {r.frame_idx: r.objects[1].logits() for r in session.propagate()}
+    with TrackingSession(predictor, open_video(folder)) as session:
+        session.add_mask(1, k, prompt)
+        shared = {r.frame_idx: r.objects[1].logits() for r in session.propagate()}
+    assert sorted(ours) == sorted(ref) == list(range(len(gt)))
+    for f in ref:
+        assert (ours[f] - ref[f]).abs().max().item() <= 1e-4, f
+        if (gt[f] == 1).sum() >= 200:
+            assert (ours[f] > 0).any()
+    # Without isolation the backward pass reads forward memories and differs just before k.
+    assert not torch.equal(shared[k - 1], ours[k - 1])

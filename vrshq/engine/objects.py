@@ -69,6 +69,18 @@ class NonCondOutputs:
         return len(self._frames)
 
 
+class _FramesUpTo:
+    """A read-only view of tracked outputs that shows only frames <= ``last``."""
+
+    def __init__(self, outputs: NonCondOutputs, last: int) -> None:
+        self._outputs = outputs
+        self._last = last
+
+    def get(self, frame_idx: int, default: Any = None) -> Any:
+        """The output of ``frame_idx`` if it is visible, else ``default``."""
+        return self._outputs.get(frame_idx, default) if frame_idx <= self._last else default
+
+
 @dataclass
 class PosEncHolder:
     """The memory encoder's spatial position encoding: the same for every frame and object."""
@@ -103,9 +115,16 @@ class ObjectState:
     dirty: bool = True
     passes_done: set[str] = field(default_factory=set)
 
-    def output_dict(self) -> dict[str, Any]:
-        """The ``output_dict`` argument of ``SAM2Base.track_step`` for this object."""
-        return {"cond_frame_outputs": self.cond, "non_cond_frame_outputs": self.non_cond}
+    def output_dict(self, hide_after: int | None = None) -> dict[str, Any]:
+        """The ``output_dict`` argument of ``SAM2Base.track_step`` for this object.
+
+        ``hide_after`` hides the tracked (non-conditioning) frames after that index: a backward
+        pass then sees only its own frames, as after sam2's ``reset_state`` and a re-added prompt.
+        """
+        non_cond: Any = self.non_cond
+        if hide_after is not None:
+            non_cond = _FramesUpTo(self.non_cond, hide_after)
+        return {"cond_frame_outputs": self.cond, "non_cond_frame_outputs": non_cond}
 
     def previous_output(self, frame_idx: int) -> dict[str, Any] | None:
         """The newest output on ``frame_idx``, conditioning first (as sam2 looks it up)."""

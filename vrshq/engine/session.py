@@ -89,8 +89,11 @@ class TrackingSession:
 
     def __init__(self, model: torch.nn.Module, reader: VideoReader,
                  resize: ResizeMode | str = ResizeMode.SAM2,
-                 config: EngineConfig | None = None) -> None:
+                 config: EngineConfig | None = None, isolated_passes: bool = False) -> None:
         self.config = config or EngineConfig()
+        # False: a backward pass also attends to the forward pass's memories, as sam2's
+        # predictor does. True: it sees only its own, as VRS-HQ's reset-and-re-add does.
+        self.isolated_passes = isolated_passes
         self.model = model
         self.reader = reader
         self.num_frames = len(reader)
@@ -256,16 +259,18 @@ class TrackingSession:
                 continue
             result = FrameResult(frame_idx)
             for obj in active:
-                result.objects[obj.obj_id] = self._track_frame(obj, frame_idx, reverse)
+                hide_after = starts[obj.obj_id] if reverse and self.isolated_passes else None
+                result.objects[obj.obj_id] = self._track_frame(obj, frame_idx, reverse, hide_after)
             yield result
 
-    def _track_frame(self, obj: ObjectState, frame_idx: int, reverse: bool) -> ObjectFrame:
+    def _track_frame(self, obj: ObjectState, frame_idx: int, reverse: bool,
+                     hide_after: int | None = None) -> ObjectFrame:
         out = obj.cond.get(frame_idx)
         if out is None:
             feats = self.features.get(frame_idx)
             with torch.inference_mode(), self.features.autocast():
                 current = self._step(obj, frame_idx, feats, is_init=False, reverse=reverse,
-                                     run_mem_encoder=True)
+                                     run_mem_encoder=True, hide_after=hide_after)
             out = self._compact(current)
             obj.non_cond[frame_idx] = out
         obj.tracked[frame_idx] = reverse
@@ -275,13 +280,15 @@ class TrackingSession:
     def _step(self, obj: ObjectState, frame_idx: int, feats: FrameFeatures, *, is_init: bool,
               reverse: bool, run_mem_encoder: bool, point_inputs: dict | None = None,
               mask_inputs: torch.Tensor | None = None,
-              prev_sam_mask_logits: torch.Tensor | None = None) -> dict:
+              prev_sam_mask_logits: torch.Tensor | None = None,
+              hide_after: int | None = None) -> dict:
         """One ``SAM2Base.track_step`` for one object on one frame."""
         return self.model.track_step(
             frame_idx=frame_idx, is_init_cond_frame=is_init,
             current_vision_feats=feats.vision_feats,
             current_vision_pos_embeds=feats.vision_pos_embeds, feat_sizes=feats.feat_sizes,
-            point_inputs=point_inputs, mask_inputs=mask_inputs, output_dict=obj.output_dict(),
+            point_inputs=point_inputs, mask_inputs=mask_inputs,
+            output_dict=obj.output_dict(hide_after),
             num_frames=self.num_frames, track_in_reverse=reverse,
             run_mem_encoder=run_mem_encoder, prev_sam_mask_logits=prev_sam_mask_logits)
 
