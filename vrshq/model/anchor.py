@@ -145,33 +145,45 @@ class AnchorScorer:
         self.batch_size = int(batch_size)
 
     @torch.inference_mode()
-    def frame_logits(self, frames: Iterable[np.ndarray], text: str) -> np.ndarray:
-        """``logits_per_image`` [T] = logit_scale * cos(image_t, text), frames fed in batches."""
-        tokens = self.tokenizer([text]).to(self.device)
-        text_feat = self.model.encode_text(tokens, normalize=True)  # [1, D]
-        scale = self.model.logit_scale.exp()
+    def image_embeddings(self, frames: Iterable[np.ndarray]) -> torch.Tensor:
+        """Normalised CLIP image embeddings [T, D] (CPU, float32), frames fed in batches.
+
+        Computed once per video and shared by all its prompts.
+        """
         dtype = next(self.model.parameters()).dtype
         out: list[torch.Tensor] = []
         batch: list[torch.Tensor] = []
 
         def flush() -> None:
             images = torch.stack(batch).to(self.device, dtype=dtype)
-            img_feat = self.model.encode_image(images, normalize=True)
-            out.append((scale * img_feat @ text_feat.t())[:, 0].float().cpu())
+            out.append(self.model.encode_image(images, normalize=True).float().cpu())
             batch.clear()
 
-        for frame in frames:
-            frame = np.asarray(frame)
-            if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-                raise ValueError(f"expected HxWx3 uint8 frames, got {frame.shape} {frame.dtype}")
-            batch.append(self.preprocess(Image.fromarray(frame)))
-            if len(batch) == self.batch_size:
+        with torch.inference_mode():
+            for frame in frames:
+                frame = np.asarray(frame)
+                if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+                    raise ValueError(f"expected HxWx3 uint8 frames, got {frame.shape} {frame.dtype}")
+                batch.append(self.preprocess(Image.fromarray(frame)))
+                if len(batch) == self.batch_size:
+                    flush()
+            if batch:
                 flush()
-        if batch:
-            flush()
         if not out:
             raise ValueError("no frames to score")
-        return torch.cat(out).numpy()
+        return torch.cat(out)
+
+    def logits_from_embeddings(self, image_embeddings: torch.Tensor, text: str) -> np.ndarray:
+        """``logits_per_image`` [T] = logit_scale * cos(image_t, text) for precomputed images."""
+        with torch.inference_mode():
+            tokens = self.tokenizer([text]).to(self.device)
+            text_feat = self.model.encode_text(tokens, normalize=True).float().cpu()  # [1, D]
+            scale = self.model.logit_scale.exp().float().cpu()
+            return (scale * image_embeddings @ text_feat.t())[:, 0].numpy()
+
+    def frame_logits(self, frames: Iterable[np.ndarray], text: str) -> np.ndarray:
+        """``logits_per_image`` [T] = logit_scale * cos(image_t, text), frames fed in batches."""
+        return self.logits_from_embeddings(self.image_embeddings(frames), text)
 
     def frame_probabilities(self, frames: Iterable[np.ndarray], text: str) -> np.ndarray:
         """Softmax over frames of ``logits_per_image`` (upstream's ``prob_per_frame``), [T]."""
