@@ -204,9 +204,17 @@ class ChatUniViForCausalLM(nn.Module):
         *,
         return_logits: bool = False,
         generator: torch.Generator | None = None,
+        image_features: torch.Tensor | None = None,
     ) -> ChatUniViOutput:
-        """input_ids [B, L] with -200 placeholders, images [N, 3, H, W] (one per placeholder, row-major)."""
-        feats = None if images is None or images.shape[0] == 0 else self.encode_images(images, generator=generator)
+        """input_ids [B, L] with -200 placeholders, images [N, 3, H, W] (one per placeholder, row-major).
+
+        ``image_features`` ([N, tokens, hidden] from ``encode_images``) replaces ``images`` when a
+        caller shares one encoding of a frame between several prompts.
+        """
+        if image_features is not None:
+            feats = image_features
+        else:
+            feats = None if images is None or images.shape[0] == 0 else self.encode_images(images, generator=generator)
         embeds, mask, position_map = self.prepare_inputs_embeds(input_ids, feats, attention_mask)
         out = LlamaModel.forward(self.model, inputs_embeds=embeds, attention_mask=mask, use_cache=False)
         hidden = out.last_hidden_state

@@ -1,0 +1,81 @@
+"""``vrshq segment``: text prompts -> VRS-HQ -> a mask of each prompt's object on every frame."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from tqdm import tqdm
+
+from vrshq.cli.common import MiB, open_video_quietly, resolve_device
+from vrshq.engine import EngineConfig
+from vrshq.errors import VrshqError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the subcommand."""
+    p = sub.add_parser("segment", help="segment the objects text prompts describe",
+                       description="Segment, on every frame, the object each --prompt describes "
+                       "(a referring or reasoning expression), with VRS-HQ. One object id per "
+                       "prompt, in order.")
+    p.add_argument("video", help="a video file or a folder of JPEG/PNG frames")
+    p.add_argument("--prompt", action="append", required=True, help="text prompt (repeatable)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--model", default=os.environ.get("VRSHQ_MODEL"),
+                   help="model folder with vrshq/ (and sam2/, clip/); default $VRSHQ_MODEL")
+    p.add_argument("--fps", type=float, help="frame rate of a frame folder (default 30)")
+    p.add_argument("--direction", choices=["both", "forward", "backward"], default="both")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--feature-budget-mib", type=int, default=1024,
+                   help="SAM-2 image features kept in memory; the rest spill to disk")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bars (default: when stderr is a terminal)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the subcommand."""
+    from vrshq.model.loading import load_vrshq
+    from vrshq.model.pipeline import VrshqConfig, results_to_trackset
+    from vrshq.tracking import write_outputs
+
+    if not args.model:
+        raise VrshqError("no model: pass --model DIR (made by `vrshq tiny-models` or "
+                         "`vrshq download`) or set VRSHQ_MODEL")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise VrshqError(f"--out {out}: exists and is not a folder")
+    if args.feature_budget_mib < 0:
+        raise VrshqError("--feature-budget-mib must be >= 0")
+    engine = EngineConfig(device=args.device, feature_budget_bytes=args.feature_budget_mib * MiB)
+    resolve_device(args, engine)
+    reader = open_video_quietly(args.video, fps=args.fps)
+    model = load_vrshq(args.model, VrshqConfig(engine=engine))
+    bars: dict[str, tqdm] = {}
+    disable = None if args.progress is None else not args.progress
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(total=total, desc=stage, unit="step", disable=disable)
+        bar.update(done - bar.n)
+
+    try:
+        results = model.segment(reader, args.prompt, direction=args.direction, progress=progress)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    tracks = results_to_trackset(results, reader)
+    try:
+        write_outputs(tracks, out, labels={r.obj_id: r.prompt for r in results})
+        (out / "keyframes.json").write_text(json.dumps(
+            {"model_version": model.version, "prompts": [r.keyframe_json() for r in results]},
+            indent=1))
+    except OSError as exc:
+        raise VrshqError(f"--out {out}: cannot write the outputs ({exc.strerror or exc})") from None
+    for r in results:
+        print(f"object {r.obj_id} {r.prompt!r}: keyframe {r.keyframe} (anchor {r.anchor})")
+    print(f"segmented {len(results)} prompt(s) over {len(reader)} frames -> {out}")
+    return 0

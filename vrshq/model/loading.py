@@ -1,0 +1,130 @@
+"""Load VRS-HQ from a model folder: the official release layout, or our tiny one.
+
+``MODEL_DIR/vrshq/`` is the merged checkpoint folder as released (config.json, tokenizer files,
+``pytorch_model-0000N-of-0000M.bin`` or safetensors), ``MODEL_DIR/sam2/sam2_hiera_large.pt`` the
+SAM-2 weights when the checkpoint holds none under ``model.visual_model.``, and ``MODEL_DIR/clip/``
+the anchor CLIP (open_clip weights, or a config JSON + checkpoint for a custom model).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import torch
+
+from vrshq.errors import ModelError
+from vrshq.model.anchor import DEFAULT_MODEL, DEFAULT_PRETRAINED, AnchorScorer
+from vrshq.model.chatunivi.config import ChatUniViConfig
+from vrshq.model.chatunivi.modeling import ChatUniViForCausalLM, load_chatunivi_state_dict
+from vrshq.model.pipeline import Vrshq, VrshqConfig
+from vrshq.model.projection import TextHiddenFcs
+from vrshq.model.sam2_vrshq import (
+    PACKAGED_CONFIG,
+    build_vrshq_sam2,
+    load_checkpoint,
+    load_visual_model,
+    split_visual_model,
+)
+from vrshq.model.tiny import SAM2_CONFIG_FILE
+from vrshq.model.tokenization import load_tokenizer
+
+PROJECTION_PREFIX = "model.text_hidden_fcs."
+SAM2_PREFIX = "model.visual_model."
+
+
+def load_vrshq(model_dir: str | Path, config: VrshqConfig = VrshqConfig(),
+               clip_model: str = DEFAULT_MODEL, clip_pretrained: str = DEFAULT_PRETRAINED) -> Vrshq:
+    """The VRS-HQ model of ``model_dir`` on the configured device."""
+    root = Path(model_dir)
+    if not root.is_dir():
+        raise ModelError(f"{root}: model folder not found")
+    folder = root / "vrshq" if (root / "vrshq").is_dir() else root
+    if not (folder / "config.json").is_file():
+        raise ModelError(f"{folder}: no config.json (expected the VRS-HQ checkpoint folder)")
+    if not (folder / "tokenizer.model").is_file():
+        raise ModelError(f"{folder}: no tokenizer.model")
+    device = config.engine.resolved_device()
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+
+    tokenizer = load_tokenizer(folder)
+    try:
+        mllm_config = ChatUniViConfig.from_pretrained(str(folder))
+    except Exception as exc:  # noqa: BLE001 - any parse/validation error is a bad config
+        raise ModelError(f"{folder / 'config.json'}: {exc}") from None
+    if len(tokenizer) != mllm_config.vocab_size:
+        raise ModelError(f"{folder}: the tokenizer has {len(tokenizer)} tokens with [SEG]/[TAK] but "
+                         f"the model's vocab_size is {mllm_config.vocab_size}")
+    state = load_chatunivi_state_dict(folder)
+    with _default_dtype(dtype):
+        mllm = ChatUniViForCausalLM(mllm_config)
+    mllm.load_state_dict_strict(state, ignore_prefixes=(PROJECTION_PREFIX, SAM2_PREFIX))
+    projection = _load_projection(state, folder)
+    sam2 = _load_sam2(state, folder, root)
+    del state
+    anchor = _load_anchor(root / "clip", clip_model, clip_pretrained, device)
+    version = _version(folder, mllm_config)
+    return Vrshq(mllm.to(device, dtype).eval(), tokenizer, projection.to(device, dtype).eval(),
+                 sam2.to(device).eval(), anchor, config, version)
+
+
+def _load_projection(state: dict, folder: Path) -> TextHiddenFcs:
+    own = {k[len(PROJECTION_PREFIX):]: v for k, v in state.items() if k.startswith(PROJECTION_PREFIX)}
+    if "0.0.weight" not in own or "0.2.weight" not in own:
+        raise ModelError(f"{folder}: missing keys {PROJECTION_PREFIX}0.0.weight / 0.2.weight "
+                         "(the [SEG]/[TAK] projection)")
+    hidden, out_dim = own["0.0.weight"].shape[1], own["0.2.weight"].shape[0]
+    projection = TextHiddenFcs(hidden, out_dim)
+    result = projection.load_state_dict(own, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        names = [PROJECTION_PREFIX + k for k in result.missing_keys + result.unexpected_keys]
+        raise ModelError(f"{folder}: projection keys do not match: {', '.join(names)}")
+    return projection
+
+
+def _load_sam2(state: dict, folder: Path, root: Path) -> torch.nn.Module:
+    sam2_config = folder / SAM2_CONFIG_FILE
+    sam2 = build_vrshq_sam2(sam2_config if sam2_config.is_file() else PACKAGED_CONFIG)
+    sam2_state, _ = split_visual_model(state)
+    if sam2_state:
+        load_visual_model(sam2, sam2_state, str(folder))
+        return sam2
+    candidates = [root / "sam2" / "sam2_hiera_large.pt", root / "sam2" / "model.pt"]
+    for path in candidates:
+        if path.is_file():
+            load_checkpoint(sam2, path)
+            return sam2
+    raise ModelError(f"{folder}: the checkpoint holds no {SAM2_PREFIX}* weights and there is no "
+                     f"{candidates[0]} (run `vrshq download {root}`)")
+
+
+def _load_anchor(clip_dir: Path, model: str, pretrained: str, device: torch.device) -> AnchorScorer:
+    configs = sorted(clip_dir.glob("*.json")) if clip_dir.is_dir() else []
+    for config in configs:
+        checkpoint = config.with_suffix(".pt")
+        if checkpoint.is_file():
+            return AnchorScorer(config.stem, str(checkpoint), model_config=config, device=device)
+    local = sorted(clip_dir.glob("*.pt")) + sorted(clip_dir.glob("*.bin")) if clip_dir.is_dir() else []
+    weights = str(local[0]) if local and pretrained == DEFAULT_PRETRAINED else pretrained
+    return AnchorScorer(model, weights, device=device,
+                        cache_dir=str(clip_dir) if clip_dir.is_dir() else None)
+
+
+def _version(folder: Path, config: ChatUniViConfig) -> str:
+    note = getattr(config, "vrshq_weights", None)
+    folder = folder.resolve()
+    name = folder.parent.name if folder.name == "vrshq" else folder.name
+    return f"vrshq-{name}" + (f" ({note})" if note else "")
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype):
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+__all__ = ["load_vrshq"]
