@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from vrshq.cli.common import MiB, open_video_quietly, resolve_device
 from vrshq.engine import EngineConfig
-from vrshq.errors import VrshqError
+from vrshq.errors import PromptError, VrshqError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--feature-budget-mib", type=int, default=1024,
                    help="SAM-2 image features kept in memory; the rest spill to disk")
+    p.add_argument("--clip-model", default="ViT-L-14-336",
+                   help="open_clip model that picks the anchor frame (default ViT-L-14-336)")
+    p.add_argument("--clip-pretrained", default="openai",
+                   help="its open_clip pretrained tag or a checkpoint file (default openai)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bars (default: when stderr is a terminal)")
     p.set_defaults(run=run)
@@ -44,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.model:
         raise VrshqError("no model: pass --model DIR (made by `vrshq tiny-models` or "
                          "`vrshq download`) or set VRSHQ_MODEL")
+    for prompt in args.prompt:
+        if not prompt.strip():
+            raise PromptError(f"--prompt {prompt!r}: a prompt must be non-empty text")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise VrshqError(f"--out {out}: exists and is not a folder")
@@ -52,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     engine = EngineConfig(device=args.device, feature_budget_bytes=args.feature_budget_mib * MiB)
     resolve_device(args, engine)
     reader = open_video_quietly(args.video, fps=args.fps)
-    model = load_vrshq(args.model, VrshqConfig(engine=engine))
+    model = load_vrshq(args.model, VrshqConfig(engine=engine), clip_model=args.clip_model,
+                       clip_pretrained=args.clip_pretrained)
     bars: dict[str, tqdm] = {}
     disable = None if args.progress is None else not args.progress
 

@@ -47,7 +47,10 @@ def load_vrshq(model_dir: str | Path, config: VrshqConfig = VrshqConfig(),
     device = config.engine.resolved_device()
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
 
-    tokenizer = load_tokenizer(folder)
+    try:
+        tokenizer = load_tokenizer(folder)
+    except (ValueError, OSError, RuntimeError) as exc:  # bad added_tokens.json / tokenizer.model
+        raise ModelError(f"{folder}: cannot load the tokenizer ({exc})") from None
     try:
         mllm_config = ChatUniViConfig.from_pretrained(str(folder))
     except Exception as exc:  # noqa: BLE001 - any parse/validation error is a bad config

@@ -146,7 +146,7 @@ class Vrshq:
     def segment(self, reader: VideoReader, prompts: Sequence[str], direction: str = "both",
                 progress: Progress | None = None) -> list[PromptResult]:
         """Segment every prompt's object on every frame of ``reader``; object ids are 1, 2, ..."""
-        prompts = [p for p in prompts]
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)  # not one per letter
         if not prompts:
             raise PromptError("give at least one prompt")
         for p in prompts:
