@@ -10,6 +10,7 @@ frames) and the anchor is its argmax. Upstream uses transformers' ``CLIPModel`` 
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -91,9 +92,16 @@ def _random_model(name: str, seed: int) -> tuple[torch.nn.Module, Callable]:
     """open_clip's own random init (seeded, global RNG untouched) and its eval transform."""
     import open_clip
 
+    root = logging.getLogger()
+    level = root.level
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None)
+        # open_clip warns that a model built without weights is random: here that is the point.
+        root.setLevel(logging.ERROR)
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None)
+        finally:
+            root.setLevel(level)
     return model, preprocess
 
 
