@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from vrshq.synthetic import SyntheticSpec, write_frame_folder, write_video
 
@@ -61,5 +63,11 @@ def synthetic_frame_folder(make_video: MakeVideo) -> Path:
     """The default scene as a folder of PNG frames 00000.png ..."""
     return make_video("png", num_frames=40, width=160, height=120, fps=10.0)
 
+
+
+# One torch thread: the tiny models gain nothing from more, and on a 2-core machine shared with
+# other work (or a subprocess of the tests), oversubscribed OpenMP threads run many times slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 pytest_plugins = ["tests.engine_fixtures"]

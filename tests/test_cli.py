@@ -9,11 +9,8 @@ decord) writes straight to stderr count too.
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,7 +19,10 @@ import pytest
 import torch
 from PIL import Image
 
-from vrshq.cli import main
+from tests.cli_helpers import assert_one_line_error as _assert_one_line_error
+from tests.cli_helpers import iou as _iou
+from tests.cli_helpers import run_cli as _cli
+from tests.cli_helpers import run_script as _script
 from vrshq.masks import (
     TrackSet,
     labels_from_masks,
@@ -32,7 +32,6 @@ from vrshq.masks import (
 from vrshq.masks.labelstudio import BOX_KEYS
 from vrshq.synthetic import SyntheticSpec, ground_truth
 
-VRSHQ = Path(sys.executable).with_name("vrshq")
 
 # The main clip: long enough for object 2 to leave the frame and come back.
 LONG = dict(num_frames=24, width=160, height=120, fps=10.0)
@@ -43,40 +42,6 @@ OBJ_SCORE_BIAS_KEY = "sam_mask_decoder.pred_obj_score_head.layers.2.bias"
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
-
-
-def _cli(capfd, *argv) -> tuple[int, str, str]:
-    """Run ``vrshq`` in-process: (exit code, stdout, stderr); argparse errors exit via SystemExit."""
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as exc:
-        rc = exc.code
-    out, err = capfd.readouterr()
-    return rc, out, err
-
-
-def _script(*argv) -> subprocess.CompletedProcess:
-    """Run the installed console script."""
-    assert VRSHQ.is_file(), f"console script not installed at {VRSHQ}"
-    env = {k: v for k, v in os.environ.items() if k != "VRSHQ_MODEL_DIR"}
-    env["OMP_NUM_THREADS"] = "1"  # see single_thread_torch
-    return subprocess.run([str(VRSHQ), *map(str, argv)], capture_output=True, text=True,
-                          env=env, timeout=300)
-
-
-def _assert_one_line_error(rc: int, err: str, *needles: str) -> None:
-    assert "Traceback" not in err, err
-    lines = err.splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
-    assert lines[0].startswith("vrshq: error:"), lines[0]
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    assert rc == 2, (rc, err)
 
 
 def _check_outputs(out: Path, gt: np.ndarray, fps: float, obj_ids: list[int],
@@ -136,16 +101,6 @@ def _check_outputs(out: Path, gt: np.ndarray, fps: float, obj_ids: list[int],
 
 
 # --- fixtures -----------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread_torch():
-    """One torch thread: the tiny model gains nothing from more, and on a small machine shared
-    with other test runs, oversubscribed OpenMP threads make it many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

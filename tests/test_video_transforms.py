@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from vrshq.video import FrameTransform, ResizeMode, open_video
 from vrshq.video.transforms import longest_side_shape

@@ -7,60 +7,21 @@ other runs call ``vrshq.cli.main`` in-process with capfd.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
+from tests.cli_helpers import assert_one_line_error as _assert_one_line_error
+from tests.cli_helpers import run_cli as _cli
+from tests.cli_helpers import run_script as _script
 from vrshq.cli import main
 from vrshq.masks import TrackSet, labels_from_masks
 from vrshq.model.frames import sample_frames
 
-VRSHQ = Path(sys.executable).with_name("vrshq")
 CLIP = dict(num_frames=24, width=160, height=120, fps=10.0)
 PROMPTS = ["the red ball", "which one is moving left?"]
-
-
-def _cli(capfd, *argv) -> tuple[int, str, str]:
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as exc:
-        rc = exc.code
-    out, err = capfd.readouterr()
-    return rc, out, err
-
-
-def _script(*argv) -> subprocess.CompletedProcess:
-    assert VRSHQ.is_file(), f"console script not installed at {VRSHQ}"
-    env = {k: v for k, v in os.environ.items() if k != "VRSHQ_MODEL"}
-    env["OMP_NUM_THREADS"] = "1"
-    return subprocess.run([str(VRSHQ), *map(str, argv)], capture_output=True, text=True,
-                          env=env, timeout=300)
-
-
-def _assert_one_line_error(rc, err: str, *needles: str) -> None:
-    assert "Traceback" not in err, err
-    lines = err.splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
-    assert lines[0].startswith("vrshq: error:"), lines[0]
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    assert rc == 2, (rc, err)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread_torch():
-    """One torch thread: the tiny model gains nothing from more, and oversubscribed OpenMP
-    threads on a small shared machine make it many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

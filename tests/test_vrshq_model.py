@@ -33,15 +33,6 @@ CPU = VrshqConfig(engine=EngineConfig(device="cpu"))
 # --- fixtures -----------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread_torch():
-    """One torch thread: on a small shared machine oversubscribed OpenMP threads make the tiny
-    model tens of times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory) -> Path:
