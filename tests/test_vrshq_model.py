@@ -424,3 +424,26 @@ def test_a_bare_string_is_one_prompt(model, tmp_path, make_video):
         results = model.segment(r, "a dog", direction="forward")
     assert [(x.prompt, x.obj_id) for x in results] == [("a dog", 1)]
     assert results[0].track.frames() == list(range(results[0].keyframe, 6))
+
+
+def test_each_frame_is_decoded_once_for_the_whole_pipeline(model, video):
+    # The CLIP anchor pass also fills the SAM-2 feature cache: keyframe selection and both
+    # propagation passes decode nothing more; only the MLLM's grid frames are read again.
+    from vrshq.video.reader import DecordVideoReader
+
+    reader = open_video(video)
+    assert isinstance(reader, DecordVideoReader)
+    decoded: list[int] = []
+    read = reader._read
+
+    def counting_read(index):
+        decoded.append(index)
+        return read(index)
+
+    reader._read = counting_read
+    results = model.segment(reader, ["the red ball"])
+    grid = [c.frame for c in results[0].candidates]
+    # One in-order pass over the video (anchor + SAM-2 features), then the MLLM's grid frames.
+    assert decoded[:len(reader)] == list(range(len(reader)))
+    assert sorted(decoded[len(reader):]) == sorted(grid)
+    assert all(results[0].track.has(f) for f in range(len(reader)))

@@ -74,6 +74,16 @@ class FeatureCache:
         _, feats, pos, sizes = self.model._prepare_backbone_features(backbone_out)
         return FrameFeatures(feats, pos, sizes)
 
+    def add_frame(self, frame_idx: int, frame) -> None:
+        """Encode a frame someone else already decoded (no-op when cached).
+
+        Lets a caller that reads the whole video anyway (VRS-HQ's CLIP anchor pass) fill the
+        cache in the same pass, so each frame is decoded once for everything.
+        """
+        if frame_idx not in self._store:
+            self.stats.frames_decoded += 1
+            self._store.put(frame_idx, self._encode_frame(frame))
+
     def prefetch_range(self, start: int, stop: int) -> None:
         """Encode the uncached frames of ``[start, stop)``, decoding them in order.
 

@@ -100,9 +100,19 @@ class Vrshq:
         self.tak_id = tokenizer.token_id(TAK_TOKEN)
 
     # ------------------------------------------------------------------ steps
-    def anchors(self, reader: VideoReader, prompts: Sequence[str]) -> list[int]:
-        """The CLIP anchor frame of each prompt (one pass of image embeddings for all prompts)."""
-        embeddings = self.anchor_scorer.image_embeddings(f for _, f in reader.iter_frames())
+    def anchors(self, reader: VideoReader, prompts: Sequence[str],
+                on_frame: Callable[[int, np.ndarray], None] | None = None) -> list[int]:
+        """The CLIP anchor frame of each prompt (one pass of image embeddings for all prompts).
+
+        ``on_frame`` sees every decoded frame of that pass (to encode SAM-2 features meanwhile).
+        """
+        def frames():
+            for i, frame in reader.iter_frames():
+                if on_frame is not None:
+                    on_frame(i, frame)
+                yield frame
+
+        embeddings = self.anchor_scorer.image_embeddings(frames())
         return [int(np.argmax(self.anchor_scorer.logits_from_embeddings(embeddings, p)))
                 for p in prompts]
 
@@ -154,14 +164,17 @@ class Vrshq:
                 raise PromptError(f"a prompt must be non-empty text, got {p!r}")
         report = progress or (lambda stage, done, total: None)
         num_frames = len(reader)
-        report("anchor", 0, len(prompts))
-        anchors = self.anchors(reader, prompts)
-        report("anchor", len(prompts), len(prompts))
-        grids = [sample_frames(a, num_frames, self.config.max_frames) for a in anchors]
-        frame_tokens = self.encode_frames(reader, sorted(set().union(*grids)))
         session = TrackingSession(self.sam2, reader, resize=ResizeMode.VRSHQ,
                                   config=self.config.engine, isolated_passes=True)
         try:
+            # With a disk spill every frame's SAM-2 features can be kept, so they are computed
+            # during the anchor pass: one decode per frame for the whole pipeline.
+            fill = session.features.add_frame if self.config.engine.feature_spill == "disk" else None
+            report("anchor", 0, len(prompts))
+            anchors = self.anchors(reader, prompts, on_frame=fill)
+            report("anchor", len(prompts), len(prompts))
+            grids = [sample_frames(a, num_frames, self.config.max_frames) for a in anchors]
+            frame_tokens = self.encode_frames(reader, sorted(set().union(*grids)))
             choices = []
             for i, (prompt, grid) in enumerate(zip(prompts, grids)):
                 tokens = self.prompt_tokens(prompt, [frame_tokens[f] for f in grid])
