@@ -326,6 +326,15 @@ def test_demo_console_script(tmp_path):
     assert tracks.obj_ids() == [1, 2] and tracks.num_frames == 12
     results = json.loads((out / "track" / "labelstudio.json").read_text())
     assert [r["value"]["framesCount"] for r in results] == [12, 12]
+    # Then VRS-HQ from two text prompts on the same video, with the tiny VRS-HQ.
+    keyframes = json.loads((out / "segment" / "keyframes.json").read_text())
+    assert [p["object_id"] for p in keyframes["prompts"]] == [1, 2]
+    assert "untrained" in keyframes["model_version"]
+    segmented = TrackSet.load(out / "segment" / "track.json")
+    assert segmented.obj_ids() == [1, 2]
+    assert all(segmented[o].has(f) for o in (1, 2) for f in range(12))
+    labels = [r["value"]["labels"] for r in json.loads((out / "segment" / "labelstudio.json").read_text())]
+    assert labels == [["the red disc"], ["which shape leaves the frame?"]]
 
 
 def test_demo_bad_frames(tmp_path, capfd):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vrshq.cli import track
+from vrshq.cli import segment, track
 from vrshq.errors import VrshqError
 from vrshq.masks import TrackSet, write_palette_png
 
@@ -16,18 +16,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the subcommand."""
     p = sub.add_parser("demo", help="track objects in a generated sample video",
                        description="Generate a synthetic video with exact ground truth, prompt its "
-                       "objects with their frame-0 masks, and run `vrshq track` on it. Without "
-                       "--model-dir the tiny random model is used: the pipeline is real, the "
-                       "weights are untrained, so the masks are not meant to be good.")
+                       "objects with their frame-0 masks and run `vrshq track` on it, then `vrshq "
+                       "segment` with two text prompts. Without --model-dir the tiny random models "
+                       "are used: the pipeline is real, the weights are untrained, so the masks "
+                       "are not meant to be good.")
     p.add_argument("--out", default="demo-out", help="output folder (default demo-out)")
     p.add_argument("--frames", type=int, default=60)
-    p.add_argument("--model-dir", help="folder with sam2/config.yaml and sam2/model.pt")
+    p.add_argument("--model-dir", help="folder with sam2/ (and vrshq/, clip/ for the text prompts)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the subcommand."""
-    from vrshq.engine.tiny import write_tiny_sam2
+    from vrshq.model.tiny import write_tiny_vrshq
     from vrshq.synthetic import SyntheticSpec, ground_truth, write_video
 
     if args.frames < 1:
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     model_dir = args.model_dir
     if model_dir is None:
         model_dir = str(out / "models")
-        write_tiny_sam2(Path(model_dir) / "sam2")
+        write_tiny_vrshq(Path(model_dir))
     print(f"sample video: {video} ({spec.num_frames} frames, {spec.width}x{spec.height})")
     argv = [str(video), "--mask", str(out / "prompt.png"), "--frame", "0",
             "--out", str(out / "track"), "--model-dir", model_dir]
@@ -54,13 +55,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"object {t.obj_id}: mean IoU vs ground truth {np.mean(ious):.3f}"
               + ("" if args.model_dir else " (tiny random weights: untrained)"))
     print(f"outputs: {out / 'track'}/masks/*.png, track.json, labelstudio.json")
+    if code == 0 and (Path(model_dir) / "vrshq" / "config.json").is_file():
+        print("\nVRS-HQ from text prompts:")
+        code = segment.run(_parse(["segment", str(video), "--prompt", "the red disc",
+                                   "--prompt", "which shape leaves the frame?",
+                                   "--out", str(out / "segment"), "--model", model_dir]))
+        print(f"outputs: {out / 'segment'}/masks/*.png, track.json, labelstudio.json, "
+              "keyframes.json")
     return code
 
 
 def _track_args(argv: list[str]) -> argparse.Namespace:
+    return _parse(["track", *argv])
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
     from vrshq.cli import build_parser
 
-    return build_parser().parse_args(["track", *argv])
+    return build_parser().parse_args(argv)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
