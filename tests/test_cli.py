@@ -425,9 +425,9 @@ def test_track_without_any_model(short, tmp_path, capfd, monkeypatch):
     _assert_one_line_error(rc, err, "no model", "--model-dir", "--sam2-config")
 
 
-def test_track_cuda_when_unavailable(short, model_dir, tmp_path, capfd):
-    if torch.cuda.is_available():
-        pytest.skip("CUDA is available here")
+def test_track_cuda_device_that_is_not_there(short, model_dir, tmp_path, capfd):
+    # Without CUDA any cuda device is refused; with it, an index past the last GPU is.
+    device, needle = ("cuda:99", "CUDA device") if torch.cuda.is_available() else ("cuda", "CUDA")
     rc, _, err = _cli(capfd, "track", short.video, "--mask", short.prompt, "--frame", 0,
-                      "--out", tmp_path / "o", "--model-dir", model_dir, "--device", "cuda")
-    _assert_one_line_error(rc, err, "--device cuda", "CUDA")
+                      "--out", tmp_path / "o", "--model-dir", model_dir, "--device", device)
+    _assert_one_line_error(rc, err, f"--device {device}", needle)
