@@ -1,0 +1,186 @@
+"""Label Studio predictions for tracked objects, and reading a submitted annotation back.
+
+Each object becomes two results that share one region id:
+
+* a ``videorectangle`` track (``from_name`` = the VideoRectangle, ``to_name`` = the Video),
+  with the object's own label in ``value.labels`` (one label per object, not the label that
+  happens to be selected in the editor: label-studio-ml-backend issue #664);
+* when the config has keyframe masks (see :mod:`backend.labelconfig`), a ``brushlabels``
+  result on the keyframe image list, page ``item_index``, holding the object's mask on its
+  keyframe as Label Studio brush RLE.
+
+Region ids are deterministic (:func:`region_id`), so predicting a task again replaces its
+regions in the editor instead of adding copies. Frames follow Label Studio: LS frame N
+(1-based) is decoded frame N - 1 and ``time`` = N / fps (done by
+:func:`vrshq.masks.track_to_videorectangle`).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from backend.labelconfig import LabelConfigError, LabelConfigInfo
+from vrshq.errors import MaskFormatError
+from vrshq.masks import (
+    PercentBox,
+    Track,
+    decode_brush,
+    encode_brush,
+    ensure_mask,
+    track_to_videorectangle,
+    videorectangle_to_boxes,
+)
+
+
+def region_id(task_id: int | str, obj_id: int | str) -> str:
+    """The region id of object ``obj_id`` in task ``task_id``: the same on every prediction."""
+    return f"vrshq-{task_id}-{obj_id}"
+
+
+def object_results(
+    track: Track,
+    keyframe: int,
+    keyframe_mask: np.ndarray,
+    label: str,
+    region_id: str,
+    info: LabelConfigInfo,
+    fps: float,
+    frames_count: int,
+    item_index: int,
+    score: float,
+    tolerance: float = 0.5,
+) -> list[dict[str, Any]]:
+    """The results of one object: its track and, when the config has masks, its keyframe mask.
+
+    ``keyframe`` is the 0-based decoded frame the mask belongs to (its LS frame is
+    ``keyframe + 1``; the task's ``keyframe_frames`` records it for the correction path).
+    ``item_index`` is the object's page in the keyframe image list. ``score`` (0..1) is set
+    on both results. ``tolerance`` is the track compression in percentage points.
+    """
+    info.check_label(label)
+    _check_score(score)
+    if isinstance(item_index, bool) or not isinstance(item_index, numbers.Integral) or item_index < 0:
+        raise ValueError(f"item_index must be an int >= 0, got {item_index!r}")
+    if isinstance(keyframe, bool) or not isinstance(keyframe, numbers.Integral) or keyframe < 0:
+        raise ValueError(f"keyframe must be a 0-based frame index >= 0, got {keyframe!r}")
+    track_result = track_to_videorectangle(
+        track,
+        fps,
+        frames_count,
+        labels=[label],
+        tolerance=tolerance,
+        region_id=region_id,
+        from_name=info.box_name,
+        to_name=info.video_name,
+    )
+    track_result["score"] = float(score)
+    results = [track_result]
+    if info.has_masks:
+        mask = ensure_mask(keyframe_mask)
+        height, width = mask.shape
+        if (height, width) != (track.height, track.width):
+            raise MaskFormatError(
+                f"keyframe mask is {height}x{width}, the track's video is {track.height}x{track.width}"
+            )
+        results.append(
+            {
+                "id": region_id,
+                "from_name": info.mask_name,
+                "to_name": info.keyframes_name,
+                "type": "brushlabels",
+                "item_index": int(item_index),
+                "original_width": int(width),
+                "original_height": int(height),
+                "image_rotation": 0,
+                "value": {"format": "rle", "rle": encode_brush(mask), "brushlabels": [label]},
+                "score": float(score),
+            }
+        )
+    return results
+
+
+def prediction(results: list[dict[str, Any]], model_version: str, score: float) -> dict[str, Any]:
+    """One Label Studio prediction: ``{"result", "model_version", "score"}``."""
+    _check_score(score)
+    return {"result": list(results), "model_version": str(model_version), "score": float(score)}
+
+
+@dataclass
+class ParsedRegion:
+    """One object read back from an annotation: its label, the boxes LS shows, its keyframe mask."""
+
+    label: str | None = None
+    boxes: dict[int, PercentBox] = field(default_factory=dict)  # 0-based frame -> percent box
+    keyframe_item_index: int | None = None  # page of the keyframe image list
+    mask: np.ndarray | None = None  # boolean HxW keyframe mask
+    keyframe: int | None = None  # 0-based decoded frame of the mask, when the task says
+    has_track: bool = False  # a videorectangle result was seen for this id
+
+
+def parse_annotation(
+    annotation_result: Sequence[Mapping[str, Any]],
+    info: LabelConfigInfo,
+    keyframe_frames: Sequence[int] | None = None,
+) -> dict[str, ParsedRegion]:
+    """Tracks and keyframe masks of a submitted annotation (or a prediction), by region id.
+
+    Reads the ``videorectangle`` results of the config's VideoRectangle and the
+    ``brushlabels`` results of its BrushLabels; other results are skipped. A brush region
+    the annotator drew anew has an id of its own and comes back as a region without boxes.
+    ``keyframe_frames`` (the task's ``keyframe_frames``: 1-based LS frame per keyframe image)
+    fills :attr:`ParsedRegion.keyframe`.
+    """
+    regions: dict[str, ParsedRegion] = {}
+    for result in annotation_result or []:
+        if not isinstance(result, Mapping):
+            continue
+        kind = str(result.get("type", "")).lower()
+        name = result.get("from_name")
+        rid = result.get("id")
+        value = result.get("value")
+        if rid is None or not isinstance(value, Mapping):
+            continue
+        if kind == "videorectangle" and name == info.box_name:
+            region = regions.setdefault(str(rid), ParsedRegion())
+            region.boxes = videorectangle_to_boxes(value)
+            region.has_track = True
+            labels = value.get("labels") or []
+            if labels and region.label is None:
+                region.label = str(labels[0])
+        elif kind == "brushlabels" and info.has_masks and name == info.mask_name:
+            region = regions.setdefault(str(rid), ParsedRegion())
+            if value.get("format", "rle") != "rle":
+                raise MaskFormatError(f"region {rid}: brush format {value.get('format')!r} is not 'rle'")
+            height, width = result.get("original_height"), result.get("original_width")
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in (height, width)):
+                raise MaskFormatError(f"region {rid}: a brush result needs int original_width/original_height")
+            region.mask = decode_brush(value.get("rle") or [], height, width)
+            index = result.get("item_index", 0)
+            region.keyframe_item_index = int(index) if isinstance(index, int) else 0
+            if keyframe_frames is not None and 0 <= region.keyframe_item_index < len(keyframe_frames):
+                region.keyframe = int(keyframe_frames[region.keyframe_item_index]) - 1
+            labels = value.get("brushlabels") or []
+            if labels and region.label is None:
+                region.label = str(labels[0])
+    return regions
+
+
+def _check_score(score: Any) -> None:
+    if isinstance(score, bool) or not isinstance(score, numbers.Real) or not (0.0 <= float(score) <= 1.0) or math.isnan(score):
+        raise ValueError(f"score must be a number in [0, 1] (Label Studio rejects others), got {score!r}")
+
+
+__all__ = [
+    "LabelConfigError",
+    "ParsedRegion",
+    "object_results",
+    "parse_annotation",
+    "prediction",
+    "region_id",
+]

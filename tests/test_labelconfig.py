@@ -1,0 +1,141 @@
+"""The shipped label configs parse, and parse_label_config names every missing tag."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from label_studio_sdk.label_interface import LabelInterface
+
+from backend.labelconfig import (
+    LabelConfigError,
+    LabelConfigInfo,
+    TaskDataError,
+    parse_label_config,
+    split_prompts,
+)
+from vrshq.errors import VrshqError
+
+CONFIGS = Path(__file__).resolve().parents[1] / "backend" / "configs"
+LABELS = ("Person", "Car", "Animal", "Object")
+
+VIDEO = '<Video name="video" value="$video" frameRate="$fps"/>'
+BOX = '<VideoRectangle name="box" toName="video"/>'
+LABELS_TAG = '<Labels name="labels" toName="video"><Label value="Person"/><Label value="Car"/></Labels>'
+IMAGE = '<Image name="keyframes" valueList="$keyframes"/>'
+BRUSH = '<BrushLabels name="mask" toName="keyframes"><Label value="Person"/><Label value="Car"/></BrushLabels>'
+
+
+def _config(*tags: str) -> str:
+    return "<View>" + "".join(tags) + "</View>"
+
+
+@pytest.mark.parametrize("name", ["video_text_prompt.xml", "video_box_prompt.xml"])
+def test_shipped_configs_are_valid_label_studio_configs(name: str) -> None:
+    xml = (CONFIGS / name).read_text()
+    li = LabelInterface(xml)
+    li.validate()  # schema, unique names, toName checks: raises on a bad config
+    info = parse_label_config(xml)
+    assert (info.video_name, info.video_key, info.fps_key, info.fps_value) == ("video", "video", "fps", None)
+    assert (info.box_name, info.labels_name, info.labels) == ("box", "labels", LABELS)
+    assert (info.keyframes_name, info.keyframes_key, info.mask_name) == ("keyframes", "keyframes", "mask")
+    assert info.has_masks and info.mask_labels == LABELS
+
+
+def test_text_config_has_prompt_parts_box_config_does_not() -> None:
+    text = parse_label_config((CONFIGS / "video_text_prompt.xml").read_text())
+    assert (text.prompt_name, text.prompt_key) == ("prompt", "prompt")
+    box = parse_label_config((CONFIGS / "video_box_prompt.xml").read_text())
+    assert (box.prompt_name, box.prompt_key) == (None, None)
+
+
+def test_minimal_config_without_masks() -> None:
+    info = parse_label_config(_config(LABELS_TAG, VIDEO, BOX))
+    assert not info.has_masks and info.mask_name is None and info.keyframes_key is None
+    assert info.keyframes({"keyframes": ["a.jpg"]}) == []
+
+
+@pytest.mark.parametrize(
+    ("tags", "needle"),
+    [
+        ((LABELS_TAG, BOX, IMAGE, BRUSH), "<Video>"),
+        ((LABELS_TAG, VIDEO, IMAGE, BRUSH), "<VideoRectangle> bound to a <Video>"),
+        ((VIDEO, BOX, IMAGE, BRUSH), "no <Labels>"),
+        ((LABELS_TAG, VIDEO, BOX, '<Image name="keyframes" value="$kf"/>', BRUSH), "valueList"),
+        (
+            (LABELS_TAG, VIDEO, BOX, IMAGE, '<BrushLabels name="mask" toName="keyframes"><Label value="Person"/></BrushLabels>'),
+            "lacks the <Labels> values ['Car']",
+        ),
+        ((LABELS_TAG, '<Video name="video" value="$video" frameRate="fast"/>', BOX), "frameRate"),
+        ((LABELS_TAG, '<Video name="video" value="http://x/v.mp4"/>', BOX), "task data"),
+    ],
+)
+def test_missing_or_wrong_tag_is_named(tags: tuple[str, ...], needle: str) -> None:
+    with pytest.raises(LabelConfigError) as err:
+        parse_label_config(_config(*tags))
+    assert needle in str(err.value)
+    assert isinstance(err.value, VrshqError)
+
+
+def test_videorectangle_on_another_object_does_not_count() -> None:
+    xml = _config(LABELS_TAG, VIDEO, IMAGE, '<VideoRectangle name="box" toName="keyframes"/>')
+    with pytest.raises(LabelConfigError, match="VideoRectangle"):
+        parse_label_config(xml)
+
+
+def test_broken_xml_is_a_label_config_error() -> None:
+    with pytest.raises(LabelConfigError, match="does not parse"):
+        parse_label_config("<View><Video name=")
+
+
+def test_fps_from_task_literal_default_and_inverted() -> None:
+    info = parse_label_config(_config(LABELS_TAG, VIDEO, BOX))
+    assert info.fps({"fps": 25}) == 25.0
+    assert info.fps({"fps": "29.97"}) == pytest.approx(29.97)
+    assert info.fps({"fps": 0.5}) == 2.0  # LS inverts rates below 1
+    with pytest.raises(TaskDataError, match="'fps'"):
+        info.fps({})
+    with pytest.raises(TaskDataError, match="positive number"):
+        info.fps({"fps": "abc"})
+    literal = parse_label_config(_config(LABELS_TAG, '<Video name="v" value="$v" frameRate="10"/>',
+                                         '<VideoRectangle name="b" toName="v"/>').replace('toName="video"', 'toName="v"'))
+    assert (literal.video_name, literal.box_name, literal.fps({})) == ("v", "b", 10.0)
+    default = parse_label_config(_config(LABELS_TAG, '<Video name="video" value="$video"/>', BOX))
+    assert default.fps({}) == 24.0
+
+
+def test_task_prompts_keyframes_and_video() -> None:
+    info = parse_label_config((CONFIGS / "video_text_prompt.xml").read_text())
+    assert info.prompts({"prompt": "the red car\n\n  the dog  "}) == ["the red car", "the dog"]
+    assert info.prompts({"prompt": ["a man", "a woman\na child"]}) == ["a man", "a woman", "a child"]
+    assert info.prompts({}) == []
+    assert info.keyframes({}) == [] and info.keyframes({"keyframes": ["a.jpg", "b.jpg"]}) == ["a.jpg", "b.jpg"]
+    with pytest.raises(TaskDataError):
+        info.keyframes({"keyframes": "a.jpg"})
+    assert info.video({"video": "/data/v.mp4"}) == "/data/v.mp4"
+    with pytest.raises(TaskDataError, match="'video'"):
+        info.video({})
+    with pytest.raises(TaskDataError):
+        split_prompts([1, 2])
+
+
+def test_textarea_prompts_from_context() -> None:
+    info = parse_label_config((CONFIGS / "video_text_prompt.xml").read_text())
+    context = [
+        {"from_name": "prompt", "to_name": "video", "type": "textarea", "value": {"text": ["the cat"]}},
+        {"from_name": "box", "to_name": "video", "type": "videorectangle", "value": {"sequence": []}},
+    ]
+    assert info.textarea_prompts(context) == ["the cat"]
+    assert info.textarea_prompts(None) == []
+
+
+def test_label_for_prompt() -> None:
+    info = parse_label_config((CONFIGS / "video_text_prompt.xml").read_text())
+    assert info.label_for_prompt("the red car on the left") == "Car"
+    assert info.label_for_prompt("two Cars") == "Car"
+    assert info.label_for_prompt("a person walking") == "Person"
+    assert info.label_for_prompt("the carpet") == "Person"  # no whole-word match: first label
+    assert info.label_for_prompt("the carpet", default="Object") == "Object"
+    with pytest.raises(LabelConfigError, match="not in"):
+        info.label_for_prompt("x", default="Tree")
+    assert isinstance(info, LabelConfigInfo)
