@@ -1,0 +1,30 @@
+"""Model plugins: the interface (:mod:`plugins.base`), discovery (:mod:`plugins.registry`) and the
+built-in ``vrshq`` (text prompts) and ``sam2`` (box, points or mask prompts) plugins.
+
+The built-in plugins are imported lazily by the registry through their entry points, so importing
+this package does not import the models.
+"""
+
+from plugins.base import (
+    PROMPT_KINDS,
+    Correction,
+    ModelPlugin,
+    ObjectPrompt,
+    ObjectTrack,
+    PluginConfig,
+    Progress,
+)
+from plugins.registry import (
+    DEFAULT_PLUGIN,
+    GROUP,
+    available_plugins,
+    load_plugin,
+    plugin_class,
+    plugin_name,
+)
+
+__all__ = [
+    "DEFAULT_PLUGIN", "GROUP", "PROMPT_KINDS", "Correction", "ModelPlugin", "ObjectPrompt",
+    "ObjectTrack", "PluginConfig", "Progress", "available_plugins", "load_plugin", "plugin_class",
+    "plugin_name",
+]

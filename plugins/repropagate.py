@@ -1,0 +1,71 @@
+"""Corrections for every plugin: re-propagate corrected objects with the SAM-2 engine.
+
+Each corrected object gets a fresh session with its previous keyframe mask and every correction
+(earlier ones included) as conditioning frames, then is tracked through the video again; objects
+without a new correction keep their previous track. Object ids, labels, keyframes, scores and
+details carry over.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from plugins.base import Correction, ObjectTrack, Progress, check_corrections
+from vrshq.engine import EngineConfig, TrackingSession
+from vrshq.tracking import collect_tracks, expected_steps
+from vrshq.video.reader import VideoReader
+from vrshq.video.transforms import ResizeMode
+
+
+def merge_corrections(earlier: list[Correction], new: list[Correction]) -> list[Correction]:
+    """One correction per frame, a later one replacing an earlier one on the same frame."""
+    by_frame: dict[int, Correction] = {}
+    for c in list(earlier) + list(new):
+        by_frame.pop(int(c.frame), None)  # keep the order in which frames were last corrected
+        by_frame[int(c.frame)] = Correction(c.obj_id, int(c.frame), np.asarray(c.mask, dtype=bool))
+    return list(by_frame.values())
+
+
+def track_objects(session: TrackingSession, progress: Progress | None = None):
+    """Propagate ``session`` both ways and collect its TrackSet, reporting ("propagate", done, total)."""
+    total = expected_steps(session, "both")
+    done = [0]
+
+    def step(n: int) -> None:
+        done[0] += n
+        if progress is not None:
+            progress("propagate", done[0], total)
+
+    return collect_tracks(session, "both", progress=step)
+
+
+def repropagate(model: torch.nn.Module, video: VideoReader, previous: list[ObjectTrack],
+                corrections: list[Correction], *, resize: ResizeMode | str,
+                isolated_passes: bool, engine: EngineConfig,
+                progress: Progress | None = None) -> list[ObjectTrack]:
+    """Every object of ``previous``, the corrected ones re-tracked with their corrections."""
+    check_corrections(previous, corrections, video)
+    new_by_obj: dict[int, list[Correction]] = {}
+    for c in corrections:
+        new_by_obj.setdefault(int(c.obj_id), []).append(c)
+    if not new_by_obj:
+        return list(previous)
+    merged = {t.obj_id: merge_corrections(t.corrections, new_by_obj[t.obj_id])
+              for t in previous if t.obj_id in new_by_obj}
+    session = TrackingSession(model, video, resize=ResizeMode(resize), config=engine,
+                              isolated_passes=isolated_passes)
+    try:
+        for t in previous:
+            if t.obj_id not in merged:
+                continue
+            session.add_mask(t.obj_id, t.keyframe, np.asarray(t.keyframe_mask, dtype=bool))
+            for c in merged[t.obj_id]:
+                session.add_mask(t.obj_id, c.frame, c.mask)
+        tracks = track_objects(session, progress)
+    finally:
+        session.close()
+    return [replace(t, track=tracks[t.obj_id], corrections=merged[t.obj_id]) if t.obj_id in merged
+            else t for t in previous]

@@ -1,0 +1,91 @@
+"""The ``vrshq`` plugin: a text prompt per object -> VRS-HQ keyframe -> SAM-2 tracks."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from plugins.base import (
+    Correction,
+    ModelPlugin,
+    ObjectPrompt,
+    ObjectTrack,
+    PluginConfig,
+    Progress,
+)
+from plugins.repropagate import repropagate
+from vrshq.errors import ModelError, PromptError
+from vrshq.masks.track import Track
+from vrshq.model.loading import load_vrshq
+from vrshq.model.pipeline import Vrshq, VrshqConfig
+from vrshq.video.reader import VideoReader
+from vrshq.video.transforms import ResizeMode
+
+
+def renumbered(track: Track, obj_id: int) -> Track:
+    """A copy of ``track`` under another object id (masks and scores kept)."""
+    out = Track(obj_id, track.height, track.width)
+    for frame in track.frames():
+        out.set_rle(frame, track.rle(frame), score=track.score(frame))
+    return out
+
+
+class VrshqPlugin(ModelPlugin):
+    """VRS-HQ (MLLM + CLIP anchor + SAM-2); corrections re-propagate on its own SAM-2."""
+
+    name = "vrshq"
+    capabilities = frozenset({"text"})
+
+    def __init__(self) -> None:
+        self.model: Vrshq | None = None
+
+    @property
+    def version(self) -> str:
+        if self.model is None:
+            raise ModelError("the vrshq plugin is not loaded")
+        return self.model.version
+
+    def load(self, config: PluginConfig) -> None:
+        if not config.model_dir:
+            raise ModelError("the vrshq plugin needs a model folder (model_dir with vrshq/, sam2/ "
+                             "and clip/; `vrshq download` or `vrshq tiny-models` make one)")
+        engine = config.engine_config()
+        try:
+            engine.resolved_device()
+        except RuntimeError:
+            raise ModelError(f"device {engine.device!r}: not a torch device") from None
+        self.model = load_vrshq(config.model_dir, VrshqConfig(engine=engine))
+
+    def _loaded(self) -> Vrshq:
+        if self.model is None:
+            raise ModelError("the vrshq plugin is not loaded: call load() first")
+        return self.model
+
+    def predict(self, video: VideoReader, prompts: list[ObjectPrompt],
+                progress: Progress | None = None) -> list[ObjectTrack]:
+        model = self._loaded()
+        self.check_prompts(video, prompts)
+        ids = [int(p.obj_id) for p in prompts]
+        if len(set(ids)) != len(ids):
+            raise PromptError(f"the vrshq plugin takes one text prompt per object, got ids {ids}")
+        results = model.segment(video, [p.text for p in prompts], progress=progress)
+        out = []
+        for p, r in zip(prompts, results):
+            track = renumbered(r.track, int(p.obj_id))
+            chosen = [c.score for c in r.candidates if c.frame == r.keyframe]
+            fallback = track.score(r.keyframe) if track.has(r.keyframe) else None
+            score = chosen[0] if chosen else (fallback if fallback is not None else 0.0)
+            keyframe_mask = (track.mask(r.keyframe) if track.has(r.keyframe)
+                             else np.zeros((video.height, video.width), bool))
+            out.append(ObjectTrack(
+                obj_id=int(p.obj_id), label=p.label, track=track, keyframe=int(r.keyframe),
+                keyframe_mask=keyframe_mask, score=float(score),
+                details={"prompt": r.prompt, "anchor": int(r.anchor),
+                         "candidates": [dict(c.__dict__) for c in r.candidates]}))
+        return out
+
+    def correct(self, video: VideoReader, previous: list[ObjectTrack], corrections: list[Correction],
+                progress: Progress | None = None) -> list[ObjectTrack]:
+        model = self._loaded()
+        # VRS-HQ tracks on its own SAM-2, frames resized its way, each pass seeing only its memories.
+        return repropagate(model.sam2, video, previous, corrections, resize=ResizeMode.VRSHQ,
+                           isolated_passes=True, engine=model.config.engine, progress=progress)
