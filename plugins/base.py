@@ -107,9 +107,12 @@ class PluginConfig:
 
     def engine_config(self) -> EngineConfig:
         """The engine config with this config's device (``device`` wins unless it is "auto")."""
-        if self.device != "auto":
-            return replace(self.engine, device=self.device)
-        return self.engine
+        engine = replace(self.engine, device=self.device) if self.device != "auto" else self.engine
+        try:
+            engine.resolved_device()
+        except RuntimeError:
+            raise ModelError(f"device {engine.device!r}: not a torch device") from None
+        return engine
 
     def option(self, key: str, default: str | None = None) -> str | None:
         """A plugin-specific option's value."""

@@ -69,11 +69,7 @@ class Sam2Plugin(ModelPlugin):
                 raise ModelError("sam2_config needs sam2_checkpoint")
             version = f"sam2-{Path(ckpt).stem}"
         self.engine = config.engine_config()
-        try:
-            device = self.engine.resolved_device()
-        except RuntimeError:
-            raise ModelError(f"device {self.engine.device!r}: not a torch device") from None
-        self.model = build_model(cfg, ckpt, device=device, overrides=overrides)
+        self.model = build_model(cfg, ckpt, device=self.engine.resolved_device(), overrides=overrides)
         self._version = version
 
     def _loaded(self) -> torch.nn.Module:

@@ -48,12 +48,7 @@ class VrshqPlugin(ModelPlugin):
         if not config.model_dir:
             raise ModelError("the vrshq plugin needs a model folder (model_dir with vrshq/, sam2/ "
                              "and clip/; `vrshq download` or `vrshq tiny-models` make one)")
-        engine = config.engine_config()
-        try:
-            engine.resolved_device()
-        except RuntimeError:
-            raise ModelError(f"device {engine.device!r}: not a torch device") from None
-        self.model = load_vrshq(config.model_dir, VrshqConfig(engine=engine))
+        self.model = load_vrshq(config.model_dir, VrshqConfig(engine=config.engine_config()))
 
     def _loaded(self) -> Vrshq:
         if self.model is None:
