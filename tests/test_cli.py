@@ -87,7 +87,7 @@ def _check_outputs(out: Path, gt: np.ndarray, fps: float, obj_ids: list[int],
         sequence = value["sequence"]
         assert sequence, "a tracked object needs keyframes"
         for item in sequence:
-            assert 1 <= item["frame"] <= num_frames
+            assert item["frame"] in range(1, num_frames + 1)  # 1-based, an int
             assert item["time"] == pytest.approx(item["frame"] / fps)
         present = t.present_frames()
         assert sequence[0]["frame"] == present[0] + 1  # LS frame N = decoded frame N - 1

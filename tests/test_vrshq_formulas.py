@@ -45,7 +45,9 @@ def test_grid_properties(num_frames):
     for anchor in sorted({0, num_frames // 3, num_frames // 2, num_frames - 1}):
         frames = sample_frames(anchor, num_frames)
         assert anchor in frames
-        assert 1 <= len(frames) <= 11
+        # every stride-th frame from anchor mod stride to the end: never more than 11
+        assert len(frames) == math.ceil((num_frames - anchor % stride) / stride)
+        assert len(frames) in range(1, 12)
         assert all(0 <= f < num_frames for f in frames)
         assert all(b - a == stride for a, b in zip(frames, frames[1:]))
         assert frames[0] < stride and frames[-1] + stride >= num_frames
