@@ -76,7 +76,8 @@ class ObjectTrack:
 
     ``keyframe_mask`` is the mask the object's track was conditioned on at ``keyframe`` (a
     mask prompt itself, or the model's mask there); :meth:`ModelPlugin.correct` re-prompts with
-    it. ``details`` holds model specifics the backend may report (JSON-ready values);
+    it. ``score`` is the object-score logit on the keyframe (> 0: present); the backend reports
+    its sigmoid to Label Studio. ``details`` holds model specifics the backend may report (JSON-ready values);
     ``corrections`` are the corrections already applied, so later corrections keep them.
     """
 

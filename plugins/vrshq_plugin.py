@@ -66,7 +66,7 @@ class VrshqPlugin(ModelPlugin):
         out = []
         for p, r in zip(prompts, results):
             track = renumbered(r.track, int(p.obj_id))
-            chosen = [c.score for c in r.candidates if c.frame == r.keyframe]
+            chosen = [c.object_score for c in r.candidates if c.frame == r.keyframe]
             fallback = track.score(r.keyframe) if track.has(r.keyframe) else None
             score = chosen[0] if chosen else (fallback if fallback is not None else 0.0)
             keyframe_mask = (track.mask(r.keyframe) if track.has(r.keyframe)

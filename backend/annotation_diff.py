@@ -1,0 +1,105 @@
+"""What an annotator changed: a submitted annotation compared with the backend's prediction.
+
+Per predicted object (matched by region id): its keyframe mask (the brush region with the
+object's id, plus any brush region the annotator drew anew on the object's page of the keyframe
+images, merged), its box track (the frames Label Studio shows, compared within 1e-3 percentage
+points), and whether the annotator deleted the object. A brush region that was removed while
+its track stays is not read as "the object is gone": only removing the track is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from backend.labelconfig import LabelConfigInfo
+from backend.predictions import parse_annotation
+from backend.results import object_region_id, shown_mask, state_results
+from backend.state import TaskState
+from plugins.base import ObjectTrack
+
+BOX_TOLERANCE = 1e-3  # percentage points; LS rounds nothing, but JSON floats may lose the last bit
+
+
+@dataclass
+class ObjectChange:
+    """One object's difference between prediction and annotation."""
+
+    obj: ObjectTrack
+    index: int  # the object's page in the keyframe images
+    predicted_mask: np.ndarray
+    mask: np.ndarray | None = None  # the corrected keyframe mask, when it differs
+    predicted_boxes: list[dict[str, Any]] | None = None
+    boxes: list[dict[str, Any]] | None = None  # the corrected sequence, when the track differs
+    deleted: bool = False
+
+    @property
+    def changed(self) -> bool:
+        """Whether anything differs."""
+        return self.deleted or self.mask is not None or self.boxes is not None
+
+
+def _sequences(results: Sequence[Mapping[str, Any]], info: LabelConfigInfo) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for r in results or []:
+        if (isinstance(r, Mapping) and str(r.get("type", "")).lower() == "videorectangle"
+                and r.get("from_name") == info.box_name and isinstance(r.get("value"), Mapping)):
+            out[str(r.get("id"))] = [dict(k) for k in r["value"].get("sequence") or []
+                                     if isinstance(k, Mapping)]
+    return out
+
+
+def _boxes_equal(a: Mapping[int, Mapping[str, float]], b: Mapping[int, Mapping[str, float]]) -> bool:
+    if set(a) != set(b):
+        return False
+    return all(abs(float(a[f][k]) - float(b[f][k])) <= BOX_TOLERANCE for f in a for k in a[f])
+
+
+def diff_annotation(state: TaskState, info: LabelConfigInfo,
+                    annotation_result: Sequence[Mapping[str, Any]]) -> list[ObjectChange]:
+    """One :class:`ObjectChange` per predicted object, in object order (unchanged ones included)."""
+    predicted_results = state_results(state, info)
+    predicted = parse_annotation(predicted_results, info)
+    annotated = parse_annotation(annotation_result, info)
+    predicted_seq = _sequences(predicted_results, info)
+    annotated_seq = _sequences(annotation_result, info)
+    ours = {object_region_id(state, o) for o in state.objects}
+    changes: list[ObjectChange] = []
+    for index, obj in enumerate(state.objects):
+        rid = object_region_id(state, obj)
+        before = shown_mask(obj)
+        change = ObjectChange(obj, index, before)
+        region = annotated.get(rid)
+        extras = [r.mask for key, r in annotated.items()
+                  if key not in ours and not r.has_track and r.mask is not None
+                  and r.keyframe_item_index == index and r.mask.shape == before.shape]
+        if region is None or not region.has_track:
+            if region is None and not extras:
+                change.deleted = True
+                change.predicted_boxes = predicted_seq.get(rid)
+                change.boxes = []
+                changes.append(change)
+                continue
+        if info.has_masks:
+            mine = region.mask if region is not None and region.mask is not None else None
+            if mine is not None and mine.shape != before.shape:
+                raise ValueError(f"region {rid}: the mask is {mine.shape[1]}x{mine.shape[0]} but "
+                                 f"the keyframe is {before.shape[1]}x{before.shape[0]}")
+            if mine is not None or extras:
+                merged = np.zeros_like(before) if mine is None else mine.copy()
+                for extra in extras:
+                    merged |= extra
+                if not np.array_equal(merged, before):
+                    change.mask = merged
+        if region is not None and region.has_track:
+            if not _boxes_equal(predicted[rid].boxes if rid in predicted else {}, region.boxes):
+                change.predicted_boxes = predicted_seq.get(rid)
+                change.boxes = annotated_seq.get(rid, [])
+        changes.append(change)
+    return changes
+
+
+__all__ = ["ObjectChange", "diff_annotation"]

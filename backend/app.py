@@ -1,0 +1,171 @@
+"""The Flask application: Label Studio's ML backend protocol over :class:`backend.service.Backend`.
+
+Routes (JSON shapes as Label Studio 1.23 sends and expects them; label-studio-ml 2.x's API)::
+
+    GET  /, /health      {"status": "UP", "model_class", "model_version", "plugin"}
+    POST /setup          {"project", "schema", "hostname", "access_token", "extra_params"}
+                         -> {"model_version"}
+    POST /predict        {"tasks": [...], "project", "label_config", "params": {"context"}}
+                         -> {"results": [prediction | [] per task], "jobs"?, "errors"?}
+    POST /webhook        {"action", "annotation", "task", "project"} -> 201 {"status", "result"}
+    GET  /versions       {"versions": [model_version]}
+    GET  /jobs, /jobs/<id>   job progress (state, stage, done, total, progress, result, error)
+    GET  /metrics        Prometheus text
+
+Every error is JSON ``{"status": <code>, "error": "<what is wrong>"}``: bad input is a 4xx that
+names the problem, a model that cannot run is 503, anything else a 500 without a traceback.
+Basic auth (BASIC_AUTH_USER/PASS) guards every route but /health, compared in constant time.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import logging
+import time
+from typing import Any
+
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from backend.config import BackendConfig
+from backend.lsclient import LabelStudioError
+from backend.media import MediaError
+from backend.service import Backend
+from backend.task_inputs import RequestError
+from backend.webhook import handle_webhook
+from vrshq.errors import ModelError, VideoError, VrshqError
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 512 * 1024 * 1024  # full-resolution brush RLEs of many objects fit
+OPEN_ROUTES = ("/health",)
+
+
+def _status_of(exc: VrshqError) -> int:
+    if isinstance(exc, (MediaError, VideoError)):
+        return 422  # the request is well-formed, the task's media is not usable
+    if isinstance(exc, LabelStudioError):
+        return 502
+    if isinstance(exc, ModelError):
+        return 503
+    return 400  # RequestError, TaskDataError, LabelConfigError, PromptError, MaskFormatError, ...
+
+
+def _error(status: int, message: str) -> Response:
+    response = jsonify({"status": status, "error": message})
+    response.status_code = status
+    return response
+
+
+def _json_body() -> dict[str, Any]:
+    data = request.get_json(silent=True, force=True)
+    if data is None:
+        raw = request.get_data(cache=True)
+        raise RequestError("the request body is not valid JSON" if raw else "the request has no JSON body")
+    if not isinstance(data, dict):
+        raise RequestError(f"the JSON body must be an object, got {type(data).__name__}")
+    return data
+
+
+def create_app(config: BackendConfig | None = None, backend: Backend | None = None) -> Flask:
+    """The WSGI app; builds the Backend (loads the model) unless one is given."""
+    config = config or (backend.config if backend is not None else BackendConfig.from_env())
+    backend = backend or Backend(config)
+    app = Flask("vrshq-backend")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
+    app.json.sort_keys = False
+    app.extensions["vrshq"] = backend
+
+    @app.before_request
+    def _start() -> Response | None:
+        g.started = time.perf_counter()
+        if config.auth_enabled and request.path not in OPEN_ROUTES and not _authorized(config):
+            response = _error(401, "authentication required (HTTP basic auth)")
+            response.headers["WWW-Authenticate"] = 'Basic realm="vrshq"'
+            return response
+        return None
+
+    @app.after_request
+    def _count(response: Response) -> Response:
+        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        backend.metrics.request(route, response.status_code, time.perf_counter() - g.get("started", time.perf_counter()))
+        return response
+
+    @app.errorhandler(VrshqError)
+    def _vrshq_error(exc: VrshqError) -> Response:
+        status = _status_of(exc)
+        if status >= 500:
+            log.warning("%s %s: %s", request.method, request.path, exc)
+        return _error(status, str(exc))
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        message = {413: f"the request body is larger than {MAX_REQUEST_BYTES // 2**20} MiB"}.get(
+            exc.code or 500, exc.description or exc.name)
+        return _error(exc.code or 500, message)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.exception("%s %s failed", request.method, request.path)
+        return _error(500, f"internal error ({type(exc).__name__}); see the backend log")
+
+    @app.get("/")
+    @app.get("/health")
+    def health() -> Response:
+        return jsonify(backend.health())
+
+    @app.post("/setup")
+    def setup() -> Response:
+        return jsonify(backend.setup(_json_body()))
+
+    @app.post("/predict")
+    def predict() -> Response:
+        return jsonify(backend.predict(_json_body()))
+
+    @app.post("/webhook")
+    def webhook() -> Response:
+        status, body = handle_webhook(backend, _json_body())
+        response = jsonify(body)
+        response.status_code = status
+        return response
+
+    @app.get("/versions")
+    def versions() -> Response:
+        return jsonify({"versions": [backend.model_version], "model_version": backend.model_version})
+
+    @app.get("/jobs")
+    def jobs() -> Response:
+        return jsonify({"jobs": [j.to_json() for j in backend.jobs.list()]})
+
+    @app.get("/jobs/<job_id>")
+    def job(job_id: str) -> Response:
+        found = backend.jobs.get(job_id)
+        if found is None:
+            return _error(404, f"no job {job_id!r} (jobs are kept in memory by the process that ran them)")
+        return jsonify(found.to_json())
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(backend.metrics.render(backend.jobs.counts()),
+                        mimetype="text/plain; version=0.0.4")
+
+    return app
+
+
+def _authorized(config: BackendConfig) -> bool:
+    header = request.headers.get("Authorization", "")
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic" or not encoded:
+        return False
+    try:
+        user, _, password = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    ok_user = hmac.compare_digest(user.encode(), str(config.basic_auth_user).encode())
+    ok_pass = hmac.compare_digest(password.encode(), str(config.basic_auth_pass).encode())
+    return ok_user and ok_pass
+
+
+__all__ = ["create_app"]

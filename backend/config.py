@@ -1,0 +1,121 @@
+"""The backend's settings in one typed dataclass, read once from the environment (or given by tests).
+
+Every environment variable the backend reads is listed here, and only here::
+
+    VRSHQ_PLUGIN          model plugin name (default "vrshq"; see plugins.registry)
+    VRSHQ_MODEL           model folder of the plugin (VRS-HQ: vrshq/, sam2/, clip/)
+    VRSHQ_DEVICE          "auto" (default), "cpu", "cuda", "cuda:1", ...
+    MODEL_DIR             the backend's own data: corrections log, task states, downloads
+                          (default ./vrshq-data)
+    LABEL_STUDIO_URL      Label Studio as the backend reaches it (also LABEL_STUDIO_HOST)
+    LABEL_STUDIO_API_KEY  a user's token (legacy token or personal access token; also
+                          LABEL_STUDIO_ACCESS_TOKEN), for media downloads and write-back
+    LOCAL_FILES_DOCUMENT_ROOT  Label Studio's local-files root, read directly when it is
+                          mounted here (also LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT);
+                          VRSHQ_MEDIA_ROOTS adds more roots (os.pathsep separated)
+    BASIC_AUTH_USER / BASIC_AUTH_PASS   HTTP basic auth on every route but /health
+    VRSHQ_SYNC_FRAMES     frames a /predict may process before it runs as a job (default 600)
+    VRSHQ_JOB_WORKERS     jobs run at the same time in this process (default 1)
+    VRSHQ_MAX_OBJECTS     objects per task (default 20)
+    VRSHQ_KEYFRAME_QUALITY  JPEG quality of keyframe images (default 90)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vrshq.errors import VrshqError
+
+
+class ConfigError(VrshqError):
+    """A setting that cannot be used (named, with the value)."""
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """How one backend process runs: its plugin and model, Label Studio, storage, limits."""
+
+    plugin: str = "vrshq"
+    model_dir: str | None = None
+    device: str = "auto"
+    data_dir: str = "vrshq-data"
+    label_studio_url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    local_roots: tuple[str, ...] = ()
+    basic_auth_user: str | None = None
+    basic_auth_pass: str | None = field(default=None, repr=False)
+    sync_frame_budget: int = 600
+    job_workers: int = 1
+    max_objects: int = 20
+    keyframe_quality: int = 90
+
+    def __post_init__(self) -> None:
+        for name in ("sync_frame_budget", "job_workers", "max_objects"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+        if not 1 <= int(self.keyframe_quality) <= 100:
+            raise ConfigError(f"keyframe_quality must be 1..100, got {self.keyframe_quality!r}")
+        if bool(self.basic_auth_user) != bool(self.basic_auth_pass):
+            raise ConfigError("set both BASIC_AUTH_USER and BASIC_AUTH_PASS, or neither")
+        if self.label_studio_url and not self.label_studio_url.startswith(("http://", "https://")):
+            raise ConfigError(f"LABEL_STUDIO_URL must start with http:// or https://, got "
+                              f"{self.label_studio_url!r}")
+
+    @property
+    def auth_enabled(self) -> bool:
+        """Whether basic auth guards the routes."""
+        return bool(self.basic_auth_user)
+
+    @property
+    def data_path(self) -> Path:
+        """The backend's data folder as a Path."""
+        return Path(self.data_dir)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> BackendConfig:
+        """The config from environment variables (see the module docstring); ``overrides`` win."""
+        env = os.environ if env is None else env
+
+        def get(*names: str) -> str | None:
+            for name in names:
+                value = env.get(name, "").strip()
+                if value:
+                    return value
+            return None
+
+        def integer(name: str, default: int) -> int:
+            raw = get(name)
+            if raw is None:
+                return default
+            try:
+                return int(raw)
+            except ValueError:
+                raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+
+        roots = [r for r in (get("LOCAL_FILES_DOCUMENT_ROOT", "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"),)
+                 if r]
+        roots += [r for r in (get("VRSHQ_MEDIA_ROOTS") or "").split(os.pathsep) if r.strip()]
+        values: dict[str, object] = {
+            "plugin": get("VRSHQ_PLUGIN") or "vrshq",
+            "model_dir": get("VRSHQ_MODEL"),
+            "device": get("VRSHQ_DEVICE") or "auto",
+            "data_dir": get("MODEL_DIR") or "vrshq-data",
+            "label_studio_url": (get("LABEL_STUDIO_URL", "LABEL_STUDIO_HOST") or "").rstrip("/") or None,
+            "api_key": get("LABEL_STUDIO_API_KEY", "LABEL_STUDIO_ACCESS_TOKEN"),
+            "local_roots": tuple(roots),
+            "basic_auth_user": get("BASIC_AUTH_USER"),
+            "basic_auth_pass": get("BASIC_AUTH_PASS"),
+            "sync_frame_budget": integer("VRSHQ_SYNC_FRAMES", 600),
+            "job_workers": integer("VRSHQ_JOB_WORKERS", 1),
+            "max_objects": integer("VRSHQ_MAX_OBJECTS", 20),
+            "keyframe_quality": integer("VRSHQ_KEYFRAME_QUALITY", 90),
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+
+__all__ = ["BackendConfig", "ConfigError"]

@@ -1,0 +1,144 @@
+"""Background jobs of one backend process: long predictions and webhook re-propagations.
+
+The embedded default runs jobs on a small thread pool inside the backend process (one model
+in memory, shared); jobs report progress as (stage, done, total) and are deduplicated by key,
+so Label Studio asking again for a task that is already being predicted does not start a
+second run. Job records stay in memory for ``keep`` finished jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
+
+# A job body: called with a progress reporter, returns a JSON-ready result.
+Report = Callable[[str, int, int], None]
+JobFn = Callable[[Report], Any]
+
+
+@dataclass
+class Job:
+    """One job's record, as the job-status route reports it."""
+
+    id: str
+    kind: str
+    key: str
+    state: str = QUEUED
+    stage: str = ""
+    done: int = 0
+    total: int = 0
+    error: str | None = None
+    result: Any = None
+    created: float = field(default_factory=time.time)
+    started: float | None = None
+    finished: float | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def active(self) -> bool:
+        """Queued or running."""
+        return self.state in (QUEUED, RUNNING)
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as JSON, with progress as a fraction."""
+        progress = (self.done / self.total) if self.total else (1.0 if self.state == DONE else 0.0)
+        return {
+            "id": self.id, "kind": self.kind, "state": self.state, "stage": self.stage,
+            "done": self.done, "total": self.total, "progress": round(min(progress, 1.0), 4),
+            "error": self.error, "result": self.result, "created": self.created,
+            "started": self.started, "finished": self.finished, **self.info,
+        }
+
+
+class JobRunner:
+    """A thread pool with job records, progress and key-based deduplication."""
+
+    def __init__(self, workers: int = 1, keep: int = 1000) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vrshq-job")
+        self._jobs: OrderedDict[str, Job] = OrderedDict()
+        self._active_by_key: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._keep = keep
+
+    def submit(self, kind: str, key: str, fn: JobFn, **info: Any) -> tuple[Job, bool]:
+        """Queue ``fn`` unless a job with ``key`` is queued or running; returns (job, created)."""
+        with self._lock:
+            existing = self._active_by_key.get(key)
+            if existing is not None:
+                return self._jobs[existing], False
+            job = Job(id=uuid.uuid4().hex[:16], kind=kind, key=key, info=dict(info))
+            self._jobs[job.id] = job
+            self._active_by_key[key] = job.id
+            self._trim()
+        self._pool.submit(self._run, job, fn)
+        return job, True
+
+    def get(self, job_id: str) -> Job | None:
+        """A job by id."""
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def list(self) -> list[Job]:
+        """Every kept job, oldest first."""
+        with self._lock:
+            return list(self._jobs.values())
+
+    def counts(self) -> dict[str, int]:
+        """Jobs by state."""
+        out = {QUEUED: 0, RUNNING: 0, DONE: 0, FAILED: 0}
+        for job in self.list():
+            out[job.state] += 1
+        return out
+
+    def wait(self, job_id: str, timeout: float) -> Job:
+        """Block until the job finished (tests and the CLI); raises TimeoutError."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.get(job_id)
+            if job is None:
+                raise KeyError(job_id)
+            if not job.active:
+                return job
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job.state} after {timeout} s")
+            time.sleep(0.05)
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop taking jobs; with ``wait``, let the running ones finish."""
+        self._pool.shutdown(wait=wait, cancel_futures=not wait)
+
+    def _run(self, job: Job, fn: JobFn) -> None:
+        def report(stage: str, done: int, total: int) -> None:
+            job.stage, job.done, job.total = stage, int(done), int(total)
+
+        job.state, job.started = RUNNING, time.time()
+        try:
+            job.result = fn(report)
+            job.state = DONE
+        except Exception as exc:  # noqa: BLE001 - a job's failure is its record, not a crash
+            log.exception("job %s (%s) failed", job.id, job.kind)
+            job.error, job.state = f"{type(exc).__name__}: {exc}", FAILED
+        finally:
+            job.finished = time.time()
+            with self._lock:
+                if self._active_by_key.get(job.key) == job.id:
+                    del self._active_by_key[job.key]
+
+    def _trim(self) -> None:
+        finished = [j.id for j in self._jobs.values() if not j.active]
+        for job_id in finished[: max(0, len(self._jobs) - self._keep)]:
+            del self._jobs[job_id]
+
+
+__all__ = ["DONE", "FAILED", "QUEUED", "RUNNING", "Job", "JobRunner", "Report"]

@@ -1,0 +1,84 @@
+"""Writing back to Label Studio through its API (label-studio-sdk): predictions and task data."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from vrshq.errors import VrshqError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class LabelStudioError(VrshqError):
+    """Label Studio could not be reached or refused a write (status and message, never the key)."""
+
+
+class LabelStudioWriter:
+    """The few Label Studio calls the backend makes, with retries; built from URL + API key."""
+
+    def __init__(self, url: str | None, api_key: str | None, timeout: float = 30.0,
+                 attempts: int = 4) -> None:
+        self.url = url.rstrip("/") if url else None
+        self._api_key = api_key
+        self._timeout = timeout
+        self._attempts = attempts
+        self._client: Any = None
+
+    @property
+    def configured(self) -> bool:
+        """Whether a URL and a key are set (write-back is possible)."""
+        return bool(self.url and self._api_key)
+
+    def _sdk(self) -> Any:
+        if not self.configured:
+            raise LabelStudioError("writing to Label Studio needs LABEL_STUDIO_URL and "
+                                   "LABEL_STUDIO_API_KEY")
+        if self._client is None:
+            from label_studio_sdk import LabelStudio
+
+            self._client = LabelStudio(base_url=self.url, api_key=self._api_key, timeout=self._timeout)
+        return self._client
+
+    def _retry(self, what: str, call: Callable[[], T]) -> T:
+        delay = 0.5
+        for attempt in range(1, self._attempts + 1):
+            try:
+                return call()
+            except LabelStudioError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - SDK/HTTP errors of every kind
+                status = getattr(exc, "status_code", None)
+                retryable = status is None or status >= 500 or status == 429
+                if not retryable or attempt == self._attempts:
+                    body = getattr(exc, "body", None)
+                    raise LabelStudioError(f"Label Studio {what} failed"
+                                           + (f" (HTTP {status})" if status else "")
+                                           + f": {body if body is not None else exc}") from None
+                log.warning("Label Studio %s failed (attempt %d), retrying: %s", what, attempt,
+                            type(exc).__name__)
+                time.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    def create_prediction(self, task: int, result: list[dict[str, Any]], score: float,
+                          model_version: str) -> int:
+        """``POST /api/predictions/``; returns the new prediction's id."""
+        pred = self._retry("create prediction", lambda: self._sdk().predictions.create(
+            task=int(task), result=result, score=float(score), model_version=model_version))
+        return int(pred.id)
+
+    def get_task_data(self, task: int) -> dict[str, Any]:
+        """The task's data as stored in Label Studio."""
+        got = self._retry("read task", lambda: self._sdk().tasks.get(str(int(task))))
+        return dict(got.data or {})
+
+    def update_task_data(self, task: int, data: dict[str, Any]) -> None:
+        """Replace the task's data (``PATCH /api/tasks/<id>/``)."""
+        self._retry("update task", lambda: self._sdk().tasks.update(str(int(task)), data=data))
+
+
+__all__ = ["LabelStudioError", "LabelStudioWriter"]

@@ -1,0 +1,71 @@
+"""A task state as Label Studio results: one track and one keyframe mask per object, stable ids."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from backend.labelconfig import LabelConfigInfo
+from backend.predictions import object_results, prediction, region_id
+from backend.state import TaskState
+from plugins.base import ObjectTrack
+
+
+def confidence(logit: float) -> float:
+    """An object-score logit as Label Studio's 0..1 score (its sigmoid)."""
+    if not math.isfinite(logit):
+        return 1.0 if logit > 0 else 0.0
+    return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, float(logit)))))
+
+
+def object_region_id(state: TaskState, obj: ObjectTrack) -> str:
+    """The object's region id: the one Label Studio gave it (a drawn track), else ours."""
+    return str(obj.details.get("region_id") or region_id(state.task, obj.obj_id))
+
+
+def shown_mask(obj: ObjectTrack) -> np.ndarray:
+    """The keyframe mask to show: the latest correction on the keyframe, else the model's."""
+    for c in reversed(obj.corrections):
+        if c.frame == obj.keyframe:
+            return np.asarray(c.mask, dtype=bool)
+    return np.asarray(obj.keyframe_mask, dtype=bool)
+
+
+def object_label(obj: ObjectTrack, info: LabelConfigInfo) -> str:
+    """The object's label if the config has it, else the label its prompt names."""
+    if obj.label in info.labels:
+        return str(obj.label)
+    return info.label_for_prompt(str(obj.details.get("prompt") or ""))
+
+
+def state_results(state: TaskState, info: LabelConfigInfo,
+                  obj_ids: set[int] | None = None) -> list[dict[str, Any]]:
+    """The results of every object of ``state`` (or of ``obj_ids``), item_index = object order."""
+    out: list[dict[str, Any]] = []
+    for index, obj in enumerate(state.objects):
+        if obj_ids is not None and obj.obj_id not in obj_ids:
+            continue
+        out += object_results(
+            obj.track, obj.keyframe, shown_mask(obj), object_label(obj, info),
+            object_region_id(state, obj), info, state.fps, state.frames_count,
+            item_index=index, score=confidence(obj.score))
+    return out
+
+
+def state_score(state: TaskState) -> float:
+    """The prediction's score: the mean object confidence (0 without objects)."""
+    if not state.objects:
+        return 0.0
+    return float(np.mean([confidence(o.score) for o in state.objects]))
+
+
+def state_prediction(state: TaskState, info: LabelConfigInfo,
+                     obj_ids: set[int] | None = None) -> dict[str, Any]:
+    """The Label Studio prediction of ``state``."""
+    return prediction(state_results(state, info, obj_ids), state.model_version, state_score(state))
+
+
+__all__ = ["confidence", "object_label", "object_region_id", "shown_mask", "state_prediction",
+           "state_results", "state_score"]

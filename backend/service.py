@@ -1,0 +1,294 @@
+"""The backend's work behind the HTTP routes: one model per process, per-task state, jobs.
+
+:class:`Backend` is built once per process (the plugin's models load here, never per request).
+Requests share the model but no state: every prediction opens its own video reader and
+tracking session; work on one task is serialised by a per-task lock and model calls by one
+model lock (one accelerator, one forward pass at a time).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from backend.config import BackendConfig
+from backend.corrections import CorrectionsLog
+from backend.jobs import JobRunner, Report
+from backend.keyframes import keyframe_url
+from backend.labelconfig import KEYFRAME_FRAMES_KEY, LabelConfigInfo, parse_label_config
+from backend.lsclient import LabelStudioWriter
+from backend.media import MediaConfig, resolve_media
+from backend.metrics import Metrics
+from backend.projects import ProjectInfo, ProjectRegistry
+from backend.results import state_prediction
+from backend.state import TaskState, TaskStateStore
+from backend.task_inputs import RequestError, TaskInputs, project_id, read_task, task_id
+from plugins.base import ModelPlugin, ObjectTrack, PluginConfig
+from plugins.registry import load_plugin
+from vrshq.errors import VrshqError
+from vrshq.video.reader import VideoReader, open_video
+
+log = logging.getLogger(__name__)
+
+
+class Backend:
+    """The model plugin, the task states, the corrections log and the job runner of one process."""
+
+    def __init__(self, config: BackendConfig, plugin: ModelPlugin | None = None) -> None:
+        self.config = config
+        data = config.data_path
+        data.mkdir(parents=True, exist_ok=True)
+        self.plugin = plugin if plugin is not None else load_plugin(
+            config.plugin, PluginConfig(model_dir=config.model_dir, device=config.device))
+        self.states = TaskStateStore(data)
+        self.projects = ProjectRegistry(data)
+        self.corrections = CorrectionsLog.for_model_dir(data)
+        self.jobs = JobRunner(workers=config.job_workers)
+        self.metrics = Metrics()
+        self.model_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Finish running jobs and close the log."""
+        self.jobs.shutdown(wait=True)
+        self.corrections.close()
+
+    # ------------------------------------------------------------------ info
+    @property
+    def model_version(self) -> str:
+        """The plugin's model version."""
+        return self.plugin.version
+
+    def health(self) -> dict[str, Any]:
+        """What ``/health`` answers."""
+        return {"status": "UP", "model_class": type(self.plugin).__name__,
+                "model_version": self.model_version, "plugin": self.plugin.info()}
+
+    def setup(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """Check and remember a project's label config, URL and token; the model version."""
+        pid = project_id(payload.get("project"))
+        schema = payload.get("schema")
+        if schema is not None:
+            if not isinstance(schema, str):
+                raise RequestError("'schema' must be the label config text")
+            parse_label_config(schema)
+        token = payload.get("access_token")
+        hostname = payload.get("hostname")
+        extra = payload.get("extra_params") or {}
+        if not isinstance(extra, Mapping):
+            raise RequestError("'extra_params' must be an object")
+        old = self.projects.get(pid)
+        self.projects.put(ProjectInfo(
+            project=pid, label_config=schema if schema is not None else (old and old.label_config),
+            hostname=hostname if isinstance(hostname, str) and hostname else (old and old.hostname),
+            access_token=token if isinstance(token, str) and token else (old and old.access_token),
+            extra_params=dict(extra)))
+        return {"model_version": self.model_version, "plugin": self.plugin.info()}
+
+    # ------------------------------------------------------------------ helpers
+    def label_config(self, project: str, given: Any) -> LabelConfigInfo:
+        """The request's label config, else the one from the project's /setup."""
+        if isinstance(given, str) and given.strip():
+            return parse_label_config(given)
+        info = self.projects.get(project)
+        if info is None or not info.label_config:
+            raise RequestError(f"the request has no label_config and project {project} was never "
+                               "set up (/setup)")
+        return parse_label_config(info.label_config)
+
+    def writer(self, project: str) -> LabelStudioWriter:
+        """The Label Studio client for a project: the environment's, else /setup's."""
+        url, key = self.config.label_studio_url, self.config.api_key
+        if not (url and key):
+            info = self.projects.get(project)
+            if info is not None:
+                url, key = url or info.hostname, key or info.access_token
+        return LabelStudioWriter(url, key)
+
+    def media_config(self, project: str) -> MediaConfig:
+        """Where the project's media may come from."""
+        writer = self.writer(project)
+        return MediaConfig(label_studio_url=writer.url, api_key=writer._api_key,
+                           local_roots=tuple(self.config.local_roots),
+                           cache_dir=str(self.config.data_path / "media"))
+
+    def open_video(self, project: str, task: int, url: str, fps: float) -> VideoReader:
+        """The task's video, resolved (local root or download) and opened at Label Studio's fps."""
+        path = resolve_media(url, self.media_config(project), task_id=task)
+        return open_video(Path(path), fps=fps)
+
+    # ------------------------------------------------------------------ predict
+    def predict(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """``/predict``: one entry per task (a prediction, or [] when deferred to a job or bad)."""
+        from backend.interactive import interactive_predict
+
+        tasks = payload.get("tasks")
+        if not isinstance(tasks, list) or not tasks or not all(isinstance(t, Mapping) for t in tasks):
+            raise RequestError("'tasks' must be a non-empty list of task objects")
+        project = project_id(payload.get("project") or tasks[0].get("project"))
+        info = self.label_config(project, payload.get("label_config"))
+        params = payload.get("params") if isinstance(payload.get("params"), Mapping) else {}
+        context = params.get("context", payload.get("context"))
+        if context is not None and not isinstance(context, Mapping):
+            raise RequestError("'context' must be an object")
+        if context and context.get("result"):
+            if len(tasks) != 1:
+                raise RequestError("an interactive request (context) takes exactly one task")
+            return {"results": [interactive_predict(self, tasks[0], info, project, context)]}
+
+        results: list[Any] = []
+        errors: dict[str, str] = {}
+        jobs: list[dict[str, Any]] = []
+        budget = self.config.sync_frame_budget
+        for task in tasks:
+            try:
+                inputs = read_task(task, info, project, self.config.max_objects)
+                if not inputs.prompts:
+                    if "text" in self.plugin.capabilities:
+                        raise RequestError(f"task {inputs.task}: no prompt (task data "
+                                           f"{info.prompt_key!r} is empty)" if info.prompt_key else
+                                           f"task {inputs.task}: the label config has no "
+                                           "<Text value=\"$prompt\"> for the prompt")
+                    results.append([])  # prompt-less plugins wait for a drawn box (context)
+                    continue
+                self._check_capability(inputs)
+                video = self.open_video(project, inputs.task, inputs.video_url, inputs.fps)
+                try:
+                    frames = len(video)
+                    if frames <= budget:
+                        budget -= frames
+                        results.append(self.predict_task(inputs, video, info))
+                        continue
+                finally:
+                    video.close()
+                job = self.submit_prediction_job(inputs, info)
+                jobs.append(job)
+                results.append([])
+            except VrshqError as exc:
+                if len(tasks) == 1:
+                    raise
+                errors[str(task.get("id"))] = str(exc)
+                results.append([])
+        if errors and len(errors) == len(tasks):
+            raise RequestError("; ".join(errors.values()))
+        out: dict[str, Any] = {"results": results}
+        if errors:
+            out["errors"] = errors
+        if jobs:
+            out["jobs"] = jobs
+        return out
+
+    def _check_capability(self, inputs: TaskInputs) -> None:
+        if "text" not in self.plugin.capabilities:
+            raise RequestError(f"task {inputs.task}: the {self.plugin.name} plugin does not take "
+                               "text prompts; draw a box on the video instead (video_box_prompt.xml)")
+
+    def predict_task(self, inputs: TaskInputs, video: VideoReader, info: LabelConfigInfo,
+                     report: Report | None = None) -> dict[str, Any]:
+        """Predict every prompt of a task now; saves the state, writes keyframes; the prediction."""
+        with self.states.lock(inputs.project, inputs.task):
+            with self.model_lock:
+                objects = self.plugin.predict(video, inputs.prompts, progress=report)
+            state = TaskState(project=inputs.project, task=str(inputs.task), plugin=self.plugin.name,
+                              model_version=self.model_version, video=inputs.video_url,
+                              fps=inputs.fps, frames_count=len(video), objects=list(objects))
+            self.write_keyframes(state, video, info, inputs.data)
+            self.states.save(state)
+            self.metrics.frames(len(video) * max(1, len(objects)))
+            return state_prediction(state, info)
+
+    def submit_prediction_job(self, inputs: TaskInputs, info: LabelConfigInfo) -> dict[str, Any]:
+        """Run a task's prediction as a job that writes the prediction back to Label Studio."""
+        writer = self.require_writer(inputs.project, inputs.task)
+        prompts = json.dumps([(p.obj_id, p.text, p.label) for p in inputs.prompts])
+        key = "predict:" + hashlib.sha256(
+            f"{inputs.project}|{inputs.task}|{self.model_version}|{inputs.video_url}|{prompts}"
+            .encode()).hexdigest()[:24]
+
+        def body(report: Report) -> dict[str, Any]:
+            video = self.open_video(inputs.project, inputs.task, inputs.video_url, inputs.fps)
+            try:
+                pred = self.predict_task(inputs, video, info, report=report)
+            finally:
+                video.close()
+            pid = writer.create_prediction(inputs.task, pred["result"], pred["score"],
+                                           pred["model_version"])
+            return {"prediction": pid, "task": inputs.task}
+
+        job, _ = self.jobs.submit("predict", key, body, project=inputs.project, task=inputs.task)
+        return {"id": job.id, "task": inputs.task, "state": job.state}
+
+    # ------------------------------------------------------------------ keyframes
+    def write_keyframes(self, state: TaskState, video: VideoReader, info: LabelConfigInfo,
+                        data: Mapping[str, Any]) -> None:
+        """Write each object's keyframe image and put the list into the task's data in LS."""
+        if not info.has_masks or info.keyframes_key is None:
+            return
+        urls = [keyframe_url(state.video, state.project, state.task, o.obj_id, o.keyframe,
+                             video.frame(o.keyframe), tuple(self.config.local_roots),
+                             self.config.keyframe_quality) for o in state.objects]
+        state.keyframe_urls = urls
+        self.update_task_keyframes(state, info, data)
+
+    def update_task_keyframes(self, state: TaskState, info: LabelConfigInfo,
+                              data: Mapping[str, Any]) -> None:
+        """Set the task data's keyframe list (and frames) in Label Studio when it differs."""
+        new = dict(data)
+        new[info.keyframes_key] = list(state.keyframe_urls)
+        new[KEYFRAME_FRAMES_KEY] = [o.keyframe + 1 for o in state.objects]
+        if new == dict(data):
+            return
+        writer = self.writer(state.project)
+        if not writer.configured:
+            log.warning("task %s: cannot show keyframe masks: no Label Studio URL/key to write "
+                        "the keyframe images into the task data", state.task)
+            return
+        try:
+            writer.update_task_data(int(state.task), new)
+        except VrshqError as exc:
+            log.warning("task %s: keyframe images not written to the task: %s", state.task, exc)
+
+    # ------------------------------------------------------------------ corrections
+    def correct_task(self, project: str, task: int, corrections: list,
+                     report: Report | None = None) -> TaskState:
+        """Re-propagate corrections (plugin Correction list) on the task's state and save it."""
+        with self.states.lock(project, task):
+            state = self.states.load(project, task)
+            if state is None:
+                raise RequestError(f"task {task} has no prediction from this backend to correct")
+            video = self.open_video(project, task, state.video, state.fps)
+            try:
+                with self.model_lock:
+                    objects: list[ObjectTrack] = self.plugin.correct(
+                        video, state.objects, corrections, progress=report)
+            finally:
+                video.close()
+            state.objects = list(objects)
+            state.model_version = self.model_version
+            self.states.save(state)
+            self.metrics.frames(state.frames_count * len({c.obj_id for c in corrections}))
+            return state
+
+    def write_back(self, state: TaskState, info: LabelConfigInfo) -> dict[str, Any]:
+        """Post the state's full prediction to Label Studio; the job result."""
+        pred = state_prediction(state, info)
+        pid = self.writer(state.project).create_prediction(
+            int(state.task), pred["result"], pred["score"], pred["model_version"])
+        return {"prediction": pid, "task": int(state.task)}
+
+    def require_writer(self, project: str, task: int) -> LabelStudioWriter:
+        """The project's Label Studio client; RequestError when a job could not write back."""
+        writer = self.writer(project)
+        if not writer.configured:
+            raise RequestError(f"task {task}: the video is longer than the "
+                               f"{self.config.sync_frame_budget}-frame budget of a request, and "
+                               "the backend cannot write the result back: set LABEL_STUDIO_URL "
+                               "and LABEL_STUDIO_API_KEY (or connect it from Label Studio)")
+        return writer
+
+
+__all__ = ["Backend"]

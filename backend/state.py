@@ -1,0 +1,139 @@
+"""What the backend last predicted for each task, kept on disk so corrections can re-propagate it.
+
+A correction arrives as a Label Studio annotation (webhook) or an interactive request; to
+re-track an object the backend needs the object's keyframe, the mask the track was conditioned
+on there, the corrections already applied, and the full predicted masks (for the corrections
+log). One JSON file per task, ``<data_dir>/tasks/<project>/<task>.json``, written atomically
+(temp file + rename), so a crash never leaves half a state; each task is locked while it is
+read-modified-written, so two requests on one task never interleave.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from plugins.base import Correction, ObjectTrack
+from vrshq.errors import MaskFormatError
+from vrshq.masks import Track, decode_rle, encode_rle
+
+FORMAT = "vrshq-task-state/1"
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+@dataclass
+class TaskState:
+    """The backend's last prediction of one task."""
+
+    project: str
+    task: str
+    plugin: str
+    model_version: str
+    video: str  # the task's video reference as Label Studio gave it
+    fps: float
+    frames_count: int
+    objects: list[ObjectTrack] = field(default_factory=list)
+    keyframe_urls: list[str] = field(default_factory=list)  # item_index order = objects order
+
+    def object(self, obj_id: int) -> ObjectTrack | None:
+        """The object with ``obj_id``, or None."""
+        return next((o for o in self.objects if o.obj_id == obj_id), None)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (masks as COCO RLE)."""
+        return {
+            "format": FORMAT, "project": self.project, "task": self.task, "plugin": self.plugin,
+            "model_version": self.model_version, "video": self.video, "fps": self.fps,
+            "frames_count": self.frames_count, "keyframe_urls": list(self.keyframe_urls),
+            "objects": [_object_json(o) for o in self.objects],
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> TaskState:
+        """The inverse of :meth:`to_json`."""
+        if doc.get("format") != FORMAT:
+            raise MaskFormatError(f"not a task state ({FORMAT}): format {doc.get('format')!r}")
+        return cls(
+            project=str(doc["project"]), task=str(doc["task"]), plugin=str(doc["plugin"]),
+            model_version=str(doc["model_version"]), video=str(doc["video"]), fps=float(doc["fps"]),
+            frames_count=int(doc["frames_count"]), keyframe_urls=list(doc.get("keyframe_urls", [])),
+            objects=[_object_from_json(o) for o in doc["objects"]],
+        )
+
+
+def _object_json(o: ObjectTrack) -> dict[str, Any]:
+    return {
+        "obj_id": o.obj_id, "label": o.label, "track": o.track.to_json(), "keyframe": o.keyframe,
+        "keyframe_mask": encode_rle(np.asarray(o.keyframe_mask, dtype=bool)), "score": o.score,
+        "details": o.details,
+        "corrections": [{"obj_id": c.obj_id, "frame": c.frame, "mask": encode_rle(c.mask)}
+                        for c in o.corrections],
+    }
+
+
+def _object_from_json(d: dict[str, Any]) -> ObjectTrack:
+    return ObjectTrack(
+        obj_id=int(d["obj_id"]), label=d.get("label"), track=Track.from_json(d["track"]),
+        keyframe=int(d["keyframe"]), keyframe_mask=decode_rle(d["keyframe_mask"]),
+        score=float(d["score"]), details=dict(d.get("details") or {}),
+        corrections=[Correction(int(c["obj_id"]), int(c["frame"]), decode_rle(c["mask"]))
+                     for c in d.get("corrections", [])],
+    )
+
+
+class TaskStateStore:
+    """Task states under ``<root>/tasks``, one file per task, with a lock per task."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root) / "tasks"
+        self._locks: dict[tuple[str, str], threading.RLock] = {}
+        self._guard = threading.Lock()
+
+    def lock(self, project: str | int, task: str | int) -> threading.RLock:
+        """The lock that serialises work on one task in this process."""
+        key = (str(project), str(task))
+        with self._guard:
+            return self._locks.setdefault(key, threading.RLock())
+
+    def path(self, project: str | int, task: str | int) -> Path:
+        """The state file of a task (ids checked: they become path parts)."""
+        p, t = str(project), str(task)
+        for what, value in (("project", p), ("task", t)):
+            if not _SAFE_ID.match(value) or value in (".", ".."):
+                raise ValueError(f"{what} id {value!r} is not a plain id")
+        return self.root / p / f"{t}.json"
+
+    def load(self, project: str | int, task: str | int) -> TaskState | None:
+        """The task's state, or None when the backend never predicted it."""
+        path = self.path(project, task)
+        try:
+            doc = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        return TaskState.from_json(doc)
+
+    def save(self, state: TaskState) -> None:
+        """Write the state atomically (readers see the old or the new file, never a mix)."""
+        path = self.path(state.project, state.task)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(state.to_json(), fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+__all__ = ["TaskState", "TaskStateStore"]

@@ -1,0 +1,87 @@
+"""From a Label Studio request to what a plugin takes: project id, video, fps, object prompts."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from backend.labelconfig import LabelConfigInfo, TaskDataError
+from plugins.base import ObjectPrompt
+from vrshq.errors import VrshqError
+
+
+class RequestError(VrshqError):
+    """A request that does not hold what the route needs (HTTP 400, message names the field)."""
+
+
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def project_id(value: Any) -> str:
+    """Label Studio's project reference as a plain id: ``"12.1699999"``, ``12`` or ``{"id": 12}`` -> "12"."""
+    if isinstance(value, Mapping):
+        value = value.get("id")
+    if isinstance(value, bool) or value is None:
+        raise RequestError("the request has no project id")
+    text = str(value).split(".", 1)[0].strip()
+    if not _ID.match(text):
+        raise RequestError(f"project id {value!r} is not a plain id")
+    return text
+
+
+def task_id(task: Mapping[str, Any]) -> int:
+    """The task's integer id."""
+    value = task.get("id") if isinstance(task, Mapping) else None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise RequestError(f"a task needs an integer 'id', got {value!r}")
+    return value
+
+
+def task_data(task: Mapping[str, Any]) -> dict[str, Any]:
+    """The task's ``data`` object."""
+    data = task.get("data") if isinstance(task, Mapping) else None
+    if not isinstance(data, Mapping):
+        raise RequestError(f"task {task.get('id') if isinstance(task, Mapping) else '?'}: "
+                           "'data' must be an object")
+    return dict(data)
+
+
+@dataclass
+class TaskInputs:
+    """One task as the backend predicts it."""
+
+    project: str
+    task: int
+    data: dict[str, Any]
+    video_url: str
+    fps: float
+    prompts: list[ObjectPrompt]
+
+
+def text_prompts(texts: list[str], info: LabelConfigInfo, first_id: int = 1) -> list[ObjectPrompt]:
+    """One text prompt per object, ids from ``first_id``, each labelled with the label it names."""
+    return [ObjectPrompt(obj_id=first_id + i, text=t, label=info.label_for_prompt(t))
+            for i, t in enumerate(texts)]
+
+
+def read_task(task: Mapping[str, Any], info: LabelConfigInfo, project: str,
+              max_objects: int) -> TaskInputs:
+    """The task's video, fps and text prompts; TaskDataError/RequestError name what is wrong."""
+    tid = task_id(task)
+    data = task_data(task)
+    try:
+        video = info.video(data)
+        fps = info.fps(data)
+        texts = info.prompts(data)
+    except TaskDataError as exc:
+        raise TaskDataError(f"task {tid}: {exc}") from None
+    if len(texts) > max_objects:
+        raise RequestError(f"task {tid}: {len(texts)} prompts, more than the {max_objects} objects "
+                           "a task may have (VRSHQ_MAX_OBJECTS)")
+    return TaskInputs(project, tid, data, video, fps, text_prompts(texts, info))
+
+
+__all__ = ["RequestError", "TaskInputs", "project_id", "read_task", "task_data", "task_id",
+           "text_prompts"]

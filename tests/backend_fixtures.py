@@ -1,0 +1,77 @@
+"""Shared fixtures of the backend tests: tiny models, a media root with synthetic videos, apps."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backend.app import create_app
+from backend.config import BackendConfig
+from backend.service import Backend
+from vrshq.model.tiny import write_tiny_vrshq
+from vrshq.synthetic import SyntheticSpec, ground_truth, write_video
+
+CONFIGS = Path(__file__).resolve().parents[1] / "backend" / "configs"
+TEXT_XML = (CONFIGS / "video_text_prompt.xml").read_text()
+BOX_XML = (CONFIGS / "video_box_prompt.xml").read_text()
+SPEC = SyntheticSpec(num_frames=12, width=160, height=120, fps=10.0, num_objects=2, seed=5)
+_task_ids = itertools.count(100)
+
+
+def next_task_id() -> int:
+    """A task id no other test of the session uses (task states are per id)."""
+    return next(_task_ids)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> Path:
+    """A tiny models folder (vrshq/, sam2/, clip/) written once per session."""
+    root = tmp_path_factory.mktemp("backend_models")
+    write_tiny_vrshq(root, seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def media_root(tmp_path_factory) -> Path:
+    """A local-files root with ``clips/a.mp4`` (SPEC) in it."""
+    root = tmp_path_factory.mktemp("media_root")
+    (root / "clips").mkdir()
+    write_video(SPEC, root / "clips" / "a.mp4")
+    return root
+
+
+@pytest.fixture(scope="session")
+def truth() -> np.ndarray:
+    """Ground-truth labels of SPEC, [T, H, W]."""
+    return ground_truth(SPEC)
+
+
+def make_backend(tiny_models: Path, media_root: Path, data_dir: Path, plugin: str = "vrshq",
+                 **overrides) -> Backend:
+    """A Backend on the tiny models, reading media from ``media_root``."""
+    config = BackendConfig(plugin=plugin, model_dir=str(tiny_models), device="cpu",
+                           data_dir=str(data_dir), local_roots=(str(media_root),), **overrides)
+    return Backend(config)
+
+
+@pytest.fixture(scope="module")
+def vrshq_backend(tiny_models, media_root, tmp_path_factory) -> Backend:
+    """A vrshq-plugin backend (module scope: the model loads once)."""
+    backend = make_backend(tiny_models, media_root, tmp_path_factory.mktemp("backend_data"))
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="module")
+def client(vrshq_backend):
+    """A Flask test client of the vrshq backend."""
+    return create_app(backend=vrshq_backend).test_client()
+
+
+def text_task(task_id: int, prompt: str = "the red disc\nthe car", video: str = "clips/a.mp4") -> dict:
+    """A text-prompt task as Label Studio sends it."""
+    return {"id": task_id, "project": 1,
+            "data": {"video": f"/data/local-files/?d={video}", "fps": SPEC.fps, "prompt": prompt}}

@@ -1,0 +1,241 @@
+"""The ML backend's HTTP protocol on the tiny VRS-HQ: shapes, prediction, errors, auth, state.
+
+Label Studio itself is exercised in test_labelstudio_e2e.py; here the Flask app is driven the
+way Label Studio drives it, with its JSON shapes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from urllib.parse import unquote
+
+import numpy as np
+import pytest
+
+from backend.app import create_app
+from backend.config import BackendConfig, ConfigError
+from backend.labelconfig import parse_label_config
+from backend.predictions import parse_annotation
+from tests.backend_fixtures import (
+    SPEC,
+    TEXT_XML,
+    make_backend,
+    next_task_id,
+    text_task,
+)
+
+
+def predict(client, tasks, xml=TEXT_XML, project="1.1700000000", **extra):
+    return client.post("/predict", json={"tasks": tasks, "project": project, "label_config": xml,
+                                         **extra})
+
+
+# --- health, setup, versions, metrics ---------------------------------------------------------
+
+def test_health_reports_plugin_and_untrained_model_version(client):
+    r = client.get("/health")
+    assert r.status_code == 200
+    body = r.json
+    assert body["status"] == "UP" and body["model_class"] == "VrshqPlugin"
+    assert body["plugin"]["name"] == "vrshq" and body["plugin"]["capabilities"] == ["text"]
+    assert "untrained" in body["model_version"]
+    assert client.get("/").json == body
+
+
+def test_setup_checks_the_label_config_and_answers_the_model_version(client, vrshq_backend):
+    r = client.post("/setup", json={"project": "42.1700000000", "schema": TEXT_XML,
+                                    "hostname": "http://127.0.0.1:8080", "access_token": "secret-token"})
+    assert r.status_code == 200
+    assert r.json["model_version"] == vrshq_backend.model_version
+    saved = vrshq_backend.projects.get(42)
+    assert saved.label_config == TEXT_XML and saved.hostname == "http://127.0.0.1:8080"
+    assert "secret-token" not in repr(saved)
+    bad = client.post("/setup", json={"project": "43", "schema": "<View><Video name='v' value='$v'/></View>"})
+    assert bad.status_code == 400
+    assert "VideoRectangle" in bad.json["error"]
+
+
+def test_versions_and_metrics(client):
+    assert client.get("/versions").json["versions"] == [client.get("/health").json["model_version"]]
+    client.get("/health")
+    text = client.get("/metrics").data.decode()
+    assert 'vrshq_requests_total{route="/health",status="200"}' in text
+    assert "vrshq_jobs{state=\"running\"}" in text
+
+
+# --- prediction -------------------------------------------------------------------------------
+
+def test_predict_returns_a_track_and_a_keyframe_mask_per_object(client, vrshq_backend, media_root):
+    tid = next_task_id()
+    r = predict(client, [text_task(tid, "the red disc\nthe car")])
+    assert r.status_code == 200, r.json
+    (pred,) = r.json["results"]
+    assert pred["model_version"] == vrshq_backend.model_version
+    assert 0.0 <= pred["score"] <= 1.0
+    tracks = [x for x in pred["result"] if x["type"] == "videorectangle"]
+    masks = [x for x in pred["result"] if x["type"] == "brushlabels"]
+    assert [t["id"] for t in tracks] == [f"vrshq-{tid}-1", f"vrshq-{tid}-2"]
+    assert [m["id"] for m in masks] == [t["id"] for t in tracks]  # one region id per object
+    assert [m["item_index"] for m in masks] == [0, 1]
+    # "the car" names the Car label; "the red disc" names none -> the first label.
+    assert [t["value"]["labels"] for t in tracks] == [["Person"], ["Car"]]
+    assert [m["value"]["brushlabels"] for m in masks] == [["Person"], ["Car"]]
+    for t in tracks:
+        assert t["value"]["framesCount"] == SPEC.num_frames
+        frames = [k["frame"] for k in t["value"]["sequence"]]
+        assert all(1 <= f <= SPEC.num_frames for f in frames)
+        for k in t["value"]["sequence"]:
+            assert k["time"] == pytest.approx(k["frame"] / SPEC.fps)
+    for m in masks:
+        assert (m["original_width"], m["original_height"]) == (SPEC.width, SPEC.height)
+
+    state = vrshq_backend.states.load("1", tid)
+    assert [o.obj_id for o in state.objects] == [1, 2]
+    # The masks in the prediction are the state's keyframe masks.
+    info = parse_label_config(TEXT_XML)
+    parsed = parse_annotation(pred["result"], info)
+    for obj in state.objects:
+        assert np.array_equal(parsed[f"vrshq-{tid}-{obj.obj_id}"].mask, obj.keyframe_mask)
+    # Keyframe images were written next to the video, under the local-files root.
+    for obj, url in zip(state.objects, state.keyframe_urls):
+        assert url.startswith("/data/local-files/?d=clips/vrshq-keyframes/")
+        path = media_root / unquote(url.split("?d=", 1)[1])
+        assert path.is_file() and path.name == f"obj{obj.obj_id}-f{obj.keyframe + 1}.jpg"
+
+
+def test_predicting_twice_gives_the_same_prediction(client):
+    tid = next_task_id()
+    first = predict(client, [text_task(tid)]).json["results"][0]
+    second = predict(client, [text_task(tid)]).json["results"][0]
+    assert first == second
+
+
+def test_a_batch_keeps_good_tasks_when_one_is_bad(client):
+    good, bad = next_task_id(), next_task_id()
+    r = predict(client, [text_task(good), {"id": bad, "data": {"fps": 10, "prompt": "x"}}])
+    assert r.status_code == 200
+    results = r.json["results"]
+    assert len(results) == 2 and results[0]["result"] and results[1] == []
+    assert "video" in r.json["errors"][str(bad)]
+
+
+def test_label_config_comes_from_setup_when_the_request_has_none(client):
+    client.post("/setup", json={"project": "77.1", "schema": TEXT_XML})
+    tid = next_task_id()
+    r = client.post("/predict", json={"tasks": [text_task(tid)], "project": "77.1"})
+    assert r.status_code == 200 and r.json["results"][0]["result"]
+
+
+# --- bad input: 4xx JSON that names the problem ----------------------------------------------
+
+@pytest.mark.parametrize(("body", "status", "words"), [
+    (b"{not json", 400, "not valid JSON"),
+    (b"[1, 2]", 400, "must be an object"),
+    (b"", 400, "no JSON body"),
+    (json.dumps({"tasks": []}).encode(), 400, "non-empty list"),
+    (json.dumps({"tasks": "x"}).encode(), 400, "non-empty list"),
+    (json.dumps({"tasks": [{"id": 1, "data": {}}], "project": "1"}).encode(), 400, "label_config"),
+    (json.dumps({"tasks": [{"id": 1, "data": {}}], "project": "1.1",
+                 "label_config": "<View><Text name='t' value='$t'/></View>"}).encode(), 400, "<Video>"),
+    (json.dumps({"tasks": [{"id": "x", "data": {}}], "project": "1",
+                 "label_config": TEXT_XML}).encode(), 400, "integer 'id'"),
+    (json.dumps({"tasks": [{"id": 1, "data": {"video": "/data/local-files/?d=clips/a.mp4",
+                                              "fps": "fast", "prompt": "a"}}],
+                 "project": "1", "label_config": TEXT_XML}).encode(), 400, "fps"),
+    (json.dumps({"tasks": [{"id": 1, "data": {"video": "/data/local-files/?d=clips/a.mp4",
+                                              "fps": 10, "prompt": ""}}],
+                 "project": "1", "label_config": TEXT_XML}).encode(), 400, "no prompt"),
+])
+def test_bad_requests_get_a_json_error_naming_the_problem(client, body, status, words):
+    r = client.post("/predict", data=body, content_type="application/json")
+    assert r.status_code == status
+    assert r.is_json and r.json["status"] == status
+    assert words in r.json["error"]
+
+
+@pytest.mark.parametrize(("video", "words"), [
+    ("clips/missing.mp4", "missing.mp4"),
+    ("../outside.mp4", "outside"),
+    ("/etc/passwd", "passwd"),
+    ("clips", "clips"),
+])
+def test_media_outside_the_roots_or_missing_is_refused(client, video, words):
+    r = predict(client, [text_task(next_task_id(), video=video)])
+    assert r.status_code == 422, r.json
+    assert words in r.json["error"]
+
+
+def test_a_file_that_is_not_a_video_is_refused(client, media_root):
+    (media_root / "clips" / "notes.mp4").write_text("this is not a video")
+    r = predict(client, [text_task(next_task_id(), video="clips/notes.mp4")])
+    assert r.status_code == 422
+    assert "notes.mp4" in r.json["error"]
+
+
+def test_too_many_objects_is_refused(tiny_models, media_root, tmp_path):
+    backend = make_backend(tiny_models, media_root, tmp_path, max_objects=2)
+    try:
+        r = predict(create_app(backend=backend).test_client(),
+                    [text_task(next_task_id(), "a\nb\nc")])
+        assert r.status_code == 400 and "3 prompts" in r.json["error"]
+    finally:
+        backend.close()
+
+
+def test_long_video_without_label_studio_access_is_refused_clearly(tiny_models, media_root, tmp_path):
+    backend = make_backend(tiny_models, media_root, tmp_path, sync_frame_budget=5)
+    try:
+        r = predict(create_app(backend=backend).test_client(), [text_task(next_task_id())])
+        assert r.status_code == 400
+        assert "LABEL_STUDIO_URL" in r.json["error"] and "5-frame budget" in r.json["error"]
+    finally:
+        backend.close()
+
+
+def test_unknown_routes_and_methods_are_json(client):
+    assert client.get("/nope").status_code == 404 and client.get("/nope").json["status"] == 404
+    r = client.get("/predict")
+    assert r.status_code == 405 and r.is_json
+    assert client.get("/jobs/doesnotexist").status_code == 404
+
+
+# --- basic auth -------------------------------------------------------------------------------
+
+def test_basic_auth_guards_every_route_but_health(vrshq_backend):
+    config = BackendConfig(**{**vrshq_backend.config.__dict__, "basic_auth_user": "ls",
+                              "basic_auth_pass": "pa:ss"})
+    app = create_app(config=config, backend=vrshq_backend).test_client()
+    good = {"Authorization": "Basic " + base64.b64encode(b"ls:pa:ss").decode()}
+    wrong = {"Authorization": "Basic " + base64.b64encode(b"ls:nope").decode()}
+    assert app.get("/health").status_code == 200
+    for route in ("/metrics", "/versions", "/jobs"):
+        r = app.get(route)
+        assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Basic")
+        assert app.get(route, headers=wrong).status_code == 401
+        assert app.get(route, headers={"Authorization": "Basic !!!"}).status_code == 401
+        assert app.get(route, headers=good).status_code == 200
+    assert app.post("/predict", json={}).status_code == 401
+
+
+def test_auth_needs_both_user_and_password():
+    with pytest.raises(ConfigError, match="BASIC_AUTH_USER and BASIC_AUTH_PASS"):
+        BackendConfig(basic_auth_user="only-user")
+
+
+def test_config_from_env_reads_every_documented_variable(tmp_path):
+    env = {"VRSHQ_PLUGIN": "sam2", "VRSHQ_MODEL": "/m", "VRSHQ_DEVICE": "cpu", "MODEL_DIR": str(tmp_path),
+           "LABEL_STUDIO_URL": "http://127.0.0.1:8080/", "LABEL_STUDIO_API_KEY": "k",
+           "LOCAL_FILES_DOCUMENT_ROOT": "/data", "VRSHQ_MEDIA_ROOTS": "/a:/b",
+           "BASIC_AUTH_USER": "u", "BASIC_AUTH_PASS": "p", "VRSHQ_SYNC_FRAMES": "50",
+           "VRSHQ_JOB_WORKERS": "2", "VRSHQ_MAX_OBJECTS": "3", "VRSHQ_KEYFRAME_QUALITY": "80"}
+    c = BackendConfig.from_env(env)
+    assert (c.plugin, c.model_dir, c.device, c.data_dir) == ("sam2", "/m", "cpu", str(tmp_path))
+    assert (c.label_studio_url, c.api_key) == ("http://127.0.0.1:8080", "k")
+    assert c.local_roots == ("/data", "/a", "/b")
+    assert (c.sync_frame_budget, c.job_workers, c.max_objects, c.keyframe_quality) == (50, 2, 3, 80)
+    assert "k" not in repr(c).replace("keyframe", "") or "api_key" not in repr(c)
+    with pytest.raises(ConfigError, match="VRSHQ_SYNC_FRAMES"):
+        BackendConfig.from_env({"VRSHQ_SYNC_FRAMES": "many"})
+    with pytest.raises(ConfigError, match="LABEL_STUDIO_URL"):
+        BackendConfig.from_env({"LABEL_STUDIO_URL": "127.0.0.1:8080"})
