@@ -23,6 +23,7 @@ import base64
 import binascii
 import hmac
 import logging
+import os
 import time
 from typing import Any
 
@@ -91,6 +92,7 @@ def create_app(config: BackendConfig | None = None, backend: Backend | None = No
     def _count(response: Response) -> Response:
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
         backend.metrics.request(route, response.status_code, time.perf_counter() - g.get("started", time.perf_counter()))
+        response.headers["X-Vrshq-Worker"] = str(os.getpid())
         return response
 
     @app.errorhandler(VrshqError)

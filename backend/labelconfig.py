@@ -164,6 +164,16 @@ class LabelConfigInfo:
             raise LabelConfigError(f"label {label!r} is not in <Labels name=\"{self.labels_name}\">: {list(self.labels)}")
 
 
+def shipped_config(name: str) -> str:
+    """A label config shipped in ``backend/configs`` by name ("video_text_prompt", "video_box_prompt")."""
+    from importlib.resources import files
+
+    path = files("backend") / "configs" / f"{name}.xml"
+    if not path.is_file():
+        raise LabelConfigError(f"no shipped label config {name!r}")
+    return path.read_text(encoding="utf-8")
+
+
 def split_prompts(value: Any) -> list[str]:
     """Prompts from a text (one per non-empty line) or a list of texts (each split the same way)."""
     if value is None:

@@ -1,6 +1,8 @@
 """Label Studio predictions for tracked objects, and reading a submitted annotation back.
 
-Each object becomes two results that share one region id:
+Each object becomes two results with paired region ids (the track's id, and the same id with
+``-mask`` for the mask: Label Studio's editor merges results that share an id into one region,
+which hid the masks when both used one id, seen in a browser on 1.23.2):
 
 * a ``videorectangle`` track (``from_name`` = the VideoRectangle, ``to_name`` = the Video),
   with the object's own label in ``value.labels`` (one label per object, not the label that
@@ -36,6 +38,18 @@ from vrshq.masks import (
     track_to_videorectangle,
     videorectangle_to_boxes,
 )
+
+MASK_SUFFIX = "-mask"
+
+
+def mask_region_id(track_region_id: str) -> str:
+    """The id of an object's keyframe-mask result, paired with its track's id."""
+    return f"{track_region_id}{MASK_SUFFIX}"
+
+
+def track_region_id(result_id: str) -> str:
+    """The track id a result belongs to: a mask's paired id without its suffix, others as they are."""
+    return result_id[: -len(MASK_SUFFIX)] if result_id.endswith(MASK_SUFFIX) else result_id
 
 
 def region_id(task_id: int | str, obj_id: int | str) -> str:
@@ -90,7 +104,7 @@ def object_results(
             )
         results.append(
             {
-                "id": region_id,
+                "id": mask_region_id(region_id),
                 "from_name": info.mask_name,
                 "to_name": info.keyframes_name,
                 "type": "brushlabels",
@@ -154,7 +168,7 @@ def parse_annotation(
             if labels and region.label is None:
                 region.label = str(labels[0])
         elif kind == "brushlabels" and info.has_masks and name == info.mask_name:
-            region = regions.setdefault(str(rid), ParsedRegion())
+            region = regions.setdefault(track_region_id(str(rid)), ParsedRegion())
             if value.get("format", "rle") != "rle":
                 raise MaskFormatError(f"region {rid}: brush format {value.get('format')!r} is not 'rle'")
             height, width = result.get("original_height"), result.get("original_width")
@@ -182,5 +196,7 @@ __all__ = [
     "object_results",
     "parse_annotation",
     "prediction",
+    "mask_region_id",
     "region_id",
+    "track_region_id",
 ]

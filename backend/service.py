@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,7 +28,7 @@ from backend.metrics import Metrics
 from backend.projects import ProjectInfo, ProjectRegistry
 from backend.results import state_prediction
 from backend.state import TaskState, TaskStateStore
-from backend.task_inputs import RequestError, TaskInputs, project_id, read_task, task_id
+from backend.task_inputs import RequestError, TaskInputs, project_id, read_task
 from plugins.base import ModelPlugin, ObjectTrack, PluginConfig
 from plugins.registry import load_plugin
 from vrshq.errors import VrshqError
@@ -51,6 +52,8 @@ class Backend:
         self.jobs = JobRunner(workers=config.job_workers)
         self.metrics = Metrics()
         self.model_lock = threading.Lock()
+        log.info("model loaded: plugin %s, version %s (pid %d)", self.plugin.name,
+                 self.plugin.version, os.getpid())
 
     def close(self) -> None:
         """Finish running jobs and close the log."""

@@ -70,4 +70,4 @@ def synthetic_frame_folder(make_video: MakeVideo) -> Path:
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
 
-pytest_plugins = ["tests.engine_fixtures", "tests.backend_fixtures"]
+pytest_plugins = ["tests.engine_fixtures", "tests.backend_fixtures", "tests.ls_fixtures"]

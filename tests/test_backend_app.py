@@ -76,7 +76,7 @@ def test_predict_returns_a_track_and_a_keyframe_mask_per_object(client, vrshq_ba
     tracks = [x for x in pred["result"] if x["type"] == "videorectangle"]
     masks = [x for x in pred["result"] if x["type"] == "brushlabels"]
     assert [t["id"] for t in tracks] == [f"vrshq-{tid}-1", f"vrshq-{tid}-2"]
-    assert [m["id"] for m in masks] == [t["id"] for t in tracks]  # one region id per object
+    assert [m["id"] for m in masks] == [t["id"] + "-mask" for t in tracks]  # paired region ids
     assert [m["item_index"] for m in masks] == [0, 1]
     # "the car" names the Car label; "the red disc" names none -> the first label.
     assert [t["value"]["labels"] for t in tracks] == [["Person"], ["Car"]]

@@ -30,7 +30,7 @@ def predicted(client, tid):
 def with_mask(result: list[dict], region: str, mask: np.ndarray) -> list[dict]:
     out = copy.deepcopy(result)
     for r in out:
-        if r["type"] == "brushlabels" and r["id"] == region:
+        if r["type"] == "brushlabels" and r["id"] == region + "-mask":
             r["value"]["rle"] = encode_brush(mask)
     return out
 
@@ -95,7 +95,7 @@ def test_a_corrected_mask_is_logged_once_with_what_changed(client, vrshq_backend
 def test_a_deleted_object_and_a_moved_box_are_logged(client, vrshq_backend):
     tid = next_task_id()
     pred = predicted(client, tid)
-    result = [r for r in copy.deepcopy(pred["result"]) if r["id"] != f"vrshq-{tid}-1"]
+    result = [r for r in copy.deepcopy(pred["result"]) if not r["id"].startswith(f"vrshq-{tid}-1")]
     track = next(r for r in result if r["type"] == "videorectangle")
     track["value"]["sequence"][0]["x"] += 5.0
     r = webhook(client, "ANNOTATION_UPDATED", tid, result)
@@ -136,12 +136,12 @@ def test_an_interactive_mask_correction_re_propagates_that_object(client, vrshq_
     before = vrshq_backend.states.load(1, tid)
     fixed = square(20, 20, 40)
     brush = next(r for r in with_mask(pred["result"], f"vrshq-{tid}-1", fixed)
-                 if r["type"] == "brushlabels" and r["id"] == f"vrshq-{tid}-1")
+                 if r["type"] == "brushlabels" and r["id"] == f"vrshq-{tid}-1-mask")
     r = client.post("/predict", json={"tasks": [text_task(tid)], "project": "1", "label_config": TEXT_XML,
                                       "params": {"context": {"result": [brush]}}})
     assert r.status_code == 200, r.json
     (out,) = r.json["results"]
-    assert {x["id"] for x in out["result"]} == {f"vrshq-{tid}-1"}  # only the corrected object
+    assert {x["id"] for x in out["result"]} == {f"vrshq-{tid}-1", f"vrshq-{tid}-1-mask"}  # only that object
     after = vrshq_backend.states.load(1, tid)
     obj = after.object(1)
     assert np.array_equal(after.object(2).track.mask(3), before.object(2).track.mask(3))
@@ -205,7 +205,7 @@ def test_the_sam2_backend_tracks_a_drawn_box_under_its_region_id(tiny_models, me
         assert r.status_code == 200, r.json
         (out,) = r.json["results"]
         ids = {(x["type"], x["id"]) for x in out["result"]}
-        assert ids == {("videorectangle", "Ab3dE"), ("brushlabels", "Ab3dE")}
+        assert ids == {("videorectangle", "Ab3dE"), ("brushlabels", "Ab3dE-mask")}
         track = next(x for x in out["result"] if x["type"] == "videorectangle")
         assert track["value"]["labels"] == ["Animal"]
         assert min(k["frame"] for k in track["value"]["sequence"]) <= 3

@@ -11,7 +11,7 @@ import pytest
 from label_studio_sdk.label_interface import LabelInterface
 
 from backend.labelconfig import LabelConfigError, parse_label_config
-from backend.predictions import object_results, parse_annotation, prediction, region_id
+from backend.predictions import mask_region_id, object_results, parse_annotation, prediction, region_id
 from vrshq.errors import MaskFormatError
 from vrshq.masks import Track, decode_brush
 from vrshq.masks.labelstudio import BOX_KEYS
@@ -63,7 +63,8 @@ def test_object_results_shape_frames_and_time() -> None:
     for item in seq:
         assert item["time"] == pytest.approx(item["frame"] / FPS)
     assert seq[-1]["frame"] == 8 and seq[-1]["enabled"] is False  # track ends before the video
-    assert (brush["id"], brush["from_name"], brush["to_name"], brush["type"]) == ("r1", "mask", "keyframes", "brushlabels")
+    # Paired, not shared, ids: the editor merges results that share an id into one region.
+    assert (brush["id"], brush["from_name"], brush["to_name"], brush["type"]) == ("r1-mask", "mask", "keyframes", "brushlabels")
     assert brush["item_index"] == 0 and brush["image_rotation"] == 0
     assert (brush["original_width"], brush["original_height"]) == (W, H)
     assert brush["value"]["format"] == "rle" and brush["value"]["brushlabels"] == ["Person"]
@@ -74,7 +75,7 @@ def test_two_objects_keep_their_own_labels_and_ids() -> None:
     results, objects = _two_objects()
     assert len(results) == 4
     for rid, (_, _, label) in objects.items():
-        mine = [r for r in results if r["id"] == rid]
+        mine = [r for r in results if r["id"] in (rid, mask_region_id(rid))]
         assert {r["type"] for r in mine} == {"videorectangle", "brushlabels"}
         rect = next(r for r in mine if r["type"] == "videorectangle")
         brush = next(r for r in mine if r["type"] == "brushlabels")
@@ -147,7 +148,7 @@ def test_parse_annotation_reads_an_edited_mask_and_a_new_brush_region() -> None:
     rid = region_id(7, 1)
     edited = np.zeros((H, W), bool)
     edited[10:30, 5:25] = True
-    brush = next(r for r in results if r["id"] == rid and r["type"] == "brushlabels")
+    brush = next(r for r in results if r["id"] == mask_region_id(rid) and r["type"] == "brushlabels")
     new_value = object_results(objects[rid][0], 3, edited, "Person", rid, INFO, FPS, N, 0, 0.9)[1]["value"]
     brush["value"] = new_value
     extra = dict(brush, id="drawn", value=dict(new_value, brushlabels=["Car"]), item_index=1)

@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
             settings = {"bind": f"{args.host}:{args.port}", "workers": args.workers,
                         "threads": args.threads, "worker_class": "gthread", "timeout": 0,
                         "graceful_timeout": 30, "loglevel": args.log_level,
+                        "control_socket_disable": True,  # several backends on one host
                         "accesslog": "-" if level == "DEBUG" else None}
             for key, value in settings.items():
                 self.cfg.set(key, value)

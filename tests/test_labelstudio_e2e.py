@@ -1,0 +1,208 @@
+"""Our backend (``vrshq serve``) with a real Label Studio 1.23.2 and a real browser, as a user drives it.
+
+Through Label Studio's REST API: create a project with our config, import synthetic video tasks
+served as local files, connect the backend, get predictions (one task within the frame budget,
+one past it, which runs as a job and is written back through POST /api/predictions), check
+what Label Studio stored; submit an annotation with a corrected keyframe mask and check that
+the webhook reached the backend, the correction is in the log and a re-propagated prediction
+appears; add an object interactively; and look at a predicted task in headless Chromium.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import requests
+
+from backend.corrections import CorrectionsLog
+from backend.labelconfig import parse_label_config
+from backend.labelstudio_local import LabelStudioAPI, LabelStudioServer
+from backend.predictions import parse_annotation
+from backend.state import TaskStateStore
+from tests.backend_fixtures import TEXT_XML
+from tests.browser import show_task
+from tests.test_serve import free_port, start, stop, wait_up
+from vrshq.masks import encode_brush
+from vrshq.synthetic import SyntheticSpec, write_video
+
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = Path(os.environ.get("VRSHQ_TEST_ARTIFACTS") or REPO / ".test-artifacts")
+SHORT = SyntheticSpec(num_frames=16, width=320, height=240, fps=10.0, num_objects=2, seed=11)
+LONG = SyntheticSpec(num_frames=40, width=320, height=240, fps=10.0, num_objects=2, seed=12)
+BUDGET = 30  # frames per request: SHORT is predicted in the request, LONG as a job
+INFO = parse_label_config(TEXT_XML)
+
+pytestmark = pytest.mark.timeout(900)
+
+
+def poll(what: str, check, timeout: float = 240, every: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(every)
+
+
+@pytest.fixture(scope="module")
+def backend_server(label_studio: LabelStudioServer, tiny_models, tmp_path_factory):
+    """`vrshq serve` wired to the session's Label Studio (its URL and token, its local-files root)."""
+    data = tmp_path_factory.mktemp("e2e_backend")
+    env = {**os.environ, "VRSHQ_MODEL": str(tiny_models), "MODEL_DIR": str(data / "model-dir"),
+           "VRSHQ_DEVICE": "cpu", "OMP_NUM_THREADS": "1", "LABEL_STUDIO_URL": label_studio.url,
+           "LABEL_STUDIO_API_KEY": label_studio.token,
+           "LOCAL_FILES_DOCUMENT_ROOT": str(label_studio.doc_root), "VRSHQ_SYNC_FRAMES": str(BUDGET)}
+    port = free_port()
+    log = data / "serve.log"
+    proc = start(["--port", str(port), "--threads", "4"], env, log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_up(url, proc, log)
+        yield {"url": url, "model_dir": Path(env["MODEL_DIR"]), "log": log}
+    finally:
+        stop(proc)
+
+
+@pytest.fixture(scope="module")
+def project(label_studio: LabelStudioServer, ls_api: LabelStudioAPI, backend_server) -> dict[str, Any]:
+    clips = label_studio.doc_root / "e2e"
+    clips.mkdir(parents=True, exist_ok=True)
+    write_video(SHORT, clips / "short.mp4")
+    write_video(LONG, clips / "long.mp4")
+    pid = ls_api.create_project("vrshq e2e", TEXT_XML)
+    ls_api.add_local_storage(pid, clips)
+    short, long = ls_api.import_tasks(pid, [
+        {"data": {"video": "/data/local-files/?d=e2e/short.mp4", "fps": SHORT.fps,
+                  "prompt": "the red disc\nthe green car"}},
+        {"data": {"video": "/data/local-files/?d=e2e/long.mp4", "fps": LONG.fps,
+                  "prompt": "the red disc\nthe green car"}},
+    ])
+    ml = ls_api.connect_ml_backend(pid, backend_server["url"], is_interactive=True)
+    return {"id": pid, "short": short, "long": long, "ml": ml}
+
+
+@pytest.fixture(scope="module")
+def predictions(ls_api: LabelStudioAPI, project, backend_server) -> dict[int, dict[str, Any]]:
+    """Both tasks predicted through Label Studio's "Retrieve predictions" action."""
+    ls_api.retrieve_predictions(project["id"], [project["short"], project["long"]])
+    # SHORT came back in the request itself; LONG runs as a job that posts its prediction.
+    assert ls_api.list_predictions(project["short"])
+    jobs = requests.get(backend_server["url"] + "/jobs", timeout=10).json()["jobs"]
+    assert [(j["kind"], j["task"]) for j in jobs] == [("predict", project["long"])]
+    job = poll("the long-video job", lambda: (lambda j: j if j["state"] in ("done", "failed") else None)(
+        requests.get(f"{backend_server['url']}/jobs/{jobs[0]['id']}", timeout=10).json()))
+    assert job["state"] == "done", job
+    assert job["stage"] and job["done"] == job["total"] > 0 and job["progress"] == 1.0
+    out = {}
+    for tid in (project["short"], project["long"]):
+        preds = ls_api.list_predictions(tid)
+        assert len(preds) == 1, preds
+        out[tid] = preds[0]
+    assert job["result"]["prediction"] == out[project["long"]]["id"]
+    return out
+
+
+def test_connecting_the_backend_runs_setup_and_creates_its_webhook(ls_api, project, backend_server):
+    setup = backend_server["model_dir"] / "projects" / f"{project['id']}.json"
+    assert setup.is_file(), "Label Studio did not call /setup"
+    assert [w["url"] for w in ls_api.list_webhooks(project["id"])] == [backend_server["url"] + "/webhook"]
+    (ml,) = ls_api.list_ml_backends(project["id"])
+    assert ml["state"] in ("CO", "CONNECTED") or ml.get("readable_state") == "Connected", ml
+
+
+@pytest.mark.parametrize("which", ["short", "long"])
+def test_predictions_are_stored_with_frames_boxes_and_masks(ls_api, project, predictions, backend_server, which):
+    tid, spec = project[which], (SHORT if which == "short" else LONG)
+    pred = predictions[tid]
+    assert "untrained" in pred["model_version"]
+    state = TaskStateStore(backend_server["model_dir"]).load(project["id"], tid)
+    tracks = [r for r in pred["result"] if r["type"] == "videorectangle"]
+    masks = [r for r in pred["result"] if r["type"] == "brushlabels"]
+    assert [t["id"] for t in tracks] == [f"vrshq-{tid}-1", f"vrshq-{tid}-2"]
+    assert [t["value"]["labels"] for t in tracks] == [["Person"], ["Car"]]
+    for t in tracks:
+        assert t["value"]["framesCount"] == spec.num_frames
+        for k in t["value"]["sequence"]:
+            assert 1 <= k["frame"] <= spec.num_frames
+            assert k["time"] == pytest.approx(k["frame"] / spec.fps)
+            assert 0 <= k["x"] <= 100 and 0 <= k["y"] <= 100
+            assert k["x"] + k["width"] <= 100 + 1e-6 and k["y"] + k["height"] <= 100 + 1e-6
+    parsed = parse_annotation(pred["result"], INFO)
+    for index, (obj, mask) in enumerate(zip(state.objects, masks)):
+        assert mask["item_index"] == index
+        assert (mask["original_width"], mask["original_height"]) == (spec.width, spec.height)
+        assert np.array_equal(parsed[f"vrshq-{tid}-{obj.obj_id}"].mask, obj.keyframe_mask)
+    # The keyframe images went into the task's data, and Label Studio serves them.
+    data = ls_api.get_task(tid)["data"]
+    assert data["keyframe_frames"] == [o.keyframe + 1 for o in state.objects]
+    assert len(data["keyframes"]) == 2
+    for url in data["keyframes"]:
+        body = ls_api.request("GET", url).content
+        assert body[:3] == b"\xff\xd8\xff", url  # a JPEG
+
+
+def test_the_browser_shows_the_backends_tracks_and_masks(label_studio, project, predictions):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "labelstudio-backend-task.png"
+    seen = show_task(label_studio, project["id"], project["short"], shot)
+    tracks = sorted(r["label"] for r in seen["regions"] if r["type"] == "videorectangleregion")
+    masks = sorted(r["label"] for r in seen["regions"] if r["type"] == "brushregion")
+    assert seen["videoCanvas"] and seen["videoTimeline"] and seen["timelineRows"] == 2, seen
+    assert tracks == ["Car", "Person"] and masks == ["Car", "Person"], seen
+    assert seen["keyframeImageSize"] == [SHORT.width, SHORT.height], seen
+    assert shot.stat().st_size > 10_000
+
+
+def test_a_submitted_correction_is_logged_and_re_propagated(ls_api, project, predictions, backend_server):
+    tid = project["short"]
+    pred = predictions[tid]
+    fixed = np.zeros((SHORT.height, SHORT.width), bool)
+    fixed[60:140, 100:200] = True
+    result = copy.deepcopy(pred["result"])
+    brush = next(r for r in result if r["id"] == f"vrshq-{tid}-2-mask")
+    brush["value"]["rle"] = encode_brush(fixed)
+    before = len(ls_api.list_predictions(tid))
+    annotation = ls_api.create_annotation(tid, result)
+
+    db = backend_server["model_dir"]
+
+    def logged():
+        with CorrectionsLog.for_model_dir(db, create=False) as log:
+            return [c for c in log.list(project=project["id"], task=tid) if c.annotation == annotation]
+
+    (correction,) = poll("the webhook's correction in the log", logged, timeout=60)
+    assert (correction.obj_id, correction.label, correction.event) == (2, "Car", "ANNOTATION_CREATED")
+    new = poll("the re-propagated prediction", lambda: ls_api.list_predictions(tid)[before:], timeout=240)
+    (repropagated,) = new
+    assert {r["id"] for r in repropagated["result"]} == {r["id"] for r in pred["result"]}
+    parsed = parse_annotation(repropagated["result"], INFO)
+    assert np.array_equal(parsed[f"vrshq-{tid}-2"].mask, fixed)
+    assert parsed[f"vrshq-{tid}-2"].label == "Car" and parsed[f"vrshq-{tid}-1"].label == "Person"
+    # Object 1 was not corrected: its track is unchanged.
+    old = parse_annotation(pred["result"], INFO)
+    assert parsed[f"vrshq-{tid}-1"].boxes == old[f"vrshq-{tid}-1"].boxes
+    state = TaskStateStore(db).load(project["id"], tid)
+    obj = state.object(2)
+    keyframe_mask = obj.track.mask(obj.keyframe)
+    assert (keyframe_mask & fixed).sum() / (keyframe_mask | fixed).sum() > 0.9
+
+
+def test_an_interactive_text_prompt_adds_an_object(ls_api, project, predictions):
+    tid = project["short"]
+    typed = {"from_name": "prompt", "to_name": "video", "type": "textarea",
+             "value": {"text": ["the yellow animal"]}}
+    answer = ls_api.interactive(project["ml"], tid, {"result": [typed]})
+    assert "errors" not in answer, answer
+    ids = {(r["type"], r["id"]) for r in answer["data"]["result"]}
+    assert ids == {("videorectangle", f"vrshq-{tid}-3"), ("brushlabels", f"vrshq-{tid}-3-mask")}
+    labels = {r["value"].get("labels", [None])[0] for r in answer["data"]["result"] if r["type"] == "videorectangle"}
+    assert labels == {"Animal"}
+    assert len(ls_api.get_task(tid)["data"]["keyframes"]) == 3

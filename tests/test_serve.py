@@ -1,0 +1,111 @@
+"""``vrshq serve`` for real: gunicorn worker processes, the model loaded once per process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.backend_fixtures import TEXT_XML, text_task
+
+VRSHQ = str(Path(sys.executable).with_name("vrshq"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen([VRSHQ, "serve", *args], stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            env=env, start_new_session=True)
+
+
+def wait_up(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"vrshq serve exited {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if requests.get(url + "/health", timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"vrshq serve not up after {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+def stop(proc: subprocess.Popen) -> int:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        return proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        return proc.wait()
+
+
+@pytest.fixture
+def env(tiny_models, media_root, tmp_path) -> dict[str, str]:
+    return {**os.environ, "VRSHQ_MODEL": str(tiny_models), "MODEL_DIR": str(tmp_path / "data"),
+            "LOCAL_FILES_DOCUMENT_ROOT": str(media_root), "VRSHQ_DEVICE": "cpu",
+            "OMP_NUM_THREADS": "1", "BASIC_AUTH_USER": "ls", "BASIC_AUTH_PASS": "s3cret"}
+
+
+@pytest.mark.timeout(300)
+def test_serve_answers_label_studio_requests_from_two_worker_processes(env, tmp_path):
+    port = free_port()
+    log = tmp_path / "serve.log"
+    proc = start(["--port", str(port), "--workers", "2", "--threads", "2"], env, log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_up(url, proc, log)
+        auth = ("ls", "s3cret")
+        assert requests.post(url + "/predict", json={}, timeout=5).status_code == 401
+        results = []
+        for i in range(6):
+            r = requests.post(url + "/predict", auth=auth, timeout=120, json={
+                "tasks": [text_task(9000 + i)], "project": "5.1", "label_config": TEXT_XML})
+            assert r.status_code == 200, r.text
+            results.append(r.json()["results"][0])
+            assert r.headers["X-Vrshq-Worker"].isdigit()
+        # Every task got its own region ids: no state leaks between requests.
+        for i, pred in enumerate(results):
+            ids = {f"vrshq-{9000 + i}-{obj}" for obj in (1, 2)}
+            assert {x["id"] for x in pred["result"]} == ids | {rid + "-mask" for rid in ids}
+        metrics = requests.get(url + "/metrics", auth=auth, timeout=5).text
+        assert 'route="/predict",status="200"' in metrics
+    finally:
+        code = stop(proc)
+    text = log.read_text()
+    # The model loads once per worker process (two workers -> two loads), never per request.
+    assert text.count("model loaded") == 2, text[-3000:]
+    assert code == 0, text[-3000:]
+
+
+def test_serve_with_a_bad_model_folder_fails_with_one_line(env, tmp_path):
+    bad = tmp_path / "empty-models"
+    bad.mkdir()
+    env = {**env, "VRSHQ_MODEL": str(bad)}
+    done = subprocess.run([VRSHQ, "serve", "--port", str(free_port())], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("vrshq: error:")]
+    assert errors and "vrshq" in errors[0], done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+
+
+def test_serve_with_an_unknown_plugin_names_the_installed_ones(env):
+    done = subprocess.run([VRSHQ, "serve", "--plugin", "nope"], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vrshq: error: unknown model plugin 'nope' (available: ")
+    assert "sam2" in lines[0] and "vrshq" in lines[0]

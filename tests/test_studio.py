@@ -1,0 +1,54 @@
+"""``vrshq studio``: the README's main job, run for real (Label Studio + `vrshq serve` + sample project)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.test_serve import free_port
+
+VRSHQ = str(Path(sys.executable).with_name("vrshq"))
+
+
+def studio(folder: Path, *extra: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("VRSHQ_MODEL", None)
+    return subprocess.run([VRSHQ, "studio", "--dir", str(folder), "--port", str(free_port()),
+                           "--backend-port", str(free_port()), *extra],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.mark.timeout(900)
+def test_studio_brings_up_a_pre_annotated_sample_project_and_reuses_it(tmp_path):
+    folder = tmp_path / "studio"
+    done = studio(folder, "--check")
+    assert done.returncode == 0, done.stderr[-4000:] + done.stdout[-2000:]
+    out = done.stdout
+    assert "Label Studio: http://127.0.0.1:" in out and "/projects/1/data" in out
+    creds = json.loads((folder / "login.json").read_text())
+    assert f"login:      {creds['username']}  password: {creds['password']}" in out
+    assert "untrained" in out and "2 sample tasks pre-annotated, 4 object tracks" in out
+    assert (folder / "models" / "vrshq" / "config.json").is_file()
+    # The backend's state and Label Studio's database are kept: a second run finds the project.
+    again = studio(folder, "--check")
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert "/projects/1/data" in again.stdout and "2 sample tasks" in again.stdout
+    # Both servers are gone afterwards.
+    for line in again.stdout.splitlines():
+        if "backend:" in line:
+            url = line.split()[1]
+            with pytest.raises(requests.ConnectionError):
+                requests.get(url + "/health", timeout=2)
+
+
+def test_studio_with_a_missing_label_studio_is_one_line(tmp_path):
+    done = studio(tmp_path / "s", "--label-studio", str(tmp_path / "nope"), timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("vrshq: error: ")
+    assert "nope" in done.stderr and "Traceback" not in done.stderr
