@@ -8,10 +8,9 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-
-from vrshq.errors import VrshqError
 from backend.corrections.record import utc_now
 from backend.corrections.store import CorrectionsLog, public_url
+from vrshq.errors import VrshqError
 
 EXPORT_FILENAME = "corrections.jsonl"
 MANIFEST_FILENAME = "manifest.json"

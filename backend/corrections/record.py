@@ -9,7 +9,6 @@ from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
-
 from vrshq.errors import MaskFormatError
 from vrshq.masks.rle import normalize_rle, rle_size
 

@@ -26,9 +26,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls.add_argument("--json", action="store_true", help="one JSON object per line (RLE masks included)")
     ls.set_defaults(run=run_list)
 
-    ex = actions.add_parser("export", help="write corrections.jsonl and manifest.json to a folder")
+    ex = actions.add_parser(
+        "export", help="write the corrections as JSON lines, or as a ReVOS/MeViS or DAVIS data set",
+        description="jsonl (default): corrections.jsonl + manifest.json. revos: the layout the "
+        "official VRS-HQ loaders read (train/ and valid/, each with JPEGImages/<video>/<frame>.jpg, "
+        "meta_expressions.json and mask_dict.json with COCO RLE). davis: JPEGImages/ + "
+        "Annotations/<video>/NNNNN.png palette PNGs for evaluation tools. Frames are extracted from "
+        "the task videos; frames without a correction take the backend's latest track "
+        "(MODEL_DIR/tasks) when there is one.")
     _add_source_options(ex)
     ex.add_argument("--out", required=True, help="output folder (created if missing)")
+    ex.add_argument("--format", choices=("jsonl", "revos", "davis"), default="jsonl",
+                    help="jsonl (default), revos (training layout) or davis (palette PNGs)")
+    ex.add_argument("--holdout", type=_fraction, default=None,
+                    help="fraction of the videos held out into valid/ (0 <= F < 1; default 0)")
+    ex.add_argument("--seed", type=int, default=None, help="seed of the train/valid split (default 0)")
+    ex.add_argument("--frames", choices=("all", "corrected"), default=None,
+                    help="export every frame (default) or only frames with a corrected mask")
+    ex.add_argument("--media-root", action="append", default=None, metavar="DIR",
+                    help="local folder the task videos may be read from (repeatable; default "
+                    "$LOCAL_FILES_DOCUMENT_ROOT)")
+    ex.add_argument("--label-studio-url", default=None,
+                    help="Label Studio URL to download videos from (default $LABEL_STUDIO_URL)")
+    ex.add_argument("--api-key", default=None,
+                    help="Label Studio API key (default $LABEL_STUDIO_API_KEY)")
     ex.set_defaults(run=run_export)
 
 
@@ -46,6 +67,16 @@ def _non_negative(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
     return value
 
 
@@ -112,6 +143,9 @@ def _s(value: object) -> str:
     return "-" if value is None else str(value)
 
 
+_DATASET_OPTIONS = ("holdout", "seed", "frames", "media_root", "label_studio_url", "api_key")
+
+
 def run_export(args: argparse.Namespace) -> int:
     """``vrshq corrections export``."""
     from pathlib import Path
@@ -121,6 +155,12 @@ def run_export(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise VrshqError(f"--out {out}: exists and is not a folder")
+    if args.format != "jsonl":
+        return _run_dataset_export(args, out)
+    given = [name for name in _DATASET_OPTIONS if getattr(args, name) is not None]
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        raise VrshqError(f"{flag} applies to --format revos or davis, not jsonl")
     with _open_log(args) as log:
         try:
             path = export_jsonl(log, out)
@@ -128,4 +168,48 @@ def run_export(args: argparse.Namespace) -> int:
             raise VrshqError(f"--out {out}: cannot write the export ({exc.strerror or exc})") from None
     count = json.loads((path.parent / "manifest.json").read_text())["count"]
     print(f"exported {count} correction(s) -> {path}")
+    return 0
+
+
+def _run_dataset_export(args: argparse.Namespace, out) -> int:
+    """``vrshq corrections export --format revos|davis``."""
+    import sys
+
+    from tqdm import tqdm
+
+    from backend.corrections.training_export import export_training_set
+    from backend.media import MediaConfig
+
+    roots = tuple(args.media_root or ())
+    for root in roots:
+        if not os.path.isdir(root):
+            raise VrshqError(f"--media-root {root}: not a folder")
+    overrides: dict = {}
+    if roots:
+        overrides["local_roots"] = roots
+    if args.label_studio_url is not None:
+        overrides["label_studio_url"] = args.label_studio_url or None
+    if args.api_key is not None:
+        overrides["api_key"] = args.api_key or None
+    media = MediaConfig.from_env(**overrides)
+    state_root = args.model_dir or os.environ.get("VRSHQ_MODEL_DIR") or None
+    with _open_log(args) as log, tqdm(desc="exporting", unit="video", disable=None) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        try:
+            manifest = export_training_set(
+                log, out, media, fmt=args.format, holdout=args.holdout or 0.0,
+                seed=args.seed or 0, state_root=state_root, progress=progress,
+                frames=args.frames or "all")
+        except OSError as exc:
+            raise VrshqError(f"--out {out}: cannot write the export ({exc.strerror or exc})") from None
+    counts = manifest["counts"]
+    for item in manifest["skipped"]:
+        print(f"vrshq: warning: skipped {item['video']}: {item['reason']}", file=sys.stderr)
+    print(f"exported {counts['videos']} video(s) (train {counts['train']}, valid {counts['valid']}), "
+          f"{counts['expressions']} expression(s), {counts['frames']} frame(s); "
+          f"skipped {len(manifest['skipped'])} -> {out}")
     return 0

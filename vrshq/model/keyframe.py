@@ -30,6 +30,7 @@ class TokenDecode:
     low_res_logits: torch.Tensor  # [B, 1, S/4, S/4] float32 (NO_OBJ_SCORE where absent)
     object_score_logits: torch.Tensor  # [B, 1], in the graph when the inputs need grad
     ious: torch.Tensor  # [B, 1]
+    output_tokens: torch.Tensor | None = None  # [B, M, C] the decoder's SAM output tokens
 
     @property
     def object_score_logit(self) -> float:
@@ -105,7 +106,7 @@ def decode_with_token(model: torch.nn.Module, feats: FrameFeatures, token: torch
     if tokens is not None:
         # the fork appends pred_embeddings after the prompt encoder's tokens (L1574-1584)
         sparse = torch.cat([sparse, tokens.to(device=device, dtype=sparse.dtype)], dim=1)
-    low_res, ious, _, object_score_logits = model.sam_mask_decoder(
+    low_res, ious, output_tokens, object_score_logits = model.sam_mask_decoder(
         image_embeddings=pix_feat,
         image_pe=model.sam_prompt_encoder.get_dense_pe(),
         sparse_prompt_embeddings=sparse,
@@ -116,7 +117,7 @@ def decode_with_token(model: torch.nn.Module, feats: FrameFeatures, token: torch
     )
     if model.pred_obj_scores:
         low_res = torch.where((object_score_logits > 0)[:, None, None], low_res, NO_OBJ_SCORE)
-    return TokenDecode(low_res.float(), object_score_logits, ious)
+    return TokenDecode(low_res.float(), object_score_logits, ious, output_tokens)
 
 
 @dataclass

@@ -108,6 +108,8 @@ class ChatUniViOutput:
 class ChatUniViForCausalLM(nn.Module):
     """Top module: `model` (`ChatUniViModel`) + `lm_head` (upstream `ChatUniViLlamaForCausalLM`)."""
 
+    base_model_prefix = "model"  # what peft's LoraModel expects of a transformers model
+
     def __init__(self, config: ChatUniViConfig) -> None:
         super().__init__()
         if getattr(config, "_attn_implementation", None) != "eager":

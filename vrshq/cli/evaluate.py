@@ -1,0 +1,90 @@
+"""``vrshq evaluate``: J, F and J&F of predicted palette PNGs against ground truth (DAVIS-2017)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from vrshq.errors import VrshqError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the subcommand."""
+    p = sub.add_parser("evaluate", help="J&F of predicted masks against ground truth",
+                       description="Score predicted masks with the DAVIS-2017 semi-supervised J&F: "
+                       "--pred and --gt are DAVIS-layout folders (one sub-folder per video, one "
+                       "palette PNG per frame whose pixel value is the object id). The first and "
+                       "last ground-truth frame of each video are not scored; the overall J and F "
+                       "are means over all objects of all videos.")
+    p.add_argument("--pred", help="folder of predicted videos (PRED/<video>/00000.png ...)")
+    p.add_argument("--gt", help="folder of ground-truth videos, same layout")
+    p.add_argument("--out", help="also write the scores to this JSON file")
+    p.add_argument("--model", help="model folder to run on --data instead of --pred/--gt")
+    p.add_argument("--data", help="a `vrshq corrections export --format revos` folder, for --model")
+    p.add_argument("--split", default="valid", help="the split of --data to score (default valid)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the subcommand."""
+    out = Path(args.out) if args.out else None
+    if out is not None and out.is_dir():
+        raise VrshqError(f"--out {out}: is a folder, give a JSON file name")
+    if args.model or args.data:
+        if not (args.model and args.data) or args.pred or args.gt:
+            raise VrshqError("give --model DIR --data DIR, or --pred DIR --gt DIR")
+        result = _run_model(args)
+    else:
+        if not args.pred or not args.gt:
+            raise VrshqError("evaluate needs both --pred DIR and --gt DIR")
+        from vrshq.evaluation import evaluate_folders
+
+        result = evaluate_folders(args.pred, args.gt)
+    print_table(result)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {out}")
+    return 0
+
+
+def _run_model(args: argparse.Namespace) -> dict:
+    from tqdm import tqdm
+
+    from vrshq.cli.common import resolve_device
+    from vrshq.engine.config import EngineConfig
+    from vrshq.finetune.evaluate import evaluate_model
+    from vrshq.model.loading import load_vrshq
+    from vrshq.model.pipeline import VrshqConfig
+
+    engine = EngineConfig(device=args.device)
+    resolve_device(args, engine)
+    model = load_vrshq(args.model, VrshqConfig(engine=engine))
+    with tqdm(desc="evaluate", unit="video") as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        return evaluate_model(model, args.data, args.split, progress=progress)
+
+
+def print_table(result: dict) -> None:
+    """One row per object of every video, then the overall row."""
+    header = ("VIDEO", "OBJ", "J", "F", "J&F")
+    rows = [header]
+    for video, v in result["videos"].items():
+        if not v["objects"]:
+            rows.append((video, "-", "-", "-", "-"))
+        for obj_id, s in v["objects"].items():
+            rows.append((video, obj_id, *_scores(s)))
+    overall = f"overall ({result['num_objects']} objects, {result['num_videos']} videos)"
+    rows.append((overall, "", *_scores(result)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+
+
+def _scores(s: dict) -> tuple[str, str, str]:
+    return tuple(f"{s[k]:.3f}" for k in ("J", "F", "J&F"))

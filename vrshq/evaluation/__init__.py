@@ -1,0 +1,29 @@
+"""Evaluation of predicted tracks against ground truth: J&F as in the DAVIS-2017 toolkit."""
+
+from vrshq.evaluation.jf import (
+    BOUND_TH,
+    EvaluationError,
+    ObjectScores,
+    boundary_f,
+    boundary_tolerance,
+    dilate_disk,
+    evaluate_folders,
+    evaluate_video,
+    gt_object_ids,
+    region_similarity,
+    seg2bmap,
+)
+
+__all__ = [
+    "BOUND_TH",
+    "EvaluationError",
+    "ObjectScores",
+    "boundary_f",
+    "boundary_tolerance",
+    "dilate_disk",
+    "evaluate_folders",
+    "evaluate_video",
+    "gt_object_ids",
+    "region_similarity",
+    "seg2bmap",
+]

@@ -1,0 +1,1 @@
+"""Fine-tuning VRS-HQ on logged corrections: clips -> training step -> trainer -> merged checkpoint."""
