@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import json
 import logging
 import os
 import time
@@ -61,10 +62,13 @@ def _error(status: int, message: str) -> Response:
 
 
 def _json_body() -> dict[str, Any]:
-    data = request.get_json(silent=True, force=True)
-    if data is None:
-        raw = request.get_data(cache=True)
-        raise RequestError("the request body is not valid JSON" if raw else "the request has no JSON body")
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        raise RequestError("the request has no JSON body")
+    try:
+        data = json.loads(raw)  # bytes: UTF-8/16/32 detected as RFC 8259 says
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; too deep a nesting
+        raise RequestError("the request body is not valid JSON") from None
     if not isinstance(data, dict):
         raise RequestError(f"the JSON body must be an object, got {type(data).__name__}")
     return data
@@ -82,6 +86,7 @@ def create_app(config: BackendConfig | None = None, backend: Backend | None = No
     @app.before_request
     def _start() -> Response | None:
         g.started = time.perf_counter()
+        backend.refresh_model()  # a newly served model version, without a restart
         if config.auth_enabled and request.path not in OPEN_ROUTES and not _authorized(config):
             response = _error(401, "authentication required (HTTP basic auth)")
             response.headers["WWW-Authenticate"] = 'Basic realm="vrshq"'

@@ -17,7 +17,11 @@ Every environment variable the backend reads is listed here, and only here::
     VRSHQ_SYNC_FRAMES     frames a /predict may process before it runs as a job (default 600)
     VRSHQ_JOB_WORKERS     jobs run at the same time in this process (default 1)
     VRSHQ_MAX_OBJECTS     objects per task (default 20)
+    VRSHQ_MAX_PIXELS      width x height a task's video may have (default 16777216, 4096x4096)
+    VRSHQ_MAX_FRAMES      frames a task's video may have (default 108000, an hour at 30 fps)
     VRSHQ_KEYFRAME_QUALITY  JPEG quality of keyframe images (default 90)
+    VRSHQ_TRAIN_STEPS / VRSHQ_TRAIN_LR / VRSHQ_TRAIN_HOLDOUT  fine-tuning from Label Studio's
+                          Train button: steps (500), learning rate (3e-4), held-out video share (0.2)
 """
 
 from __future__ import annotations
@@ -50,13 +54,23 @@ class BackendConfig:
     sync_frame_budget: int = 600
     job_workers: int = 1
     max_objects: int = 20
+    max_pixels: int = 4096 * 4096
+    max_frames: int = 108_000
     keyframe_quality: int = 90
+    train_steps: int = 500
+    train_lr: float = 3e-4
+    train_holdout: float = 0.2
 
     def __post_init__(self) -> None:
-        for name in ("sync_frame_budget", "job_workers", "max_objects"):
+        for name in ("sync_frame_budget", "job_workers", "max_objects", "max_pixels", "max_frames"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+        if isinstance(self.train_steps, bool) or not isinstance(self.train_steps, int) or self.train_steps < 1:
+            raise ConfigError(f"train_steps must be an integer >= 1, got {self.train_steps!r}")
+        if not self.train_lr > 0 or not 0 <= self.train_holdout < 1:
+            raise ConfigError(f"train_lr must be > 0 and train_holdout in [0, 1), got "
+                              f"{self.train_lr!r} and {self.train_holdout!r}")
         if not 1 <= int(self.keyframe_quality) <= 100:
             raise ConfigError(f"keyframe_quality must be 1..100, got {self.keyframe_quality!r}")
         if bool(self.basic_auth_user) != bool(self.basic_auth_pass):
@@ -96,6 +110,15 @@ class BackendConfig:
             except ValueError:
                 raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
 
+        def number(name: str, default: float) -> float:
+            raw = get(name)
+            if raw is None:
+                return default
+            try:
+                return float(raw)
+            except ValueError:
+                raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
         roots = [r for r in (get("LOCAL_FILES_DOCUMENT_ROOT", "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"),)
                  if r]
         roots += [r for r in (get("VRSHQ_MEDIA_ROOTS") or "").split(os.pathsep) if r.strip()]
@@ -112,7 +135,12 @@ class BackendConfig:
             "sync_frame_budget": integer("VRSHQ_SYNC_FRAMES", 600),
             "job_workers": integer("VRSHQ_JOB_WORKERS", 1),
             "max_objects": integer("VRSHQ_MAX_OBJECTS", 20),
+            "max_pixels": integer("VRSHQ_MAX_PIXELS", 4096 * 4096),
+            "max_frames": integer("VRSHQ_MAX_FRAMES", 108_000),
             "keyframe_quality": integer("VRSHQ_KEYFRAME_QUALITY", 90),
+            "train_steps": integer("VRSHQ_TRAIN_STEPS", 500),
+            "train_lr": number("VRSHQ_TRAIN_LR", 3e-4),
+            "train_holdout": number("VRSHQ_TRAIN_HOLDOUT", 0.2),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

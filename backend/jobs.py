@@ -52,7 +52,10 @@ class Job:
 
     def to_json(self) -> dict[str, Any]:
         """The record as JSON, with progress as a fraction."""
-        progress = (self.done / self.total) if self.total else (1.0 if self.state == DONE else 0.0)
+        if self.state == DONE:
+            progress = 1.0
+        else:
+            progress = (self.done / self.total) if self.total else 0.0
         return {
             "id": self.id, "kind": self.kind, "state": self.state, "stage": self.stage,
             "done": self.done, "total": self.total, "progress": round(min(progress, 1.0), 4),

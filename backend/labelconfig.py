@@ -105,7 +105,10 @@ class LabelConfigInfo:
                 raise TaskDataError(f"task data {self.fps_key!r} must be a positive number, got {raw!r}")
         else:
             rate = self.fps_value if self.fps_value is not None else LS_DEFAULT_FRAME_RATE
-        return 1.0 / rate if rate < 1 else rate
+        rate = 1.0 / rate if rate < 1 else rate
+        if not math.isfinite(rate):
+            raise TaskDataError(f"the frame rate {rate!r} (fps) is not a usable number")
+        return rate
 
     def video(self, data: Mapping[str, Any]) -> str:
         """The task's video URL or path; :class:`TaskDataError` when missing."""

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from backend.projects import ProjectInfo, ProjectRegistry
 from backend.results import state_prediction
 from backend.state import TaskState, TaskStateStore
 from backend.task_inputs import RequestError, TaskInputs, project_id, read_task
+from backend.versions import BASE, Version, VersionRegistry
 from plugins.base import ModelPlugin, ObjectTrack, PluginConfig
 from plugins.registry import load_plugin
 from vrshq.errors import VrshqError
@@ -44,8 +46,13 @@ class Backend:
         self.config = config
         data = config.data_path
         data.mkdir(parents=True, exist_ok=True)
-        self.plugin = plugin if plugin is not None else load_plugin(
-            config.plugin, PluginConfig(model_dir=config.model_dir, device=config.device))
+        self.versions = VersionRegistry(data)
+        self._serving_id: str | None = None
+        self._version_checked = 0.0
+        self._reload_lock = threading.Lock()
+        if plugin is None:
+            plugin = self._load(self._serving_version())
+        self.plugin = plugin
         self.states = TaskStateStore(data)
         self.projects = ProjectRegistry(data)
         self.corrections = CorrectionsLog.for_model_dir(data)
@@ -54,6 +61,54 @@ class Backend:
         self.model_lock = threading.Lock()
         log.info("model loaded: plugin %s, version %s (pid %d)", self.plugin.name,
                  self.plugin.version, os.getpid())
+
+    # ------------------------------------------------------------------ model versions
+    def _serving_version(self) -> Version | None:
+        try:
+            return self.versions.serving()
+        except VrshqError as exc:  # a broken registry must not take the backend down
+            log.warning("model versions: %s; serving the configured model", exc)
+            return None
+
+    def _load(self, version: Version | None) -> ModelPlugin:
+        model_dir = str(version.path) if version is not None else self.config.model_dir
+        plugin = load_plugin(self.config.plugin, PluginConfig(model_dir=model_dir, device=self.config.device))
+        self._serving_id = version.id if version is not None else BASE
+        return plugin
+
+    def serving_model_dir(self) -> str | None:
+        """The folder of the model being served (a registered version, or the configured one)."""
+        version = self._serving_version() if self._serving_id not in (None, BASE) else None
+        return str(version.path) if version is not None else self.config.model_dir
+
+    def refresh_model(self, min_interval: float = 1.0) -> bool:
+        """Swap in the version ``versions/serving.json`` names, if it changed; whether it swapped.
+
+        Checked at most every ``min_interval`` seconds; the new model loads while requests keep
+        using the old one, then replaces it under the model lock (no restart, no dropped request).
+        """
+        now = time.monotonic()
+        if now - self._version_checked < min_interval or not self._reload_lock.acquire(blocking=False):
+            return False
+        try:
+            self._version_checked = now
+            version = self._serving_version()
+            wanted = version.id if version is not None else BASE
+            if wanted == self._serving_id:
+                return False
+            try:
+                plugin = self._load(version)
+            except VrshqError as exc:
+                log.error("model version %s cannot be loaded, keeping %s: %s", wanted,
+                          self._serving_id, exc)
+                self._serving_id = wanted  # do not retry a broken version on every request
+                return False
+            with self.model_lock:
+                self.plugin = plugin
+            log.info("now serving model version %s (%s)", wanted, plugin.version)
+            return True
+        finally:
+            self._reload_lock.release()
 
     def close(self) -> None:
         """Finish running jobs and close the log."""
@@ -120,9 +175,26 @@ class Backend:
                            cache_dir=str(self.config.data_path / "media"))
 
     def open_video(self, project: str, task: int, url: str, fps: float) -> VideoReader:
-        """The task's video, resolved (local root or download) and opened at Label Studio's fps."""
+        """The task's video, resolved (local root or download) and opened at Label Studio's fps.
+
+        A video over the configured limits (VRSHQ_MAX_PIXELS, VRSHQ_MAX_FRAMES) is a VideoError.
+        """
+        from vrshq.errors import VideoError
+
         path = resolve_media(url, self.media_config(project), task_id=task)
-        return open_video(Path(path), fps=fps)
+        video = open_video(Path(path), fps=fps)
+        limits = self.config
+        too_big = None
+        if video.width * video.height > limits.max_pixels:
+            too_big = (f"the video is {video.width}x{video.height}, more than the "
+                       f"{limits.max_pixels} pixels a frame may have (VRSHQ_MAX_PIXELS)")
+        elif len(video) > limits.max_frames:
+            too_big = (f"the video has {len(video)} frames, more than the {limits.max_frames} "
+                       "a task may have (VRSHQ_MAX_FRAMES)")
+        if too_big is not None:
+            video.close()
+            raise VideoError(url, too_big)
+        return video
 
     # ------------------------------------------------------------------ predict
     def predict(self, payload: Mapping[str, Any]) -> dict[str, Any]:
@@ -282,6 +354,39 @@ class Backend:
         pid = self.writer(state.project).create_prediction(
             int(state.task), pred["result"], pred["score"], pred["model_version"])
         return {"prediction": pid, "task": int(state.task)}
+
+    def train_from_corrections(self, project: str, report: Report | None = None) -> dict[str, Any]:
+        """Export the logged corrections, fine-tune the served model, register, serve if not worse."""
+        from datetime import UTC, datetime
+
+        from backend.corrections.training_export import export_training_set
+        from vrshq.finetune.run import register_if_not_worse, run_finetune
+        from vrshq.finetune.trainer import TrainConfig
+
+        base = self.serving_model_dir()
+        if base is None:
+            raise RequestError("training needs a model folder (VRSHQ_MODEL)")
+        run_dir = self.config.data_path / "training" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        data = run_dir / "data"
+        export_training_set(self.corrections, data, self.media_config(project), fmt="revos",
+                            holdout=self.config.train_holdout, seed=0, state_root=self.config.data_path,
+                            progress=(lambda d, t: report("export", d, t)) if report else None)
+        steps = self.config.train_steps
+        train = TrainConfig(steps=steps, lr=self.config.train_lr,
+                            warmup_steps=min(100, max(1, steps // 10)), checkpoint_every=max(1, steps // 5))
+        device = "auto" if self.config.device == "auto" else self.config.device
+        card = run_finetune(data, base, run_dir / "model", train, device=device,
+                            on_step=(lambda lg: report("finetune", lg.step, steps)) if report else None)
+        if report:
+            report("evaluate", 0, 1)
+        result = register_if_not_worse(self.config.data_path, run_dir / "model", base, data, device=device)
+        if report:
+            report("evaluate", 1, 1)
+        self._version_checked = 0.0
+        self.refresh_model(min_interval=0.0)
+        result.update({"first_loss": card["first_loss"], "last_loss": card["last_loss"],
+                       "model_version": self.model_version})
+        return result
 
     def require_writer(self, project: str, task: int) -> LabelStudioWriter:
         """The project's Label Studio client; RequestError when a job could not write back."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,18 +26,33 @@ def project_id(value: Any) -> str:
         value = value.get("id")
     if isinstance(value, bool) or value is None:
         raise RequestError("the request has no project id")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise RequestError(f"project id {value!r} is not a plain id")
     text = str(value).split(".", 1)[0].strip()
     if not _ID.match(text):
         raise RequestError(f"project id {value!r} is not a plain id")
     return text
 
 
+MAX_ID = 2**63 - 1  # Label Studio's ids are database integers
+
+
+def is_id(value: Any) -> bool:
+    """Whether ``value`` can be a Label Studio task id: an int in 0..2**63-1 (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID
+
+
 def task_id(task: Mapping[str, Any]) -> int:
     """The task's integer id."""
     value = task.get("id") if isinstance(task, Mapping) else None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise RequestError(f"a task needs an integer 'id', got {value!r}")
+    if not is_id(value):
+        raise RequestError(f"a task needs an integer 'id' (0..2**63-1), got {_short(value)}")
     return value
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def task_data(task: Mapping[str, Any]) -> dict[str, Any]:
@@ -83,5 +99,5 @@ def read_task(task: Mapping[str, Any], info: LabelConfigInfo, project: str,
     return TaskInputs(project, tid, data, video, fps, text_prompts(texts, info))
 
 
-__all__ = ["RequestError", "TaskInputs", "project_id", "read_task", "task_data", "task_id",
+__all__ = ["MAX_ID", "RequestError", "TaskInputs", "is_id", "project_id", "read_task", "task_data", "task_id",
            "text_prompts"]

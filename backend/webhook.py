@@ -19,7 +19,7 @@ from backend.corrections import Correction as LoggedCorrection
 from backend.labelconfig import LabelConfigInfo
 from backend.results import object_label
 from backend.state import TaskState
-from backend.task_inputs import RequestError, project_id
+from backend.task_inputs import RequestError, is_id, project_id
 from plugins.base import Correction
 from vrshq.masks import encode_rle
 
@@ -80,8 +80,12 @@ def handle_webhook(backend: Any, payload: Mapping[str, Any]) -> tuple[int, dict[
     """Answer a webhook: (HTTP status, JSON body)."""
     action = payload.get("action")
     if action == TRAIN_EVENT:
-        return 200, {"status": "ok", "result": "training from corrections is not available in "
-                     "this version; corrections are logged (vrshq corrections export)"}
+        pid = project_id(payload.get("project"))
+        if backend.corrections.count() == 0:
+            return 200, {"status": "ok", "result": {"job": None, "note": "no corrections logged yet"}}
+        job, created = backend.jobs.submit("train", "train", lambda report: backend.train_from_corrections(
+            pid, report), project=pid)
+        return 201, {"status": "ok", "result": {"job": job.id, "started": created}}
     if action not in CORRECTION_EVENTS:
         return 200, {"status": "Unknown event"}
     annotation = payload.get("annotation")
@@ -94,8 +98,8 @@ def handle_webhook(backend: Any, payload: Mapping[str, Any]) -> tuple[int, dict[
     pid = project_id(project_ref)
     task = payload.get("task")
     tid = task.get("id") if isinstance(task, Mapping) else (task if task is not None else annotation.get("task"))
-    if isinstance(tid, bool) or not isinstance(tid, int):
-        raise RequestError(f"{action}: the payload has no task id")
+    if not is_id(tid):
+        raise RequestError(f"{action}: the payload has no task id (an integer 0..2**63-1)")
     label_config = project_ref.get("label_config") if isinstance(project_ref, Mapping) else None
     info = backend.label_config(pid, label_config)
     state = backend.states.load(pid, tid)

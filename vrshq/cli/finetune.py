@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
+import os
 
 from vrshq.cli.common import resolve_device
-from vrshq.errors import VrshqError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,6 +32,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-frames", type=int, default=8, help="frames per clip, at least (8)")
     p.add_argument("--max-frames", type=int, default=12, help="frames per clip, at most (12)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--register", action="store_true",
+                   help="register the result as a model version of the backend's --model-dir and "
+                   "serve it when its J&F on the held-out split is not below the serving model's")
+    p.add_argument("--model-dir", default=os.environ.get("MODEL_DIR") or None,
+                   help="the backend's data folder, for --register (default $MODEL_DIR)")
     p.set_defaults(run=run)
 
 
@@ -41,49 +45,40 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from vrshq.engine.config import EngineConfig
-    from vrshq.finetune.data import RevosClips
-    from vrshq.finetune.save import save_finetuned
-    from vrshq.finetune.trainable import LoraSettings, merge_lora, prepare_trainable
-    from vrshq.finetune.trainer import TrainConfig, Trainer, history_json
-    from vrshq.model.loading import load_vrshq
-    from vrshq.model.pipeline import VrshqConfig
+    from vrshq.errors import VrshqError
+    from vrshq.finetune.run import check_inputs, register_if_not_worse, run_finetune
+    from vrshq.finetune.trainer import TrainConfig
 
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise VrshqError(f"--out {out}: exists and is not a folder")
-    if out.resolve() == Path(args.base).resolve():
-        raise VrshqError("--out must differ from --base (the base model is kept as it is)")
-    source = RevosClips(args.data, min_frames=args.min_frames, max_frames=args.max_frames)
+    if args.register and not args.model_dir:
+        raise VrshqError("--register needs --model-dir (the backend's MODEL_DIR)")
+    resolve_device(args, EngineConfig(device=args.device))
+    check_inputs(args.data, args.base, args.out, args.min_frames, args.max_frames)
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
                          lr=args.lr, warmup_steps=args.warmup_steps, seed=args.seed,
                          checkpoint_every=args.checkpoint_every)
-    engine = EngineConfig(device=args.device)
-    resolve_device(args, engine)
-    model = load_vrshq(args.base, VrshqConfig(engine=engine))
-    base_version = model.version
-    lora = LoraSettings()
-    wrapped = prepare_trainable(model, lora, seed=args.seed)
-    trainer = Trainer(model, source, config, out / ".train")
-    if trainer.resume():
-        print(f"resuming at step {trainer.step} of {config.steps}")
-    with tqdm(total=config.steps, initial=trainer.step, desc="finetune", unit="step") as bar:
+    with tqdm(total=config.steps, desc="finetune", unit="step") as bar:
         def on_step(log) -> None:
             bar.update(1)
             bar.set_postfix(loss=f"{log.loss:.4f}", ce=f"{log.ce:.3f}", mask=f"{log.bce:.3f}/{log.dice:.3f}")
 
-        history = trainer.run(on_step)
-    (out / ".train" / "history.jsonl").write_text(history_json(history))
-    merge_lora(model, wrapped)
-    card = {"name": out.resolve().name, "base_version": base_version, "base_dir": str(Path(args.base).resolve()),
-            "data": str(Path(args.data).resolve()), "clips": len(source),
-            "videos": len({e.video for e in source.expressions}), "steps": config.steps,
-            "batch_size": config.batch_size, "grad_accum": config.grad_accum, "lr": config.lr,
-            "lora_r": lora.r, "lora_alpha": lora.alpha, "lora_dropout": lora.dropout,
-            "first_loss": history[0].loss if history else None,
-            "last_loss": history[-1].loss if history else None,
-            "losses": [round(h.loss, 6) for h in history]}
-    folder = save_finetuned(model, Path(args.base), out, card)
-    print(f"saved {folder} (loss {card['first_loss']:.4f} -> {card['last_loss']:.4f})"
-          if history else f"saved {folder}")
-    print(json.dumps({"out": str(out), "steps": config.steps, "last_loss": card["last_loss"]}))
+        def on_resume(step: int) -> None:
+            bar.update(step)
+            bar.write(f"resuming at step {step} of {config.steps}")
+
+        card = run_finetune(args.data, args.base, args.out, config, device=args.device,
+                            min_frames=args.min_frames, max_frames=args.max_frames,
+                            on_step=on_step, on_resume=on_resume)
+    if card["first_loss"] is not None:
+        print(f"saved {args.out} (loss {card['first_loss']:.4f} -> {card['last_loss']:.4f})")
+    summary = {"out": str(args.out), "steps": config.steps, "last_loss": card["last_loss"]}
+    if args.register:
+        from backend.versions import VersionRegistry
+
+        serving = VersionRegistry(args.model_dir).serving()
+        summary.update(register_if_not_worse(args.model_dir, args.out,
+                                             serving.path if serving else args.base, args.data,
+                                             device=args.device))
+        print(f"registered {summary['version']}: " + ("serving it" if summary["served"] else
+                                                       "not serving it") + f" ({summary['reason']})")
+    print(json.dumps(summary))
     return 0

@@ -1,0 +1,124 @@
+"""Model versions: the registry, serving a new version without a restart, rollback, the Train button."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from backend.app import create_app
+from backend.corrections import Correction, CorrectionsLog
+from backend.state import TaskState, TaskStateStore
+from backend.versions import VersionError, VersionRegistry
+from plugins.base import ObjectTrack
+from tests.backend_fixtures import TEXT_XML, make_backend, next_task_id, text_task
+from tests.cli_helpers import run_cli
+from vrshq.masks import Track, encode_rle
+from vrshq.synthetic import SyntheticSpec, ground_truth, write_video
+
+
+def predict_version(client) -> str:
+    r = client.post("/predict", json={"tasks": [text_task(next_task_id())], "project": "1",
+                                      "label_config": TEXT_XML})
+    assert r.status_code == 200, r.json
+    return r.json["results"][0]["model_version"]
+
+
+def test_registry_registers_lists_switches_and_rolls_back(tiny_models, tmp_path):
+    registry = VersionRegistry(tmp_path)
+    assert registry.list() == [] and registry.serving() is None
+    first = registry.register(tiny_models, {"J&F": 0.4}, name="run a")
+    second = registry.register(tiny_models, {"J&F": 0.5}, name="run b")
+    assert (first.id, second.id) == ("v001-run-a", "v002-run-b")
+    assert (second.path / "vrshq" / "config.json").is_file() and (second.path / "clip").is_dir()
+    assert [v.id for v in registry.list()] == [first.id, second.id]
+    registry.use(second.id, reason="better")
+    assert registry.serving().id == second.id
+    registry.use("base")
+    assert registry.serving() is None
+    assert [h["version"] for h in registry.history()] == [second.id, "base"]
+    with pytest.raises(VersionError, match="registered: v001-run-a, v002-run-b"):
+        registry.use("v009-nope")
+    with pytest.raises(VersionError, match="not a model folder"):
+        registry.register(tmp_path / "nothing")
+
+
+def test_the_backend_serves_a_new_version_without_restart_and_rolls_back(
+        tiny_models, media_root, tmp_path, capfd):
+    backend = make_backend(tiny_models, media_root, tmp_path / "data")
+    try:
+        client = create_app(backend=backend).test_client()
+        base_version = predict_version(client)
+        version = VersionRegistry(tmp_path / "data").register(tiny_models, name="tuned")
+        code, _, err = run_cli(capfd, "versions", "use", version.id, "--model-dir", tmp_path / "data")
+        assert code == 0, err
+        time.sleep(1.1)  # the backend looks at the registry at most once a second
+        new_version = client.get("/health").json["model_version"]
+        assert new_version != base_version and "v001-tuned" in new_version
+        assert predict_version(client) == new_version  # shows in the prediction
+        code, out, _ = run_cli(capfd, "versions", "list", "--model-dir", tmp_path / "data")
+        assert f"* {version.id}" in out
+        run_cli(capfd, "versions", "use", "base", "--model-dir", tmp_path / "data")
+        time.sleep(1.1)
+        assert predict_version(client) == base_version
+    finally:
+        backend.close()
+
+
+SPECS = [SyntheticSpec(num_frames=12, width=160, height=120, num_objects=2, seed=s) for s in (1, 2, 3)]
+
+
+def seed_corrections(data, media) -> None:
+    """What annotators left in a backend: corrected keyframe masks and the re-propagated tracks."""
+    with CorrectionsLog.for_model_dir(data) as log:
+        for t, spec in enumerate(SPECS):
+            write_video(spec, media / "clips" / f"t{t}.mp4")
+            gt = ground_truth(spec)
+            url = f"/data/local-files/?d=clips/t{t}.mp4"
+            log.append(Correction(
+                project=1, task=t, annotation=1, annotator=2, video_path=url, video_sha256=None, fps=10.0,
+                prompt="the red disc", obj_id=1, label="Object", frame=0,
+                predicted_mask=encode_rle(np.zeros_like(gt[0], bool)), corrected_mask=encode_rle(gt[0] == 1),
+                predicted_boxes=None, corrected_boxes=None, model_version="tiny", plugin="vrshq",
+                event="ANNOTATION_UPDATED"))
+            track = Track(1, spec.height, spec.width)
+            for f in range(spec.num_frames):
+                track.set(f, gt[f] == 1, score=1.0)
+            TaskStateStore(data).save(TaskState(
+                project="1", task=str(t), plugin="vrshq", model_version="tiny", video=url, fps=10.0,
+                frames_count=spec.num_frames,
+                objects=[ObjectTrack(1, "Object", track, 0, gt[0] == 1, 1.0, {"prompt": "the red disc"})]))
+
+
+@pytest.mark.timeout(900)
+def test_the_train_button_fine_tunes_registers_and_serves_the_new_version(tiny_models, tmp_path):
+    media, data = tmp_path / "media", tmp_path / "data"
+    seed_corrections(data, media)
+    backend = make_backend(tiny_models, media, data, train_steps=100, train_lr=1e-3, train_holdout=0.34)
+    try:
+        client = create_app(backend=backend).test_client()
+        before = client.get("/health").json["model_version"]
+        r = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+        assert r.status_code == 201, r.json
+        job_id = r.json["result"]["job"]
+        job = backend.jobs.wait(job_id, timeout=800)
+        assert job.state == "done", job.error
+        status = client.get(f"/jobs/{job_id}").json
+        assert status["kind"] == "train" and status["progress"] == 1.0
+        result = status["result"]
+        assert result["last_loss"] < result["first_loss"]
+        assert result["served"], result
+        assert result["J&F"] >= result["baseline J&F"]
+        version = VersionRegistry(data).get(result["version"])
+        assert version.metrics["J&F"] == result["J&F"] and version.card["steps"] == 100
+        assert version.card["evaluation"]["split"] == "valid"  # the model card has its evaluation
+        assert version.card["evaluation"]["J&F"] == result["J&F"]
+        after = client.get("/health").json["model_version"]
+        assert after != before and "fine-tuned" in after
+        media_task = {"id": next_task_id(), "project": 1,
+                      "data": {"video": "/data/local-files/?d=clips/t0.mp4", "fps": 10, "prompt": "the red disc"}}
+        r = client.post("/predict", json={"tasks": [media_task], "project": "1", "label_config": TEXT_XML})
+        assert r.status_code == 200 and r.json["results"][0]["model_version"] == after
+    finally:
+        backend.close()
