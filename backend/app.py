@@ -34,6 +34,7 @@ from werkzeug.exceptions import HTTPException
 from backend.config import BackendConfig
 from backend.lsclient import LabelStudioError
 from backend.media import MediaError
+from backend.queue_rq import BusyError
 from backend.service import Backend
 from backend.task_inputs import RequestError
 from backend.webhook import handle_webhook
@@ -50,7 +51,7 @@ def _status_of(exc: VrshqError) -> int:
         return 422  # the request is well-formed, the task's media is not usable
     if isinstance(exc, LabelStudioError):
         return 502
-    if isinstance(exc, ModelError):
+    if isinstance(exc, (ModelError, BusyError)):
         return 503
     return 400  # RequestError, TaskDataError, LabelConfigError, PromptError, MaskFormatError, ...
 
@@ -105,12 +106,17 @@ def create_app(config: BackendConfig | None = None, backend: Backend | None = No
         status = _status_of(exc)
         if status >= 500:
             log.warning("%s %s: %s", request.method, request.path, exc)
-        return _error(status, str(exc))
+        response = _error(status, str(exc))
+        if isinstance(exc, BusyError):
+            response.headers["Retry-After"] = "30"
+        return response
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
-        message = {413: f"the request body is larger than {MAX_REQUEST_BYTES // 2**20} MiB"}.get(
-            exc.code or 500, exc.description or exc.name)
+        if exc.code == 413:
+            message = f"the request body is larger than {_size(app.config['MAX_CONTENT_LENGTH'])}"
+        else:
+            message = exc.description or exc.name
         return _error(exc.code or 500, message)
 
     @app.errorhandler(Exception)
@@ -144,11 +150,11 @@ def create_app(config: BackendConfig | None = None, backend: Backend | None = No
 
     @app.get("/jobs")
     def jobs() -> Response:
-        return jsonify({"jobs": [j.to_json() for j in backend.jobs.list()]})
+        return jsonify({"jobs": [j.to_json() for j in backend.all_jobs()]})
 
     @app.get("/jobs/<job_id>")
     def job(job_id: str) -> Response:
-        found = backend.jobs.get(job_id)
+        found = backend.job(job_id)
         if found is None:
             return _error(404, f"no job {job_id!r} (jobs are kept in memory by the process that ran them)")
         return jsonify(found.to_json())
@@ -159,6 +165,12 @@ def create_app(config: BackendConfig | None = None, backend: Backend | None = No
                         mimetype="text/plain; version=0.0.4")
 
     return app
+
+
+def _size(limit: int | None) -> str:
+    if not limit:
+        return "the limit"
+    return f"{limit // 2**20} MiB" if limit % 2**20 == 0 else f"{limit} bytes"
 
 
 def _authorized(config: BackendConfig) -> bool:

@@ -20,6 +20,9 @@ Every environment variable the backend reads is listed here, and only here::
     VRSHQ_MAX_PIXELS      width x height a task's video may have (default 16777216, 4096x4096)
     VRSHQ_MAX_FRAMES      frames a task's video may have (default 108000, an hour at 30 fps)
     VRSHQ_KEYFRAME_QUALITY  JPEG quality of keyframe images (default 90)
+    REDIS_URL             run jobs on Redis with RQ (`vrshq worker` processes); unset: in-process
+    VRSHQ_QUEUE / VRSHQ_MAX_QUEUED  the RQ queue name (vrshq) and its bound (100): past it,
+                          /predict answers 503 "busy, retry later"
     VRSHQ_TRAIN_STEPS / VRSHQ_TRAIN_LR / VRSHQ_TRAIN_HOLDOUT  fine-tuning from Label Studio's
                           Train button: steps (500), learning rate (3e-4), held-out video share (0.2)
 """
@@ -57,12 +60,16 @@ class BackendConfig:
     max_pixels: int = 4096 * 4096
     max_frames: int = 108_000
     keyframe_quality: int = 90
+    redis_url: str | None = field(default=None, repr=False)
+    queue: str = "vrshq"
+    max_queued: int = 100
     train_steps: int = 500
     train_lr: float = 3e-4
     train_holdout: float = 0.2
 
     def __post_init__(self) -> None:
-        for name in ("sync_frame_budget", "job_workers", "max_objects", "max_pixels", "max_frames"):
+        for name in ("sync_frame_budget", "job_workers", "max_objects", "max_pixels", "max_frames",
+                     "max_queued"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
@@ -138,6 +145,9 @@ class BackendConfig:
             "max_pixels": integer("VRSHQ_MAX_PIXELS", 4096 * 4096),
             "max_frames": integer("VRSHQ_MAX_FRAMES", 108_000),
             "keyframe_quality": integer("VRSHQ_KEYFRAME_QUALITY", 90),
+            "redis_url": get("REDIS_URL"),
+            "queue": get("VRSHQ_QUEUE") or "vrshq",
+            "max_queued": integer("VRSHQ_MAX_QUEUED", 100),
             "train_steps": integer("VRSHQ_TRAIN_STEPS", 500),
             "train_lr": number("VRSHQ_TRAIN_LR", 3e-4),
             "train_holdout": number("VRSHQ_TRAIN_HOLDOUT", 0.2),

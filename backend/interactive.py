@@ -26,7 +26,13 @@ from backend.labelconfig import LabelConfigInfo
 from backend.predictions import parse_annotation
 from backend.results import object_region_id, shown_mask, state_prediction
 from backend.state import TaskState
-from backend.task_inputs import RequestError, task_data, task_id, text_prompts
+from backend.task_inputs import (
+    RequestError,
+    malformed_input,
+    task_data,
+    task_id,
+    text_prompts,
+)
 from backend.webhook import log_changes
 from plugins.base import Correction, ObjectPrompt, ObjectTrack
 from vrshq.masks import videorectangle_to_boxes
@@ -41,7 +47,7 @@ def _of_type(results: list, kind: str, name: str | None) -> list[Mapping[str, An
 
 
 def interactive_predict(backend: Any, task: Mapping[str, Any], info: LabelConfigInfo,
-                        project: str, context: Mapping[str, Any]) -> Any:
+                        project: str, context: Mapping[str, Any], label_config: str = "") -> Any:
     """The prediction for the objects the interaction touched, or [] (nothing to do, or a job)."""
     tid = task_id(task)
     data = task_data(task)
@@ -52,7 +58,7 @@ def interactive_predict(backend: Any, task: Mapping[str, Any], info: LabelConfig
     texts = info.textarea_prompts(results)
     boxes = _of_type(results, "videorectangle", info.box_name)
     if brushes:
-        return _correct(backend, tid, info, project, brushes)
+        return _correct(backend, tid, info, project, brushes, label_config)
     if texts:
         if "text" not in backend.plugin.capabilities:
             raise RequestError(f"the {backend.plugin.name} plugin does not take text prompts")
@@ -67,12 +73,13 @@ def interactive_predict(backend: Any, task: Mapping[str, Any], info: LabelConfig
 
 # ---------------------------------------------------------------------- corrections
 def _correct(backend: Any, tid: int, info: LabelConfigInfo, project: str,
-             brushes: list[Mapping[str, Any]]) -> Any:
+             brushes: list[Mapping[str, Any]], label_config: str) -> Any:
     state = backend.states.load(project, tid)
     if state is None:
         raise RequestError(f"task {tid} has no prediction from this backend to correct: "
                            "predict it first")
-    regions = parse_annotation(brushes, info)
+    with malformed_input(f"task {tid}: the context's brush regions"):
+        regions = parse_annotation(brushes, info)
     by_rid = {object_region_id(state, o): o for o in state.objects}
     masks: dict[int, np.ndarray] = {}
     for rid, region in regions.items():
@@ -98,12 +105,11 @@ def _correct(backend: Any, tid: int, info: LabelConfigInfo, project: str,
     corrections = [Correction(ch.obj.obj_id, int(ch.obj.keyframe), ch.mask) for ch in changes]
     ids = {c.obj_id for c in corrections}
     if state.frames_count > backend.config.sync_frame_budget:
+        from backend.job_functions import correct_payload
+
         backend.require_writer(project, tid)
-
-        def body(report: Any) -> dict[str, Any]:
-            return backend.write_back(backend.correct_task(project, tid, corrections, report), info)
-
-        backend.jobs.submit("correct", f"correct:{uuid.uuid4().hex}", body, project=project, task=tid)
+        backend.submit("correct", f"correct:{uuid.uuid4().hex}",
+                       correct_payload(project, tid, corrections, label_config), project=project, task=tid)
         return []
     new_state = backend.correct_task(project, tid, corrections)
     return state_prediction(new_state, info, ids)
@@ -149,7 +155,8 @@ def _box_prompt(result: Mapping[str, Any], info: LabelConfigInfo, obj_id: int,
     value = result.get("value")
     if not isinstance(value, Mapping):
         raise RequestError(f"region {result.get('id')}: a videorectangle needs a 'value'")
-    boxes = videorectangle_to_boxes(dict(value), frames_count=len(video))
+    with malformed_input(f"region {result.get('id')}: the videorectangle"):
+        boxes = videorectangle_to_boxes(dict(value), frames_count=len(video))
     if not boxes:
         raise RequestError(f"region {result.get('id')}: the track shows no box on the video")
     frame = min(boxes)
@@ -208,7 +215,8 @@ def _add_objects(backend: Any, tid: int, data: Mapping[str, Any], info: LabelCon
             v.close()
         return backend.write_back(backend.states.load(project, tid), info)
 
-    backend.jobs.submit("interactive", f"interactive:{uuid.uuid4().hex}", body, project=project, task=tid)
+    backend.local_jobs.submit("interactive", f"interactive:{uuid.uuid4().hex}", body, project=project,
+                              task=tid)
     return []
 
 

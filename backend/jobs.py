@@ -106,16 +106,7 @@ class JobRunner:
 
     def wait(self, job_id: str, timeout: float) -> Job:
         """Block until the job finished (tests and the CLI); raises TimeoutError."""
-        deadline = time.monotonic() + timeout
-        while True:
-            job = self.get(job_id)
-            if job is None:
-                raise KeyError(job_id)
-            if not job.active:
-                return job
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} still {job.state} after {timeout} s")
-            time.sleep(0.05)
+        return wait_for(self.get, job_id, timeout, interval=0.05)
 
     def shutdown(self, wait: bool = True) -> None:
         """Stop taking jobs; with ``wait``, let the running ones finish."""
@@ -144,4 +135,18 @@ class JobRunner:
             del self._jobs[job_id]
 
 
-__all__ = ["DONE", "FAILED", "QUEUED", "RUNNING", "Job", "JobRunner", "Report"]
+def wait_for(get: Callable[[str], Job | None], job_id: str, timeout: float, interval: float) -> Job:
+    """Poll ``get(job_id)`` until the job is no longer queued or running; TimeoutError past ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = get(job_id)
+        if job is None:
+            raise KeyError(job_id)
+        if not job.active:
+            return job
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"job {job_id} still {job.state} after {timeout} s")
+        time.sleep(interval)
+
+
+__all__ = ["DONE", "FAILED", "QUEUED", "RUNNING", "Job", "JobRunner", "Report", "wait_for"]

@@ -150,6 +150,10 @@ def resolve_media(
         raise MediaError(url, "the media URL contains a NUL byte")
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
+    if scheme in ("http", "https") and ("@" in parts.netloc or "\\" in url.split("?", 1)[0]):
+        # urlsplit and requests disagree on the host of "http://evil\\@ls/..." (credentials,
+        # backslashes): refuse them, or the Label Studio key could go to another host.
+        raise MediaError(url, "a media URL may not carry credentials or backslashes in its host")
 
     rel = local_files_path(url)
     if rel is not None:

@@ -165,7 +165,7 @@ def parse_annotation(
             region.boxes = videorectangle_to_boxes(value)
             region.has_track = True
             labels = value.get("labels") or []
-            if labels and region.label is None:
+            if isinstance(labels, list) and labels and region.label is None:
                 region.label = str(labels[0])
         elif kind == "brushlabels" and info.has_masks and name == info.mask_name:
             region = regions.setdefault(track_region_id(str(rid)), ParsedRegion())
@@ -180,7 +180,7 @@ def parse_annotation(
             if keyframe_frames is not None and 0 <= region.keyframe_item_index < len(keyframe_frames):
                 region.keyframe = int(keyframe_frames[region.keyframe_item_index]) - 1
             labels = value.get("brushlabels") or []
-            if labels and region.label is None:
+            if isinstance(labels, list) and labels and region.label is None:
                 region.label = str(labels[0])
     return regions
 

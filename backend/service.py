@@ -56,7 +56,15 @@ class Backend:
         self.states = TaskStateStore(data)
         self.projects = ProjectRegistry(data)
         self.corrections = CorrectionsLog.for_model_dir(data)
-        self.jobs = JobRunner(workers=config.job_workers)
+        # Jobs that carry a JSON payload go to Redis when REDIS_URL is set; the few that still
+        # hold Python objects (interactive additions on long videos) always run here.
+        self.local_jobs = JobRunner(workers=config.job_workers)
+        if config.redis_url:
+            from backend.queue_rq import RQJobRunner
+
+            self.jobs: Any = RQJobRunner(config.redis_url, config.queue, config.max_queued)
+        else:
+            self.jobs = self.local_jobs
         self.metrics = Metrics()
         self.model_lock = threading.Lock()
         log.info("model loaded: plugin %s, version %s (pid %d)", self.plugin.name,
@@ -112,7 +120,9 @@ class Backend:
 
     def close(self) -> None:
         """Finish running jobs and close the log."""
-        self.jobs.shutdown(wait=True)
+        self.local_jobs.shutdown(wait=True)
+        if self.jobs is not self.local_jobs:
+            self.jobs.shutdown()
         self.corrections.close()
 
     # ------------------------------------------------------------------ info
@@ -148,15 +158,41 @@ class Backend:
         return {"model_version": self.model_version, "plugin": self.plugin.info()}
 
     # ------------------------------------------------------------------ helpers
-    def label_config(self, project: str, given: Any) -> LabelConfigInfo:
-        """The request's label config, else the one from the project's /setup."""
+    def label_config_text(self, project: str, given: Any) -> str:
+        """The request's label config text, else the one from the project's /setup."""
         if isinstance(given, str) and given.strip():
-            return parse_label_config(given)
+            return given
         info = self.projects.get(project)
         if info is None or not info.label_config:
             raise RequestError(f"the request has no label_config and project {project} was never "
                                "set up (/setup)")
-        return parse_label_config(info.label_config)
+        return info.label_config
+
+    def label_config(self, project: str, given: Any) -> LabelConfigInfo:
+        """The request's label config, else the one from the project's /setup, parsed."""
+        return parse_label_config(self.label_config_text(project, given))
+
+    def submit(self, kind: str, key: str, payload: dict[str, Any], **info: Any) -> Any:
+        """Queue a job (backend.job_functions) with a JSON payload; (job, created)."""
+        from backend.job_functions import execute
+
+        if self.jobs is not self.local_jobs:
+            return self.jobs.submit(kind, key, payload, **info)
+        return self.jobs.submit(kind, key, lambda report: execute(self, kind, payload, report), **info)
+
+    def job(self, job_id: str) -> Any:
+        """A job's record, from the queue or this process."""
+        found = self.jobs.get(job_id)
+        if found is None and self.jobs is not self.local_jobs:
+            found = self.local_jobs.get(job_id)
+        return found
+
+    def all_jobs(self) -> list:
+        """Every job record the backend knows."""
+        jobs = list(self.jobs.list())
+        if self.jobs is not self.local_jobs:
+            jobs += self.local_jobs.list()
+        return jobs
 
     def writer(self, project: str) -> LabelStudioWriter:
         """The Label Studio client for a project: the environment's, else /setup's."""
@@ -179,8 +215,16 @@ class Backend:
 
         A video over the configured limits (VRSHQ_MAX_PIXELS, VRSHQ_MAX_FRAMES) is a VideoError.
         """
+        from urllib.parse import urlsplit
+
+        from backend.media import MediaError
         from vrshq.errors import VideoError
 
+        # A host part with userinfo or a backslash parses differently in urllib and in requests
+        # ("http://evil\\@ls:8080/" is LS to one, evil to the other): never fetch such a URL.
+        netloc = urlsplit(url).netloc if isinstance(url, str) else ""
+        if "@" in netloc or "\\" in netloc:
+            raise MediaError(url, "a media URL may not carry a user name or a backslash in its host")
         path = resolve_media(url, self.media_config(project), task_id=task)
         video = open_video(Path(path), fps=fps)
         limits = self.config
@@ -213,7 +257,8 @@ class Backend:
         if context and context.get("result"):
             if len(tasks) != 1:
                 raise RequestError("an interactive request (context) takes exactly one task")
-            return {"results": [interactive_predict(self, tasks[0], info, project, context)]}
+            text = self.label_config_text(project, payload.get("label_config"))
+            return {"results": [interactive_predict(self, tasks[0], info, project, context, text)]}
 
         results: list[Any] = []
         errors: dict[str, str] = {}
@@ -240,7 +285,8 @@ class Backend:
                         continue
                 finally:
                     video.close()
-                job = self.submit_prediction_job(inputs, info)
+                job = self.submit_prediction_job(
+                    inputs, self.label_config_text(project, payload.get("label_config")))
                 jobs.append(job)
                 results.append([])
             except VrshqError as exc:
@@ -276,25 +322,17 @@ class Backend:
             self.metrics.frames(len(video) * max(1, len(objects)))
             return state_prediction(state, info)
 
-    def submit_prediction_job(self, inputs: TaskInputs, info: LabelConfigInfo) -> dict[str, Any]:
+    def submit_prediction_job(self, inputs: TaskInputs, label_config: str) -> dict[str, Any]:
         """Run a task's prediction as a job that writes the prediction back to Label Studio."""
-        writer = self.require_writer(inputs.project, inputs.task)
+        from backend.job_functions import predict_payload
+
+        self.require_writer(inputs.project, inputs.task)
         prompts = json.dumps([(p.obj_id, p.text, p.label) for p in inputs.prompts])
         key = "predict:" + hashlib.sha256(
             f"{inputs.project}|{inputs.task}|{self.model_version}|{inputs.video_url}|{prompts}"
             .encode()).hexdigest()[:24]
-
-        def body(report: Report) -> dict[str, Any]:
-            video = self.open_video(inputs.project, inputs.task, inputs.video_url, inputs.fps)
-            try:
-                pred = self.predict_task(inputs, video, info, report=report)
-            finally:
-                video.close()
-            pid = writer.create_prediction(inputs.task, pred["result"], pred["score"],
-                                           pred["model_version"])
-            return {"prediction": pid, "task": inputs.task}
-
-        job, _ = self.jobs.submit("predict", key, body, project=inputs.project, task=inputs.task)
+        job, _ = self.submit("predict", key, predict_payload(inputs, label_config),
+                             project=inputs.project, task=inputs.task)
         return {"id": job.id, "task": inputs.task, "state": job.state}
 
     # ------------------------------------------------------------------ keyframes

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +49,21 @@ def task_id(task: Mapping[str, Any]) -> int:
     if not is_id(value):
         raise RequestError(f"a task needs an integer 'id' (0..2**63-1), got {_short(value)}")
     return value
+
+
+@contextmanager
+def malformed_input(what: str) -> Iterator[None]:
+    """Turn a parser's TypeError/KeyError/... on request data into a RequestError naming ``what``.
+
+    For code that reads nested request data (annotation results, regions): a wrong type deep in
+    it is the caller's mistake (400), not a server fault (500).
+    """
+    try:
+        yield
+    except VrshqError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError) as exc:
+        raise RequestError(f"{what} is malformed: {_short(str(exc) or type(exc).__name__, 200)}") from None
 
 
 def _short(value: Any, limit: int = 80) -> str:
@@ -99,5 +115,5 @@ def read_task(task: Mapping[str, Any], info: LabelConfigInfo, project: str,
     return TaskInputs(project, tid, data, video, fps, text_prompts(texts, info))
 
 
-__all__ = ["MAX_ID", "RequestError", "TaskInputs", "is_id", "project_id", "read_task", "task_data", "task_id",
-           "text_prompts"]
+__all__ = ["MAX_ID", "RequestError", "TaskInputs", "is_id", "malformed_input", "project_id",
+           "read_task", "task_data", "task_id", "text_prompts"]

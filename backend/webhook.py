@@ -19,7 +19,7 @@ from backend.corrections import Correction as LoggedCorrection
 from backend.labelconfig import LabelConfigInfo
 from backend.results import object_label
 from backend.state import TaskState
-from backend.task_inputs import RequestError, is_id, project_id
+from backend.task_inputs import RequestError, is_id, malformed_input, project_id
 from plugins.base import Correction
 from vrshq.masks import encode_rle
 
@@ -83,8 +83,7 @@ def handle_webhook(backend: Any, payload: Mapping[str, Any]) -> tuple[int, dict[
         pid = project_id(payload.get("project"))
         if backend.corrections.count() == 0:
             return 200, {"status": "ok", "result": {"job": None, "note": "no corrections logged yet"}}
-        job, created = backend.jobs.submit("train", "train", lambda report: backend.train_from_corrections(
-            pid, report), project=pid)
+        job, created = backend.submit("train", "train", {"project": pid}, project=pid)
         return 201, {"status": "ok", "result": {"job": job.id, "started": created}}
     if action not in CORRECTION_EVENTS:
         return 200, {"status": "Unknown event"}
@@ -108,11 +107,10 @@ def handle_webhook(backend: Any, payload: Mapping[str, Any]) -> tuple[int, dict[
                                                 "note": f"task {tid} has no prediction from this backend"}}
     if annotation.get("was_cancelled"):
         return 201, {"status": "ok", "result": {"corrections": 0, "job": None, "note": "skipped"}}
-    try:
+    with malformed_input(f"task {tid}: the annotation"):
         changes = diff_annotation(state, info, result)
-    except ValueError as exc:
-        raise RequestError(f"task {tid}: {exc}") from None
-    ids = log_changes(backend, state, info, changes, action, annotation)
+        # The log checks each record (boxes: finite, non-negative sizes) before it writes any.
+        ids = log_changes(backend, state, info, changes, action, annotation)
     corrections = mask_corrections(changes)
     job_id, note = None, None
     if corrections and not backend.writer(pid).configured:
@@ -122,13 +120,11 @@ def handle_webhook(backend: Any, payload: Mapping[str, Any]) -> tuple[int, dict[
     else:
         corrections_to_run = corrections
     if corrections_to_run:
+        from backend.job_functions import correct_payload
 
-        def body(report: Any) -> dict[str, Any]:
-            new_state = backend.correct_task(pid, tid, corrections, report=report)
-            return backend.write_back(new_state, info)
-
-        job, _ = backend.jobs.submit("correct", f"correct:{uuid.uuid4().hex}", body,
-                                     project=pid, task=tid)
+        text = backend.label_config_text(pid, label_config)
+        job, _ = backend.submit("correct", f"correct:{uuid.uuid4().hex}",
+                                correct_payload(pid, tid, corrections_to_run, text), project=pid, task=tid)
         job_id = job.id
     body_out: dict[str, Any] = {"corrections": len(ids), "job": job_id,
                                 "objects": [c.obj_id for c in corrections_to_run]}

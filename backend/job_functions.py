@@ -1,0 +1,66 @@
+"""The work a job does, from a JSON payload: the same code for the in-process runner and a queue.
+
+A job is ``(kind, payload)``: plain JSON (ids, URLs, label config text, COCO RLE masks), so it can
+be stored in a queue and run by another process that has its own :class:`Backend`. Kinds:
+
+* ``predict``: a task's text prompts -> prediction -> ``POST /api/predictions``;
+* ``correct``: corrected keyframe masks -> re-propagation -> a new prediction;
+* ``train``: the logged corrections -> fine-tuning -> a registered (and maybe served) version.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from backend.jobs import Report
+from backend.labelconfig import parse_label_config
+from backend.task_inputs import TaskInputs
+from plugins.base import Correction, ObjectPrompt
+from vrshq.errors import VrshqError
+from vrshq.masks import decode_rle, encode_rle
+
+KINDS = ("predict", "correct", "train")
+
+
+def predict_payload(inputs: TaskInputs, label_config: str) -> dict[str, Any]:
+    """The payload of a prediction job."""
+    return {"project": inputs.project, "task": inputs.task, "data": inputs.data,
+            "video_url": inputs.video_url, "fps": inputs.fps, "label_config": label_config,
+            "prompts": [[p.obj_id, p.text, p.label] for p in inputs.prompts]}
+
+
+def correct_payload(project: str, task: int, corrections: list[Correction],
+                    label_config: str) -> dict[str, Any]:
+    """The payload of a re-propagation job (masks as COCO RLE)."""
+    return {"project": project, "task": task, "label_config": label_config,
+            "corrections": [{"obj_id": c.obj_id, "frame": int(c.frame), "mask": encode_rle(c.mask)}
+                            for c in corrections]}
+
+
+def execute(backend: Any, kind: str, payload: dict[str, Any], report: Report | None = None) -> dict[str, Any]:
+    """Run one job on ``backend``; its JSON result."""
+    if kind == "predict":
+        info = parse_label_config(payload["label_config"])
+        inputs = TaskInputs(str(payload["project"]), int(payload["task"]), dict(payload["data"]),
+                            str(payload["video_url"]), float(payload["fps"]),
+                            [ObjectPrompt(obj_id=int(o), text=t, label=lb) for o, t, lb in payload["prompts"]])
+        video = backend.open_video(inputs.project, inputs.task, inputs.video_url, inputs.fps)
+        try:
+            pred = backend.predict_task(inputs, video, info, report=report)
+        finally:
+            video.close()
+        pid = backend.writer(inputs.project).create_prediction(
+            inputs.task, pred["result"], pred["score"], pred["model_version"])
+        return {"prediction": pid, "task": inputs.task}
+    if kind == "correct":
+        info = parse_label_config(payload["label_config"])
+        corrections = [Correction(int(c["obj_id"]), int(c["frame"]), decode_rle(c["mask"]))
+                       for c in payload["corrections"]]
+        state = backend.correct_task(str(payload["project"]), int(payload["task"]), corrections, report)
+        return backend.write_back(state, info)
+    if kind == "train":
+        return backend.train_from_corrections(str(payload["project"]), report)
+    raise VrshqError(f"unknown job kind {kind!r} (known: {', '.join(KINDS)})")
+
+
+__all__ = ["KINDS", "correct_payload", "execute", "predict_payload"]

@@ -1,0 +1,143 @@
+"""Jobs on Redis with RQ: the backend enqueues, ``vrshq worker`` processes (one per GPU) run them.
+
+Used when ``REDIS_URL`` is set; the same job code as the embedded runner
+(:func:`backend.job_functions.execute`) runs in the worker, on the worker's own Backend (its
+model loaded once per worker process). Jobs carry JSON payloads, report progress into their
+meta, are retried with backoff when they fail or their worker dies (RQ re-queues abandoned
+jobs that have retries left), and are deduplicated by key while queued or running. A bounded
+queue makes ``/predict`` answer "busy, retry later" instead of timing out.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from backend.jobs import DONE, FAILED, QUEUED, RUNNING, Job, Report, wait_for
+from vrshq.errors import VrshqError
+
+RETRY_INTERVALS = [2, 10, 30]  # seconds between attempts
+JOB_TIMEOUT = 6 * 3600  # a fine-tuning run may take hours
+_STATES = {"queued": QUEUED, "deferred": QUEUED, "scheduled": QUEUED, "started": RUNNING,
+           "finished": DONE, "failed": FAILED, "stopped": FAILED, "canceled": FAILED}
+
+
+class BusyError(VrshqError):
+    """The queue is at its bound: retry later (HTTP 503)."""
+
+
+class RQJobRunner:
+    """The job runner on a Redis queue (same interface as :class:`backend.jobs.JobRunner`)."""
+
+    def __init__(self, redis_url: str, queue: str = "vrshq", max_queued: int = 100,
+                 retries: int = 3) -> None:
+        from redis import Redis
+        from rq import Queue
+
+        self.redis = Redis.from_url(redis_url)
+        self.queue = Queue(queue, connection=self.redis)
+        self.max_queued = max_queued
+        self.retries = retries
+
+    def _key(self, key: str) -> str:
+        return f"vrshq:active:{self.queue.name}:{key}"
+
+    def submit(self, kind: str, key: str, payload: dict[str, Any], **info: Any) -> tuple[Job, bool]:
+        """Enqueue ``(kind, payload)`` unless a job with ``key`` is queued or running."""
+        from rq import Retry
+
+        if not isinstance(payload, dict):
+            raise TypeError("jobs on Redis take a JSON payload, not a function")
+        existing = self.redis.get(self._key(key))
+        if existing is not None:
+            job = self.get(existing.decode())
+            if job is not None and job.active:
+                return job, False
+        if self.queue.count >= self.max_queued:
+            raise BusyError(f"busy: {self.queue.count} jobs are queued (VRSHQ_MAX_QUEUED="
+                            f"{self.max_queued}); retry later")
+        job_id = uuid.uuid4().hex[:16]
+        self.queue.enqueue("backend.queue_rq.run_job", kind, payload, job_id=job_id,
+                           retry=Retry(max=self.retries, interval=RETRY_INTERVALS),
+                           job_timeout=JOB_TIMEOUT, result_ttl=7 * 86400, failure_ttl=7 * 86400,
+                           meta={"kind": kind, "key": key, "info": info})
+        self.redis.set(self._key(key), job_id, ex=JOB_TIMEOUT)
+        return self.get(job_id), True
+
+    def get(self, job_id: str) -> Job | None:
+        """The job's record, from Redis."""
+        from rq.exceptions import NoSuchJobError
+        from rq.job import Job as RQJob
+
+        try:
+            rq_job = RQJob.fetch(job_id, connection=self.redis)
+        except NoSuchJobError:
+            return None
+        meta = rq_job.get_meta(refresh=True) or {}
+        state = _STATES.get(str(rq_job.get_status(refresh=True)).split(".")[-1].lower(), QUEUED)
+        record = Job(id=rq_job.id, kind=str(meta.get("kind", "")), key=str(meta.get("key", "")),
+                     state=state, stage=str(meta.get("stage", "")), done=int(meta.get("done", 0)),
+                     total=int(meta.get("total", 0)), info=dict(meta.get("info") or {}))
+        record.created = rq_job.enqueued_at.timestamp() if rq_job.enqueued_at else record.created
+        record.started = rq_job.started_at.timestamp() if rq_job.started_at else None
+        record.finished = rq_job.ended_at.timestamp() if rq_job.ended_at else None
+        if state == DONE:
+            record.result = rq_job.return_value()
+        elif state == FAILED:
+            record.error = (rq_job.latest_result().exc_string.strip().splitlines()[-1]
+                            if rq_job.latest_result() is not None else "failed")
+        return record
+
+    def list(self) -> list[Job]:
+        """Queued, running, finished and failed jobs (oldest first)."""
+        ids = list(self.queue.job_ids)
+        for registry in (self.queue.started_job_registry, self.queue.finished_job_registry,
+                         self.queue.failed_job_registry):
+            ids += registry.get_job_ids()
+        jobs = [j for j in (self.get(i) for i in dict.fromkeys(ids)) if j is not None]
+        return sorted(jobs, key=lambda j: j.created)
+
+    def counts(self) -> dict[str, int]:
+        """Jobs by state."""
+        return {QUEUED: self.queue.count, RUNNING: self.queue.started_job_registry.count,
+                DONE: self.queue.finished_job_registry.count, FAILED: self.queue.failed_job_registry.count}
+
+    def wait(self, job_id: str, timeout: float) -> Job:
+        """Block until the job finished; raises TimeoutError."""
+        return wait_for(self.get, job_id, timeout, interval=0.2)
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Nothing to stop: the workers are other processes."""
+        self.redis.close()
+
+
+# ---------------------------------------------------------------------- in the worker
+_backend: Any = None
+
+
+def set_worker_backend(backend: Any) -> None:
+    """The Backend the jobs of this worker process run on (set once by ``vrshq worker``)."""
+    global _backend
+    _backend = backend
+
+
+def run_job(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """RQ's entry point: run one job on this worker's Backend, reporting progress into its meta."""
+    from rq import get_current_job
+
+    from backend.job_functions import execute
+
+    if _backend is None:
+        raise VrshqError("no backend in this process: jobs run in `vrshq worker`")
+    job = get_current_job()
+
+    def report(stage: str, done: int, total: int) -> None:
+        if job is not None:
+            job.meta.update({"stage": stage, "done": int(done), "total": int(total)})
+            job.save_meta()
+
+    report_fn: Report = report
+    return execute(_backend, kind, payload, report_fn)
+
+
+__all__ = ["BusyError", "RQJobRunner", "run_job", "set_worker_backend"]

@@ -1,0 +1,143 @@
+"""Jobs on a real Redis with RQ: enqueue, deduplicate, bound the queue, and real `vrshq worker`s.
+
+A real `redis-server` (Debian's package, installed by .ci/run) is started on a free port; the
+worker is the real `vrshq worker` process, writing its prediction back to the session's real
+Label Studio.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from backend.app import create_app
+from backend.queue_rq import BusyError, RQJobRunner
+from tests.backend_fixtures import TEXT_XML, make_backend
+from tests.test_serve import free_port
+from vrshq.synthetic import SyntheticSpec, write_video
+
+VRSHQ = str(Path(sys.executable).with_name("vrshq"))
+REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    """A throw-away redis-server on 127.0.0.1 (no persistence)."""
+    if not Path(REDIS).exists():
+        pytest.fail("redis-server is not installed (apt-get install redis-server; .ci/run does it)")
+    port = free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen([REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(folder)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    url = f"redis://127.0.0.1:{port}/0"
+    from redis import Redis
+
+    client = Redis.from_url(url)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            client.ping()
+            break
+        except Exception:  # noqa: BLE001 - not up yet
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise
+            time.sleep(0.1)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_the_queue_deduplicates_reports_and_is_bounded(redis_url):
+    runner = RQJobRunner(redis_url, queue="unit", max_queued=2)
+    runner.redis.flushdb()
+    job, created = runner.submit("predict", "k1", {"project": "1", "task": 5}, task=5)
+    assert created and job.state == "queued" and job.kind == "predict" and job.info == {"task": 5}
+    again, created = runner.submit("predict", "k1", {"project": "1", "task": 5})
+    assert not created and again.id == job.id
+    runner.submit("predict", "k2", {"project": "1", "task": 6})
+    with pytest.raises(BusyError, match="retry later"):
+        runner.submit("predict", "k3", {"project": "1", "task": 7})
+    assert runner.counts()["queued"] == 2
+    assert [j.id for j in runner.list()][0] == job.id
+    with pytest.raises(TypeError):
+        runner.submit("predict", "k4", lambda report: None)
+
+
+def test_a_full_queue_makes_predict_answer_busy(tiny_models, media_root, tmp_path, redis_url):
+    from redis import Redis
+
+    Redis.from_url(redis_url).flushdb()
+    backend = make_backend(tiny_models, media_root, tmp_path, sync_frame_budget=5, redis_url=redis_url,
+                           queue="busy", max_queued=1, label_studio_url="http://127.0.0.1:9",
+                           api_key="unused-token")
+    try:
+        client = create_app(backend=backend).test_client()
+
+        def predict(tid):
+            return client.post("/predict", json={"tasks": [{"id": tid, "data": {
+                "video": "/data/local-files/?d=clips/a.mp4", "fps": 10, "prompt": "the red disc"}}],
+                "project": "1", "label_config": TEXT_XML})
+
+        first = predict(1)
+        assert first.status_code == 200 and first.json["results"] == [[]]
+        (job,) = first.json["jobs"]
+        assert client.get(f"/jobs/{job['id']}").json["state"] == "queued"
+        busy = predict(2)
+        assert busy.status_code == 503 and "retry later" in busy.json["error"]
+        assert busy.headers["Retry-After"] == "30"
+        assert predict(1).json["jobs"][0]["id"] == job["id"]  # asking again: the same job
+    finally:
+        backend.close()
+
+
+@pytest.mark.timeout(600)
+def test_a_real_worker_runs_the_job_and_writes_the_prediction_back(
+        tiny_models, tmp_path, redis_url, label_studio, ls_api):
+    from redis import Redis
+
+    Redis.from_url(redis_url).flushdb()
+    clips = label_studio.doc_root / "rq"
+    clips.mkdir(parents=True, exist_ok=True)
+    spec = SyntheticSpec(num_frames=20, width=160, height=120, fps=10.0, num_objects=2, seed=21)
+    write_video(spec, clips / "long.mp4")
+    pid = ls_api.create_project("vrshq rq", TEXT_XML)
+    ls_api.add_local_storage(pid, clips)
+    (tid,) = ls_api.import_tasks(pid, [{"data": {"video": "/data/local-files/?d=rq/long.mp4", "fps": 10,
+                                                  "prompt": "the red disc"}}])
+    data = tmp_path / "backend-data"  # shared by the backend and its workers (task states)
+    settings = {"sync_frame_budget": 5, "redis_url": redis_url, "queue": "e2e",
+                "label_studio_url": label_studio.url, "api_key": label_studio.token}
+    backend = make_backend(tiny_models, label_studio.doc_root, data, **settings)
+    try:
+        client = create_app(backend=backend).test_client()
+        r = client.post("/predict", json={"tasks": [ls_api.get_task(tid)], "project": str(pid),
+                                          "label_config": TEXT_XML})
+        assert r.status_code == 200 and r.json["results"] == [[]], r.json
+        (job,) = r.json["jobs"]
+        assert ls_api.list_predictions(tid) == []  # nothing yet: no worker runs
+        env = {**os.environ, "REDIS_URL": redis_url, "VRSHQ_QUEUE": "e2e", "VRSHQ_MODEL": str(tiny_models),
+               "MODEL_DIR": str(data), "VRSHQ_DEVICE": "cpu", "LABEL_STUDIO_URL": label_studio.url,
+               "LABEL_STUDIO_API_KEY": label_studio.token, "OMP_NUM_THREADS": "1",
+               "LOCAL_FILES_DOCUMENT_ROOT": str(label_studio.doc_root)}
+        done = subprocess.run([VRSHQ, "worker", "--burst"], env=env, capture_output=True, text=True,
+                              timeout=400)
+        assert done.returncode == 0, done.stderr[-3000:]
+        status = client.get(f"/jobs/{job['id']}").json
+        assert status["state"] == "done", status
+        assert status["stage"] == "propagate" and status["done"] == status["total"] > 0
+        (pred,) = ls_api.list_predictions(tid)
+        assert status["result"]["prediction"] == pred["id"]
+        tracks = [x for x in pred["result"] if x["type"] == "videorectangle"]
+        assert [t["id"] for t in tracks] == [f"vrshq-{tid}-1"]
+        assert tracks[0]["value"]["framesCount"] == spec.num_frames
+        assert backend.states.load(str(pid), tid) is not None  # the worker saved the task state
+    finally:
+        backend.close()

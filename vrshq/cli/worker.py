@@ -1,0 +1,59 @@
+"""``vrshq worker``: run the backend's jobs from Redis (one worker per GPU, on any machine)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from vrshq.errors import VrshqError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the subcommand."""
+    p = sub.add_parser(
+        "worker", help="run queued jobs (predictions, re-propagations, fine-tuning) from Redis",
+        description="Take jobs from the RQ queue at $REDIS_URL and run them with the same settings "
+        "as `vrshq serve` (VRSHQ_MODEL, MODEL_DIR shared with the backend, LABEL_STUDIO_URL/"
+        "API_KEY for write-back, ...). The model loads once; jobs run in this process, so "
+        "start one worker per GPU (CUDA_VISIBLE_DEVICES). A worker killed mid-job leaves the "
+        "job to be retried by another worker.")
+    p.add_argument("--queue", help="queue name (default $VRSHQ_QUEUE or vrshq)")
+    p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    p.add_argument("--maintenance-interval", type=int, default=30,
+                   help="seconds between re-queueing jobs of dead workers (default 30)")
+    p.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "info"))
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the subcommand."""
+    from backend.config import BackendConfig
+
+    config = BackendConfig.from_env(queue=args.queue)
+    if not config.redis_url:
+        raise VrshqError("vrshq worker needs REDIS_URL (e.g. redis://127.0.0.1:6379/0)")
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from redis import Redis
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from rq import Queue, SimpleWorker
+
+    from backend.queue_rq import set_worker_backend
+    from backend.service import Backend
+
+    redis = Redis.from_url(config.redis_url)
+    try:
+        redis.ping()
+    except RedisConnectionError as exc:
+        raise VrshqError(f"cannot reach Redis at {config.redis_url.split('@')[-1]}: {exc}") from None
+    backend = Backend(config)  # loads the model once for every job of this process
+    set_worker_backend(backend)
+    # SimpleWorker runs jobs in this process: the model stays loaded (no fork, CUDA-safe).
+    worker = SimpleWorker([Queue(config.queue, connection=redis)], connection=redis)
+    worker.maintenance_interval = max(1, args.maintenance_interval)
+    try:
+        worker.work(burst=args.burst, logging_level=str(args.log_level).upper())
+    finally:
+        backend.close()
+    return 0
