@@ -66,7 +66,15 @@ class LabelStudioWriter:
 
     def create_prediction(self, task: int, result: list[dict[str, Any]], score: float,
                           model_version: str) -> int:
-        """``POST /api/predictions/``; returns the new prediction's id."""
+        """``POST /api/predictions/`` unless the task already has this very prediction; its id.
+
+        A job re-run after its worker died between writing and finishing finds its own
+        prediction here instead of writing it twice.
+        """
+        existing = self._retry("list predictions", lambda: self._sdk().predictions.list(task=int(task)))
+        for pred in existing or []:
+            if pred.model_version == model_version and _same(pred.result, result):
+                return int(pred.id)
         pred = self._retry("create prediction", lambda: self._sdk().predictions.create(
             task=int(task), result=result, score=float(score), model_version=model_version))
         return int(pred.id)
@@ -79,6 +87,16 @@ class LabelStudioWriter:
     def update_task_data(self, task: int, data: dict[str, Any]) -> None:
         """Replace the task's data (``PATCH /api/tasks/<id>/``)."""
         self._retry("update task", lambda: self._sdk().tasks.update(str(int(task)), data=data))
+
+
+def _same(stored: Any, result: list[dict[str, Any]]) -> bool:
+    """Whether a stored prediction's result is ``result`` (compared as JSON)."""
+    import json
+
+    def canon(value: Any) -> str:
+        return json.dumps(value, sort_keys=True, default=str)
+
+    return canon(stored) == canon(result)
 
 
 __all__ = ["LabelStudioError", "LabelStudioWriter"]

@@ -115,6 +115,60 @@ class RQJobRunner:
 _backend: Any = None
 
 
+def _leased_worker_class() -> type:
+    from rq import SimpleWorker
+    from rq.worker import WorkerStatus
+
+    class LeasedWorker(SimpleWorker):
+        """Runs jobs in its own process, claiming each for ``lease`` seconds at a time.
+
+        RQ's SimpleWorker claims a running job for its whole timeout (hours for fine-tuning),
+        so a worker killed mid-job would hold it that long. Here a heartbeat thread renews a
+        short lease while the job runs; when the worker dies, the lease runs out and another
+        worker's maintenance re-queues the job (it has retries left).
+        """
+
+        def __init__(self, *args: Any, lease: int = 60, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.lease = int(lease)
+
+        def get_heartbeat_ttl(self, job: Any, working_time: float = 0.0) -> int:
+            return self.lease
+
+        def execute_job(self, job: Any, queue: Any) -> None:
+            import threading
+
+            execution = self.prepare_execution(job)
+            stop = threading.Event()
+
+            def renew() -> None:
+                while not stop.wait(max(1.0, self.lease / 4)):
+                    try:
+                        with self.connection.pipeline() as pipe:
+                            execution.heartbeat(job.started_job_registry, self.lease, pipe)
+                            self.heartbeat(self.lease, pipeline=pipe)
+                            pipe.execute()
+                    except Exception:  # noqa: BLE001 - a missed beat is retried next time
+                        continue
+
+            beat = threading.Thread(target=renew, name="vrshq-lease", daemon=True)
+            beat.start()
+            try:
+                self.perform_job(job, queue, execution)
+            finally:
+                stop.set()
+                beat.join(timeout=5)
+            self.set_state(WorkerStatus.IDLE)
+
+    return LeasedWorker
+
+
+def __getattr__(name: str) -> Any:  # LeasedWorker imports rq only when a worker needs it
+    if name == "LeasedWorker":
+        return _leased_worker_class()
+    raise AttributeError(name)
+
+
 def set_worker_backend(backend: Any) -> None:
     """The Backend the jobs of this worker process run on (set once by ``vrshq worker``)."""
     global _backend

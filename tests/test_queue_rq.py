@@ -141,3 +141,70 @@ def test_a_real_worker_runs_the_job_and_writes_the_prediction_back(
         assert backend.states.load(str(pid), tid) is not None  # the worker saved the task state
     finally:
         backend.close()
+
+
+@pytest.mark.timeout(600)
+def test_a_job_whose_worker_is_killed_is_run_by_another_and_written_once(
+        tiny_models, tmp_path, redis_url, label_studio, ls_api):
+    import signal
+
+    from redis import Redis
+
+    Redis.from_url(redis_url).flushdb()
+    clips = label_studio.doc_root / "rq-kill"
+    clips.mkdir(parents=True, exist_ok=True)
+    spec = SyntheticSpec(num_frames=160, width=160, height=120, fps=10.0, num_objects=2, seed=22)
+    write_video(spec, clips / "long.mp4")
+    pid = ls_api.create_project("vrshq rq kill", TEXT_XML)
+    ls_api.add_local_storage(pid, clips)
+    (tid,) = ls_api.import_tasks(pid, [{"data": {"video": "/data/local-files/?d=rq-kill/long.mp4",
+                                                  "fps": 10, "prompt": "the red disc"}}])
+    data = tmp_path / "backend-data"
+    backend = make_backend(tiny_models, label_studio.doc_root, data, sync_frame_budget=5,
+                           redis_url=redis_url, queue="kill", label_studio_url=label_studio.url,
+                           api_key=label_studio.token)
+    env = {**os.environ, "REDIS_URL": redis_url, "VRSHQ_QUEUE": "kill", "VRSHQ_MODEL": str(tiny_models),
+           "MODEL_DIR": str(data), "VRSHQ_DEVICE": "cpu", "LABEL_STUDIO_URL": label_studio.url,
+           "LABEL_STUDIO_API_KEY": label_studio.token, "OMP_NUM_THREADS": "1",
+           "LOCAL_FILES_DOCUMENT_ROOT": str(label_studio.doc_root)}
+    args = [VRSHQ, "worker", "--lease", "4", "--maintenance-interval", "1"]
+    workers = []
+    try:
+        client = create_app(backend=backend).test_client()
+        r = client.post("/predict", json={"tasks": [ls_api.get_task(tid)], "project": str(pid),
+                                          "label_config": TEXT_XML})
+        (job,) = r.json["jobs"]
+        first = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        workers.append(first)
+
+        def status():
+            return client.get(f"/jobs/{job['id']}").json
+
+        deadline = time.monotonic() + 240
+        while not (status()["stage"] == "propagate" and status()["done"] > 0):
+            assert time.monotonic() < deadline, status()
+            assert first.poll() is None
+            time.sleep(0.2)
+        first.send_signal(signal.SIGKILL)  # mid-propagation: nothing was written yet
+        first.wait()
+        assert ls_api.list_predictions(tid) == []
+        second = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        workers.append(second)
+        deadline = time.monotonic() + 300
+        while status()["state"] != "done":
+            assert time.monotonic() < deadline, status()
+            assert status()["state"] != "failed", status()
+            time.sleep(0.5)
+        preds = ls_api.list_predictions(tid)
+        assert len(preds) == 1 and status()["result"]["prediction"] == preds[0]["id"]
+        # Writing the same job's prediction again (a re-run after a late death) adds nothing.
+        pred = preds[0]
+        again = backend.writer(str(pid)).create_prediction(tid, pred["result"], pred["score"],
+                                                           pred["model_version"])
+        assert again == pred["id"] and len(ls_api.list_predictions(tid)) == 1
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.terminate()
+                w.wait(timeout=30)
+        backend.close()

@@ -22,6 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     p.add_argument("--maintenance-interval", type=int, default=30,
                    help="seconds between re-queueing jobs of dead workers (default 30)")
+    p.add_argument("--lease", type=int, default=60,
+                   help="seconds a running job stays claimed without a heartbeat: a worker killed "
+                   "mid-job frees it this long after its last heartbeat (default 60)")
     p.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "info"))
     p.set_defaults(run=run)
 
@@ -37,9 +40,9 @@ def run(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from redis import Redis
     from redis.exceptions import ConnectionError as RedisConnectionError
-    from rq import Queue, SimpleWorker
+    from rq import Queue
 
-    from backend.queue_rq import set_worker_backend
+    from backend.queue_rq import LeasedWorker, set_worker_backend
     from backend.service import Backend
 
     redis = Redis.from_url(config.redis_url)
@@ -49,11 +52,14 @@ def run(args: argparse.Namespace) -> int:
         raise VrshqError(f"cannot reach Redis at {config.redis_url.split('@')[-1]}: {exc}") from None
     backend = Backend(config)  # loads the model once for every job of this process
     set_worker_backend(backend)
-    # SimpleWorker runs jobs in this process: the model stays loaded (no fork, CUDA-safe).
-    worker = SimpleWorker([Queue(config.queue, connection=redis)], connection=redis)
+    if args.lease < 3:
+        raise VrshqError(f"--lease {args.lease}: at least 3 seconds")
+    # Jobs run in this process: the model stays loaded (no fork, CUDA-safe).
+    worker = LeasedWorker([Queue(config.queue, connection=redis)], connection=redis, lease=args.lease)
     worker.maintenance_interval = max(1, args.maintenance_interval)
     try:
-        worker.work(burst=args.burst, logging_level=str(args.log_level).upper())
+        # with_scheduler: retries wait their backoff in RQ's scheduled registry
+        worker.work(burst=args.burst, logging_level=str(args.log_level).upper(), with_scheduler=True)
     finally:
         backend.close()
     return 0
