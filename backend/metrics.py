@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import threading
-from collections import defaultdict
+import time
+from collections import defaultdict, deque
+
+RATE_WINDOW_S = 60.0
 
 
 class Metrics:
@@ -14,6 +17,7 @@ class Metrics:
         self._requests: dict[tuple[str, int], int] = defaultdict(int)
         self._latency: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
         self._frames = 0
+        self._recent: deque[tuple[float, int]] = deque()  # (time, frames) within the rate window
 
     def request(self, route: str, status: int, seconds: float) -> None:
         """Count one answered request."""
@@ -25,8 +29,22 @@ class Metrics:
 
     def frames(self, n: int) -> None:
         """Count frames processed (frames x objects)."""
+        now = time.monotonic()
         with self._lock:
             self._frames += int(n)
+            self._recent.append((now, int(n)))
+            self._trim(now)
+
+    def _trim(self, now: float) -> None:
+        while self._recent and now - self._recent[0][0] > RATE_WINDOW_S:
+            self._recent.popleft()
+
+    def frames_per_second(self) -> float:
+        """Object-frames tracked per second over the last minute."""
+        now = time.monotonic()
+        with self._lock:
+            self._trim(now)
+            return sum(n for _, n in self._recent) / RATE_WINDOW_S
 
     def render(self, jobs: dict[str, int]) -> str:
         """The metrics as Prometheus exposition text."""
@@ -42,6 +60,9 @@ class Metrics:
                 lines.append(f'vrshq_request_seconds_count{{route="{route}"}} {count}')
             lines += ["# HELP vrshq_frames_total Object-frames tracked.",
                       "# TYPE vrshq_frames_total counter", f"vrshq_frames_total {self._frames}"]
+        lines += ["# HELP vrshq_frames_per_second Object-frames tracked per second, last minute.",
+                  "# TYPE vrshq_frames_per_second gauge",
+                  f"vrshq_frames_per_second {self.frames_per_second():.3f}"]
         lines += ["# HELP vrshq_jobs Jobs by state.", "# TYPE vrshq_jobs gauge"]
         for state, n in sorted(jobs.items()):
             lines.append(f'vrshq_jobs{{state="{state}"}} {n}')

@@ -62,6 +62,7 @@ def test_versions_and_metrics(client):
     text = client.get("/metrics").data.decode()
     assert 'vrshq_requests_total{route="/health",status="200"}' in text
     assert "vrshq_jobs{state=\"running\"}" in text
+    assert "vrshq_frames_per_second " in text and "vrshq_frames_total " in text
 
 
 # --- prediction -------------------------------------------------------------------------------
