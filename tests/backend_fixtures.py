@@ -75,3 +75,34 @@ def text_task(task_id: int, prompt: str = "the red disc\nthe car", video: str = 
     """A text-prompt task as Label Studio sends it."""
     return {"id": task_id, "project": 1,
             "data": {"video": f"/data/local-files/?d={video}", "fps": SPEC.fps, "prompt": prompt}}
+
+
+def seed_corrections(data_dir: Path, media: Path, specs: list[SyntheticSpec], name: str = "v") -> None:
+    """What annotators leave in a backend: per synthetic video (object 1, "the red disc"), a
+    corrected keyframe mask in the corrections log and the re-propagated track in the task state
+    (both from the exact ground truth), the videos written under ``media/clips``."""
+    import numpy as np
+
+    from backend.corrections import Correction, CorrectionsLog
+    from backend.state import TaskState, TaskStateStore
+    from plugins.base import ObjectTrack
+    from vrshq.masks import Track, encode_rle
+
+    with CorrectionsLog.for_model_dir(data_dir) as log:
+        for t, spec in enumerate(specs):
+            write_video(spec, media / "clips" / f"{name}{t}.mp4")
+            gt = ground_truth(spec)
+            url = f"/data/local-files/?d=clips/{name}{t}.mp4"
+            log.append(Correction(
+                project=1, task=t, annotation=1, annotator=2, video_path=url, video_sha256=None,
+                fps=spec.fps, prompt="the red disc", obj_id=1, label="Object", frame=0,
+                predicted_mask=encode_rle(np.zeros_like(gt[0], bool)), corrected_mask=encode_rle(gt[0] == 1),
+                predicted_boxes=None, corrected_boxes=None, model_version="tiny", plugin="vrshq",
+                event="ANNOTATION_UPDATED"))
+            track = Track(1, spec.height, spec.width)
+            for f in range(spec.num_frames):
+                track.set(f, gt[f] == 1, score=1.0)
+            TaskStateStore(data_dir).save(TaskState(
+                project="1", task=str(t), plugin="vrshq", model_version="tiny", video=url, fps=spec.fps,
+                frames_count=spec.num_frames,
+                objects=[ObjectTrack(1, "Object", track, 0, gt[0] == 1, 1.0, {"prompt": "the red disc"})]))

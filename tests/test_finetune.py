@@ -15,22 +15,19 @@ import numpy as np
 import pytest
 import torch
 
-from backend.corrections import Correction, CorrectionsLog
-from backend.state import TaskState, TaskStateStore
-from plugins.base import ObjectTrack
+from tests.backend_fixtures import seed_corrections
 from tests.cli_helpers import run_cli
 from vrshq.engine.config import EngineConfig
 from vrshq.finetune.data import RevosClips
 from vrshq.finetune.step import IGNORE_INDEX, answer_labels, clip_forward, dice_loss, sam_window
 from vrshq.finetune.trainable import prepare_trainable, trainable_parameters
 from vrshq.finetune.trainer import TrainConfig, Trainer, warmup_decay
-from vrshq.masks import Track, encode_rle
 from vrshq.model.chatunivi.modeling import load_chatunivi_state_dict
 from vrshq.model.loading import load_vrshq
 from vrshq.model.pipeline import VrshqConfig
 from vrshq.model.prompt import build_prompt
 from vrshq.model.tokenization import tokenize_prompt
-from vrshq.synthetic import SyntheticSpec, ground_truth, write_video
+from vrshq.synthetic import SyntheticSpec
 
 CPU = VrshqConfig(engine=EngineConfig(device="cpu"))
 SPECS = [SyntheticSpec(num_frames=12, width=160, height=120, num_objects=2, seed=s) for s in (1, 2)]
@@ -128,23 +125,7 @@ def exported(tmp_path_factory, tiny_models):
     """Corrections of 2 synthetic videos, their tracks, exported as a revos training set."""
     base = tmp_path_factory.mktemp("finetune")
     media, model_dir = base / "media", base / "backend"
-    with CorrectionsLog.for_model_dir(model_dir) as log:
-        for t, spec in enumerate(SPECS):
-            write_video(spec, media / "clips" / f"v{t}.mp4")
-            gt = ground_truth(spec)
-            log.append(Correction(
-                project=1, task=t, annotation=1, annotator=2, video_path=f"/data/local-files/?d=clips/v{t}.mp4",
-                video_sha256=None, fps=10.0, prompt="the red disc", obj_id=1, label="Object", frame=0,
-                predicted_mask=encode_rle(np.zeros_like(gt[0], bool)), corrected_mask=encode_rle(gt[0] == 1),
-                predicted_boxes=None, corrected_boxes=None, model_version="tiny", plugin="vrshq",
-                event="ANNOTATION_UPDATED"))
-            track = Track(1, spec.height, spec.width)
-            for f in range(spec.num_frames):
-                track.set(f, gt[f] == 1, score=1.0)
-            TaskStateStore(model_dir).save(TaskState(
-                project="1", task=str(t), plugin="vrshq", model_version="tiny",
-                video=f"/data/local-files/?d=clips/v{t}.mp4", fps=10.0, frames_count=spec.num_frames,
-                objects=[ObjectTrack(1, "Object", track, 0, gt[0] == 1, 1.0, {"prompt": "the red disc"})]))
+    seed_corrections(model_dir, media, SPECS)
     data = base / "data"
     from vrshq.cli import main
 

@@ -131,7 +131,7 @@ def test_predictions_are_stored_with_frames_boxes_and_masks(ls_api, project, pre
     for t in tracks:
         assert t["value"]["framesCount"] == spec.num_frames
         for k in t["value"]["sequence"]:
-            assert 1 <= k["frame"] <= spec.num_frames
+            assert k["frame"] in range(1, spec.num_frames + 1)
             assert k["time"] == pytest.approx(k["frame"] / spec.fps)
             assert 0 <= k["x"] <= 100 and 0 <= k["y"] <= 100
             assert k["x"] + k["width"] <= 100 + 1e-6 and k["y"] + k["height"] <= 100 + 1e-6

@@ -98,35 +98,42 @@ def test_a_full_queue_makes_predict_answer_busy(tiny_models, media_root, tmp_pat
         backend.close()
 
 
-@pytest.mark.timeout(600)
-def test_a_real_worker_runs_the_job_and_writes_the_prediction_back(
-        tiny_models, tmp_path, redis_url, label_studio, ls_api):
+def rq_task(label_studio, ls_api, tiny_models, data, redis_url, queue: str, num_frames: int, seed: int):
+    """A Label Studio project + task on a synthetic video, a backend on the queue, a worker env."""
     from redis import Redis
 
     Redis.from_url(redis_url).flushdb()
-    clips = label_studio.doc_root / "rq"
+    clips = label_studio.doc_root / queue
     clips.mkdir(parents=True, exist_ok=True)
-    spec = SyntheticSpec(num_frames=20, width=160, height=120, fps=10.0, num_objects=2, seed=21)
+    spec = SyntheticSpec(num_frames=num_frames, width=160, height=120, fps=10.0, num_objects=2, seed=seed)
     write_video(spec, clips / "long.mp4")
-    pid = ls_api.create_project("vrshq rq", TEXT_XML)
+    pid = ls_api.create_project(f"vrshq rq {queue}", TEXT_XML)
     ls_api.add_local_storage(pid, clips)
-    (tid,) = ls_api.import_tasks(pid, [{"data": {"video": "/data/local-files/?d=rq/long.mp4", "fps": 10,
-                                                  "prompt": "the red disc"}}])
-    data = tmp_path / "backend-data"  # shared by the backend and its workers (task states)
-    settings = {"sync_frame_budget": 5, "redis_url": redis_url, "queue": "e2e",
-                "label_studio_url": label_studio.url, "api_key": label_studio.token}
-    backend = make_backend(tiny_models, label_studio.doc_root, data, **settings)
+    (tid,) = ls_api.import_tasks(pid, [{"data": {"video": f"/data/local-files/?d={queue}/long.mp4",
+                                                  "fps": 10, "prompt": "the red disc"}}])
+    # MODEL_DIR is shared by the backend and its workers (task states).
+    backend = make_backend(tiny_models, label_studio.doc_root, data, sync_frame_budget=5,
+                           redis_url=redis_url, queue=queue, label_studio_url=label_studio.url,
+                           api_key=label_studio.token)
+    env = {**os.environ, "REDIS_URL": redis_url, "VRSHQ_QUEUE": queue, "VRSHQ_MODEL": str(tiny_models),
+           "MODEL_DIR": str(data), "VRSHQ_DEVICE": "cpu", "LABEL_STUDIO_URL": label_studio.url,
+           "LABEL_STUDIO_API_KEY": label_studio.token, "OMP_NUM_THREADS": "1",
+           "LOCAL_FILES_DOCUMENT_ROOT": str(label_studio.doc_root)}
+    client = create_app(backend=backend).test_client()
+    r = client.post("/predict", json={"tasks": [ls_api.get_task(tid)], "project": str(pid),
+                                      "label_config": TEXT_XML})
+    assert r.status_code == 200 and r.json["results"] == [[]], r.json
+    (job,) = r.json["jobs"]
+    return spec, pid, tid, backend, client, env, job
+
+
+@pytest.mark.timeout(600)
+def test_a_real_worker_runs_the_job_and_writes_the_prediction_back(
+        tiny_models, tmp_path, redis_url, label_studio, ls_api):
+    spec, pid, tid, backend, client, env, job = rq_task(
+        label_studio, ls_api, tiny_models, tmp_path / "backend-data", redis_url, "e2e", 20, 21)
     try:
-        client = create_app(backend=backend).test_client()
-        r = client.post("/predict", json={"tasks": [ls_api.get_task(tid)], "project": str(pid),
-                                          "label_config": TEXT_XML})
-        assert r.status_code == 200 and r.json["results"] == [[]], r.json
-        (job,) = r.json["jobs"]
         assert ls_api.list_predictions(tid) == []  # nothing yet: no worker runs
-        env = {**os.environ, "REDIS_URL": redis_url, "VRSHQ_QUEUE": "e2e", "VRSHQ_MODEL": str(tiny_models),
-               "MODEL_DIR": str(data), "VRSHQ_DEVICE": "cpu", "LABEL_STUDIO_URL": label_studio.url,
-               "LABEL_STUDIO_API_KEY": label_studio.token, "OMP_NUM_THREADS": "1",
-               "LOCAL_FILES_DOCUMENT_ROOT": str(label_studio.doc_root)}
         done = subprocess.run([VRSHQ, "worker", "--burst"], env=env, capture_output=True, text=True,
                               timeout=400)
         assert done.returncode == 0, done.stderr[-3000:]
@@ -148,32 +155,11 @@ def test_a_job_whose_worker_is_killed_is_run_by_another_and_written_once(
         tiny_models, tmp_path, redis_url, label_studio, ls_api):
     import signal
 
-    from redis import Redis
-
-    Redis.from_url(redis_url).flushdb()
-    clips = label_studio.doc_root / "rq-kill"
-    clips.mkdir(parents=True, exist_ok=True)
-    spec = SyntheticSpec(num_frames=160, width=160, height=120, fps=10.0, num_objects=2, seed=22)
-    write_video(spec, clips / "long.mp4")
-    pid = ls_api.create_project("vrshq rq kill", TEXT_XML)
-    ls_api.add_local_storage(pid, clips)
-    (tid,) = ls_api.import_tasks(pid, [{"data": {"video": "/data/local-files/?d=rq-kill/long.mp4",
-                                                  "fps": 10, "prompt": "the red disc"}}])
-    data = tmp_path / "backend-data"
-    backend = make_backend(tiny_models, label_studio.doc_root, data, sync_frame_budget=5,
-                           redis_url=redis_url, queue="kill", label_studio_url=label_studio.url,
-                           api_key=label_studio.token)
-    env = {**os.environ, "REDIS_URL": redis_url, "VRSHQ_QUEUE": "kill", "VRSHQ_MODEL": str(tiny_models),
-           "MODEL_DIR": str(data), "VRSHQ_DEVICE": "cpu", "LABEL_STUDIO_URL": label_studio.url,
-           "LABEL_STUDIO_API_KEY": label_studio.token, "OMP_NUM_THREADS": "1",
-           "LOCAL_FILES_DOCUMENT_ROOT": str(label_studio.doc_root)}
+    spec, pid, tid, backend, client, env, job = rq_task(
+        label_studio, ls_api, tiny_models, tmp_path / "backend-data", redis_url, "kill", 160, 22)
     args = [VRSHQ, "worker", "--lease", "4", "--maintenance-interval", "1"]
     workers = []
     try:
-        client = create_app(backend=backend).test_client()
-        r = client.post("/predict", json={"tasks": [ls_api.get_task(tid)], "project": str(pid),
-                                          "label_config": TEXT_XML})
-        (job,) = r.json["jobs"]
         first = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         workers.append(first)
 

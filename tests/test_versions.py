@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import pytest
 
 from backend.app import create_app
-from backend.corrections import Correction, CorrectionsLog
-from backend.state import TaskState, TaskStateStore
 from backend.versions import VersionError, VersionRegistry
-from plugins.base import ObjectTrack
-from tests.backend_fixtures import TEXT_XML, make_backend, next_task_id, text_task
+from tests.backend_fixtures import TEXT_XML, make_backend, next_task_id, seed_corrections, text_task
 from tests.cli_helpers import run_cli
-from vrshq.masks import Track, encode_rle
-from vrshq.synthetic import SyntheticSpec, ground_truth, write_video
+from vrshq.synthetic import SyntheticSpec
 
 
 def predict_version(client) -> str:
@@ -69,32 +64,10 @@ def test_the_backend_serves_a_new_version_without_restart_and_rolls_back(
 SPECS = [SyntheticSpec(num_frames=12, width=160, height=120, num_objects=2, seed=s) for s in (1, 2, 3)]
 
 
-def seed_corrections(data, media) -> None:
-    """What annotators left in a backend: corrected keyframe masks and the re-propagated tracks."""
-    with CorrectionsLog.for_model_dir(data) as log:
-        for t, spec in enumerate(SPECS):
-            write_video(spec, media / "clips" / f"t{t}.mp4")
-            gt = ground_truth(spec)
-            url = f"/data/local-files/?d=clips/t{t}.mp4"
-            log.append(Correction(
-                project=1, task=t, annotation=1, annotator=2, video_path=url, video_sha256=None, fps=10.0,
-                prompt="the red disc", obj_id=1, label="Object", frame=0,
-                predicted_mask=encode_rle(np.zeros_like(gt[0], bool)), corrected_mask=encode_rle(gt[0] == 1),
-                predicted_boxes=None, corrected_boxes=None, model_version="tiny", plugin="vrshq",
-                event="ANNOTATION_UPDATED"))
-            track = Track(1, spec.height, spec.width)
-            for f in range(spec.num_frames):
-                track.set(f, gt[f] == 1, score=1.0)
-            TaskStateStore(data).save(TaskState(
-                project="1", task=str(t), plugin="vrshq", model_version="tiny", video=url, fps=10.0,
-                frames_count=spec.num_frames,
-                objects=[ObjectTrack(1, "Object", track, 0, gt[0] == 1, 1.0, {"prompt": "the red disc"})]))
-
-
 @pytest.mark.timeout(900)
 def test_the_train_button_fine_tunes_registers_and_serves_the_new_version(tiny_models, tmp_path):
     media, data = tmp_path / "media", tmp_path / "data"
-    seed_corrections(data, media)
+    seed_corrections(data, media, SPECS, name="t")
     backend = make_backend(tiny_models, media, data, train_steps=100, train_lr=1e-3, train_holdout=0.34)
     try:
         client = create_app(backend=backend).test_client()
