@@ -142,9 +142,11 @@ class LabelStudioServer:
             "start",
             "--no-browser",
             "--data-dir", str(self.data_dir),
-            "--username", self.username,
-            "--password", self.password,
-            "--user-token", self.token,
+            # "--opt=value": a generated password may start with "-", which argparse would
+            # take for an option in "--password -x..."
+            f"--username={self.username}",
+            f"--password={self.password}",
+            f"--user-token={self.token}",
             "--enable-legacy-api-token",
             "--internal-host", "127.0.0.1",
             "--port", str(self.port),

@@ -52,3 +52,19 @@ def test_studio_with_a_missing_label_studio_is_one_line(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("vrshq: error: ")
     assert "nope" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_label_studio_gets_credentials_that_look_like_options(tmp_path):
+    """A generated password may start with "-": it must reach Label Studio as a value."""
+    import argparse
+
+    from backend.labelstudio_local import LabelStudioServer
+
+    server = LabelStudioServer(doc_root=tmp_path / "docs", data_dir=tmp_path / "data",
+                               password="-Xy9", token="-" + "a" * 20)
+    command = server.command()[2:]  # after "label-studio start"
+    parser = argparse.ArgumentParser()
+    for opt in ("--username", "--password", "--user-token"):
+        parser.add_argument(opt)
+    args, _ = parser.parse_known_args(command)
+    assert (args.password, args.user_token, args.username) == ("-Xy9", "-" + "a" * 20, server.username)

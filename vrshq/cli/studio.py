@@ -53,7 +53,7 @@ def _credentials(folder: Path) -> dict[str, str]:
     path = folder / "login.json"
     if path.is_file():
         return json.loads(path.read_text())
-    creds = {"username": "admin@vrshq.local", "password": secrets.token_urlsafe(9),
+    creds = {"username": "admin@vrshq.local", "password": "pw" + secrets.token_urlsafe(9),
              "token": secrets.token_hex(20)}
     folder.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(creds))
