@@ -68,3 +68,30 @@ def test_label_studio_gets_credentials_that_look_like_options(tmp_path):
         parser.add_argument(opt)
     args, _ = parser.parse_known_args(command)
     assert (args.password, args.user_token, args.username) == ("-Xy9", "-" + "a" * 20, server.username)
+
+
+@pytest.mark.timeout(600)
+def test_studio_stopped_with_sigterm_stops_label_studio_and_the_backend(tmp_path):
+    import signal
+    import time
+
+    ports = (free_port(), free_port())
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("VRSHQ_MODEL", None)
+    log = tmp_path / "studio.log"
+    proc = subprocess.Popen([VRSHQ, "studio", "--dir", str(tmp_path / "s"), "--port", str(ports[0]),
+                             "--backend-port", str(ports[1])], stdout=log.open("w"),
+                            stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 500
+        while "Ctrl-C stops both" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    for port in ports:  # nothing answers any more: both servers went down with it
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://127.0.0.1:{port}/health", timeout=2)

@@ -178,6 +178,11 @@ def run(args: argparse.Namespace) -> int:
                                executable=executable, fixed_port=True)
     backend_proc = None
     print(f"starting Label Studio on {server.url} (first start: about a minute) ...", file=sys.stderr)
+
+    def terminate(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)  # run the finally below: both servers stop with us
+
+    signal.signal(signal.SIGTERM, terminate)
     try:
         server.start()
         server.wait_ready(timeout=300)
