@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from backend.corrections.export import write_atomic
 from plugins.base import Correction, ObjectTrack
 from vrshq.errors import MaskFormatError
 from vrshq.masks import Track, decode_rle, encode_rle
@@ -124,16 +124,6 @@ class TaskStateStore:
         """Write the state atomically (readers see the old or the new file, never a mix)."""
         path = self.path(state.project, state.task)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(state.to_json(), fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-
+        write_atomic(path, [json.dumps(state.to_json())])
 
 __all__ = ["TaskState", "TaskStateStore"]

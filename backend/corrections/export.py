@@ -38,7 +38,7 @@ def export_jsonl(log: CorrectionsLog, out_dir: str | os.PathLike) -> Path:
             last_id = c.id
             yield json.dumps(c.to_json(), separators=(",", ":"), ensure_ascii=False) + "\n"
 
-    path = _write_atomic(out / EXPORT_FILENAME, lines())
+    path = write_atomic(out / EXPORT_FILENAME, lines())
     manifest = {
         "format": "vrshq-corrections-jsonl",
         "version": 1,
@@ -48,11 +48,12 @@ def export_jsonl(log: CorrectionsLog, out_dir: str | os.PathLike) -> Path:
         "created_at": created_at,
         "source": public_url(log.url),
     }
-    _write_atomic(out / MANIFEST_FILENAME, [json.dumps(manifest, indent=2) + "\n"])
+    write_atomic(out / MANIFEST_FILENAME, [json.dumps(manifest, indent=2) + "\n"])
     return path
 
 
-def _write_atomic(path: Path, chunks: Iterable[str]) -> Path:
+def write_atomic(path: Path, chunks: Iterable[str]) -> Path:
+    """Write text chunks to ``path`` via a synced temp file + rename: old or new file, never a mix."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
