@@ -10,6 +10,7 @@ Routes (JSON shapes as Label Studio 1.23 sends and expects them; label-studio-ml
     POST /webhook        {"action", "annotation", "task", "project"} -> 201 {"status", "result"}
     GET  /versions       {"versions": [model_version]}
     GET  /jobs, /jobs/<id>   job progress (state, stage, done, total, progress, result, error)
+    POST /jobs/<id>/cancel   stop a job; a running one keeps (and writes back) the frames it finished
     GET  /metrics        Prometheus text
 
 Every error is JSON ``{"status": <code>, "error": "<what is wrong>"}``: bad input is a 4xx that
@@ -158,6 +159,15 @@ def create_app(config: BackendConfig | None = None, backend: Backend | None = No
         if found is None:
             return _error(404, f"no job {job_id!r} (jobs are kept in memory by the process that ran them)")
         return jsonify(found.to_json())
+
+    @app.post("/jobs/<job_id>/cancel")
+    def cancel_job(job_id: str) -> Response:
+        found = backend.cancel_job(job_id)
+        if found is None:
+            return _error(404, f"no job {job_id!r} (jobs are kept in memory by the process that ran them)")
+        if not found.active and not found.cancel_requested:
+            return _error(409, f"job {job_id} already ended ({found.state}): nothing to cancel")
+        return jsonify(found.to_json()), 202
 
     @app.get("/metrics")
     def metrics() -> Response:

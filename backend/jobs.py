@@ -4,6 +4,10 @@ The embedded default runs jobs on a small thread pool inside the backend process
 in memory, shared); jobs report progress as (stage, done, total) and are deduplicated by key,
 so Label Studio asking again for a task that is already being predicted does not start a
 second run. Job records stay in memory for ``keep`` finished jobs.
+
+A job can be cancelled: a queued one never runs; a running one stops at its next progress
+report (:class:`vrshq.errors.Cancelled`), and what it finished by then is kept: propagation
+returns the frames done, and the job writes them back as it would a full result.
 """
 
 from __future__ import annotations
@@ -18,9 +22,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from vrshq.errors import Cancelled
+
 log = logging.getLogger(__name__)
 
-QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
+QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
+STATES = (QUEUED, RUNNING, DONE, FAILED, CANCELLED)
 
 # A job body: called with a progress reporter, returns a JSON-ready result.
 Report = Callable[[str, int, int], None]
@@ -44,6 +51,7 @@ class Job:
     started: float | None = None
     finished: float | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    cancel_requested: bool = False
 
     @property
     def active(self) -> bool:
@@ -60,7 +68,8 @@ class Job:
             "id": self.id, "kind": self.kind, "state": self.state, "stage": self.stage,
             "done": self.done, "total": self.total, "progress": round(min(progress, 1.0), 4),
             "error": self.error, "result": self.result, "created": self.created,
-            "started": self.started, "finished": self.finished, **self.info,
+            "started": self.started, "finished": self.finished,
+            "cancel_requested": self.cancel_requested, **self.info,
         }
 
 
@@ -99,10 +108,22 @@ class JobRunner:
 
     def counts(self) -> dict[str, int]:
         """Jobs by state."""
-        out = {QUEUED: 0, RUNNING: 0, DONE: 0, FAILED: 0}
+        out = dict.fromkeys(STATES, 0)
         for job in self.list():
             out[job.state] += 1
         return out
+
+    def cancel(self, job_id: str) -> Job | None:
+        """Ask a queued or running job to stop (a finished one is left as it is); the job."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or not job.active:
+                return job
+            job.cancel_requested = True
+            if job.state == QUEUED:  # never started: it ends here, _run will skip it
+                job.state, job.finished = CANCELLED, time.time()
+                self._release(job)
+        return job
 
     def wait(self, job_id: str, timeout: float) -> Job:
         """Block until the job finished (tests and the CLI); raises TimeoutError."""
@@ -115,19 +136,29 @@ class JobRunner:
     def _run(self, job: Job, fn: JobFn) -> None:
         def report(stage: str, done: int, total: int) -> None:
             job.stage, job.done, job.total = stage, int(done), int(total)
+            if job.cancel_requested:
+                raise Cancelled(f"job {job.id} was cancelled")
 
-        job.state, job.started = RUNNING, time.time()
+        with self._lock:
+            if job.state == CANCELLED:
+                return
+            job.state, job.started = RUNNING, time.time()
         try:
             job.result = fn(report)
-            job.state = DONE
+            job.state = CANCELLED if job.cancel_requested else DONE
+        except Cancelled:
+            job.state = CANCELLED
         except Exception as exc:  # noqa: BLE001 - a job's failure is its record, not a crash
             log.exception("job %s (%s) failed", job.id, job.kind)
             job.error, job.state = f"{type(exc).__name__}: {exc}", FAILED
         finally:
             job.finished = time.time()
             with self._lock:
-                if self._active_by_key.get(job.key) == job.id:
-                    del self._active_by_key[job.key]
+                self._release(job)
+
+    def _release(self, job: Job) -> None:
+        if self._active_by_key.get(job.key) == job.id:
+            del self._active_by_key[job.key]
 
     def _trim(self) -> None:
         finished = [j.id for j in self._jobs.values() if not j.active]

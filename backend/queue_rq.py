@@ -6,20 +6,32 @@ model loaded once per worker process). Jobs carry JSON payloads, report progress
 meta, are retried with backoff when they fail or their worker dies (RQ re-queues abandoned
 jobs that have retries left), and are deduplicated by key while queued or running. A bounded
 queue makes ``/predict`` answer "busy, retry later" instead of timing out.
+
+Cancel: a queued job is cancelled in RQ (it never runs); a running one gets a flag in Redis
+that its worker reads at each progress report, so it stops there and keeps what it finished
+(see :mod:`backend.jobs`); it ends as RQ "finished" with ``cancelled`` in its meta.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
-from backend.jobs import DONE, FAILED, QUEUED, RUNNING, Job, Report, wait_for
-from vrshq.errors import VrshqError
+from backend.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Job, Report, wait_for
+from vrshq.errors import Cancelled, VrshqError
+
+log = logging.getLogger(__name__)
 
 RETRY_INTERVALS = [2, 10, 30]  # seconds between attempts
 JOB_TIMEOUT = 6 * 3600  # a fine-tuning run may take hours
 _STATES = {"queued": QUEUED, "deferred": QUEUED, "scheduled": QUEUED, "started": RUNNING,
-           "finished": DONE, "failed": FAILED, "stopped": FAILED, "canceled": FAILED}
+           "finished": DONE, "failed": FAILED, "stopped": FAILED, "canceled": CANCELLED}
+
+
+def cancel_key(job_id: str) -> str:
+    """The Redis key that asks a running job to stop."""
+    return f"vrshq:cancel:{job_id}"
 
 
 class BusyError(VrshqError):
@@ -81,7 +93,10 @@ class RQJobRunner:
         record.created = rq_job.enqueued_at.timestamp() if rq_job.enqueued_at else record.created
         record.started = rq_job.started_at.timestamp() if rq_job.started_at else None
         record.finished = rq_job.ended_at.timestamp() if rq_job.ended_at else None
-        if state == DONE:
+        record.cancel_requested = bool(meta.get("cancelled")) or self.redis.exists(cancel_key(job_id)) > 0
+        if state == DONE and meta.get("cancelled"):
+            state = record.state = CANCELLED
+        if state in (DONE, CANCELLED):
             record.result = rq_job.return_value()
         elif state == FAILED:
             record.error = (rq_job.latest_result().exc_string.strip().splitlines()[-1]
@@ -100,7 +115,25 @@ class RQJobRunner:
     def counts(self) -> dict[str, int]:
         """Jobs by state."""
         return {QUEUED: self.queue.count, RUNNING: self.queue.started_job_registry.count,
-                DONE: self.queue.finished_job_registry.count, FAILED: self.queue.failed_job_registry.count}
+                DONE: self.queue.finished_job_registry.count, FAILED: self.queue.failed_job_registry.count,
+                CANCELLED: self.queue.canceled_job_registry.count}
+
+    def cancel(self, job_id: str) -> Job | None:
+        """Ask a queued or running job to stop (a finished one is left as it is); the job."""
+        from rq.job import Job as RQJob
+
+        job = self.get(job_id)
+        if job is None or not job.active:
+            return job
+        self.redis.set(cancel_key(job_id), 1, ex=JOB_TIMEOUT)
+        if job.state == QUEUED:
+            try:
+                RQJob.fetch(job_id, connection=self.redis).cancel()
+            except Exception as exc:  # noqa: BLE001 - it started meanwhile: the flag stops it
+                log.info("job %s started before its cancel reached the queue: %s", job_id, exc)
+            if self.redis.get(self._key(job.key)) == job_id.encode():
+                self.redis.delete(self._key(job.key))
+        return self.get(job_id)
 
     def wait(self, job_id: str, timeout: float) -> Job:
         """Block until the job finished; raises TimeoutError."""
@@ -185,13 +218,26 @@ def run_job(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
         raise VrshqError("no backend in this process: jobs run in `vrshq worker`")
     job = get_current_job()
 
+    def cancelled() -> bool:
+        return job is not None and job.connection.exists(cancel_key(job.id)) > 0
+
     def report(stage: str, done: int, total: int) -> None:
         if job is not None:
             job.meta.update({"stage": stage, "done": int(done), "total": int(total)})
             job.save_meta()
+        if cancelled():
+            raise Cancelled(f"job {job.id if job else ''} was cancelled")
 
     report_fn: Report = report
-    return execute(_backend, kind, payload, report_fn)
+    try:
+        result = execute(_backend, kind, payload, report_fn)
+    except Cancelled:  # not a failure: no retry, nothing finished to keep
+        result = {}
+    if cancelled():
+        job.meta["cancelled"] = True
+        job.save_meta()
+        result = {**result, "cancelled": True}
+    return result
 
 
 __all__ = ["BusyError", "RQJobRunner", "run_job", "set_worker_backend"]

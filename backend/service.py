@@ -187,6 +187,13 @@ class Backend:
             found = self.local_jobs.get(job_id)
         return found
 
+    def cancel_job(self, job_id: str) -> Any:
+        """Cancel a job of the queue or of this process; its record (None when unknown)."""
+        found = self.jobs.cancel(job_id)
+        if found is None and self.jobs is not self.local_jobs:
+            found = self.local_jobs.cancel(job_id)
+        return found
+
     def all_jobs(self) -> list:
         """Every job record the backend knows."""
         jobs = list(self.jobs.list())

@@ -3,7 +3,8 @@
 Each corrected object gets a fresh session with its previous keyframe mask and every correction
 (earlier ones included) as conditioning frames, then is tracked through the video again; objects
 without a new correction keep their previous track. Object ids, labels, keyframes, scores and
-details carry over.
+details carry over. A cancelled re-propagation keeps the frames it finished and the previous
+track everywhere else.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 
 from plugins.base import Correction, ObjectTrack, Progress, check_corrections
 from vrshq.engine import EngineConfig, TrackingSession
+from vrshq.masks.track import Track
 from vrshq.tracking import collect_tracks, expected_steps
 from vrshq.video.reader import VideoReader
 from vrshq.video.transforms import ResizeMode
@@ -67,5 +69,16 @@ def repropagate(model: torch.nn.Module, video: VideoReader, previous: list[Objec
         tracks = track_objects(session, progress)
     finally:
         session.close()
+    if tracks.cancelled:
+        for t in previous:
+            if t.obj_id in merged:
+                keep_unfinished(tracks[t.obj_id], t.track)
     return [replace(t, track=tracks[t.obj_id], corrections=merged[t.obj_id]) if t.obj_id in merged
             else t for t in previous]
+
+
+def keep_unfinished(new: Track, old: Track) -> None:
+    """Fill the frames a cancelled re-propagation did not reach with the previous track's."""
+    for f in old.frames():
+        if not new.has(f):
+            new.set_rle(f, old.rle(f), score=old.score(f))

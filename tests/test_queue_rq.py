@@ -194,3 +194,45 @@ def test_a_job_whose_worker_is_killed_is_run_by_another_and_written_once(
                 w.terminate()
                 w.wait(timeout=30)
         backend.close()
+
+
+def test_a_queued_job_cancelled_on_the_queue_never_runs(redis_url):
+    runner = RQJobRunner(redis_url, queue="cancel-queued", max_queued=5)
+    runner.redis.flushdb()
+    job, _ = runner.submit("predict", "c1", {"project": "1", "task": 5}, task=5)
+    cancelled = runner.cancel(job.id)
+    assert cancelled.state == "cancelled" and cancelled.cancel_requested
+    assert runner.queue.count == 0 and runner.counts()["cancelled"] == 1
+    again, created = runner.submit("predict", "c1", {"project": "1", "task": 5})
+    assert created and again.id != job.id  # the key is free once the job is cancelled
+    assert runner.cancel("no-such-job") is None
+
+
+@pytest.mark.timeout(600)
+def test_a_worker_stops_a_cancelled_job_and_writes_back_the_frames_it_finished(
+        tiny_models, tmp_path, redis_url, label_studio, ls_api):
+    spec, pid, tid, backend, client, env, job = rq_task(
+        label_studio, ls_api, tiny_models, tmp_path / "backend-data", redis_url, "cancel", 120, 23)
+    worker = subprocess.Popen([VRSHQ, "worker"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        def status():
+            return client.get(f"/jobs/{job['id']}").json
+
+        deadline = time.monotonic() + 240
+        while not (status()["stage"] == "propagate" and status()["done"] >= 5):
+            assert time.monotonic() < deadline and worker.poll() is None, status()
+            time.sleep(0.1)
+        r = client.post(f"/jobs/{job['id']}/cancel")
+        assert r.status_code == 202 and r.json["cancel_requested"]
+        ended = backend.jobs.wait(job["id"], 120)
+        assert ended.state == "cancelled" and 5 <= ended.done < spec.num_frames, ended
+        (pred,) = ls_api.list_predictions(tid)
+        assert ended.result == {"prediction": pred["id"], "task": tid, "cancelled": True}
+        (obj,) = backend.states.load(str(pid), tid).objects
+        assert len(obj.track.frames()) == ended.done
+        assert 'vrshq_jobs{state="cancelled"}' in client.get("/metrics").get_data(as_text=True)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+        backend.close()

@@ -26,5 +26,12 @@ class PromptError(VrshqError):
     """A prompt (mask, box, points, text) that does not fit the video or the session."""
 
 
+class Cancelled(VrshqError):
+    """The caller cancelled the work (a job's cancel): raised from a progress callback.
+
+    Propagation catches it and stops, keeping the frames it finished (``TrackSet.cancelled``).
+    """
+
+
 class ModelError(VrshqError):
     """A model config or checkpoint that is missing, malformed or does not match."""

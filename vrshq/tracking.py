@@ -11,7 +11,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from vrshq.engine import EngineConfig, TrackingSession
-from vrshq.errors import PromptError
+from vrshq.errors import Cancelled, PromptError
 from vrshq.masks import (
     TrackSet,
     labels_from_masks,
@@ -60,17 +60,24 @@ def add_prompts(session: TrackingSession, prompts: Iterable[MaskPrompt]) -> None
 
 def collect_tracks(session: TrackingSession, direction: str = "both",
                    progress: Callable[[int], None] | None = None) -> TrackSet:
-    """Propagate the session's prompts and collect one RLE track per object."""
+    """Propagate the session's prompts and collect one RLE track per object.
+
+    A progress callback that raises :class:`Cancelled` stops the propagation; the frames
+    finished before are returned, with ``cancelled`` set on the TrackSet.
+    """
     height, width = session.orig_hw
     tracks = TrackSet(height=height, width=width, num_frames=session.num_frames,
                       fps=session.reader.fps)
     for obj_id in session.object_ids:
         tracks.new_track(obj_id)
-    for result in session.propagate(direction):
-        for obj_id, of in result.objects.items():
-            tracks[obj_id].set(result.frame_idx, of.mask(), score=of.score)
-        if progress is not None:
-            progress(1)
+    try:
+        for result in session.propagate(direction):
+            for obj_id, of in result.objects.items():
+                tracks[obj_id].set(result.frame_idx, of.mask(), score=of.score)
+            if progress is not None:
+                progress(1)  # may raise Cancelled: the frames set so far are kept
+    except Cancelled:
+        tracks.cancelled = True
     return tracks
 
 

@@ -202,6 +202,8 @@ class TrackSet:
     num_frames: int | None = None
     fps: float | None = None
     tracks: dict[int, Track] = field(default_factory=dict)
+    # Set when propagation was cancelled: the tracks hold only the frames finished before.
+    cancelled: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_positive_int("video height", self.height)
