@@ -10,7 +10,8 @@ the editor replaces the regions it has):
 * a track selected and labelled (``videorectangle``; box plugins): the track's first box is the
   prompt; the tracked object comes back under the track's own region id.
 
-A video longer than the frame budget runs as a job that writes a prediction back instead.
+A video longer than the frame budget runs as a job that writes a prediction back instead (on
+the queue's workers when ``REDIS_URL`` is set: the job's payload is plain JSON, see :func:`add_job`).
 """
 
 from __future__ import annotations
@@ -62,12 +63,13 @@ def interactive_predict(backend: Any, task: Mapping[str, Any], info: LabelConfig
     if texts:
         if "text" not in backend.plugin.capabilities:
             raise RequestError(f"the {backend.plugin.name} plugin does not take text prompts")
-        return _add_objects(backend, tid, data, info, project, _text_work(backend, info, texts))
+        return _add_objects(backend, tid, data, info, project, label_config, {"texts": texts})
     if boxes:
         if "box" not in backend.plugin.capabilities:
             raise RequestError(f"the {backend.plugin.name} plugin does not take box prompts; "
                                "type a text prompt instead")
-        return _add_objects(backend, tid, data, info, project, _box_work(backend, info, boxes))
+        return _add_objects(backend, tid, data, info, project, label_config,
+                            {"boxes": [dict(b) for b in boxes]})
     return []
 
 
@@ -190,34 +192,46 @@ def _box_work(backend: Any, info: LabelConfigInfo, boxes: list[Mapping[str, Any]
     return predict
 
 
+def _work(backend: Any, info: LabelConfigInfo, what: Mapping[str, Any]) -> Callable[..., list]:
+    if what.get("texts"):
+        return _text_work(backend, info, [str(t) for t in what["texts"]])
+    return _box_work(backend, info, list(what.get("boxes") or []))
+
+
+def _add(backend: Any, project: str, tid: int, data: Mapping[str, Any], info: LabelConfigInfo,
+         what: Mapping[str, Any], video: VideoReader, report: Any) -> set[int]:
+    predict = _work(backend, info, what)
+    with backend.states.lock(project, tid):
+        return _merge(backend, project, tid, data, info, video, predict(video, project, tid, report))
+
+
 def _add_objects(backend: Any, tid: int, data: Mapping[str, Any], info: LabelConfigInfo,
-                 project: str, predict: Callable[..., list]) -> Any:
-    url, fps = info.video(data), info.fps(data)
-
-    def work(video: VideoReader, report: Any) -> set[int]:
-        with backend.states.lock(project, tid):
-            return _merge(backend, project, tid, data, info, video, predict(video, project, tid, report))
-
-    video = backend.open_video(project, tid, url, fps)
+                 project: str, label_config: str, what: dict[str, Any]) -> Any:
+    video = backend.open_video(project, tid, info.video(data), info.fps(data))
     try:
         if len(video) <= backend.config.sync_frame_budget:
-            ids = work(video, None)
+            ids = _add(backend, project, tid, data, info, what, video, None)
             return state_prediction(backend.states.load(project, tid), info, ids)
     finally:
         video.close()
     backend.require_writer(project, tid)
-
-    def body(report: Any) -> dict[str, Any]:
-        v = backend.open_video(project, tid, url, fps)
-        try:
-            work(v, report)
-        finally:
-            v.close()
-        return backend.write_back(backend.states.load(project, tid), info)
-
-    backend.local_jobs.submit("interactive", f"interactive:{uuid.uuid4().hex}", body, project=project,
-                              task=tid)
+    payload = {"project": project, "task": tid, "data": dict(data), "label_config": label_config, **what}
+    backend.submit("add", f"add:{uuid.uuid4().hex}", payload, project=project, task=tid)
     return []
 
 
-__all__ = ["interactive_predict"]
+def add_job(backend: Any, payload: Mapping[str, Any], report: Any = None) -> dict[str, Any]:
+    """The ``add`` job: track typed prompts or drawn tracks as new objects, write the prediction back."""
+    from backend.labelconfig import parse_label_config
+
+    info = parse_label_config(str(payload["label_config"]))
+    project, tid, data = str(payload["project"]), int(payload["task"]), dict(payload["data"])
+    video = backend.open_video(project, tid, info.video(data), info.fps(data))
+    try:
+        _add(backend, project, tid, data, info, payload, video, report)
+    finally:
+        video.close()
+    return backend.write_back(backend.states.load(project, tid), info)
+
+
+__all__ = ["add_job", "interactive_predict"]

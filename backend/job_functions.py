@@ -5,6 +5,7 @@ be stored in a queue and run by another process that has its own :class:`Backend
 
 * ``predict``: a task's text prompts -> prediction -> ``POST /api/predictions``;
 * ``correct``: corrected keyframe masks -> re-propagation -> a new prediction;
+* ``add``: typed prompts or drawn tracks (interactive, long video) -> new objects -> a prediction;
 * ``train``: the logged corrections -> fine-tuning -> a registered (and maybe served) version.
 """
 
@@ -19,7 +20,7 @@ from plugins.base import Correction, ObjectPrompt
 from vrshq.errors import VrshqError
 from vrshq.masks import decode_rle, encode_rle
 
-KINDS = ("predict", "correct", "train")
+KINDS = ("predict", "correct", "add", "train")
 
 
 def predict_payload(inputs: TaskInputs, label_config: str) -> dict[str, Any]:
@@ -58,6 +59,10 @@ def execute(backend: Any, kind: str, payload: dict[str, Any], report: Report | N
                        for c in payload["corrections"]]
         state = backend.correct_task(str(payload["project"]), int(payload["task"]), corrections, report)
         return backend.write_back(state, info)
+    if kind == "add":
+        from backend.interactive import add_job
+
+        return add_job(backend, payload, report)
     if kind == "train":
         return backend.train_from_corrections(str(payload["project"]), report)
     raise VrshqError(f"unknown job kind {kind!r} (known: {', '.join(KINDS)})")

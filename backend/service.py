@@ -56,15 +56,14 @@ class Backend:
         self.states = TaskStateStore(data)
         self.projects = ProjectRegistry(data)
         self.corrections = CorrectionsLog.for_model_dir(data)
-        # Jobs that carry a JSON payload go to Redis when REDIS_URL is set; the few that still
-        # hold Python objects (interactive additions on long videos) always run here.
-        self.local_jobs = JobRunner(workers=config.job_workers)
+        # Jobs carry JSON payloads (backend.job_functions): on Redis when REDIS_URL is set, for
+        # `vrshq worker` processes to run; otherwise on a thread pool in this process.
         if config.redis_url:
             from backend.queue_rq import RQJobRunner
 
             self.jobs: Any = RQJobRunner(config.redis_url, config.queue, config.max_queued)
         else:
-            self.jobs = self.local_jobs
+            self.jobs = JobRunner(workers=config.job_workers)
         self.metrics = Metrics()
         self.model_lock = threading.Lock()
         log.info("model loaded: plugin %s, version %s (pid %d)", self.plugin.name,
@@ -120,9 +119,7 @@ class Backend:
 
     def close(self) -> None:
         """Finish running jobs and close the log."""
-        self.local_jobs.shutdown(wait=True)
-        if self.jobs is not self.local_jobs:
-            self.jobs.shutdown()
+        self.jobs.shutdown(wait=True)
         self.corrections.close()
 
     # ------------------------------------------------------------------ info
@@ -176,30 +173,21 @@ class Backend:
         """Queue a job (backend.job_functions) with a JSON payload; (job, created)."""
         from backend.job_functions import execute
 
-        if self.jobs is not self.local_jobs:
-            return self.jobs.submit(kind, key, payload, **info)
-        return self.jobs.submit(kind, key, lambda report: execute(self, kind, payload, report), **info)
+        if isinstance(self.jobs, JobRunner):
+            return self.jobs.submit(kind, key, lambda report: execute(self, kind, payload, report), **info)
+        return self.jobs.submit(kind, key, payload, **info)
 
     def job(self, job_id: str) -> Any:
-        """A job's record, from the queue or this process."""
-        found = self.jobs.get(job_id)
-        if found is None and self.jobs is not self.local_jobs:
-            found = self.local_jobs.get(job_id)
-        return found
+        """A job's record (None when unknown)."""
+        return self.jobs.get(job_id)
 
     def cancel_job(self, job_id: str) -> Any:
-        """Cancel a job of the queue or of this process; its record (None when unknown)."""
-        found = self.jobs.cancel(job_id)
-        if found is None and self.jobs is not self.local_jobs:
-            found = self.local_jobs.cancel(job_id)
-        return found
+        """Cancel a job; its record (None when unknown)."""
+        return self.jobs.cancel(job_id)
 
     def all_jobs(self) -> list:
         """Every job record the backend knows."""
-        jobs = list(self.jobs.list())
-        if self.jobs is not self.local_jobs:
-            jobs += self.local_jobs.list()
-        return jobs
+        return list(self.jobs.list())
 
     def writer(self, project: str) -> LabelStudioWriter:
         """The Label Studio client for a project: the environment's, else /setup's."""

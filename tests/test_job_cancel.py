@@ -116,8 +116,8 @@ def test_a_job_that_finishes_its_work_after_the_cancel_keeps_its_result():
 def test_the_cancel_route(vrshq_backend):
     client = create_app(backend=vrshq_backend).test_client()
     assert client.post("/jobs/nope/cancel").status_code == 404
-    job, _ = vrshq_backend.local_jobs.submit("predict", f"route-{next_task_id()}", lambda report: {})
-    vrshq_backend.local_jobs.wait(job.id, 10)
+    job, _ = vrshq_backend.jobs.submit("predict", f"route-{next_task_id()}", lambda report: {})
+    vrshq_backend.jobs.wait(job.id, 10)
     r = client.post(f"/jobs/{job.id}/cancel")
     assert r.status_code == 409 and "already ended (done)" in r.json["error"]
 

@@ -134,18 +134,31 @@ def test_a_real_worker_runs_the_job_and_writes_the_prediction_back(
         label_studio, ls_api, tiny_models, tmp_path / "backend-data", redis_url, "e2e", 20, 21)
     try:
         assert ls_api.list_predictions(tid) == []  # nothing yet: no worker runs
+        # An object typed in the editor on this long video is a queued job too (JSON payload).
+        typed = {"from_name": "prompt", "to_name": "video", "type": "textarea",
+                 "value": {"text": ["the car"]}}
+        r = client.post("/predict", json={"tasks": [ls_api.get_task(tid)], "project": str(pid),
+                                          "label_config": TEXT_XML, "params": {"context": {"result": [typed]}}})
+        assert r.status_code == 200 and r.json["results"] == [[]], r.json
+        add = next(j for j in client.get("/jobs").json["jobs"] if j["kind"] == "add")
+        assert add["state"] == "queued" and backend.jobs.queue.count == 2
         done = subprocess.run([VRSHQ, "worker", "--burst"], env=env, capture_output=True, text=True,
                               timeout=400)
         assert done.returncode == 0, done.stderr[-3000:]
         status = client.get(f"/jobs/{job['id']}").json
         assert status["state"] == "done", status
         assert status["stage"] == "propagate" and status["done"] == status["total"] > 0
-        (pred,) = ls_api.list_predictions(tid)
-        assert status["result"]["prediction"] == pred["id"]
-        tracks = [x for x in pred["result"] if x["type"] == "videorectangle"]
+        first, second = sorted(ls_api.list_predictions(tid), key=lambda p: p["id"])
+        assert status["result"]["prediction"] == first["id"]
+        assert client.get(f"/jobs/{add['id']}").json["result"]["prediction"] == second["id"]
+        tracks = [x for x in first["result"] if x["type"] == "videorectangle"]
         assert [t["id"] for t in tracks] == [f"vrshq-{tid}-1"]
         assert tracks[0]["value"]["framesCount"] == spec.num_frames
-        assert backend.states.load(str(pid), tid) is not None  # the worker saved the task state
+        both = [x for x in second["result"] if x["type"] == "videorectangle"]
+        assert [t["id"] for t in both] == [f"vrshq-{tid}-1", f"vrshq-{tid}-2"]
+        assert both[1]["value"]["labels"] == ["Car"]
+        state = backend.states.load(str(pid), tid)  # the worker saved the task state
+        assert [o.details["prompt"] for o in state.objects] == ["the red disc", "the car"]
     finally:
         backend.close()
 
