@@ -220,7 +220,8 @@ def _add_objects(backend: Any, tid: int, data: Mapping[str, Any], info: LabelCon
     return []
 
 
-def add_job(backend: Any, payload: Mapping[str, Any], report: Any = None) -> dict[str, Any]:
+def add_job(backend: Any, payload: Mapping[str, Any], report: Any = None,
+            key: str | None = None) -> dict[str, Any]:
     """The ``add`` job: track typed prompts or drawn tracks as new objects, write the prediction back."""
     from backend.labelconfig import parse_label_config
 
@@ -231,7 +232,7 @@ def add_job(backend: Any, payload: Mapping[str, Any], report: Any = None) -> dic
         _add(backend, project, tid, data, info, payload, video, report)
     finally:
         video.close()
-    return backend.write_back(backend.states.load(project, tid), info)
+    return backend.write_back(backend.states.load(project, tid), info, key)
 
 
 __all__ = ["add_job", "interactive_predict"]

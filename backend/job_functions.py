@@ -38,8 +38,12 @@ def correct_payload(project: str, task: int, corrections: list[Correction],
                             for c in corrections]}
 
 
-def execute(backend: Any, kind: str, payload: dict[str, Any], report: Report | None = None) -> dict[str, Any]:
-    """Run one job on ``backend``; its JSON result."""
+def execute(backend: Any, kind: str, payload: dict[str, Any], report: Report | None = None,
+            key: str | None = None) -> dict[str, Any]:
+    """Run one job on ``backend``; its JSON result.
+
+    ``key`` names the job across attempts (the queue's job id): its prediction is posted once.
+    """
     if kind == "predict":
         info = parse_label_config(payload["label_config"])
         inputs = TaskInputs(str(payload["project"]), int(payload["task"]), dict(payload["data"]),
@@ -50,19 +54,18 @@ def execute(backend: Any, kind: str, payload: dict[str, Any], report: Report | N
             pred = backend.predict_task(inputs, video, info, report=report)
         finally:
             video.close()
-        pid = backend.writer(inputs.project).create_prediction(
-            inputs.task, pred["result"], pred["score"], pred["model_version"])
+        pid = backend.post_prediction(inputs.project, inputs.task, pred, key)
         return {"prediction": pid, "task": inputs.task}
     if kind == "correct":
         info = parse_label_config(payload["label_config"])
         corrections = [Correction(int(c["obj_id"]), int(c["frame"]), decode_rle(c["mask"]))
                        for c in payload["corrections"]]
         state = backend.correct_task(str(payload["project"]), int(payload["task"]), corrections, report)
-        return backend.write_back(state, info)
+        return backend.write_back(state, info, key)
     if kind == "add":
         from backend.interactive import add_job
 
-        return add_job(backend, payload, report)
+        return add_job(backend, payload, report, key)
     if kind == "train":
         return backend.train_from_corrections(str(payload["project"]), report)
     raise VrshqError(f"unknown job kind {kind!r} (known: {', '.join(KINDS)})")

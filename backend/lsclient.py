@@ -71,10 +71,19 @@ class LabelStudioWriter:
         A job re-run after its worker died between writing and finishing finds its own
         prediction here instead of writing it twice.
         """
-        existing = self._retry("list predictions", lambda: self._sdk().predictions.list(task=int(task)))
-        for pred in existing or []:
+        for pred in self.predictions(task):
             if pred.model_version == model_version and _same(pred.result, result):
                 return int(pred.id)
+        return self.post_prediction(task, result, score, model_version)
+
+    def predictions(self, task: int) -> list[Any]:
+        """The task's predictions (label-studio-sdk objects: id, result, model_version, ...)."""
+        return list(self._retry("list predictions",
+                                lambda: self._sdk().predictions.list(task=int(task))) or [])
+
+    def post_prediction(self, task: int, result: list[dict[str, Any]], score: float,
+                        model_version: str) -> int:
+        """``POST /api/predictions/`` as it is; the new prediction's id."""
         pred = self._retry("create prediction", lambda: self._sdk().predictions.create(
             task=int(task), result=result, score=float(score), model_version=model_version))
         return int(pred.id)

@@ -230,7 +230,7 @@ def run_job(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
 
     report_fn: Report = report
     try:
-        result = execute(_backend, kind, payload, report_fn)
+        result = execute(_backend, kind, payload, report_fn, key=job.id if job is not None else None)
     except Cancelled:  # not a failure: no retry, nothing finished to keep
         result = {}
     if cancelled():

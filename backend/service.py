@@ -31,6 +31,7 @@ from backend.results import state_prediction
 from backend.state import TaskState, TaskStateStore
 from backend.task_inputs import RequestError, TaskInputs, project_id, read_task
 from backend.versions import BASE, Version, VersionRegistry
+from backend.write_ledger import WriteLedger, post_prediction_once
 from plugins.base import ModelPlugin, ObjectTrack, PluginConfig
 from plugins.registry import load_plugin
 from vrshq.errors import VrshqError
@@ -56,6 +57,8 @@ class Backend:
         self.states = TaskStateStore(data)
         self.projects = ProjectRegistry(data)
         self.corrections = CorrectionsLog.for_model_dir(data)
+        self.writes = WriteLedger(data)
+        self.writes.prune()
         # Jobs carry JSON payloads (backend.job_functions): on Redis when REDIS_URL is set, for
         # `vrshq worker` processes to run; otherwise on a thread pool in this process.
         if config.redis_url:
@@ -381,12 +384,19 @@ class Backend:
             self.metrics.frames(state.frames_count * len({c.obj_id for c in corrections}))
             return state
 
-    def write_back(self, state: TaskState, info: LabelConfigInfo) -> dict[str, Any]:
+    def write_back(self, state: TaskState, info: LabelConfigInfo, key: str | None = None) -> dict[str, Any]:
         """Post the state's full prediction to Label Studio; the job result."""
-        pred = state_prediction(state, info)
-        pid = self.writer(state.project).create_prediction(
-            int(state.task), pred["result"], pred["score"], pred["model_version"])
+        pid = self.post_prediction(state.project, int(state.task), state_prediction(state, info), key)
         return {"prediction": pid, "task": int(state.task)}
+
+    def post_prediction(self, project: str, task: int, pred: Mapping[str, Any],
+                        key: str | None = None) -> int:
+        """Post a prediction to Label Studio; with a job's ``key``, at most once per job."""
+        writer = self.writer(project)
+        args = (int(task), pred["result"], pred["score"], pred["model_version"])
+        if key is None:
+            return writer.create_prediction(*args)
+        return post_prediction_once(writer, self.writes, key, *args)
 
     def train_from_corrections(self, project: str, report: Report | None = None) -> dict[str, Any]:
         """Export the logged corrections, fine-tune the served model, register, serve if not worse."""
