@@ -66,6 +66,8 @@ class BackendConfig:
     train_steps: int = 500
     train_lr: float = 3e-4
     train_holdout: float = 0.2
+    # Set by `vrshq serve` (prometheus_client's multiprocess folder), not by the environment.
+    metrics_dir: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("sync_frame_budget", "job_workers", "max_objects", "max_pixels", "max_frames",

@@ -67,7 +67,12 @@ class Backend:
             self.jobs: Any = RQJobRunner(config.redis_url, config.queue, config.max_queued)
         else:
             self.jobs = JobRunner(workers=config.job_workers)
-        self.metrics = Metrics()
+        redis_frames = None
+        if config.redis_url:
+            from backend.metrics import RedisFrames
+
+            redis_frames = RedisFrames(self.jobs.redis, f"vrshq:frames:{config.queue}")
+        self.metrics = Metrics(config.metrics_dir, redis_frames)
         self.model_lock = threading.Lock()
         log.info("model loaded: plugin %s, version %s (pid %d)", self.plugin.name,
                  self.plugin.version, os.getpid())

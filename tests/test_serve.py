@@ -80,8 +80,13 @@ def test_serve_answers_label_studio_requests_from_two_worker_processes(env, tmp_
         for i, pred in enumerate(results):
             ids = {f"vrshq-{9000 + i}-{obj}" for obj in (1, 2)}
             assert {x["id"] for x in pred["result"]} == ids | {rid + "-mask" for rid in ids}
-        metrics = requests.get(url + "/metrics", auth=auth, timeout=5).text
-        assert 'route="/predict",status="200"' in metrics
+        # Whichever worker answers /metrics, it counts the requests of both (multiprocess mode).
+        for _ in range(4):
+            metrics = requests.get(url + "/metrics", auth=auth, timeout=5).text
+            assert 'vrshq_requests_total{route="/predict",status="200"} 6.0' in metrics, metrics
+            assert 'vrshq_request_seconds_count{route="/predict"} 7.0' in metrics, metrics
+            assert 'vrshq_frames_total 144.0' in metrics  # 6 tasks x 12 frames x 2 objects
+            assert "vrshq_queue_depth 0.0" in metrics
     finally:
         code = stop(proc)
     text = log.read_text()

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from typing import Any
 
 from vrshq.errors import VrshqError
@@ -52,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1 or args.threads < 1:
         raise VrshqError("--workers and --threads must be >= 1")
     config = backend_config(args)
+    metrics_dir = metrics_folder()
+    config = dataclasses.replace(config, metrics_dir=metrics_dir)
     plugin_class(config.plugin)  # an unknown plugin fails here, with the installed ones named
     if config.model_dir and not os.path.isdir(config.model_dir):
         raise VrshqError(f"model folder {config.model_dir}: not found")
@@ -68,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
                         "accesslog": "-" if level == "DEBUG" else None}
             for key, value in settings.items():
                 self.cfg.set(key, value)
+            self.cfg.set("child_exit", _worker_exited)
 
         def load(self) -> Any:
             from backend.app import create_app
@@ -79,5 +85,25 @@ def run(args: argparse.Namespace) -> int:
                 sys.exit(3)  # gunicorn's "worker failed to boot": the arbiter stops too
 
     print(f"vrshq backend ({config.plugin}) on http://{args.host}:{args.port}", file=sys.stderr)
-    Server().run()
+    try:
+        Server().run()
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def metrics_folder() -> str:
+    """A fresh folder for prometheus_client's multiprocess mode, set before any worker starts.
+
+    Every gunicorn worker writes its counters there, so /metrics on any worker reports all of
+    them; prometheus_client reads the variable when it is imported, hence before the fork.
+    """
+    folder = tempfile.mkdtemp(prefix="vrshq-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    return folder
+
+
+def _worker_exited(server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # its live gauges (frames per second) leave the sum
