@@ -43,7 +43,19 @@ def execute(backend: Any, kind: str, payload: dict[str, Any], report: Report | N
     """Run one job on ``backend``; its JSON result.
 
     ``key`` names the job across attempts (the queue's job id): its prediction is posted once.
+    A task's job holds the task's lock from its work to its write-back, so the newest
+    prediction in Label Studio is always the task's newest state.
     """
+    if kind == "train":
+        return backend.train_from_corrections(str(payload["project"]), report)
+    if kind not in KINDS:
+        raise VrshqError(f"unknown job kind {kind!r} (known: {', '.join(KINDS)})")
+    with backend.states.lock(str(payload["project"]), int(payload["task"])):
+        return _task_job(backend, kind, payload, report, key)
+
+
+def _task_job(backend: Any, kind: str, payload: dict[str, Any], report: Report | None,
+              key: str | None) -> dict[str, Any]:
     if kind == "predict":
         info = parse_label_config(payload["label_config"])
         inputs = TaskInputs(str(payload["project"]), int(payload["task"]), dict(payload["data"]),
@@ -60,15 +72,15 @@ def execute(backend: Any, kind: str, payload: dict[str, Any], report: Report | N
         info = parse_label_config(payload["label_config"])
         corrections = [Correction(int(c["obj_id"]), int(c["frame"]), decode_rle(c["mask"]))
                        for c in payload["corrections"]]
-        state = backend.correct_task(str(payload["project"]), int(payload["task"]), corrections, report)
+        state = backend.correct_task(str(payload["project"]), int(payload["task"]), corrections, report,
+                                     latest_only=True)
+        if state is None:
+            return {"task": int(payload["task"]), "prediction": None,
+                    "skipped": "a newer correction of the same objects was logged since; its job writes it"}
         return backend.write_back(state, info, key)
-    if kind == "add":
-        from backend.interactive import add_job
+    from backend.interactive import add_job
 
-        return add_job(backend, payload, report, key)
-    if kind == "train":
-        return backend.train_from_corrections(str(payload["project"]), report)
-    raise VrshqError(f"unknown job kind {kind!r} (known: {', '.join(KINDS)})")
+    return add_job(backend, payload, report, key)
 
 
 __all__ = ["KINDS", "correct_payload", "execute", "predict_payload"]

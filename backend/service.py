@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from backend.config import BackendConfig
 from backend.corrections import CorrectionsLog
 from backend.jobs import JobRunner, Report
@@ -370,12 +372,22 @@ class Backend:
 
     # ------------------------------------------------------------------ corrections
     def correct_task(self, project: str, task: int, corrections: list,
-                     report: Report | None = None) -> TaskState:
-        """Re-propagate corrections (plugin Correction list) on the task's state and save it."""
+                     report: Report | None = None, latest_only: bool = False) -> TaskState | None:
+        """Re-propagate corrections (plugin Correction list) on the task's state and save it.
+
+        With ``latest_only`` (queued jobs), a correction that is no longer its object's newest
+        in the corrections log is skipped: jobs may run out of order (two workers, a re-run
+        after a killed worker), and an older mask must not overwrite a newer one. None when
+        nothing was left to apply.
+        """
         with self.states.lock(project, task):
             state = self.states.load(project, task)
             if state is None:
                 raise RequestError(f"task {task} has no prediction from this backend to correct")
+            if latest_only:
+                corrections = [c for c in corrections if self._is_latest(project, task, c)]
+                if not corrections:
+                    return None
             video = self.open_video(project, task, state.video, state.fps)
             try:
                 with self.model_lock:
@@ -388,6 +400,14 @@ class Backend:
             self.states.save(state)
             self.metrics.frames(state.frames_count * len({c.obj_id for c in corrections}))
             return state
+
+    def _is_latest(self, project: str, task: int, c: Any) -> bool:
+        from vrshq.masks import decode_rle
+
+        newest = self.corrections.latest(project, task, c.obj_id, int(c.frame), with_mask=True)
+        if newest is None:
+            return True  # never logged: nothing newer to protect
+        return bool(np.array_equal(decode_rle(newest.corrected_mask), np.asarray(c.mask, dtype=bool)))
 
     def write_back(self, state: TaskState, info: LabelConfigInfo, key: str | None = None) -> dict[str, Any]:
         """Post the state's full prediction to Label Studio; the job result."""

@@ -5,11 +5,14 @@ re-track an object the backend needs the object's keyframe, the mask the track w
 on there, the corrections already applied, and the full predicted masks (for the corrections
 log). One JSON file per task, ``<data_dir>/tasks/<project>/<task>.json``, written atomically
 (temp file + rename), so a crash never leaves half a state; each task is locked while it is
-read-modified-written, so two requests on one task never interleave.
+read-modified-written, so two requests on one task never interleave: a thread lock within the
+process and a file lock (``flock``) across the processes sharing the folder (gunicorn workers,
+queue workers).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -89,19 +92,55 @@ def _object_from_json(d: dict[str, Any]) -> ObjectTrack:
     )
 
 
+class TaskLock:
+    """A re-entrant lock on one task: a thread lock, and a file lock held by the outermost holder."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._thread = threading.RLock()
+        self._depth = 0
+        self._fd: int | None = None
+
+    def __enter__(self) -> TaskLock:
+        self._thread.acquire()
+        try:
+            if self._depth == 0:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)  # released by the kernel if the process dies
+                except BaseException:
+                    os.close(fd)
+                    raise
+                self._fd = fd
+            self._depth += 1
+        except BaseException:
+            self._thread.release()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._depth -= 1
+        if self._depth == 0 and self._fd is not None:
+            fd, self._fd = self._fd, None
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+        self._thread.release()
+
+
 class TaskStateStore:
     """Task states under ``<root>/tasks``, one file per task, with a lock per task."""
 
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root) / "tasks"
-        self._locks: dict[tuple[str, str], threading.RLock] = {}
+        self._locks: dict[tuple[str, str], TaskLock] = {}
         self._guard = threading.Lock()
 
-    def lock(self, project: str | int, task: str | int) -> threading.RLock:
-        """The lock that serialises work on one task in this process."""
-        key = (str(project), str(task))
+    def lock(self, project: str | int, task: str | int) -> TaskLock:
+        """The lock that serialises work on one task, across threads and processes."""
+        path = self.path(project, task).with_suffix(".lock")
         with self._guard:
-            return self._locks.setdefault(key, threading.RLock())
+            return self._locks.setdefault((str(project), str(task)), TaskLock(path))
 
     def path(self, project: str | int, task: str | int) -> Path:
         """The state file of a task (ids checked: they become path parts)."""
@@ -126,4 +165,4 @@ class TaskStateStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, [json.dumps(state.to_json())])
 
-__all__ = ["TaskState", "TaskStateStore"]
+__all__ = ["TaskLock", "TaskState", "TaskStateStore"]

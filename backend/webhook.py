@@ -55,12 +55,10 @@ def log_changes(backend: Any, state: TaskState, info: LabelConfigInfo, changes: 
             predicted_boxes=_boxes(ch.predicted_boxes), corrected_boxes=_boxes(ch.boxes),
             model_version=state.model_version, plugin=state.plugin, event=event,
             annotated_at=annotation.get("updated_at") or annotation.get("created_at"))
-        latest = backend.corrections.latest(state.project, state.task, obj.obj_id, int(obj.keyframe))
-        if latest is not None and (latest.corrected_mask, latest.corrected_boxes) == \
-                (record.corrected_mask, record.corrected_boxes):
-            continue
         records.append(record)
-    return backend.corrections.append_many(records)
+    # The repeat check happens inside the log's write transaction: a duplicate delivery handled
+    # at the same time by another thread or process must not pass it too.
+    return backend.corrections.append_new(records)
 
 
 def _boxes(sequence: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:

@@ -176,6 +176,42 @@ class CorrectionsLog:
                 ids.append(int(result.inserted_primary_key[0]))
         return ids
 
+    def append_new(self, corrections: Iterable[Correction]) -> list[int]:
+        """Like :meth:`append_many`, skipping each correction that repeats the newest logged one
+        of its object and frame (same corrected mask and boxes); the ids of those stored.
+
+        The check and the insert are one write transaction: checked in one transaction and
+        inserted in another, the same annotation delivered twice at once (two threads or
+        processes of the backend) was logged twice, both having found nothing logged yet.
+        """
+        items = list(corrections)
+        for c in items:
+            if not isinstance(c, Correction):
+                raise TypeError(f"expected a Correction, got {type(c).__name__}")
+        if not items:
+            return []
+        created_at = utc_now()
+        ids = []
+        with self.engine.begin() as conn:
+            self._lock_for_append(conn)
+            for c in items:
+                latest = self._latest(conn, c.project, c.task, c.obj_id, c.frame)
+                if latest is not None and (latest.corrected_mask, latest.corrected_boxes) == \
+                        (c.corrected_mask, c.corrected_boxes):
+                    continue
+                result = conn.execute(_table.insert().values(**_to_row(c, created_at)))
+                ids.append(int(result.inserted_primary_key[0]))
+        return ids
+
+    def _lock_for_append(self, conn: sa.Connection) -> None:
+        # Serialise check-then-insert writers. SQLite: take the write lock before the first read
+        # (pysqlite would only BEGIN a deferred transaction at the INSERT, after the check).
+        # PostgreSQL: a table lock that conflicts with itself but not with readers.
+        if self.is_sqlite:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        elif self.url.get_backend_name() == "postgresql":
+            conn.exec_driver_sql(f"LOCK TABLE {TABLE} IN SHARE ROW EXCLUSIVE MODE")
+
     # reading
 
     def list(self, project: Id | None = None, task: Id | None = None,
@@ -215,16 +251,25 @@ class CorrectionsLog:
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(_table)).scalar_one())
 
-    def latest(self, project: Id, task: Id, obj_id: Id, frame: int) -> Correction | None:
-        """The newest correction of one object on one frame of a task, or None."""
+    def latest(self, project: Id, task: Id, obj_id: Id, frame: int,
+               with_mask: bool = False) -> Correction | None:
+        """The newest correction of one object on one frame of a task (``with_mask``: the newest
+        with a corrected mask, not only boxes), or None."""
+        with self.engine.connect() as conn:
+            return self._latest(conn, project, task, obj_id, frame, with_mask)
+
+    @staticmethod
+    def _latest(conn: sa.Connection, project: Id, task: Id, obj_id: Id, frame: int,
+                with_mask: bool = False) -> Correction | None:
         query = (sa.select(_table)
                  .where(_table.c.project == str(norm_id("project", project)),
                         _table.c.task == str(norm_id("task", task)),
                         _table.c.obj_id == str(norm_id("obj_id", obj_id)),
                         _table.c.frame == norm_frame("frame", frame))
                  .order_by(_table.c.id.desc()).limit(1))
-        with self.engine.connect() as conn:
-            row = conn.execute(query).mappings().first()
+        if with_mask:
+            query = query.where(_table.c.corrected_mask.is_not(None))
+        row = conn.execute(query).mappings().first()
         return None if row is None else _from_row(row)
 
     # lifetime

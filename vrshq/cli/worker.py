@@ -55,8 +55,13 @@ def run(args: argparse.Namespace) -> int:
     if args.lease < 3:
         raise VrshqError(f"--lease {args.lease}: at least 3 seconds")
     # Jobs run in this process: the model stays loaded (no fork, CUDA-safe).
-    worker = LeasedWorker([Queue(config.queue, connection=redis)], connection=redis, lease=args.lease)
-    worker.maintenance_interval = max(1, args.maintenance_interval)
+    interval = max(1, args.maintenance_interval)
+    # An idle worker waits on the queue for worker_ttl - 15 s before it does maintenance; RQ's
+    # 405 s would leave retries of a killed worker's jobs (scheduled for their backoff) waiting
+    # that long for a live worker to take over the scheduler. Wake at the maintenance interval.
+    worker = LeasedWorker([Queue(config.queue, connection=redis)], connection=redis, lease=args.lease,
+                          worker_ttl=interval + 15)
+    worker.maintenance_interval = interval
     try:
         # with_scheduler: retries wait their backoff in RQ's scheduled registry
         worker.work(burst=args.burst, logging_level=str(args.log_level).upper(), with_scheduler=True)

@@ -1,0 +1,81 @@
+"""Work on one task is serialised across processes, and re-propagation jobs that run out of order
+never let an older correction overwrite a newer one.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import numpy as np
+
+from backend.state import TaskStateStore
+from plugins.base import Correction
+from tests.backend_fixtures import next_task_id
+from tests.test_backend_corrections import predicted, square, webhook, with_mask
+
+HOLD = """
+import sys
+from backend.state import TaskStateStore
+with TaskStateStore(sys.argv[1]).lock("3", "7"):
+    print("held", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_a_task_lock_held_by_another_process_blocks_until_it_is_released(tmp_path):
+    other = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "held"
+        store = TaskStateStore(tmp_path)
+        got = threading.Event()
+
+        def take() -> None:
+            with store.lock("3", "7"), store.lock(3, 7):  # re-entrant within a thread
+                got.set()
+
+        taker = threading.Thread(target=take)
+        taker.start()
+        assert not got.wait(1.0)  # the other process still holds it
+        other.stdin.write("\n")
+        other.stdin.flush()
+        assert got.wait(30)
+        taker.join(10)
+        with store.lock("3", "7"):  # and it was released again
+            pass
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_lock_held_by_a_killed_process_is_free(tmp_path):
+    other = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    assert other.stdout.readline().strip() == "held"
+    other.kill()
+    other.wait()
+    with TaskStateStore(tmp_path).lock("3", "7"):
+        pass
+
+
+def test_an_older_correction_run_after_a_newer_one_is_skipped(client, vrshq_backend):
+    tid = next_task_id()
+    pred = predicted(client, tid)
+    region = f"vrshq-{tid}-1"
+    older, newer = square(10, 10), square(50, 80)
+    for k, mask in enumerate((older, newer)):
+        r = webhook(client, "ANNOTATION_UPDATED", tid, with_mask(pred["result"], region, mask),
+                    annotation_id=700 + k)
+        assert r.status_code == 201 and r.json["result"]["corrections"] == 1
+    keyframe = vrshq_backend.states.load("1", tid).object(1).keyframe
+    # The newer job runs first, then the older one (a re-run after its worker was killed).
+    state = vrshq_backend.correct_task("1", tid, [Correction(1, keyframe, newer)], latest_only=True)
+    assert state is not None
+    shown = state.object(1).corrections[-1].mask
+    assert vrshq_backend.correct_task("1", tid, [Correction(1, keyframe, older)], latest_only=True) is None
+    after = vrshq_backend.states.load("1", tid).object(1)
+    assert np.array_equal(after.corrections[-1].mask, shown) and np.array_equal(shown, newer)
+    # A request (not a queued job) applies what it is given.
+    assert vrshq_backend.correct_task("1", tid, [Correction(1, keyframe, older)]) is not None
