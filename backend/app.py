@@ -35,6 +35,7 @@ from werkzeug.exceptions import HTTPException
 from backend.config import BackendConfig
 from backend.lsclient import LabelStudioError
 from backend.media import MediaError
+from backend.predict_request import handle_predict
 from backend.queue_rq import BusyError
 from backend.service import Backend
 from backend.task_inputs import RequestError
@@ -136,7 +137,7 @@ def create_app(config: BackendConfig | None = None, backend: Backend | None = No
 
     @app.post("/predict")
     def predict() -> Response:
-        return jsonify(backend.predict(_json_body()))
+        return jsonify(handle_predict(backend, _json_body()))
 
     @app.post("/webhook")
     def webhook() -> Response:

@@ -47,7 +47,9 @@ def execute(backend: Any, kind: str, payload: dict[str, Any], report: Report | N
     prediction in Label Studio is always the task's newest state.
     """
     if kind == "train":
-        return backend.train_from_corrections(str(payload["project"]), report)
+        from backend.training import train_from_corrections
+
+        return train_from_corrections(backend, str(payload["project"]), report)
     if kind not in KINDS:
         raise VrshqError(f"unknown job kind {kind!r} (known: {', '.join(KINDS)})")
     with backend.states.lock(str(payload["project"]), int(payload["task"])):

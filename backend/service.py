@@ -31,7 +31,7 @@ from backend.metrics import Metrics
 from backend.projects import ProjectInfo, ProjectRegistry
 from backend.results import state_prediction
 from backend.state import TaskState, TaskStateStore
-from backend.task_inputs import RequestError, TaskInputs, project_id, read_task
+from backend.task_inputs import RequestError, TaskInputs, project_id
 from backend.versions import BASE, Version, VersionRegistry
 from backend.write_ledger import WriteLedger, post_prediction_once
 from plugins.base import ModelPlugin, ObjectTrack, PluginConfig
@@ -246,73 +246,6 @@ class Backend:
         return video
 
     # ------------------------------------------------------------------ predict
-    def predict(self, payload: Mapping[str, Any]) -> dict[str, Any]:
-        """``/predict``: one entry per task (a prediction, or [] when deferred to a job or bad)."""
-        from backend.interactive import interactive_predict
-
-        tasks = payload.get("tasks")
-        if not isinstance(tasks, list) or not tasks or not all(isinstance(t, Mapping) for t in tasks):
-            raise RequestError("'tasks' must be a non-empty list of task objects")
-        project = project_id(payload.get("project") or tasks[0].get("project"))
-        info = self.label_config(project, payload.get("label_config"))
-        params = payload.get("params") if isinstance(payload.get("params"), Mapping) else {}
-        context = params.get("context", payload.get("context"))
-        if context is not None and not isinstance(context, Mapping):
-            raise RequestError("'context' must be an object")
-        if context and context.get("result"):
-            if len(tasks) != 1:
-                raise RequestError("an interactive request (context) takes exactly one task")
-            text = self.label_config_text(project, payload.get("label_config"))
-            return {"results": [interactive_predict(self, tasks[0], info, project, context, text)]}
-
-        results: list[Any] = []
-        errors: dict[str, str] = {}
-        jobs: list[dict[str, Any]] = []
-        budget = self.config.sync_frame_budget
-        for task in tasks:
-            try:
-                inputs = read_task(task, info, project, self.config.max_objects)
-                if not inputs.prompts:
-                    if "text" in self.plugin.capabilities:
-                        raise RequestError(f"task {inputs.task}: no prompt (task data "
-                                           f"{info.prompt_key!r} is empty)" if info.prompt_key else
-                                           f"task {inputs.task}: the label config has no "
-                                           "<Text value=\"$prompt\"> for the prompt")
-                    results.append([])  # prompt-less plugins wait for a drawn box (context)
-                    continue
-                self._check_capability(inputs)
-                video = self.open_video(project, inputs.task, inputs.video_url, inputs.fps)
-                try:
-                    frames = len(video)
-                    if frames <= budget:
-                        budget -= frames
-                        results.append(self.predict_task(inputs, video, info))
-                        continue
-                finally:
-                    video.close()
-                job = self.submit_prediction_job(
-                    inputs, self.label_config_text(project, payload.get("label_config")))
-                jobs.append(job)
-                results.append([])
-            except VrshqError as exc:
-                if len(tasks) == 1:
-                    raise
-                errors[str(task.get("id"))] = str(exc)
-                results.append([])
-        if errors and len(errors) == len(tasks):
-            raise RequestError("; ".join(errors.values()))
-        out: dict[str, Any] = {"results": results}
-        if errors:
-            out["errors"] = errors
-        if jobs:
-            out["jobs"] = jobs
-        return out
-
-    def _check_capability(self, inputs: TaskInputs) -> None:
-        if "text" not in self.plugin.capabilities:
-            raise RequestError(f"task {inputs.task}: the {self.plugin.name} plugin does not take "
-                               "text prompts; draw a box on the video instead (video_box_prompt.xml)")
-
     def predict_task(self, inputs: TaskInputs, video: VideoReader, info: LabelConfigInfo,
                      report: Report | None = None) -> dict[str, Any]:
         """Predict every prompt of a task now; saves the state, writes keyframes; the prediction."""
@@ -422,39 +355,6 @@ class Backend:
         if key is None:
             return writer.create_prediction(*args)
         return post_prediction_once(writer, self.writes, key, *args)
-
-    def train_from_corrections(self, project: str, report: Report | None = None) -> dict[str, Any]:
-        """Export the logged corrections, fine-tune the served model, register, serve if not worse."""
-        from datetime import UTC, datetime
-
-        from backend.corrections.training_export import export_training_set
-        from vrshq.finetune.run import register_if_not_worse, run_finetune
-        from vrshq.finetune.trainer import TrainConfig
-
-        base = self.serving_model_dir()
-        if base is None:
-            raise RequestError("training needs a model folder (VRSHQ_MODEL)")
-        run_dir = self.config.data_path / "training" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-        data = run_dir / "data"
-        export_training_set(self.corrections, data, self.media_config(project), fmt="revos",
-                            holdout=self.config.train_holdout, seed=0, state_root=self.config.data_path,
-                            progress=(lambda d, t: report("export", d, t)) if report else None)
-        steps = self.config.train_steps
-        train = TrainConfig(steps=steps, lr=self.config.train_lr,
-                            warmup_steps=min(100, max(1, steps // 10)), checkpoint_every=max(1, steps // 5))
-        device = "auto" if self.config.device == "auto" else self.config.device
-        card = run_finetune(data, base, run_dir / "model", train, device=device,
-                            on_step=(lambda lg: report("finetune", lg.step, steps)) if report else None)
-        if report:
-            report("evaluate", 0, 1)
-        result = register_if_not_worse(self.config.data_path, run_dir / "model", base, data, device=device)
-        if report:
-            report("evaluate", 1, 1)
-        self._version_checked = 0.0
-        self.refresh_model(min_interval=0.0)
-        result.update({"first_loss": card["first_loss"], "last_loss": card["last_loss"],
-                       "model_version": self.model_version})
-        return result
 
     def require_writer(self, project: str, task: int) -> LabelStudioWriter:
         """The project's Label Studio client; RequestError when a job could not write back."""

@@ -1,0 +1,86 @@
+"""``/predict``: Label Studio's tasks -> predictions now, or jobs for long videos.
+
+Each task's inputs are read and checked (video, prompts, limits); videos within the request's
+frame budget are predicted in the request, longer ones become jobs that write their prediction
+back to Label Studio. A request with a ``context`` is interactive (:mod:`backend.interactive`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from backend.interactive import interactive_predict
+from backend.task_inputs import RequestError, TaskInputs, project_id, read_task
+from vrshq.errors import VrshqError
+
+
+def handle_predict(backend: Any, payload: Mapping[str, Any]) -> dict[str, Any]:
+    """``/predict``: one entry per task (a prediction, or [] when deferred to a job or bad)."""
+    tasks = payload.get("tasks")
+    if not isinstance(tasks, list) or not tasks or not all(isinstance(t, Mapping) for t in tasks):
+        raise RequestError("'tasks' must be a non-empty list of task objects")
+    project = project_id(payload.get("project") or tasks[0].get("project"))
+    info = backend.label_config(project, payload.get("label_config"))
+    params = payload.get("params") if isinstance(payload.get("params"), Mapping) else {}
+    context = params.get("context", payload.get("context"))
+    if context is not None and not isinstance(context, Mapping):
+        raise RequestError("'context' must be an object")
+    if context and context.get("result"):
+        if len(tasks) != 1:
+            raise RequestError("an interactive request (context) takes exactly one task")
+        text = backend.label_config_text(project, payload.get("label_config"))
+        return {"results": [interactive_predict(backend, tasks[0], info, project, context, text)]}
+
+    results: list[Any] = []
+    errors: dict[str, str] = {}
+    jobs: list[dict[str, Any]] = []
+    budget = backend.config.sync_frame_budget
+    for task in tasks:
+        try:
+            inputs = read_task(task, info, project, backend.config.max_objects)
+            if not inputs.prompts:
+                if "text" in backend.plugin.capabilities:
+                    raise RequestError(f"task {inputs.task}: no prompt (task data "
+                                       f"{info.prompt_key!r} is empty)" if info.prompt_key else
+                                       f"task {inputs.task}: the label config has no "
+                                       "<Text value=\"$prompt\"> for the prompt")
+                results.append([])  # prompt-less plugins wait for a drawn box (context)
+                continue
+            check_capability(backend, inputs)
+            video = backend.open_video(project, inputs.task, inputs.video_url, inputs.fps)
+            try:
+                frames = len(video)
+                if frames <= budget:
+                    budget -= frames
+                    results.append(backend.predict_task(inputs, video, info))
+                    continue
+            finally:
+                video.close()
+            job = backend.submit_prediction_job(
+                inputs, backend.label_config_text(project, payload.get("label_config")))
+            jobs.append(job)
+            results.append([])
+        except VrshqError as exc:
+            if len(tasks) == 1:
+                raise
+            errors[str(task.get("id"))] = str(exc)
+            results.append([])
+    if errors and len(errors) == len(tasks):
+        raise RequestError("; ".join(errors.values()))
+    out: dict[str, Any] = {"results": results}
+    if errors:
+        out["errors"] = errors
+    if jobs:
+        out["jobs"] = jobs
+    return out
+
+
+def check_capability(backend: Any, inputs: TaskInputs) -> None:
+    """A RequestError when the plugin cannot take the task's text prompts."""
+    if "text" not in backend.plugin.capabilities:
+        raise RequestError(f"task {inputs.task}: the {backend.plugin.name} plugin does not take "
+                           "text prompts; draw a box on the video instead (video_box_prompt.xml)")
+
+
+__all__ = ["check_capability", "handle_predict"]
