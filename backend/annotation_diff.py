@@ -4,7 +4,9 @@ Per predicted object (matched by region id): its keyframe mask (the brush region
 object's id, plus any brush region the annotator drew anew on the object's page of the keyframe
 images, merged), its box track (the frames Label Studio shows, compared within 1e-3 percentage
 points), and whether the annotator deleted the object. A brush region that was removed while
-its track stays is not read as "the object is gone": only removing the track is.
+its track stays is not read as "the object is gone": only removing the track is. A box track
+equal to one the backend predicted earlier for the object (before a re-propagation replaced it)
+is an editor that still shows the old prediction, not a box edit.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from backend.predictions import parse_annotation
 from backend.results import object_region_id, shown_mask, state_results
 from backend.state import TaskState
 from plugins.base import ObjectTrack
+from vrshq.masks import videorectangle_to_boxes
 
 BOX_TOLERANCE = 1e-3  # percentage points; LS rounds nothing, but JSON floats may lose the last bit
 
@@ -56,6 +59,19 @@ def _boxes_equal(a: Mapping[int, Mapping[str, float]], b: Mapping[int, Mapping[s
     if set(a) != set(b):
         return False
     return all(abs(float(a[f][k]) - float(b[f][k])) <= BOX_TOLERANCE for f in a for k in a[f])
+
+
+def _an_earlier_track(state: TaskState, obj: ObjectTrack, boxes: Mapping[int, Any]) -> bool:
+    """Whether ``boxes`` are a box track the backend predicted for the object before its current one.
+
+    An annotator whose editor still shows an earlier prediction (a re-propagation has replaced
+    it since) sends those boxes back untouched: that is not a box correction.
+    """
+    for sequence in state.earlier_tracks.get(str(obj.obj_id), []):
+        earlier = videorectangle_to_boxes({"sequence": sequence}, frames_count=state.frames_count)
+        if _boxes_equal(earlier, boxes):
+            return True
+    return False
 
 
 def diff_annotation(state: TaskState, info: LabelConfigInfo,
@@ -95,7 +111,8 @@ def diff_annotation(state: TaskState, info: LabelConfigInfo,
                 if not np.array_equal(merged, before):
                     change.mask = merged
         if region is not None and region.has_track:
-            if not _boxes_equal(predicted[rid].boxes if rid in predicted else {}, region.boxes):
+            if not _boxes_equal(predicted[rid].boxes if rid in predicted else {}, region.boxes) \
+                    and not _an_earlier_track(state, obj, region.boxes):
                 change.predicted_boxes = predicted_seq.get(rid)
                 change.boxes = annotated_seq.get(rid, [])
         changes.append(change)

@@ -133,7 +133,7 @@ def _merge(backend: Any, project: str, tid: int, data: Mapping[str, Any], info: 
         raise RequestError(f"task {tid}: more than the {backend.config.max_objects} objects a task "
                            "may have (VRSHQ_MAX_OBJECTS)")
     replaced = {o.obj_id: o for o in new}
-    state.objects = [replaced.pop(o.obj_id, o) for o in state.objects] + list(replaced.values())
+    state.replace_objects([replaced.pop(o.obj_id, o) for o in state.objects] + list(replaced.values()))
     backend.write_keyframes(state, video, info, data)
     backend.states.save(state)
     return ids

@@ -254,11 +254,23 @@ class Backend:
                 objects = self.plugin.predict(video, inputs.prompts, progress=report)
             state = TaskState(project=inputs.project, task=str(inputs.task), plugin=self.plugin.name,
                               model_version=self.model_version, video=inputs.video_url,
-                              fps=inputs.fps, frames_count=len(video), objects=list(objects))
+                              fps=inputs.fps, frames_count=len(video))
+            previous = self._previous_state(inputs.project, inputs.task)
+            if previous is not None and (previous.video, previous.frames_count) == \
+                    (state.video, state.frames_count):
+                state.objects, state.earlier_tracks = previous.objects, previous.earlier_tracks
+            state.replace_objects(list(objects))
             self.write_keyframes(state, video, info, inputs.data)
             self.states.save(state)
             self.metrics.frames(len(video) * max(1, len(objects)))
             return state_prediction(state, info)
+
+    def _previous_state(self, project: str, task: int) -> TaskState | None:
+        try:
+            return self.states.load(project, task)
+        except (ValueError, KeyError, TypeError, VrshqError) as exc:  # replaced by the new state
+            log.warning("task %s: its previous state is unreadable (%s); starting afresh", task, exc)
+            return None
 
     def submit_prediction_job(self, inputs: TaskInputs, label_config: str) -> dict[str, Any]:
         """Run a task's prediction as a job that writes the prediction back to Label Studio."""
@@ -328,7 +340,7 @@ class Backend:
                         video, state.objects, corrections, progress=report)
             finally:
                 video.close()
-            state.objects = list(objects)
+            state.replace_objects(list(objects))
             state.model_version = self.model_version
             self.states.save(state)
             self.metrics.frames(state.frames_count * len({c.obj_id for c in corrections}))

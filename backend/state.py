@@ -29,6 +29,7 @@ from vrshq.errors import MaskFormatError
 from vrshq.masks import Track, decode_rle, encode_rle
 
 FORMAT = "vrshq-task-state/1"
+EARLIER_TRACKS = 8  # box tracks kept per object from the backend's earlier predictions
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
@@ -45,10 +46,26 @@ class TaskState:
     frames_count: int
     objects: list[ObjectTrack] = field(default_factory=list)
     keyframe_urls: list[str] = field(default_factory=list)  # item_index order = objects order
+    # obj_id -> the box sequences (Label Studio keyframes) the backend predicted before the
+    # current track: an annotation still showing one of them did not edit the boxes.
+    earlier_tracks: dict[str, list[list[dict[str, Any]]]] = field(default_factory=dict)
 
     def object(self, obj_id: int) -> ObjectTrack | None:
         """The object with ``obj_id``, or None."""
         return next((o for o in self.objects if o.obj_id == obj_id), None)
+
+    def replace_objects(self, objects: list[ObjectTrack]) -> None:
+        """Make ``objects`` the current ones, remembering the box tracks they replace."""
+        from vrshq.masks import track_to_videorectangle
+
+        new = {o.obj_id: o for o in objects}
+        for old in self.objects:
+            if old.obj_id in new and new[old.obj_id].track == old.track:
+                continue
+            sequence = track_to_videorectangle(old.track, self.fps, self.frames_count)["value"]["sequence"]
+            kept = [s for s in self.earlier_tracks.get(str(old.obj_id), []) if s != sequence]
+            self.earlier_tracks[str(old.obj_id)] = (kept + [sequence])[-EARLIER_TRACKS:]
+        self.objects = list(objects)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (masks as COCO RLE)."""
@@ -57,6 +74,7 @@ class TaskState:
             "model_version": self.model_version, "video": self.video, "fps": self.fps,
             "frames_count": self.frames_count, "keyframe_urls": list(self.keyframe_urls),
             "objects": [_object_json(o) for o in self.objects],
+            "earlier_tracks": self.earlier_tracks,
         }
 
     @classmethod
@@ -69,6 +87,7 @@ class TaskState:
             model_version=str(doc["model_version"]), video=str(doc["video"]), fps=float(doc["fps"]),
             frames_count=int(doc["frames_count"]), keyframe_urls=list(doc.get("keyframe_urls", [])),
             objects=[_object_from_json(o) for o in doc["objects"]],
+            earlier_tracks={str(k): list(v) for k, v in (doc.get("earlier_tracks") or {}).items()},
         )
 
 

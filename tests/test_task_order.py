@@ -79,3 +79,31 @@ def test_an_older_correction_run_after_a_newer_one_is_skipped(client, vrshq_back
     assert np.array_equal(after.corrections[-1].mask, shown) and np.array_equal(shown, newer)
     # A request (not a queued job) applies what it is given.
     assert vrshq_backend.correct_task("1", tid, [Correction(1, keyframe, older)]) is not None
+
+
+def test_boxes_of_an_earlier_prediction_sent_back_are_not_a_box_correction(client, vrshq_backend):
+    tid = next_task_id()
+    pred = predicted(client, tid)
+    region = f"vrshq-{tid}-1"
+    fixed = square(50, 80)
+    annotation = with_mask(pred["result"], region, fixed)  # the editor shows the first prediction
+    r = webhook(client, "ANNOTATION_CREATED", tid, annotation, annotation_id=800)
+    assert r.json["result"]["corrections"] == 1
+    before = vrshq_backend.states.load("1", tid).object(1)
+    # The re-propagation (a job, run here directly) gives the object a new box track.
+    state = vrshq_backend.correct_task("1", tid, [Correction(1, before.keyframe, fixed)])
+    assert state.object(1).track != before.track and "1" in state.earlier_tracks
+    assert vrshq_backend.states.load("1", tid).earlier_tracks == state.earlier_tracks
+    # Submitted again from the same editor: the old boxes are not an edit, the mask is as logged.
+    count = vrshq_backend.corrections.count()
+    r = webhook(client, "ANNOTATION_UPDATED", tid, annotation, annotation_id=800)
+    assert r.json["result"]["corrections"] == 0 and vrshq_backend.corrections.count() == count
+    # A box the annotator really moved is one.
+    moved = [dict(x) for x in annotation]
+    track = next(x for x in moved if x["type"] == "videorectangle" and x["id"] == region)
+    track["value"] = {**track["value"], "sequence": [dict(k) for k in track["value"]["sequence"]]}
+    track["value"]["sequence"][0]["x"] += 5
+    r = webhook(client, "ANNOTATION_UPDATED", tid, moved, annotation_id=800)
+    assert r.json["result"]["corrections"] == 1
+    (row,) = vrshq_backend.corrections.list(project=1, task=tid)[-1:]
+    assert row.corrected_boxes is not None and row.corrected_boxes[0]["x"] == track["value"]["sequence"][0]["x"]
