@@ -104,10 +104,11 @@ class RQJobRunner:
         return record
 
     def list(self) -> list[Job]:
-        """Queued, running, finished and failed jobs (oldest first)."""
+        """Queued (or waiting to retry), running, finished, failed and cancelled jobs (oldest first)."""
         ids = list(self.queue.job_ids)
-        for registry in (self.queue.started_job_registry, self.queue.finished_job_registry,
-                         self.queue.failed_job_registry):
+        for registry in (self.queue.scheduled_job_registry, self.queue.started_job_registry,
+                         self.queue.finished_job_registry, self.queue.failed_job_registry,
+                         self.queue.canceled_job_registry):
             ids += registry.get_job_ids()
         jobs = [j for j in (self.get(i) for i in dict.fromkeys(ids)) if j is not None]
         return sorted(jobs, key=lambda j: j.created)

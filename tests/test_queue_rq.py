@@ -216,6 +216,7 @@ def test_a_queued_job_cancelled_on_the_queue_never_runs(redis_url):
     cancelled = runner.cancel(job.id)
     assert cancelled.state == "cancelled" and cancelled.cancel_requested
     assert runner.queue.count == 0 and runner.counts()["cancelled"] == 1
+    assert [j.state for j in runner.list() if j.id == job.id] == ["cancelled"]
     again, created = runner.submit("predict", "c1", {"project": "1", "task": 5})
     assert created and again.id != job.id  # the key is free once the job is cancelled
     assert runner.cancel("no-such-job") is None
