@@ -162,19 +162,7 @@ class CorrectionsLog:
 
     def append_many(self, corrections: Iterable[Correction]) -> list[int]:
         """Store several corrections in one transaction (all or none); their ids in order."""
-        items = list(corrections)
-        for c in items:
-            if not isinstance(c, Correction):
-                raise TypeError(f"expected a Correction, got {type(c).__name__}")
-        if not items:
-            return []
-        created_at = utc_now()
-        ids = []
-        with self.engine.begin() as conn:
-            for c in items:
-                result = conn.execute(_table.insert().values(**_to_row(c, created_at)))
-                ids.append(int(result.inserted_primary_key[0]))
-        return ids
+        return self._append(corrections, skip_repeats=False)
 
     def append_new(self, corrections: Iterable[Correction]) -> list[int]:
         """Like :meth:`append_many`, skipping each correction that repeats the newest logged one
@@ -184,6 +172,9 @@ class CorrectionsLog:
         inserted in another, the same annotation delivered twice at once (two threads or
         processes of the backend) was logged twice, both having found nothing logged yet.
         """
+        return self._append(corrections, skip_repeats=True)
+
+    def _append(self, corrections: Iterable[Correction], skip_repeats: bool) -> list[int]:
         items = list(corrections)
         for c in items:
             if not isinstance(c, Correction):
@@ -193,12 +184,14 @@ class CorrectionsLog:
         created_at = utc_now()
         ids = []
         with self.engine.begin() as conn:
-            self._lock_for_append(conn)
+            if skip_repeats:
+                self._lock_for_append(conn)
             for c in items:
-                latest = self._latest(conn, c.project, c.task, c.obj_id, c.frame)
-                if latest is not None and (latest.corrected_mask, latest.corrected_boxes) == \
-                        (c.corrected_mask, c.corrected_boxes):
-                    continue
+                if skip_repeats:
+                    latest = self._latest(conn, c.project, c.task, c.obj_id, c.frame)
+                    if latest is not None and (latest.corrected_mask, latest.corrected_boxes) == \
+                            (c.corrected_mask, c.corrected_boxes):
+                        continue
                 result = conn.execute(_table.insert().values(**_to_row(c, created_at)))
                 ids.append(int(result.inserted_primary_key[0]))
         return ids
