@@ -2,7 +2,9 @@
 
 Each task's inputs are read and checked (video, prompts, limits); videos within the request's
 frame budget are predicted in the request, longer ones become jobs that write their prediction
-back to Label Studio. A request with a ``context`` is interactive (:mod:`backend.interactive`).
+back to Label Studio. A task asked again (reopened, *Retrieve Predictions* once more) gets the
+backend's saved prediction, with the corrections made since, when it still answers the request.
+A request with a ``context`` is interactive (:mod:`backend.interactive`).
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ def handle_predict(backend: Any, payload: Mapping[str, Any]) -> dict[str, Any]:
             video = backend.open_video(project, inputs.task, inputs.video_url, inputs.fps)
             try:
                 frames = len(video)
+                saved = backend.saved_prediction(inputs, frames, info)
+                if saved is not None:  # asked again: the prediction with its corrections, at once
+                    results.append(saved)
+                    continue
                 if frames <= budget:
                     budget -= frames
                     results.append(backend.predict_task(inputs, video, info))

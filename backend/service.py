@@ -265,6 +265,27 @@ class Backend:
             self.metrics.frames(len(video) * max(1, len(objects)))
             return state_prediction(state, info)
 
+    def saved_prediction(self, inputs: TaskInputs, frames_count: int,
+                         info: LabelConfigInfo) -> dict[str, Any] | None:
+        """The task's saved prediction if it answers this request, else None.
+
+        It does when the same model predicted the same video (URL, frames, fps) for the same
+        prompts (ids, text, labels), and completely (not a cancelled job's partial tracks);
+        objects added interactively and corrections re-propagated since come with it.
+        """
+        state = self._previous_state(inputs.project, inputs.task)
+        if state is None or (state.plugin, state.model_version) != (self.plugin.name, self.model_version):
+            return None
+        if (state.video, state.frames_count) != (inputs.video_url, frames_count) \
+                or abs(state.fps - inputs.fps) > 1e-9:
+            return None
+        have = {o.obj_id: (o.details.get("prompt"), o.label) for o in state.objects}
+        if any(have.get(p.obj_id) != (p.text, p.label) for p in inputs.prompts):
+            return None
+        if any(len(o.track.frames()) < state.frames_count for o in state.objects):
+            return None
+        return state_prediction(state, info)
+
     def _previous_state(self, project: str, task: int) -> TaskState | None:
         try:
             return self.states.load(project, task)
