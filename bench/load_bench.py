@@ -3,9 +3,10 @@
     python -m bench.load_bench [--requests 48] [--concurrency 8] [--workers 1] [--threads 8]
 
 Writes tiny random models and synthetic videos (each its own length, size, fps and object
-count), starts `vrshq serve` (gunicorn) on a free 127.0.0.1 port and sends the same /predict
-requests twice: one at a time (the reference, in the same process) and with ``--concurrency``
-threads. Each task has its own id, video and prompts, so every response can be checked against
+count), starts `vrshq serve` (gunicorn) on a free 127.0.0.1 port and sends N /predict requests
+one at a time (the reference, in the same process), N others with ``--concurrency`` threads, and
+those N again (answered from the backend's saved predictions). Each task has its own id, video
+and prompts, so every response can be checked against
 its task: region ids, object count, labels, frame count, fps, mask size. Any mismatch, error
 or a run past ``--timeout`` exits non-zero. Prints a table and writes bench/results/load.json.
 """
@@ -294,7 +295,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[Outcome]]:
-    """The whole bench: data, server, warm-up, sequential then concurrent phase; (payload, outcomes)."""
+    """The whole bench: data, server, warm-up, then sequential, concurrent and again; (payload, outcomes)."""
     deadline = time.monotonic() + args.timeout
     load_start = os.getloadavg()  # other work on the machine skews the numbers: record it
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="vrshq-load-"))
@@ -307,8 +308,12 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[Outcome]]:
         warm = [replace(t, id=t.id + 100_000) for t in tasks[: 2 * args.workers]]
         run_phase(url, warm, args.workers, deadline, "warm-up")
         phases, problems, all_outcomes = [], [], []
-        for name, conc in (("sequential", 1), ("concurrent", args.concurrency)):
-            outcomes, wall, timed_out = run_phase(url, tasks, conc, deadline, name)
+        # The concurrent phase asks for tasks of its own: the backend answers a task asked again
+        # from its saved prediction, which the third phase ("again") measures.
+        fresh = [replace(t, id=t.id + 200_000) for t in tasks]
+        for name, conc, batch in (("sequential", 1, tasks), ("concurrent", args.concurrency, fresh),
+                                  ("again", args.concurrency, fresh)):
+            outcomes, wall, timed_out = run_phase(url, batch, conc, deadline, name)
             row, found = summarize(name, outcomes, wall, len(tasks), conc, timed_out)
             phases.append(row)
             problems += [f"{name}: {p}" for p in found]
@@ -319,6 +324,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[Outcome]]:
         code = stop_server(proc)
     seq = phases[0]
     con = phases[1] if len(phases) > 1 else None
+    again = phases[2] if len(phases) > 2 else None
     payload = {
         "nproc": os.cpu_count(),
         "loadavg_1m_start_end": [load_start[0], os.getloadavg()[0]],
@@ -330,8 +336,10 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[Outcome]]:
         "throughput_ratio_concurrent_vs_sequential":
             con["throughput_rps"] / seq["throughput_rps"] if con and seq["throughput_rps"] else None,
         "p50_ratio_concurrent_vs_sequential": con["p50_s"] / seq["p50_s"] if con and seq["p50_s"] else None,
+        "throughput_ratio_again_vs_concurrent":
+            again["throughput_rps"] / con["throughput_rps"] if again and con and con["throughput_rps"] else None,
         "mismatches": sum(p["mismatches"] for p in phases),
-        "timed_out": any(p["timed_out"] for p in phases) or con is None,
+        "timed_out": any(p["timed_out"] for p in phases) or again is None,
         "problems": problems[:20],
         "serve_log": str(log),
     }
@@ -350,6 +358,9 @@ def report(payload: dict[str, Any], out: str | None) -> Path:
     if ratio is not None:
         print(f"\nthroughput concurrent / sequential: {ratio:.3g}x; "
               f"p50 latency concurrent / sequential: {payload['p50_ratio_concurrent_vs_sequential']:.3g}x")
+    again = payload.get("throughput_ratio_again_vs_concurrent")
+    if again is not None:
+        print(f"throughput of the same tasks asked again (saved predictions) / concurrent: {again:.3g}x")
     for p in payload["problems"]:
         print(f"MISMATCH {p}")
     if out:

@@ -39,17 +39,18 @@ def test_bench_runs_clean_and_reports_percentiles(bench_run):
     code, report, outcomes, _ = bench_run
     assert code == 0, report["problems"]
     assert report["mismatches"] == 0 and not report["timed_out"] and report["problems"] == []
-    assert [p["phase"] for p in report["phases"]] == ["sequential", "concurrent"]
+    assert [p["phase"] for p in report["phases"]] == ["sequential", "concurrent", "again"]
     for phase in report["phases"]:
         assert phase["requests"] == phase["completed"] == phase["ok"] == REQUESTS
         assert phase["mismatches"] == 0
         assert 0 < phase["p50_s"] <= phase["p95_s"] <= phase["p99_s"]
         assert phase["throughput_rps"] > 0
-    assert [p["concurrency"] for p in report["phases"]] == [1, CONCURRENCY]
+    assert [p["concurrency"] for p in report["phases"]] == [1, CONCURRENCY, CONCURRENCY]
     assert report["throughput_ratio_concurrent_vs_sequential"] > 0
     assert report["server"]["exit_code"] == 0 and report["machine"]["cpu"]
     assert len(report["videos"]) == 3
-    assert len(outcomes) == 2 * REQUESTS
+    assert len(outcomes) == 3 * REQUESTS
+    assert report["throughput_ratio_again_vs_concurrent"] > 1  # no model call the second time
 
 
 def _two_different(outcomes: list[lb.Outcome]) -> tuple[lb.Outcome, lb.Outcome]:
