@@ -92,6 +92,7 @@ def test_serve_answers_label_studio_requests_from_two_worker_processes(env, tmp_
     text = log.read_text()
     # The model loads once per worker process (two workers -> two loads), never per request.
     assert text.count("model loaded") == 2, text[-3000:]
+    assert "--workers > 1 without REDIS_URL" in text
     assert code == 0, text[-3000:]
 
 

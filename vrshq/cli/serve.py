@@ -85,6 +85,10 @@ def run(args: argparse.Namespace) -> int:
                 sys.exit(3)  # gunicorn's "worker failed to boot": the arbiter stops too
 
     print(f"vrshq backend ({config.plugin}) on http://{args.host}:{args.port}", file=sys.stderr)
+    if args.workers > 1 and not config.redis_url:
+        print("vrshq: warning: --workers > 1 without REDIS_URL: each worker process runs and "
+              "knows only its own jobs (GET /jobs/<id> and cancel answer in that process only); "
+              "set REDIS_URL to share one queue", file=sys.stderr)
     try:
         Server().run()
     finally:
