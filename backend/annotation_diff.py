@@ -75,9 +75,17 @@ def _an_earlier_track(state: TaskState, obj: ObjectTrack, boxes: Mapping[int, An
 
 
 def diff_annotation(state: TaskState, info: LabelConfigInfo,
-                    annotation_result: Sequence[Mapping[str, Any]]) -> list[ObjectChange]:
-    """One :class:`ObjectChange` per predicted object, in object order (unchanged ones included)."""
-    predicted_results = state_results(state, info)
+                    annotation_result: Sequence[Mapping[str, Any]],
+                    predicted_results: Sequence[Mapping[str, Any]] | None = None) -> list[ObjectChange]:
+    """One :class:`ObjectChange` per predicted object, in object order (unchanged ones included).
+
+    The annotation is compared with the task's current state, or with ``predicted_results``
+    (the prediction the annotator started from); objects that prediction does not have are
+    left out then.
+    """
+    against_state = predicted_results is None
+    if predicted_results is None:
+        predicted_results = state_results(state, info)
     predicted = parse_annotation(predicted_results, info)
     annotated = parse_annotation(annotation_result, info)
     predicted_seq = _sequences(predicted_results, info)
@@ -86,7 +94,12 @@ def diff_annotation(state: TaskState, info: LabelConfigInfo,
     changes: list[ObjectChange] = []
     for index, obj in enumerate(state.objects):
         rid = object_region_id(state, obj)
+        if not against_state and rid not in predicted:
+            continue  # added after that prediction: not in the annotator's editor
         before = shown_mask(obj)
+        if not against_state and predicted[rid].mask is not None \
+                and predicted[rid].mask.shape == before.shape:
+            before = predicted[rid].mask
         change = ObjectChange(obj, index, before)
         region = annotated.get(rid)
         extras = [r.mask for key, r in annotated.items()
@@ -112,7 +125,7 @@ def diff_annotation(state: TaskState, info: LabelConfigInfo,
                     change.mask = merged
         if region is not None and region.has_track:
             if not _boxes_equal(predicted[rid].boxes if rid in predicted else {}, region.boxes) \
-                    and not _an_earlier_track(state, obj, region.boxes):
+                    and not (against_state and _an_earlier_track(state, obj, region.boxes)):
                 change.predicted_boxes = predicted_seq.get(rid)
                 change.boxes = annotated_seq.get(rid, [])
         changes.append(change)

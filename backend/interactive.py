@@ -103,7 +103,7 @@ def _correct(backend: Any, tid: int, info: LabelConfigInfo, project: str,
                if o.obj_id in masks and not np.array_equal(masks[o.obj_id], shown_mask(o))]
     if not changes:
         return state_prediction(state, info, set(masks))
-    log_changes(backend, state, info, changes, "interactive")
+    log_changes(backend.corrections, state, info, changes, "interactive")
     corrections = [Correction(ch.obj.obj_id, int(ch.obj.keyframe), ch.mask) for ch in changes]
     ids = {c.obj_id for c in corrections}
     if state.frames_count > backend.config.sync_frame_budget:

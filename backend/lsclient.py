@@ -88,6 +88,26 @@ class LabelStudioWriter:
             task=int(task), result=result, score=float(score), model_version=model_version))
         return int(pred.id)
 
+    def annotations(self, task: int) -> list[dict[str, Any]]:
+        """The task's annotations as JSON (result, parent_prediction, updated_at, ...)."""
+        got = self._retry("list annotations", lambda: self._sdk().annotations.list(id=int(task)))
+        return [a.model_dump(mode="json") for a in got or []]
+
+    def prediction_result(self, prediction: int) -> list[dict[str, Any]] | None:
+        """A prediction's result, or None when Label Studio no longer has it."""
+        try:
+            got = self._retry("read prediction", lambda: self._sdk().predictions.get(id=int(prediction)))
+        except LabelStudioError as exc:
+            if "HTTP 404" in str(exc):
+                return None
+            raise
+        return list(got.result or [])
+
+    def project_label_config(self, project: int) -> str:
+        """The project's labeling config."""
+        got = self._retry("read project", lambda: self._sdk().projects.get(id=int(project)))
+        return str(got.label_config or "")
+
     def get_task_data(self, task: int) -> dict[str, Any]:
         """The task's data as stored in Label Studio."""
         got = self._retry("read task", lambda: self._sdk().tasks.get(str(int(task))))

@@ -169,6 +169,11 @@ class TaskStateStore:
                 raise ValueError(f"{what} id {value!r} is not a plain id")
         return self.root / p / f"{t}.json"
 
+    def tasks(self, project: str | int) -> list[int]:
+        """The ids of the project's tasks that have a state, in order."""
+        folder = self.path(project, 0).parent
+        return sorted(int(p.stem) for p in folder.glob("*.json") if p.stem.isdigit())
+
     def load(self, project: str | int, task: str | int) -> TaskState | None:
         """The task's state, or None when the backend never predicted it."""
         path = self.path(project, task)

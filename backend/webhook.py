@@ -27,7 +27,7 @@ CORRECTION_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED")
 TRAIN_EVENT = "START_TRAINING"
 
 
-def log_changes(backend: Any, state: TaskState, info: LabelConfigInfo, changes: list[ObjectChange],
+def log_changes(log: Any, state: TaskState, info: LabelConfigInfo, changes: list[ObjectChange],
                 event: str, annotation: Mapping[str, Any] | None = None) -> list[int]:
     """Append the changed objects to the corrections log (one transaction); their ids.
 
@@ -52,16 +52,17 @@ def log_changes(backend: Any, state: TaskState, info: LabelConfigInfo, changes: 
             label=object_label(obj, info), frame=int(obj.keyframe),
             predicted_mask=encode_rle(ch.predicted_mask),
             corrected_mask=None if corrected is None else encode_rle(corrected),
-            predicted_boxes=_boxes(ch.predicted_boxes), corrected_boxes=_boxes(ch.boxes),
+            predicted_boxes=boxes_json(ch.predicted_boxes), corrected_boxes=boxes_json(ch.boxes),
             model_version=state.model_version, plugin=state.plugin, event=event,
             annotated_at=annotation.get("updated_at") or annotation.get("created_at"))
         records.append(record)
     # The repeat check happens inside the log's write transaction: a duplicate delivery handled
     # at the same time by another thread or process must not pass it too.
-    return backend.corrections.append_new(records)
+    return log.append_new(records)
 
 
-def _boxes(sequence: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+def boxes_json(sequence: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    """A box sequence as the log stores it (Label Studio's keyframe fields only)."""
     if sequence is None:
         return None
     keys = ("frame", "x", "y", "width", "height", "enabled", "rotation", "time")
@@ -108,7 +109,7 @@ def handle_webhook(backend: Any, payload: Mapping[str, Any]) -> tuple[int, dict[
     with malformed_input(f"task {tid}: the annotation"):
         changes = diff_annotation(state, info, result)
         # The log checks each record (boxes: finite, non-negative sizes) before it writes any.
-        ids = log_changes(backend, state, info, changes, action, annotation)
+        ids = log_changes(backend.corrections, state, info, changes, action, annotation)
     corrections = mask_corrections(changes)
     job_id, note = None, None
     if corrections and not backend.writer(pid).configured:
@@ -131,4 +132,4 @@ def handle_webhook(backend: Any, payload: Mapping[str, Any]) -> tuple[int, dict[
     return 201, {"status": "ok", "result": body_out}
 
 
-__all__ = ["CORRECTION_EVENTS", "handle_webhook", "log_changes", "mask_corrections"]
+__all__ = ["CORRECTION_EVENTS", "boxes_json", "handle_webhook", "log_changes", "mask_corrections"]

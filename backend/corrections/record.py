@@ -12,7 +12,7 @@ from typing import Any
 from vrshq.errors import MaskFormatError
 from vrshq.masks.rle import normalize_rle, rle_size
 
-EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "interactive")
+EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "interactive", "SYNC")
 BOX_KEYS = ("frame", "x", "y", "width", "height")
 BOX_OPTIONAL_KEYS = ("enabled", "rotation", "time")  # kept when Label Studio sends them
 

@@ -10,7 +10,7 @@ from vrshq.errors import VrshqError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the subcommand and its two actions."""
+    """Add the subcommand and its actions."""
     p = sub.add_parser("corrections", help="list or export the logged annotator corrections",
                        description="The corrections log: every annotation whose masks or boxes "
                        "differ from the model's prediction. By default it is "
@@ -51,6 +51,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--api-key", default=None,
                     help="Label Studio API key (default $LABEL_STUDIO_API_KEY)")
     ex.set_defaults(run=run_export)
+
+    sy = actions.add_parser(
+        "sync", help="log the corrections of annotations whose webhook never arrived",
+        description="Label Studio does not re-send a failed webhook (the backend was down). This "
+        "reads the annotations of the project's predicted tasks from Label Studio, compares each "
+        "with the prediction it started from, and logs what the log does not have yet (event "
+        "SYNC). Safe to run again: it adds nothing the second time.")
+    sy.add_argument("--project", required=True, help="the Label Studio project id")
+    sy.add_argument("--model-dir", default=None,
+                    help="the backend's MODEL_DIR: task states and corrections.sqlite3 (default $MODEL_DIR)")
+    sy.add_argument("--db", default=None, help="SQLAlchemy URL of the log, when it is not in MODEL_DIR")
+    sy.add_argument("--label-studio-url", default=None, help="default $LABEL_STUDIO_URL")
+    sy.add_argument("--api-key", default=None, help="default $LABEL_STUDIO_API_KEY")
+    sy.set_defaults(run=run_sync)
 
 
 def _add_source_options(p: argparse.ArgumentParser) -> None:
@@ -212,4 +226,45 @@ def _run_dataset_export(args: argparse.Namespace, out) -> int:
     print(f"exported {counts['videos']} video(s) (train {counts['train']}, valid {counts['valid']}), "
           f"{counts['expressions']} expression(s), {counts['frames']} frame(s); "
           f"skipped {len(manifest['skipped'])} -> {out}")
+    return 0
+
+
+def run_sync(args: argparse.Namespace) -> int:
+    """``vrshq corrections sync``."""
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from backend.config import BackendConfig
+    from backend.corrections import CorrectionsLog
+    from backend.corrections.sync import sync_project
+    from backend.lsclient import LabelStudioWriter
+    from backend.projects import ProjectRegistry
+    from backend.state import TaskStateStore
+    from backend.task_inputs import project_id
+
+    config = BackendConfig.from_env(data_dir=args.model_dir, label_studio_url=args.label_studio_url,
+                                    api_key=args.api_key)
+    project = project_id(args.project)
+    data = Path(config.data_dir)
+    states = TaskStateStore(data)
+    if not (data / "tasks" / project).is_dir():
+        raise VrshqError(f"{data}: the backend has no predicted task of project {project} here "
+                         "(give the backend's MODEL_DIR with --model-dir)")
+    url, key = config.label_studio_url, config.api_key
+    setup = ProjectRegistry(data).get(project)
+    if setup is not None:
+        url, key = url or setup.hostname, key or setup.access_token
+    writer = LabelStudioWriter(url, key)
+    if not writer.configured:
+        raise VrshqError("sync reads Label Studio: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY "
+                         "(or --label-studio-url and --api-key)")
+    log = CorrectionsLog(args.db) if args.db else CorrectionsLog.for_model_dir(data)
+    with log, tqdm(total=len(states.tasks(project)), unit="task", desc="sync") as bar:
+        report = sync_project(log, states, writer, project,
+                              progress=lambda done, total: bar.update(done - bar.n))
+    print(f"project {project}: {report.tasks} task(s), {report.annotations} annotation(s) read, "
+          f"{report.logged} correction(s) logged"
+          + (f", {report.without_parent} not started from a backend prediction (not compared)"
+             if report.without_parent else ""))
     return 0

@@ -1,0 +1,87 @@
+"""Catch up on corrections whose webhook never arrived (the backend was down, or restarting).
+
+Label Studio does not re-send a failed webhook. ``vrshq corrections sync`` reads every annotation
+of a project's predicted tasks from Label Studio, compares each with the prediction it started
+from (its ``parent_prediction``: what the annotator saw, not the task's state now) and logs what
+differs and is not in the log yet. Logging is idempotent: a second run adds nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from backend.annotation_diff import diff_annotation
+from backend.labelconfig import parse_label_config
+from backend.state import TaskStateStore
+from backend.webhook import boxes_json, log_changes
+from vrshq.masks import encode_rle
+
+SYNC_EVENT = "SYNC"
+
+
+@dataclass
+class SyncReport:
+    """What a sync found: annotations read, corrections logged, and what it could not compare."""
+
+    tasks: int = 0
+    annotations: int = 0
+    logged: int = 0
+    without_parent: int = 0  # annotations not started from a prediction of this backend
+
+    def to_json(self) -> dict[str, int]:
+        """The counts as JSON."""
+        return dict(self.__dict__)
+
+
+def _key(annotation: Any, obj_id: Any, frame: Any, mask: Any, boxes: Any) -> str:
+    return json.dumps([str(annotation), str(obj_id), int(frame), mask, boxes], sort_keys=True)
+
+
+def _logged(log: Any, project: str, task: int) -> set[str]:
+    return {_key(c.annotation, c.obj_id, c.frame, c.corrected_mask, c.corrected_boxes)
+            for c in log.list(project=project, task=task)}
+
+
+def _change_key(annotation: Any, ch: Any) -> str:
+    # What log_changes would store for this change (a deleted object: an empty mask, no boxes).
+    mask = ch.mask if ch.mask is not None else (np.zeros_like(ch.predicted_mask) if ch.deleted else None)
+    return _key(annotation, ch.obj.obj_id, ch.obj.keyframe, None if mask is None else encode_rle(mask),
+                boxes_json(ch.boxes))
+
+
+def sync_project(log: Any, states: TaskStateStore, writer: Any, project: str,
+                 progress: Callable[[int, int], None] | None = None) -> SyncReport:
+    """Log the corrections of ``project``'s annotations that the log does not have yet."""
+    info = parse_label_config(writer.project_label_config(int(project)))
+    report = SyncReport()
+    tasks = states.tasks(project)
+    for n, task in enumerate(tasks, 1):
+        state = states.load(project, task)
+        report.tasks += 1
+        logged = _logged(log, project, task)
+        for annotation in sorted(writer.annotations(task), key=lambda a: (a.get("updated_at") or "", a["id"])):
+            if annotation.get("was_cancelled") or not isinstance(annotation.get("result"), list):
+                continue
+            report.annotations += 1
+            parent = annotation.get("parent_prediction")
+            predicted = writer.prediction_result(parent) if parent else None
+            if predicted is None:
+                report.without_parent += 1
+                continue
+            changes = diff_annotation(state, info, annotation["result"], predicted_results=predicted)
+            new = [ch for ch in changes if ch.changed and _change_key(annotation["id"], ch) not in logged]
+            ids = log_changes(log, state, info, new, SYNC_EVENT, annotation)
+            report.logged += len(ids)
+            if ids:
+                logged = _logged(log, project, task)
+        if progress is not None:
+            progress(n, len(tasks))
+    return report
+
+
+__all__ = ["SYNC_EVENT", "SyncReport", "sync_project"]
