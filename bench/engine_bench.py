@@ -14,7 +14,9 @@ Prints tables and writes bench/results/engine.json.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -128,6 +130,7 @@ def bench_correction(model, video: Path, gt: np.ndarray, budget_mib: int | None 
 def rss_child(kind: str, frames: int, config: str, checkpoint: str, budget_mib: int) -> dict:
     """Runs in a fresh process: track one object through a ``frames``-long video, report peak RSS."""
     work = Path(tempfile.mkdtemp(prefix="vrshq-rss-"))
+    atexit.register(shutil.rmtree, work, True)
     spec = SyntheticSpec(num_frames=frames, width=256, height=192, fps=25.0, num_objects=1, seed=1)
     video = write_video(spec, work / "clip.mp4")
     first = ground_truth(SyntheticSpec(num_frames=1, width=256, height=192, num_objects=1, seed=1))[0] == 1
@@ -180,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     torch.manual_seed(0)
     work = Path(tempfile.mkdtemp(prefix="vrshq-bench-"))
+    atexit.register(shutil.rmtree, work, True)  # models and videos: hundreds of MB per run
     config, checkpoint = write_tiny_sam2(work / "sam2", preset=args.preset)
     model = build_model(config, checkpoint, predictor=True)
     spec = SyntheticSpec(num_frames=args.frames, width=320, height=240, fps=25.0, num_objects=2, seed=2)

@@ -14,8 +14,10 @@ or a run past ``--timeout`` exits non-zero. Prints a table and writes bench/resu
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -299,6 +301,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[Outcome]]:
     deadline = time.monotonic() + args.timeout
     load_start = os.getloadavg()  # other work on the machine skews the numbers: record it
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="vrshq-load-"))
+    if not args.work:
+        atexit.register(shutil.rmtree, work, True)
     work.mkdir(parents=True, exist_ok=True)
     models, media, tasks = make_data(work, args.videos, args.requests)
     proc, url, log = start_server(models, media, work, args.workers, args.threads,

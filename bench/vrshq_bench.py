@@ -29,8 +29,10 @@ in a fresh process. Prints tables and writes bench/results/vrshq.json (vrshq_ful
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -441,6 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     parts = set(args.parts.split(","))
     loadings = ["sample", "state"] if args.reference_loading == "both" else [args.reference_loading]
     work = Path(tempfile.mkdtemp(prefix="vrshq-bench-"))
+    atexit.register(shutil.rmtree, work, True)  # models and videos: hundreds of MB per run
     results: dict = {"frames": args.frames, "full_size": args.full_size}
     t: dict[str, float] = {}
     if "compare" in parts:
