@@ -44,6 +44,12 @@ class ObjectChange:
         """Whether anything differs."""
         return self.deleted or self.mask is not None or self.boxes is not None
 
+    def corrected_mask(self) -> np.ndarray | None:
+        """The mask the log keeps as corrected: the new one, empty for a deleted object, else None."""
+        if self.mask is not None:
+            return self.mask
+        return np.zeros_like(self.predicted_mask) if self.deleted else None
+
 
 def _sequences(results: Sequence[Mapping[str, Any]], info: LabelConfigInfo) -> dict[str, list]:
     out: dict[str, list] = {}

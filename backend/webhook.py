@@ -12,8 +12,6 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
 from backend.annotation_diff import ObjectChange, diff_annotation
 from backend.corrections import Correction as LoggedCorrection
 from backend.labelconfig import LabelConfigInfo
@@ -43,8 +41,7 @@ def log_changes(log: Any, state: TaskState, info: LabelConfigInfo, changes: list
         if not ch.changed:
             continue
         obj = ch.obj
-        corrected = ch.mask if ch.mask is not None else (
-            np.zeros_like(ch.predicted_mask) if ch.deleted else None)
+        corrected = ch.corrected_mask()
         record = LoggedCorrection(
             project=state.project, task=state.task, annotation=annotation.get("id"),
             annotator=annotator, video_path=state.video, video_sha256=None, fps=state.fps,

@@ -13,8 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from backend.annotation_diff import diff_annotation
 from backend.labelconfig import parse_label_config
 from backend.state import TaskStateStore
@@ -48,8 +46,7 @@ def _logged(log: Any, project: str, task: int) -> set[str]:
 
 
 def _change_key(annotation: Any, ch: Any) -> str:
-    # What log_changes would store for this change (a deleted object: an empty mask, no boxes).
-    mask = ch.mask if ch.mask is not None else (np.zeros_like(ch.predicted_mask) if ch.deleted else None)
+    mask = ch.corrected_mask()  # what log_changes stores for this change
     return _key(annotation, ch.obj.obj_id, ch.obj.keyframe, None if mask is None else encode_rle(mask),
                 boxes_json(ch.boxes))
 
