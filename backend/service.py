@@ -37,6 +37,7 @@ from backend.write_ledger import WriteLedger, post_prediction_once
 from plugins.base import ModelPlugin, ObjectTrack, PluginConfig
 from plugins.registry import load_plugin
 from vrshq.errors import VrshqError
+from vrshq.masks import decode_rle
 from vrshq.video.reader import VideoReader, open_video
 
 log = logging.getLogger(__name__)
@@ -63,17 +64,15 @@ class Backend:
         self.writes.prune()
         # Jobs carry JSON payloads (backend.job_functions): on Redis when REDIS_URL is set, for
         # `vrshq worker` processes to run; otherwise on a thread pool in this process.
-        if config.redis_url:
-            from backend.queue_rq import RQJobRunner
-
-            self.jobs: Any = RQJobRunner(config.redis_url, config.queue, config.max_queued)
-        else:
-            self.jobs = JobRunner(workers=config.job_workers)
         redis_frames = None
         if config.redis_url:
             from backend.metrics import RedisFrames
+            from backend.queue_rq import RQJobRunner
 
+            self.jobs: Any = RQJobRunner(config.redis_url, config.queue, config.max_queued)
             redis_frames = RedisFrames(self.jobs.redis, f"vrshq:frames:{config.queue}")
+        else:
+            self.jobs = JobRunner(workers=config.job_workers)
         self.metrics = Metrics(config.metrics_dir, redis_frames)
         self.model_lock = threading.Lock()
         log.info("model loaded: plugin %s, version %s (pid %d)", self.plugin.name,
@@ -368,8 +367,6 @@ class Backend:
             return state
 
     def _is_latest(self, project: str, task: int, c: Any) -> bool:
-        from vrshq.masks import decode_rle
-
         newest = self.corrections.latest(project, task, c.obj_id, int(c.frame), with_mask=True)
         if newest is None:
             return True  # never logged: nothing newer to protect
