@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from bench.load_bench import stop_server
 from tests.backend_fixtures import TEXT_XML, text_task
 
 VRSHQ = str(Path(sys.executable).with_name("vrshq"))
@@ -43,13 +43,7 @@ def wait_up(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90) ->
     raise AssertionError(f"vrshq serve not up after {timeout} s:\n{log.read_text()[-3000:]}")
 
 
-def stop(proc: subprocess.Popen) -> int:
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        return proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        return proc.wait()
+stop = stop_server  # SIGTERM the server's process group, SIGKILL after 30 s
 
 
 @pytest.fixture
