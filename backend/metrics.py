@@ -116,10 +116,6 @@ class Metrics:
             if rate == 0.0:
                 return
 
-    def frames_per_second(self) -> float:
-        """Object-frames this process tracked per second over the last minute."""
-        return self._local_rate()
-
     def render(self, jobs: dict[str, int]) -> str:
         """Every metric as Prometheus exposition text; ``jobs`` counts jobs by state."""
         from prometheus_client import CollectorRegistry, generate_latest
