@@ -31,10 +31,6 @@ class SyncReport:
     logged: int = 0
     without_parent: int = 0  # annotations not started from a prediction of this backend
 
-    def to_json(self) -> dict[str, int]:
-        """The counts as JSON."""
-        return dict(self.__dict__)
-
 
 def _key(annotation: Any, obj_id: Any, frame: Any, mask: Any, boxes: Any) -> str:
     return json.dumps([str(annotation), str(obj_id), int(frame), mask, boxes], sort_keys=True)
@@ -61,21 +57,22 @@ def sync_project(log: Any, states: TaskStateStore, writer: Any, project: str,
         state = states.load(project, task)
         report.tasks += 1
         logged = _logged(log, project, task)
+        parents: dict[int, list[dict[str, Any]] | None] = {}  # annotations often share one
         for annotation in sorted(writer.annotations(task), key=lambda a: (a.get("updated_at") or "", a["id"])):
             if annotation.get("was_cancelled") or not isinstance(annotation.get("result"), list):
                 continue
             report.annotations += 1
             parent = annotation.get("parent_prediction")
-            predicted = writer.prediction_result(parent) if parent else None
+            if parent and parent not in parents:
+                parents[parent] = writer.prediction_result(parent)
+            predicted = parents.get(parent) if parent else None
             if predicted is None:
                 report.without_parent += 1
                 continue
             changes = diff_annotation(state, info, annotation["result"], predicted_results=predicted)
             new = [ch for ch in changes if ch.changed and _change_key(annotation["id"], ch) not in logged]
-            ids = log_changes(log, state, info, new, SYNC_EVENT, annotation)
-            report.logged += len(ids)
-            if ids:
-                logged = _logged(log, project, task)
+            report.logged += len(log_changes(log, state, info, new, SYNC_EVENT, annotation))
+            logged |= {_change_key(annotation["id"], ch) for ch in new}
         if progress is not None:
             progress(n, len(tasks))
     return report
