@@ -150,6 +150,10 @@ class ModelPlugin(ABC):
                 progress: Progress | None = None) -> list[ObjectTrack]:
         """Re-propagate the corrected objects; returns every object's track (others unchanged)."""
 
+    @classmethod
+    def check_model(cls, model_dir: str | None) -> None:
+        """Check the model folder's layout without loading it (at start-up); ModelError if bad."""
+
     # ------------------------------------------------------------------ helpers
     def info(self) -> dict[str, Any]:
         """What /setup and /health report about the plugin."""

@@ -15,6 +15,7 @@ from plugins.base import (
 from plugins.repropagate import repropagate
 from vrshq.errors import ModelError, PromptError
 from vrshq.masks.track import Track
+from vrshq.model.layout import check_model_folder
 from vrshq.model.loading import load_vrshq
 from vrshq.model.pipeline import Vrshq, VrshqConfig
 from vrshq.video.reader import VideoReader
@@ -44,10 +45,15 @@ class VrshqPlugin(ModelPlugin):
             raise ModelError("the vrshq plugin is not loaded")
         return self.model.version
 
-    def load(self, config: PluginConfig) -> None:
-        if not config.model_dir:
+    @classmethod
+    def check_model(cls, model_dir: str | None) -> None:
+        if not model_dir:
             raise ModelError("the vrshq plugin needs a model folder (model_dir with vrshq/, sam2/ "
                              "and clip/; `vrshq download` or `vrshq tiny-models` make one)")
+        check_model_folder(model_dir)
+
+    def load(self, config: PluginConfig) -> None:
+        self.check_model(config.model_dir)
         self.model = load_vrshq(config.model_dir, VrshqConfig(engine=config.engine_config()))
 
     def _loaded(self) -> Vrshq:

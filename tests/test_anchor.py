@@ -1,4 +1,5 @@
-"""CLIP anchor frame on a tiny random open_clip model (no download)."""
+"""CLIP anchor frame on a tiny random open_clip model (no download), checked against the
+release's own model class (transformers' ``CLIPModel``) on the same weights."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from tests.clip_reference import clipmodel_from_open_clip
 from vrshq.errors import ModelError
-from vrshq.model.anchor import (TINY_CLIP_CONFIG, TINY_CLIP_NAME, AnchorScorer,
-                                register_model_config, tiny_open_clip, write_tiny_open_clip)
+from vrshq.model.anchor import (DEFAULT_MODEL, TINY_CLIP_CONFIG, TINY_CLIP_NAME, AnchorScorer,
+                                first_argmax, register_model_config, tiny_open_clip,
+                                write_tiny_open_clip)
 
 TEXT = "the dog running on the left"
 
@@ -23,7 +26,7 @@ def tiny_clip():
 @pytest.fixture(scope="module")
 def scorer(tiny_clip):
     model, preprocess, tokenizer = tiny_clip
-    return AnchorScorer.from_model(model, preprocess, tokenizer, batch_size=4)
+    return AnchorScorer.from_model(model, preprocess, tokenizer)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +44,8 @@ def test_probabilities_sum_to_one_and_anchor_is_argmax(scorer):
     probs = scorer.frame_probabilities(frames, TEXT)
     assert probs.shape == (9,)
     assert np.all(probs > 0)
-    assert probs.sum() == pytest.approx(1.0, abs=1e-9)
+    # a float32 softmax over 9 frames: each term rounds by at most half an ulp (6e-8)
+    assert probs.sum() == pytest.approx(1.0, abs=1e-6)
     assert scorer.anchor(frames, TEXT) == int(np.argmax(probs))
     assert not np.allclose(probs, probs[0])  # random frames are told apart
 
@@ -88,8 +92,111 @@ def test_deterministic(scorer):
 def test_identical_frames_give_uniform_probabilities(scorer):
     frame = _frames(1, seed=4)[0]
     probs = scorer.frame_probabilities([frame] * 6, TEXT)
+    # Not approximately: identical frames must score bit-identically on any CPU, so that the
+    # tie rule (the first maximum) decides, not float noise.
+    assert np.all(probs == probs[0])
     np.testing.assert_allclose(probs, np.full(6, 1 / 6), atol=1e-6)
     assert scorer.anchor([frame] * 6, TEXT) == 0
+    others = _frames(3, seed=8)
+    mixed = [others[0], frame, others[1], frame, frame, others[2]]
+    emb = scorer.image_embeddings(mixed)
+    assert torch.equal(emb[1], emb[3]) and torch.equal(emb[1], emb[4])
+
+
+def test_a_frames_embedding_does_not_depend_on_its_neighbours(scorer):
+    frames = _frames(7, seed=9)
+    together = scorer.image_embeddings(frames)
+    for i, frame in enumerate(frames):
+        assert torch.equal(scorer.image_embeddings([frame])[0], together[i]), i
+
+
+def test_first_argmax_is_the_tie_rule():
+    assert first_argmax(torch.tensor([0.1, 0.5, 0.2, 0.5])) == 1
+    assert first_argmax(torch.tensor([0.5, 0.5, 0.5])) == 0
+    assert first_argmax(torch.tensor([0.1, 0.2, 0.3], dtype=torch.bfloat16)) == 2
+
+
+# --- the release's model class and precision ----------------------------------------------------
+
+
+def _hf_inputs(preprocess, tokenizer, frames):
+    from PIL import Image
+    pixels = torch.stack([preprocess(Image.fromarray(f)) for f in frames])
+    return pixels, tokenizer([TEXT])
+
+
+def test_same_logits_as_transformers_clipmodel_on_the_same_weights(tiny_clip, scorer):
+    model, preprocess, tokenizer = tiny_clip
+    frames = _frames(6, seed=10)
+    pixels, ids = _hf_inputs(preprocess, tokenizer, frames)
+    hf = clipmodel_from_open_clip(model, TINY_CLIP_CONFIG)
+    with torch.inference_mode():
+        ref = hf(input_ids=ids, pixel_values=pixels).logits_per_image[:, 0]
+        gelu = clipmodel_from_open_clip(model, TINY_CLIP_CONFIG, hidden_act="gelu")
+        with_gelu = gelu(input_ids=ids, pixel_values=pixels).logits_per_image[:, 0]
+    ours = torch.from_numpy(scorer.frame_logits(frames, TEXT))
+    # Two libraries, same fp32 math, other kernels: ~5e-7 apart here (logits ~3-4).
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5)
+    # The check can tell the activations apart: nn.GELU moves these logits by ~1e-2.
+    assert (with_gelu - ref).abs().max() > 1e-3
+    probs = ref.double().softmax(0).numpy()
+    np.testing.assert_allclose(scorer.frame_probabilities(frames, TEXT), probs, atol=1e-6)
+    assert scorer.anchor(frames, TEXT) == int(np.argmax(probs))
+
+
+def test_default_anchor_model_is_quickgelu():
+    import inspect
+
+    import open_clip
+
+    from vrshq.model.download import DownloadSources
+    from vrshq.model.loading import load_vrshq
+    assert open_clip.get_model_config(DEFAULT_MODEL)["vision_cfg"]["image_size"] == 336
+    assert inspect.signature(AnchorScorer).parameters["model_name"].default == DEFAULT_MODEL
+    assert inspect.signature(load_vrshq).parameters["clip_model"].default == DEFAULT_MODEL
+    assert DownloadSources().clip_model == DEFAULT_MODEL
+    # Built for real (on the meta device: no memory, no weights): every activation is QuickGELU.
+    model = open_clip.create_model(DEFAULT_MODEL, pretrained=None, device="meta")
+    acts = [type(m).__name__ for m in model.modules()
+            if isinstance(m, torch.nn.GELU) or type(m).__name__ == "QuickGELU"]
+    assert len(acts) == 24 + 12 and set(acts) == {"QuickGELU"}
+
+
+def test_bf16_is_the_releases_clipmodel_in_bf16(tiny_clip):
+    model, preprocess, tokenizer = tiny_clip
+    frames = _frames(8, seed=11)
+    pixels, ids = _hf_inputs(preprocess, tokenizer, frames)
+    hf = clipmodel_from_open_clip(model, TINY_CLIP_CONFIG).to(torch.bfloat16)
+    with torch.inference_mode():
+        # model/VISA_multiseg_cliptree_bf16.py L306-308, verbatim in spirit
+        prob_ref = hf(input_ids=ids, pixel_values=pixels.bfloat16()).logits_per_image.softmax(dim=0)
+    import copy
+    bf16 = AnchorScorer.from_model(copy.deepcopy(model), preprocess, tokenizer, precision="bf16")
+    assert {p.dtype for p in bf16.model.parameters()} == {torch.bfloat16}
+    emb = bf16.image_embeddings(frames)
+    probs = bf16.probabilities_from_embeddings(emb, TEXT)
+    assert emb.dtype == probs.dtype == torch.bfloat16
+    # bf16 has 8 significant bits: probabilities ~0.1-0.3 agree to a few ulps (2^-10 each)
+    torch.testing.assert_close(probs.float(), prob_ref[:, 0].float(), rtol=0, atol=4e-3)
+
+
+def test_bf16_ties_go_to_the_first_frame_where_fp32_tells_them_apart(scorer):
+    # Two frames whose fp32 logits differ by less than bf16 resolves: the release's bf16
+    # softmax makes them equal and argmax takes the earlier one; fp32 takes the true maximum.
+    text = scorer.model.encode_text(scorer.tokenizer([TEXT])).float()
+    text = text / text.norm(dim=-1, keepdim=True)
+    other = torch.randn(text.shape, generator=torch.Generator().manual_seed(0))
+    other = other - (other @ text.t()) * text
+    other = other / other.norm()
+    lo, hi = 0.9000, 0.9003  # cosines 3e-4 apart: distinct in fp32, one value in bf16
+    emb = torch.cat([lo * text + (1 - lo**2) ** 0.5 * other, hi * text + (1 - hi**2) ** 0.5 * other])
+    assert scorer.anchor_from_embeddings(emb, TEXT) == 1
+    import copy
+    bf16 = AnchorScorer.from_model(copy.deepcopy(scorer.model), scorer.preprocess,
+                                   scorer.tokenizer, precision="bf16")
+    probs = bf16.probabilities_from_embeddings(emb.bfloat16(), TEXT)
+    assert probs[0] == probs[1]
+    assert bf16.anchor_from_embeddings(emb.bfloat16(), TEXT) == 0
 
 
 def test_tiny_model_loads_through_the_real_path(tiny_clip, tiny_clip_files, scorer):

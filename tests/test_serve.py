@@ -102,6 +102,21 @@ def test_serve_with_a_bad_model_folder_fails_with_one_line(env, tmp_path):
     assert "Traceback" not in done.stderr
 
 
+def test_serve_with_an_incomplete_model_folder_names_the_part_before_starting(env, tiny_models,
+                                                                            tmp_path):
+    import shutil
+    partial = tmp_path / "models"
+    shutil.copytree(tiny_models, partial, ignore=shutil.ignore_patterns("clip"))
+    env = {**env, "VRSHQ_MODEL": str(partial)}
+    done = subprocess.run([VRSHQ, "serve", "--port", str(free_port())], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    # checked in the parent before gunicorn starts: no banner, no worker boot lines
+    assert len(lines) == 1 and lines[0].startswith("vrshq: error: "), done.stderr[-2000:]
+    assert f"{partial / 'clip'}: no clip/ folder" in lines[0]
+
+
 def test_serve_with_an_unknown_plugin_names_the_installed_ones(env):
     done = subprocess.run([VRSHQ, "serve", "--plugin", "nope"], env=env, capture_output=True, text=True,
                           timeout=60)

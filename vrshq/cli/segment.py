@@ -12,6 +12,7 @@ from tqdm import tqdm
 from vrshq.cli.common import MiB, open_video_quietly, resolve_device
 from vrshq.engine import EngineConfig
 from vrshq.errors import PromptError, VrshqError
+from vrshq.model.anchor import DEFAULT_MODEL
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,10 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--feature-budget-mib", type=int, default=1024,
                    help="SAM-2 image features kept in memory; the rest spill to disk")
-    p.add_argument("--clip-model", default="ViT-L-14-336",
-                   help="open_clip model that picks the anchor frame (default ViT-L-14-336)")
-    p.add_argument("--clip-pretrained", default="openai",
-                   help="its open_clip pretrained tag or a checkpoint file (default openai)")
+    p.add_argument("--clip-model", default=DEFAULT_MODEL,
+                   help=f"open_clip architecture of --clip-pretrained (default {DEFAULT_MODEL})")
+    p.add_argument("--clip-pretrained",
+                   help="a CLIP checkpoint file for the anchor (default: the model folder's clip/)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bars (default: when stderr is a terminal)")
     p.set_defaults(run=run)

@@ -57,9 +57,12 @@ def run(args: argparse.Namespace) -> int:
     config = backend_config(args)
     metrics_dir = metrics_folder()
     config = dataclasses.replace(config, metrics_dir=metrics_dir)
-    plugin_class(config.plugin)  # an unknown plugin fails here, with the installed ones named
-    if config.model_dir and not os.path.isdir(config.model_dir):
-        raise VrshqError(f"model folder {config.model_dir}: not found")
+    # An unknown plugin or an incomplete model folder fails here, before any worker starts.
+    plugin = plugin_class(config.plugin)
+    if config.model_dir:
+        if not os.path.isdir(config.model_dir):
+            raise VrshqError(f"model folder {config.model_dir}: not found")
+        plugin.check_model(config.model_dir)
     level = str(args.log_level).upper()
     logging.basicConfig(level=getattr(logging, level, logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

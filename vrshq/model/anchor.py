@@ -1,10 +1,16 @@
 """CLIP anchor frame: the frame that best matches the expression (TKS's sampling anchor).
 
-Upstream ``model/VISA_multiseg_cliptree_bf16.py`` L303-312: CLIP ViT-L/14-336 scores every
-frame against the expression, ``prob_per_frame = softmax(logits_per_image, dim=0)`` (over
-frames) and the anchor is its argmax. Upstream uses transformers' ``CLIPModel`` on
-``openai/clip-vit-large-patch14-336``; here the same OpenAI weights come through open_clip
-(``ViT-L-14-336`` / ``openai``), or any open_clip model, e.g. the tiny random one for tests.
+Upstream ``model/VISA_multiseg_cliptree_bf16.py`` L177-180 and L303-308: transformers'
+``CLIPModel`` on ``openai/clip-vit-large-patch14-336``, cast to the run's dtype (bf16), scores
+every frame against the expression in one call; ``prob_per_frame =
+logits_per_image.softmax(dim=0)`` (over frames, in bf16) and the anchor is its ``torch.argmax``
+(the first maximum wins a tie).
+
+We build the same network with open_clip rather than transformers: ``vrshq download`` and
+existing model folders hold open_clip's copy of the OpenAI weights, and open_clip's
+``ViT-L-14-336-quickgelu`` is the architecture those weights were trained with (QuickGELU, as
+``CLIPModel``'s config says); plain ``ViT-L-14-336`` would build nn.GELU and only warn.
+``tests/test_anchor.py`` proves a tiny random CLIP gives the same logits in both libraries.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import logging
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -22,14 +28,18 @@ from PIL import Image
 
 from vrshq.errors import ModelError
 
-DEFAULT_MODEL = "ViT-L-14-336"
+DEFAULT_MODEL = "ViT-L-14-336-quickgelu"
 DEFAULT_PRETRAINED = "openai"
+AnchorPrecision = Literal["fp32", "bf16"]
+_DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 TINY_CLIP_NAME = "vrshq-tiny-clip"
 # A ~1.8 M-parameter CLIP for tests: ViT 64 px / patch 16 / width 64 / 2 layers; the text tower
 # keeps open_clip's default tokenizer (49408 tokens, context 77) so get_tokenizer works as is.
+# QuickGELU like the OpenAI weights, so tests run the activation the released anchor runs.
 TINY_CLIP_CONFIG: dict[str, Any] = {
     "embed_dim": 32,
+    "quick_gelu": True,
     "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
 }
@@ -105,12 +115,24 @@ def _random_model(name: str, seed: int) -> tuple[torch.nn.Module, Callable]:
     return model, preprocess
 
 
+def first_argmax(values: torch.Tensor) -> int:
+    """The index of the first maximum (``torch.argmax``'s documented tie rule, made explicit)."""
+    flat = values.reshape(-1)
+    return int(torch.nonzero(flat == flat.max())[0, 0])
+
+
 class AnchorScorer:
-    """Per-frame CLIP probabilities of matching a text, and the anchor frame (their argmax)."""
+    """Per-frame CLIP probabilities of matching a text, and the anchor frame (their argmax).
+
+    ``precision`` is the dtype of the whole computation, as in the release: ``bf16`` casts the
+    weights and computes embeddings, logits and the softmax over frames in bf16 (its ties are
+    the release's ties); ``fp32`` does it all in float32.
+    """
 
     def __init__(self, model_name: str = DEFAULT_MODEL, pretrained: str | None = DEFAULT_PRETRAINED,
                  *, model_config: str | Path | None = None, device: str | torch.device = "cpu",
-                 precision: str = "fp32", batch_size: int = 16, cache_dir: str | None = None) -> None:
+                 precision: AnchorPrecision = "fp32", batch_size: int = 1,
+                 cache_dir: str | None = None) -> None:
         """Load ``model_name`` with ``pretrained`` (an open_clip tag or a checkpoint file).
 
         ``model_config`` (a JSON file) registers a custom architecture first; its stem must
@@ -122,82 +144,116 @@ class AnchorScorer:
             registered = register_model_config(model_config)
             if registered != model_name:
                 raise ValueError(f"model_config defines {registered!r}, not {model_name!r}")
+        _check_precision(precision)
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
-                model_name, pretrained=pretrained, device=device, precision=precision,
-                cache_dir=cache_dir, require_pretrained=pretrained is not None)
+                model_name, pretrained=pretrained, device=device, cache_dir=cache_dir,
+                require_pretrained=pretrained is not None)
             tokenizer = open_clip.get_tokenizer(model_name)
         except (RuntimeError, ValueError, OSError) as exc:
             raise ModelError(f"cannot load open_clip model {model_name!r} "
                              f"(pretrained={pretrained!r}): {exc}") from None
-        self._setup(model, preprocess, tokenizer, device, batch_size)
+        self._setup(model, preprocess, tokenizer, device, batch_size, precision)
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, preprocess: Callable[[Image.Image], torch.Tensor],
                    tokenizer: Callable[..., torch.Tensor], *, device: str | torch.device | None = None,
-                   batch_size: int = 16) -> "AnchorScorer":
-        """Wrap an existing open_clip model, its eval transform and tokenizer."""
+                   batch_size: int = 1, precision: AnchorPrecision = "fp32") -> "AnchorScorer":
+        """Wrap an existing open_clip model, its eval transform and tokenizer.
+
+        The model is moved and cast in place (``precision``): pass a copy to keep the original.
+        """
         self = cls.__new__(cls)
         if device is None:
             device = next(model.parameters()).device
-        self._setup(model, preprocess, tokenizer, device, batch_size)
+        _check_precision(precision)
+        self._setup(model, preprocess, tokenizer, device, batch_size, precision)
         return self
 
-    def _setup(self, model, preprocess, tokenizer, device, batch_size: int) -> None:
+    def _setup(self, model, preprocess, tokenizer, device, batch_size: int,
+               precision: AnchorPrecision) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+        self.precision = precision
+        self.dtype = _DTYPES[precision]
+        # Weights cast, not autocast: the release calls CLIPModel.to(device, bf16).
+        self.model = model.to(self.device, self.dtype).eval()
         self.preprocess = preprocess
         self.tokenizer = tokenizer
         self.batch_size = int(batch_size)
 
     @torch.inference_mode()
     def image_embeddings(self, frames: Iterable[np.ndarray]) -> torch.Tensor:
-        """Normalised CLIP image embeddings [T, D] (CPU, float32), frames fed in batches.
+        """L2-normalised CLIP image embeddings [T, D] (CPU, in the scorer's dtype).
 
-        Computed once per video and shared by all its prompts.
+        Computed once per video and shared by all its prompts. With the default
+        ``batch_size=1`` every frame runs through the very same tensor shapes, so a frame's
+        embedding never depends on its neighbours in a batch (CPU kernels pick their blocking,
+        and so their rounding, by shape): identical frames score identically on any CPU and
+        the tie rule, not float noise, decides between them. A larger batch is faster on a
+        GPU and may differ in the last bits.
         """
-        dtype = next(self.model.parameters()).dtype
         out: list[torch.Tensor] = []
         batch: list[torch.Tensor] = []
 
         def flush() -> None:
-            images = torch.stack(batch).to(self.device, dtype=dtype)
-            out.append(self.model.encode_image(images, normalize=True).float().cpu())
+            images = torch.stack(batch).to(self.device, dtype=self.dtype)
+            out.append(_normalise(self.model.encode_image(images)).cpu())
             batch.clear()
 
-        with torch.inference_mode():
-            for frame in frames:
-                frame = np.asarray(frame)
-                if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-                    raise ValueError(f"expected HxWx3 uint8 frames, got {frame.shape} {frame.dtype}")
-                batch.append(self.preprocess(Image.fromarray(frame)))
-                if len(batch) == self.batch_size:
-                    flush()
-            if batch:
+        for frame in frames:
+            frame = np.asarray(frame)
+            if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+                raise ValueError(f"expected HxWx3 uint8 frames, got {frame.shape} {frame.dtype}")
+            batch.append(self.preprocess(Image.fromarray(frame)))
+            if len(batch) == self.batch_size:
                 flush()
+        if batch:
+            flush()
         if not out:
             raise ValueError("no frames to score")
         return torch.cat(out)
 
-    def logits_from_embeddings(self, image_embeddings: torch.Tensor, text: str) -> np.ndarray:
-        """``logits_per_image`` [T] = logit_scale * cos(image_t, text) for precomputed images."""
-        with torch.inference_mode():
-            tokens = self.tokenizer([text]).to(self.device)
-            text_feat = self.model.encode_text(tokens, normalize=True).float().cpu()  # [1, D]
-            scale = self.model.logit_scale.exp().float().cpu()
-            return (scale * image_embeddings @ text_feat.t())[:, 0].numpy()
+    @torch.inference_mode()
+    def logits_from_embeddings(self, image_embeddings: torch.Tensor, text: str) -> torch.Tensor:
+        """``logits_per_image`` [T] for precomputed image embeddings, in the scorer's dtype.
+
+        transformers' ``CLIPModel.forward`` order: ``(text @ image.T) * logit_scale.exp()``.
+        """
+        tokens = self.tokenizer([text]).to(self.device)
+        text_feat = _normalise(self.model.encode_text(tokens)).cpu()  # [1, D]
+        scale = self.model.logit_scale.exp().cpu()
+        return (text_feat @ image_embeddings.to(text_feat.dtype).t() * scale)[0]
+
+    def probabilities_from_embeddings(self, image_embeddings: torch.Tensor,
+                                      text: str) -> torch.Tensor:
+        """``prob_per_frame``: softmax over frames of ``logits_per_image`` [T], scorer's dtype."""
+        return torch.softmax(self.logits_from_embeddings(image_embeddings, text), dim=0)
+
+    def anchor_from_embeddings(self, image_embeddings: torch.Tensor, text: str) -> int:
+        """The anchor frame: the first maximum of ``prob_per_frame`` (the release's argmax)."""
+        return first_argmax(self.probabilities_from_embeddings(image_embeddings, text))
 
     def frame_logits(self, frames: Iterable[np.ndarray], text: str) -> np.ndarray:
-        """``logits_per_image`` [T] = logit_scale * cos(image_t, text), frames fed in batches."""
-        return self.logits_from_embeddings(self.image_embeddings(frames), text)
+        """``logits_per_image`` [T] as float32, frames fed in batches."""
+        return self.logits_from_embeddings(self.image_embeddings(frames), text).float().numpy()
 
     def frame_probabilities(self, frames: Iterable[np.ndarray], text: str) -> np.ndarray:
         """Softmax over frames of ``logits_per_image`` (upstream's ``prob_per_frame``), [T]."""
-        logits = torch.from_numpy(self.frame_logits(frames, text))
-        return torch.softmax(logits.double(), dim=0).numpy()
+        embeddings = self.image_embeddings(frames)
+        return self.probabilities_from_embeddings(embeddings, text).float().numpy()
 
     def anchor(self, frames: Iterable[np.ndarray], text: str) -> int:
         """The index of the most probable frame (ties: the first)."""
-        return int(np.argmax(self.frame_probabilities(frames, text)))
+        return self.anchor_from_embeddings(self.image_embeddings(frames), text)
+
+
+def _normalise(features: torch.Tensor) -> torch.Tensor:
+    # transformers' CLIPModel divides by the L2 norm in the embeddings' own dtype (bf16 there).
+    return features / features.norm(p=2, dim=-1, keepdim=True)
+
+
+def _check_precision(precision: str) -> None:
+    if precision not in _DTYPES:
+        raise ValueError(f"anchor precision must be one of {', '.join(_DTYPES)}, not {precision!r}")

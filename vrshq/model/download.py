@@ -25,7 +25,8 @@ class DownloadSources:
     hf_endpoint: str | None = None
     # VRS-HQ was trained with SAM 2.0 hiera-L, the 072824 release (not 2.1).
     sam2_url: str = "https://dl.fbaipublicfiles.com/segment_anything_2/072824/sam2_hiera_large.pt"
-    clip_model: str = "ViT-L-14-336"
+    # The OpenAI weights VRS-HQ's anchor uses (openai/clip-vit-large-patch14-336), as open_clip serves them.
+    clip_model: str = "ViT-L-14-336-quickgelu"
     clip_pretrained: str = "openai"
 
 
@@ -79,6 +80,8 @@ def _fetch_sam2(target: Path, sources: DownloadSources) -> Path:
 
 
 def _fetch_clip(target: Path, sources: DownloadSources) -> Path:
+    import shutil
+
     from open_clip.pretrained import download_pretrained, get_pretrained_cfg
 
     cfg = get_pretrained_cfg(sources.clip_model, sources.clip_pretrained)
@@ -86,12 +89,19 @@ def _fetch_clip(target: Path, sources: DownloadSources) -> Path:
         raise ModelError(f"open_clip has no pretrained weights {sources.clip_pretrained!r} "
                          f"for {sources.clip_model!r} (see open_clip.list_pretrained())")
     target.mkdir(parents=True, exist_ok=True)
+    cache = target / ".download"
     try:
-        path = download_pretrained(cfg, cache_dir=str(target))
+        path = Path(download_pretrained(cfg, cache_dir=str(cache)))
     except Exception as exc:
         raise _offline(f"CLIP {sources.clip_model}/{sources.clip_pretrained}",
                        "its hub or URL", exc) from None
-    return Path(path)
+    # The Hub cache nests the file under models--*/snapshots/<hash>/ as a link into blobs/:
+    # keep only the file, flat, under the name the loader looks for (vrshq.model.layout).
+    dest = target / path.name
+    shutil.copyfile(path.resolve(), dest.with_suffix(dest.suffix + ".part"))
+    dest.with_suffix(dest.suffix + ".part").replace(dest)
+    shutil.rmtree(cache, ignore_errors=True)
+    return dest
 
 
 def _offline(what: str, where: str, exc: BaseException) -> ModelError:

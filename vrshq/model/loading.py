@@ -1,9 +1,7 @@
 """Load VRS-HQ from a model folder: the official release layout, or our tiny one.
 
-``MODEL_DIR/vrshq/`` is the merged checkpoint folder as released (config.json, tokenizer files,
-``pytorch_model-0000N-of-0000M.bin`` or safetensors), ``MODEL_DIR/sam2/sam2_hiera_large.pt`` the
-SAM-2 weights when the checkpoint holds none under ``model.visual_model.``, and ``MODEL_DIR/clip/``
-the anchor CLIP (open_clip weights, or a config JSON + checkpoint for a custom model).
+The folder's layout and its checks are in ``vrshq.model.layout``: every part is checked before
+anything heavy loads, and nothing is ever downloaded here.
 """
 
 from __future__ import annotations
@@ -14,9 +12,10 @@ from pathlib import Path
 import torch
 
 from vrshq.errors import ModelError
-from vrshq.model.anchor import DEFAULT_MODEL, DEFAULT_PRETRAINED, AnchorScorer
+from vrshq.model.anchor import DEFAULT_MODEL, AnchorPrecision, AnchorScorer
 from vrshq.model.chatunivi.config import ChatUniViConfig
 from vrshq.model.chatunivi.modeling import ChatUniViForCausalLM, load_chatunivi_state_dict
+from vrshq.model.layout import SAM2_PREFIX, ClipWeights, ModelFolder, check_model_folder
 from vrshq.model.pipeline import Vrshq, VrshqConfig
 from vrshq.model.projection import TextHiddenFcs
 from vrshq.model.sam2_vrshq import (
@@ -30,20 +29,17 @@ from vrshq.model.tiny import SAM2_CONFIG_FILE
 from vrshq.model.tokenization import load_tokenizer
 
 PROJECTION_PREFIX = "model.text_hidden_fcs."
-SAM2_PREFIX = "model.visual_model."
 
 
 def load_vrshq(model_dir: str | Path, config: VrshqConfig = VrshqConfig(),
-               clip_model: str = DEFAULT_MODEL, clip_pretrained: str = DEFAULT_PRETRAINED) -> Vrshq:
-    """The VRS-HQ model of ``model_dir`` on the configured device."""
-    root = Path(model_dir)
-    if not root.is_dir():
-        raise ModelError(f"{root}: model folder not found")
-    folder = root / "vrshq" if (root / "vrshq").is_dir() else root
-    if not (folder / "config.json").is_file():
-        raise ModelError(f"{folder}: no config.json (expected the VRS-HQ checkpoint folder)")
-    if not (folder / "tokenizer.model").is_file():
-        raise ModelError(f"{folder}: no tokenizer.model")
+               clip_model: str = DEFAULT_MODEL, clip_pretrained: str | None = None) -> Vrshq:
+    """The VRS-HQ model of ``model_dir`` on the configured device.
+
+    ``clip_pretrained`` is a CLIP checkpoint file to use instead of the folder's ``clip/``
+    (with ``clip_model``, an open_clip architecture name).
+    """
+    layout = check_model_folder(model_dir)
+    folder = layout.checkpoint
     device = config.engine.resolved_device()
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
 
@@ -63,9 +59,10 @@ def load_vrshq(model_dir: str | Path, config: VrshqConfig = VrshqConfig(),
         mllm = ChatUniViForCausalLM(mllm_config)
     mllm.load_state_dict_strict(state, ignore_prefixes=(PROJECTION_PREFIX, SAM2_PREFIX))
     projection = _load_projection(state, folder)
-    sam2 = _load_sam2(state, folder, root)
+    sam2 = _load_sam2(state, layout)
     del state
-    anchor = _load_anchor(root / "clip", clip_model, clip_pretrained, device)
+    anchor = _load_anchor(layout.clip, clip_model, clip_pretrained, device,
+                          precision="bf16" if dtype == torch.bfloat16 else "fp32")
     version = _version(folder, mllm_config)
     return Vrshq(mllm.to(device, dtype).eval(), tokenizer, projection.to(device, dtype).eval(),
                  sam2.to(device).eval(), anchor, config, version)
@@ -85,32 +82,33 @@ def _load_projection(state: dict, folder: Path) -> TextHiddenFcs:
     return projection
 
 
-def _load_sam2(state: dict, folder: Path, root: Path) -> torch.nn.Module:
+def _load_sam2(state: dict, layout: ModelFolder) -> torch.nn.Module:
+    folder = layout.checkpoint
     sam2_config = folder / SAM2_CONFIG_FILE
     sam2 = build_vrshq_sam2(sam2_config if sam2_config.is_file() else PACKAGED_CONFIG)
     sam2_state, _ = split_visual_model(state)
     if sam2_state:
         load_visual_model(sam2, sam2_state, str(folder))
         return sam2
-    candidates = [root / "sam2" / "sam2_hiera_large.pt", root / "sam2" / "model.pt"]
-    for path in candidates:
-        if path.is_file():
-            load_checkpoint(sam2, path)
-            return sam2
-    raise ModelError(f"{folder}: the checkpoint holds no {SAM2_PREFIX}* weights and there is no "
-                     f"{candidates[0]} (run `vrshq download {root}`)")
+    if layout.sam2_weights is None:
+        raise ModelError(f"{folder}: the checkpoint holds no {SAM2_PREFIX}* weights and there is "
+                         f"no {layout.root / 'sam2' / 'sam2_hiera_large.pt'} "
+                         f"(run `vrshq download {layout.root}`)")
+    load_checkpoint(sam2, layout.sam2_weights)
+    return sam2
 
 
-def _load_anchor(clip_dir: Path, model: str, pretrained: str, device: torch.device) -> AnchorScorer:
-    configs = sorted(clip_dir.glob("*.json")) if clip_dir.is_dir() else []
-    for config in configs:
-        checkpoint = config.with_suffix(".pt")
-        if checkpoint.is_file():
-            return AnchorScorer(config.stem, str(checkpoint), model_config=config, device=device)
-    local = sorted(clip_dir.glob("*.pt")) + sorted(clip_dir.glob("*.bin")) if clip_dir.is_dir() else []
-    weights = str(local[0]) if local and pretrained == DEFAULT_PRETRAINED else pretrained
-    return AnchorScorer(model, weights, device=device,
-                        cache_dir=str(clip_dir) if clip_dir.is_dir() else None)
+def _load_anchor(clip: ClipWeights, model: str, weights: str | None, device: torch.device,
+                 precision: AnchorPrecision = "fp32") -> AnchorScorer:
+    if weights is not None:
+        if not Path(weights).is_file():
+            raise ModelError(f"CLIP weights {weights}: not a file (only `vrshq download` fetches "
+                             "weights)")
+        return AnchorScorer(model, weights, device=device, precision=precision)
+    if clip.config is not None:
+        return AnchorScorer(clip.config.stem, str(clip.weights), model_config=clip.config,
+                            device=device, precision=precision)
+    return AnchorScorer(model, str(clip.weights), device=device, precision=precision)
 
 
 def _version(folder: Path, config: ChatUniViConfig) -> str:

@@ -113,8 +113,7 @@ class Vrshq:
                 yield frame
 
         embeddings = self.anchor_scorer.image_embeddings(frames())
-        return [int(np.argmax(self.anchor_scorer.logits_from_embeddings(embeddings, p)))
-                for p in prompts]
+        return [self.anchor_scorer.anchor_from_embeddings(embeddings, p) for p in prompts]
 
     def encode_frames(self, reader: VideoReader, frames: Sequence[int]) -> dict[int, torch.Tensor]:
         """The MLLM's clustered image tokens of each frame, [tokens, hidden], computed once."""
