@@ -23,7 +23,7 @@ def _run(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("part, names", [
     ("vrshq", "VRS-HQ"),
     ("sam2", "SAM-2 hiera-L from http://127.0.0.1:9/sam2_hiera_large.pt"),
-    ("clip", "CLIP ViT-L-14-336/openai"),
+    ("clip", "CLIP ViT-L-14-336-quickgelu/openai"),
 ])
 def test_offline_gives_one_line_naming_the_part(tmp_path, part, names):
     proc = _run("--only", part, "--sam2-url", "http://127.0.0.1:9/sam2_hiera_large.pt",

@@ -125,3 +125,28 @@ def test_segment_fails_in_one_line_without_touching_the_network(tiny, tmp_path, 
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("vrshq: error: "), done.stderr[-2000:]
     assert ("checkpoint folder itself" if case == "checkpoint_subfolder" else "no clip/") in lines[0]
+
+
+def test_downloaded_clip_lies_flat_where_the_loader_looks(tmp_path, monkeypatch):
+    """``vrshq download --only clip`` keeps the file, not the Hub cache's nesting and links."""
+    import open_clip.pretrained
+
+    from vrshq.model.download import download
+    from vrshq.model.layout import find_clip_weights
+
+    def fake_hub(cfg, cache_dir=None):  # what hf_hub_download leaves: a link into blobs/
+        assert cfg["hf_hub"].startswith("timm/vit_large_patch14_clip_336.openai")
+        repo = Path(cache_dir) / "models--timm--vit_large_patch14_clip_336.openai"
+        (repo / "blobs").mkdir(parents=True)
+        (repo / "blobs" / "0123abcd").write_bytes(b"weights")
+        snap = repo / "snapshots" / "abc"
+        snap.mkdir(parents=True)
+        (snap / "open_clip_model.safetensors").symlink_to(repo / "blobs" / "0123abcd")
+        return str(snap / "open_clip_model.safetensors")
+
+    monkeypatch.setattr(open_clip.pretrained, "download_pretrained", fake_hub)
+    done = download(tmp_path / "models", ("clip",), log=lambda _: None)
+    flat = tmp_path / "models" / "clip" / "open_clip_model.safetensors"
+    assert done["clip"] == flat and flat.read_bytes() == b"weights" and not flat.is_symlink()
+    assert [p.name for p in (tmp_path / "models" / "clip").iterdir()] == [flat.name]
+    assert find_clip_weights(tmp_path / "models" / "clip").weights == flat
