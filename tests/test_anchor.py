@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from tests.clip_reference import clipmodel_from_open_clip
 from vrshq.errors import ModelError
@@ -142,6 +143,25 @@ def test_same_logits_as_transformers_clipmodel_on_the_same_weights(tiny_clip, sc
     probs = ref.double().softmax(0).numpy()
     np.testing.assert_allclose(scorer.frame_probabilities(frames, TEXT), probs, atol=1e-6)
     assert scorer.anchor(frames, TEXT) == int(np.argmax(probs))
+
+
+@pytest.mark.parametrize("shape", [(64, 67), (67, 64), (48, 80), (720, 1280), (71, 200)])
+def test_frames_are_preprocessed_as_the_releases_clipprocessor(tiny_clip, shape):
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    model, _, _ = tiny_clip
+    frame = np.random.default_rng(sum(shape)).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    ours = AnchorScorer.from_model(model, tiny_clip[1], tiny_clip[2]).preprocess(
+        Image.fromarray(frame))
+    # clip-vit-large-patch14-336's preprocessor_config at the tiny model's 64 px
+    ref = CLIPImageProcessorPil(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64})
+    theirs = torch.as_tensor(np.asarray(ref(images=frame, return_tensors="np")["pixel_values"][0]))
+    # the same float32 arithmetic up to the order of rescale and normalise
+    torch.testing.assert_close(ours, theirs.float(), rtol=0, atol=1e-5)
+    if shape == (64, 67):  # open_clip's torchvision crop rounds 1.5 up: one column off here
+        import open_clip
+        _, _, oc = open_clip.create_model_and_transforms(TINY_CLIP_NAME, pretrained=None)
+        assert not torch.allclose(oc(Image.fromarray(frame)), theirs.float(), atol=1e-3)
 
 
 def test_default_anchor_model_is_quickgelu():

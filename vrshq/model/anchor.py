@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 
 from vrshq.errors import ModelError
+from vrshq.model.chatunivi.image_processing import CLIP_MEAN, CLIP_STD, clip_preprocess
 
 DEFAULT_MODEL = "ViT-L-14-336-quickgelu"
 DEFAULT_PRETRAINED = "openai"
@@ -89,13 +90,16 @@ def write_tiny_open_clip(out_dir: str | Path, seed: int = 0,
 
 
 def tiny_open_clip(seed: int = 0, name: str = TINY_CLIP_NAME):
-    """A randomly initialised tiny open_clip model: ``(model, preprocess, tokenizer)``."""
+    """A randomly initialised tiny open_clip model: ``(model, preprocess, tokenizer)``.
+
+    ``preprocess`` is the release's (``release_preprocess``), as ``AnchorScorer`` uses it.
+    """
     import open_clip
 
     with tempfile.TemporaryDirectory() as tmp:
         register_model_config(TINY_CLIP_CONFIG, name, tmp)  # open_clip keeps it once read
-        model, preprocess = _random_model(name, seed)
-    return model.eval(), preprocess, open_clip.get_tokenizer(name)
+        model, _ = _random_model(name, seed)
+    return model.eval(), release_preprocess(model), open_clip.get_tokenizer(name)
 
 
 def _random_model(name: str, seed: int) -> tuple[torch.nn.Module, Callable]:
@@ -113,6 +117,26 @@ def _random_model(name: str, seed: int) -> tuple[torch.nn.Module, Callable]:
         finally:
             root.setLevel(level)
     return model, preprocess
+
+
+def release_preprocess(model: torch.nn.Module) -> Callable[[Image.Image], torch.Tensor]:
+    """The release's frame preprocessing for ``model``: transformers' CLIPImageProcessor.
+
+    ``dataset/rvos_clip_eval_dataset.py`` L266/L348 runs ``CLIPProcessor`` of
+    clip-vit-large-patch14-336: shortest edge bicubic to 336, centre crop with the top-left at
+    ``(dim - crop) // 2``, rescale, OpenAI mean/std. open_clip's own transform rounds the crop
+    offset (torchvision) and so sits one pixel off on some sizes; ``clip_preprocess`` is the
+    processor's math, proven equal to it in the tests.
+    """
+    size = model.visual.image_size
+    size = int(size[0] if isinstance(size, (tuple, list)) else size)
+    cfg = getattr(model.visual, "preprocess_cfg", None) or {}
+    mean, std = tuple(cfg.get("mean", CLIP_MEAN)), tuple(cfg.get("std", CLIP_STD))
+
+    def preprocess(image: Image.Image) -> torch.Tensor:
+        return clip_preprocess(image, size=size, mean=mean, std=std)
+
+    return preprocess
 
 
 def first_argmax(values: torch.Tensor) -> int:
@@ -146,14 +170,14 @@ class AnchorScorer:
                 raise ValueError(f"model_config defines {registered!r}, not {model_name!r}")
         _check_precision(precision)
         try:
-            model, _, preprocess = open_clip.create_model_and_transforms(
+            model = open_clip.create_model(
                 model_name, pretrained=pretrained, device=device, cache_dir=cache_dir,
                 require_pretrained=pretrained is not None)
             tokenizer = open_clip.get_tokenizer(model_name)
         except (RuntimeError, ValueError, OSError) as exc:
             raise ModelError(f"cannot load open_clip model {model_name!r} "
                              f"(pretrained={pretrained!r}): {exc}") from None
-        self._setup(model, preprocess, tokenizer, device, batch_size, precision)
+        self._setup(model, release_preprocess(model), tokenizer, device, batch_size, precision)
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, preprocess: Callable[[Image.Image], torch.Tensor],
