@@ -54,7 +54,6 @@ def test_probabilities_sum_to_one_and_anchor_is_argmax(scorer):
 def test_probabilities_are_softmax_over_frames_of_logits_per_image(tiny_clip, scorer):
     model, preprocess, tokenizer = tiny_clip
     frames = _frames(5, seed=1)
-    from PIL import Image
     with torch.inference_mode():
         images = torch.stack([preprocess(Image.fromarray(f)) for f in frames])
         # open_clip's own forward: image_features, text_features, logit_scale.exp()
@@ -121,7 +120,6 @@ def test_first_argmax_is_the_tie_rule():
 
 
 def _hf_inputs(preprocess, tokenizer, frames):
-    from PIL import Image
     pixels = torch.stack([preprocess(Image.fromarray(f)) for f in frames])
     return pixels, tokenizer([TEXT])
 
