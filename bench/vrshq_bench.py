@@ -20,6 +20,10 @@ on the tiny VRS-HQ, and is not timed), so only keyframe selection and propagatio
   + ``add_model_mask(Vrshq.keyframe_mask)`` + ``propagate("both")``, as ``Vrshq.segment`` runs
   after the MLLM: one frame decode and one image-encoder call per frame.
 
+Hole filling is off on both sides of the comparison (``NO_FILL``): sam2's predictor cannot fill
+without its CUDA extension, so the fork's ``fill_hole_area=8`` (our default) would make the masks
+differ by design; ``tests/test_hole_filling.py`` covers the filling on its own.
+
 Reported: same keyframe, identical masks (and the minimum IoU), encoder calls and frame decodes
 per side, wall times and ours/reference ratios; then peak RSS on a 1,000-frame video, each side
 in a fresh process. Prints tables and writes bench/results/vrshq.json (vrshq_full.json with
@@ -37,7 +41,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -64,6 +68,8 @@ from vrshq.video.transforms import FrameTransform, ResizeMode
 
 MiB = 1024 * 1024
 PROMPT = "the red ball moving left"
+# The comparison's engine settings: no hole filling, which the reference cannot do (module doc).
+NO_FILL = EngineConfig(fill_hole_area=0)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -77,7 +83,7 @@ class Inputs:
     grid: list[int]
     token: torch.Tensor
     lam: torch.Tensor
-    config: EngineConfig = field(default_factory=EngineConfig)
+    config: EngineConfig = NO_FILL
     anchor: int = 0
 
 
@@ -123,13 +129,14 @@ def tiny_inputs(work: Path, frames: int, size: int, width: int = 320, height: in
     vrshq = _tiny_vrshq(work / "model", size)
     anchor, grid, token, lam = mllm_part(vrshq, video)
     predictor = _reference_predictor_tiny(work / "model").to(vrshq.device)
-    return Inputs(vrshq.sam2, predictor, video, grid, token, lam, vrshq.config.engine, anchor)
+    config = replace(vrshq.config.engine, fill_hole_area=0)  # NO_FILL's setting
+    return Inputs(vrshq.sam2, predictor, video, grid, token, lam, config, anchor)
 
 
 def random_token_inputs(work: Path, frames: int, config_path: str | Path, checkpoint: str | Path | None,
                         width: int, height: int, seed: int = 0) -> Inputs:
     """A SAM-2 from ``config_path`` (VRS-HQ settings), a random h'_tak and lambdas, no MLLM."""
-    config = EngineConfig()
+    config = NO_FILL
     device = config.resolved_device()
     torch.manual_seed(seed)
     sam2 = build_vrshq_sam2(config_path, checkpoint).to(device).eval()
@@ -179,7 +186,7 @@ def run_ours(inp: Inputs, keep_masks: bool = True) -> dict:
                                   isolated_passes=True)
         try:
             choice = select_keyframe_with_token(inp.sam2, session.features, inp.grid, inp.token,
-                                                inp.lam)
+                                                inp.lam, fill_hole_area=inp.config.fill_hole_area)
             session.add_model_mask(1, choice.keyframe, _keyframe_mask(inp.sam2, choice))
             for result in session.propagate("both"):
                 mask = result.objects[1].mask()
@@ -382,7 +389,10 @@ def bench_compare(inp: Inputs, loadings: list[str], repeat: int = 3, warmup: boo
 
 # ----------------------------------------------------------------------------- peak RSS
 def rss_child(side: str, video: str, model_dir: str, size: int, budget_mib: int) -> dict:
-    """In a fresh process: VRS-HQ on a long video, ours (``Vrshq.segment``) or the reference."""
+    """In a fresh process: VRS-HQ on a long video, ours (``Vrshq.segment``) or the reference.
+
+    Ours runs as shipped, hole filling included (it keeps no extra state); the reference cannot.
+    """
     config = VrshqConfig(engine=EngineConfig(feature_budget_bytes=budget_mib * MiB,
                                              state_budget_bytes=budget_mib * MiB // 4))
     vrshq = _tiny_vrshq(Path(model_dir), size, config)

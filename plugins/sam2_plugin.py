@@ -68,6 +68,7 @@ class Sam2Plugin(ModelPlugin):
                 # without weights sam2 would silently track with a randomly initialised model
                 raise ModelError("sam2_config needs sam2_checkpoint")
             version = f"sam2-{Path(ckpt).stem}"
+        # holes are filled as sam2's own builder sets it (EngineConfig.fill_hole_area, default 8)
         self.engine = config.engine_config()
         self.model = build_model(cfg, ckpt, device=self.engine.resolved_device(), overrides=overrides)
         self._version = version

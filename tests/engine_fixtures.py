@@ -7,8 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vrshq.engine.config import EngineConfig
 from vrshq.engine.sam2_loader import build_model
 from vrshq.engine.tiny import write_tiny_sam2
+
+# sam2's predictor cannot fill holes here: its labelling kernel is its CUDA extension (missing,
+# and CUDA-only anyway; the reference runs on CPU), so it would skip the step with a warning.
+# Tests comparing the engine with it therefore run both sides with fill_hole_area=0, and hole
+# filling is tested on its own (tests/test_hole_filling.py).
+PARITY = EngineConfig(fill_hole_area=0)
 
 
 @pytest.fixture(scope="session")
@@ -21,7 +28,9 @@ def tiny_sam2_files(tmp_path_factory) -> tuple[Path, Path]:
 def tiny_sam2_predictor(tiny_sam2_files):
     """sam2's own SAM2VideoPredictor on the tiny weights (our engine uses the same instance)."""
     config, checkpoint = tiny_sam2_files
-    return build_model(config, checkpoint, device="cpu", predictor=True)
+    predictor = build_model(config, checkpoint, device="cpu", predictor=True)
+    predictor.fill_hole_area = 0  # already sam2's class default; see PARITY
+    return predictor
 
 
 @pytest.fixture(scope="session")

@@ -1,10 +1,15 @@
-"""The engine reproduces sam2's own video predictor on the same weights, frames and prompts."""
+"""The engine reproduces sam2's own video predictor on the same weights, frames and prompts.
+
+Both sides run without hole filling (tests.engine_fixtures.PARITY: sam2 cannot fill without
+its CUDA extension); tests/test_hole_filling.py covers the filling.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from tests.engine_fixtures import PARITY
 from tests.sam2_reference import reference_track
 from vrshq.engine.session import TrackingSession
 from vrshq.video.reader import open_video
@@ -38,7 +43,7 @@ def _assert_same(ours: dict[int, torch.Tensor], ref: dict[int, torch.Tensor], gt
 def test_mask_on_frame_zero(tiny_sam2_predictor, jpeg_clip):
     folder, gt = jpeg_clip
     ref = reference_track(tiny_sam2_predictor, str(folder), [(0, gt[0] == 1)], direction="forward")
-    with TrackingSession(tiny_sam2_predictor, open_video(folder)) as session:
+    with TrackingSession(tiny_sam2_predictor, open_video(folder), config=PARITY) as session:
         session.add_mask(1, 0, gt[0] == 1)
         ours = {f: v for (o, f), v in _collect(session, "forward").items()}
     assert len(ours) == len(gt)
@@ -49,7 +54,7 @@ def test_middle_frame_both_directions(tiny_sam2_predictor, jpeg_clip):
     folder, gt = jpeg_clip
     k = len(gt) // 2
     ref = reference_track(tiny_sam2_predictor, str(folder), [(k, gt[k] == 1)])
-    with TrackingSession(tiny_sam2_predictor, open_video(folder)) as session:
+    with TrackingSession(tiny_sam2_predictor, open_video(folder), config=PARITY) as session:
         session.add_mask(1, k, gt[k] == 1)
         ours = {f: v for (o, f), v in _collect(session).items()}
         encoder_calls = session.features.stats.encoder_calls
@@ -64,7 +69,7 @@ def test_two_objects_on_different_frames(tiny_sam2_predictor, jpeg_clip):
     first = 0
     # Object 2 leaves the frame mid-clip: prompt it where it is back and fully visible.
     second = len(gt) // 2 + int(np.argmax((gt[len(gt) // 2:] == 2).sum(axis=(1, 2))))
-    with TrackingSession(tiny_sam2_predictor, open_video(folder)) as session:
+    with TrackingSession(tiny_sam2_predictor, open_video(folder), config=PARITY) as session:
         session.add_mask(1, first, gt[first] == 1)
         session.add_mask(2, second, gt[second] == 2)
         ours = _collect(session)
@@ -80,7 +85,7 @@ def test_correction_on_later_frame(tiny_sam2_predictor, jpeg_clip):
     correction = gt[k] == 1
     # The reference gets both prompts from the start (a correction is a conditioning frame).
     ref = reference_track(tiny_sam2_predictor, str(folder), [(a, gt[a] == 1), (k, correction)])
-    with TrackingSession(tiny_sam2_predictor, open_video(folder)) as session:
+    with TrackingSession(tiny_sam2_predictor, open_video(folder), config=PARITY) as session:
         session.add_mask(1, a, gt[a] == 1)
         first = {f: v for (o, f), v in _collect(session).items()}
         calls_before = session.features.stats.encoder_calls

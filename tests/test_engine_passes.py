@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.engine_fixtures import PARITY
 from vrshq.engine import EngineConfig, TrackingSession
 from vrshq.engine.store import DiskSpill
 from vrshq.errors import PromptError
@@ -117,10 +118,11 @@ def test_isolated_passes_equal_sam2_reset_between_directions(tiny_sam2_predictor
     predictor.add_new_mask(state, k, 1, prompt)
     for f, _, m in predictor.propagate_in_video(state, reverse=True):
         ref.setdefault(f, m[0, 0].clone())
-    with TrackingSession(predictor, open_video(folder), isolated_passes=True) as session:
+    with TrackingSession(predictor, open_video(folder), isolated_passes=True,
+                         config=PARITY) as session:
         session.add_mask(1, k, prompt)
         ours = {r.frame_idx: r.objects[1].logits() for r in session.propagate()}
-    with TrackingSession(predictor, open_video(folder)) as session:
+    with TrackingSession(predictor, open_video(folder), config=PARITY) as session:
         session.add_mask(1, k, prompt)
         shared = {r.frame_idx: r.objects[1].logits() for r in session.propagate()}
     assert sorted(ours) == sorted(ref) == list(range(len(gt)))

@@ -2,7 +2,8 @@
 
 Every parity test compares full-size mask logits (max abs difference <= ATOL) on the same
 frames, in the same order, with sam2's ``SAM2VideoPredictor`` driven call for call
-(tests/sam2_reference.py) on the same tiny random weights and JPEG frames.
+(tests/sam2_reference.py) on the same tiny random weights and JPEG frames, both without hole
+filling (tests.engine_fixtures.PARITY).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.engine_fixtures import PARITY
 from tests.sam2_reference import (
     corrections_as_cond,
     drop_non_cond_outputs,
@@ -108,7 +110,7 @@ def test_point_and_box_prompts_match_sam2(tiny_sam2_predictor, jpeg_clip, kind):
     state = pred.init_state(str(folder))
     ref_prompt = reference_prompt(pred, state, a, **kwargs)
     ref = reference_propagate(pred, state, "both")
-    with TrackingSession(pred, open_video(folder)) as session:
+    with TrackingSession(pred, open_video(folder), config=PARITY) as session:
         of = session.add_points(1, a, **kwargs)
         ours = _single(_collect(session))
     assert_close(of.logits(), ref_prompt, f"{kind} on frame {a}")
@@ -130,7 +132,7 @@ def test_clicks_added_before_propagating_match_sam2(tiny_sam2_predictor, jpeg_cl
     reference_prompt(pred, state, a, **first)
     ref_second = reference_prompt(pred, state, a, **extra, clear_old=False)
     ref = reference_propagate(pred, state, "both")
-    with TrackingSession(pred, open_video(folder)) as session:
+    with TrackingSession(pred, open_video(folder), config=PARITY) as session:
         of_first = session.add_points(1, a, **first)
         of_second = session.add_points(1, a, **extra, clear_old=False)
         ours = _single(_collect(session))
@@ -187,7 +189,7 @@ def test_click_correction_matches_sam2(tiny_sam2_predictor, jpeg_clip, a, k):
 
     ref_corrected, ref = reference(drop_stale=a > 0)
     assert pred.add_all_frames_to_correct_as_cond is False  # restored for the other tests
-    with TrackingSession(pred, open_video(folder)) as session:
+    with TrackingSession(pred, open_video(folder), config=PARITY) as session:
         session.add_points(1, a, **first)
         before = dict(_single(_collect(session)))
         calls = session.features.stats.encoder_calls
@@ -221,7 +223,7 @@ def test_one_direction_matches_sam2(tiny_sam2_predictor, jpeg_clip, direction):
         reference_prompt(pred, state, frame_idx, **_prompt(gt, frame_idx, "points"))
     # forward: from the earliest prompt (sam2's default start); backward: from the latest
     ref = reference_propagate(pred, state, direction, start=late)
-    with TrackingSession(pred, open_video(folder)) as session:
+    with TrackingSession(pred, open_video(folder), config=PARITY) as session:
         for frame_idx in (early, late):
             session.add_points(1, frame_idx, **_prompt(gt, frame_idx, "points"))
         ours = _single(_collect(session, direction))

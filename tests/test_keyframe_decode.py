@@ -8,6 +8,7 @@ import torch
 
 from vrshq.engine import EngineConfig, TrackingSession
 from vrshq.engine.features import FeatureCache
+from vrshq.engine.holes import SAM2_FILL_HOLE_AREA, fill_holes
 from vrshq.model.frames import sample_frames
 from vrshq.model.keyframe import (NO_OBJ_SCORE, KeyframeChoice, decode_with_token,
                                   select_keyframe_with_token)
@@ -159,7 +160,10 @@ def test_select_keyframe_matches_manual_scores(tiny_sam2_predictor, cache):
     torch.testing.assert_close(choice.lambdas, lam)
     with torch.inference_mode():
         expected = decode_with_token(model, cache.get(choice.keyframe), fused).low_res_logits
-    assert torch.equal(choice.low_res_logits, expected)
+    # the keyframe's decode gets sam2's hole filling (8 by default, 0: the raw decode)
+    assert torch.equal(choice.low_res_logits, fill_holes(expected, SAM2_FILL_HOLE_AREA))
+    raw = select_keyframe_with_token(model, cache, candidates, fused, lam, fill_hole_area=0)
+    assert raw.keyframe == choice.keyframe and torch.equal(raw.low_res_logits, expected)
     with pytest.raises(ValueError):
         select_keyframe_with_token(model, cache, candidates, fused, lam[:-1])
 

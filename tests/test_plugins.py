@@ -6,6 +6,7 @@ import importlib
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +118,13 @@ def test_info_reports_name_version_capabilities(sam2):
 
 
 # --- sam2 plugin ----------------------------------------------------------------------------
+
+def test_sam2_plugin_fills_holes_as_sam2s_builder(sam2, config):
+    # sam2's build_sam2_video_predictor sets fill_hole_area=8; 0 in the config turns it off
+    assert sam2.engine.fill_hole_area == 8
+    off = load_plugin("sam2", replace(config, engine=replace(CPU, fill_hole_area=0)))
+    assert off.engine.fill_hole_area == 0
+
 
 def check_covers_video(tracks: list[ObjectTrack], truth: np.ndarray, ids=(1, 2)) -> None:
     assert [t.obj_id for t in tracks] == list(ids)

@@ -16,6 +16,7 @@ from PIL import Image
 from vrshq.engine import EngineConfig, TrackingSession
 from vrshq.errors import ModelError, PromptError
 from vrshq.model.frames import sample_frames
+from vrshq.model import pipeline
 from vrshq.model.loading import load_vrshq
 from vrshq.model.pipeline import VrshqConfig, results_to_trackset
 from vrshq.model.prompt import SEG_TOKEN, TAK_TOKEN
@@ -61,12 +62,14 @@ def reader(video):
 @pytest.fixture(scope="module")
 def two_runs(model, video):
     """Two full ``segment`` runs of both prompts; the first one instrumented."""
-    calls = {"sam2_images": 0, "mllm_rows": [], "keyframe_masks": {}, "stats": []}
+    calls = {"sam2_images": 0, "mllm_rows": [], "keyframe_masks": {}, "stats": [],
+             "fill_hole_area": []}
     mp = pytest.MonkeyPatch()
     real_forward_image = model.sam2.forward_image
     real_encode_images = model.mllm.encode_images
     real_add = TrackingSession.add_model_mask
     real_close = TrackingSession.close
+    real_select = pipeline.select_keyframe_with_token
 
     def forward_image(image):
         calls["sam2_images"] += int(image.shape[0])
@@ -80,6 +83,10 @@ def two_runs(model, video):
         calls["keyframe_masks"][obj_id] = (frame_idx, torch.as_tensor(mask_inputs).clone())
         return real_add(self, obj_id, frame_idx, mask_inputs)
 
+    def select_keyframe_with_token(*args, **kwargs):
+        calls["fill_hole_area"].append(kwargs.get("fill_hole_area"))
+        return real_select(*args, **kwargs)
+
     def close(self):
         calls["stats"].append(
             (self.features.stats.encoder_calls, self.features.stats.frames_decoded))
@@ -89,6 +96,7 @@ def two_runs(model, video):
     mp.setattr(model.mllm, "encode_images", encode_images)
     mp.setattr(TrackingSession, "add_model_mask", add_model_mask)
     mp.setattr(TrackingSession, "close", close)
+    mp.setattr(pipeline, "select_keyframe_with_token", select_keyframe_with_token)
     stages: list[tuple[str, int, int]] = []
     try:
         with open_video(video) as r:
@@ -321,6 +329,13 @@ def test_every_frame_has_a_mask_for_every_prompt(two_runs):
         assert mask.sum() > 0
         assert r.track.mask(r.keyframe).any()
         assert r.track.is_present(r.keyframe)
+
+
+def test_keyframe_decode_gets_the_engines_hole_filling(two_runs, model):
+    # the release fills holes in the keyframe decode (fill_hole_area=8) before re-adding it
+    calls = two_runs[2]
+    assert model.config.engine.fill_hole_area == 8
+    assert calls["fill_hole_area"] == [8] * len(PROMPTS)
 
 
 def test_keyframe_is_the_tks_argmax_over_the_grid(two_runs, model, video):

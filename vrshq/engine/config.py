@@ -7,6 +7,8 @@ from typing import Literal
 
 import torch
 
+from vrshq.engine.holes import SAM2_FILL_HOLE_AREA
+
 MiB = 1024 * 1024
 
 
@@ -25,8 +27,15 @@ class EngineConfig:
     # What happens to features past the budgets: a disk cache, or recomputation on demand.
     feature_spill: Literal["disk", "recompute"] = "disk"
     cache_dir: str | None = None
-    # sam2's hole filling needs its CUDA extension; 0 keeps the raw decoder output.
-    fill_hole_area: int = 0
+    # Background regions of the low-res logits up to this area become foreground (sam2's
+    # post-processing, done by vrshq.engine.holes without sam2's CUDA extension); 8 is sam2's
+    # builder default and the VRS-HQ release's; 0 keeps the raw decoder output.
+    fill_hole_area: int = SAM2_FILL_HOLE_AREA
+
+    def __post_init__(self) -> None:
+        if isinstance(self.fill_hole_area, bool) or not isinstance(self.fill_hole_area, int) \
+                or self.fill_hole_area < 0:
+            raise ValueError(f"fill_hole_area must be an int >= 0, got {self.fill_hole_area!r}")
 
     def resolved_device(self) -> torch.device:
         """The torch device this config selects."""

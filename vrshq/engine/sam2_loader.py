@@ -12,7 +12,8 @@ from vrshq.errors import ModelError
 PREDICTOR_TARGET = "sam2.sam2_video_predictor.SAM2VideoPredictor"
 
 # What sam2.build_sam.build_sam2_video_predictor(apply_postprocessing=True) adds for the official
-# checkpoints; hole filling is left out (it needs sam2's CUDA extension) and is EngineConfig's.
+# checkpoints, less its fill_hole_area=8: the engine fills holes itself
+# (EngineConfig.fill_hole_area, default 8, vrshq.engine.holes); sam2 without _C would skip it.
 OFFICIAL_POSTPROCESSING = (
     "++model.sam_mask_decoder_extra_args.dynamic_multimask_via_stability=true",
     "++model.sam_mask_decoder_extra_args.dynamic_multimask_stability_delta=0.05",

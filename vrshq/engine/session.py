@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from vrshq.engine.config import EngineConfig
 from vrshq.engine.features import FeatureCache, FrameFeatures
+from vrshq.engine.holes import fill_holes
 from vrshq.engine.objects import NonCondOutputs, ObjectState, PointPrompt, PosEncHolder
 from vrshq.engine.store import Tier, TieredStore
 from vrshq.errors import PromptError
@@ -332,10 +333,10 @@ class TrackingSession:
         if maskmem is not None:
             maskmem = maskmem.to(torch.bfloat16)
             self._remember_pos_enc(current["maskmem_pos_enc"])
-        pred_masks = current["pred_masks"]
-        if self.config.fill_hole_area > 0:
-            from sam2.utils.misc import fill_holes_in_mask_scores
-            pred_masks = fill_holes_in_mask_scores(pred_masks, self.config.fill_hole_area)
+        # sam2_video_predictor._run_single_frame_inference fills holes in pred_masks before it
+        # stores or returns them (after track_step, so a tracked frame's own memory is encoded
+        # from the unfilled mask; a prompted frame's memory is encoded from the filled one).
+        pred_masks = fill_holes(current["pred_masks"], self.config.fill_hole_area)
         return {
             "maskmem_features": maskmem,
             "maskmem_pos_enc": self._pos_enc.value,

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from vrshq.engine.features import FeatureCache, FrameFeatures
+from vrshq.engine.holes import SAM2_FILL_HOLE_AREA, fill_holes
 from vrshq.model.tda import keyframe_scores
 from vrshq.video.transforms import FrameTransform
 
@@ -130,7 +131,7 @@ class KeyframeChoice:
     object_scores: torch.Tensor  # [K] SAM-2 object-score logits, token-prompted
     lambdas: torch.Tensor  # [K] TDA weights of the pre-fusion [TAK]
     scores: torch.Tensor  # [K] softmax(object_scores) + lambdas
-    low_res_logits: torch.Tensor  # [1, 1, S/4, S/4] the keyframe's decode
+    low_res_logits: torch.Tensor  # [1, 1, S/4, S/4] the keyframe's decode, holes filled
 
     def mask(self, transform: FrameTransform, orig_hw: tuple[int, int]) -> np.ndarray:
         """The keyframe's binarised mask (logits > 0) at the video's size, for ``add_mask``."""
@@ -139,13 +140,18 @@ class KeyframeChoice:
 
 def select_keyframe_with_token(model: torch.nn.Module, features_cache: FeatureCache,
                                candidate_frames: Sequence[int], h_tak_fused: torch.Tensor,
-                               lam: torch.Tensor) -> KeyframeChoice:
+                               lam: torch.Tensor, *,
+                               fill_hole_area: int = SAM2_FILL_HOLE_AREA) -> KeyframeChoice:
     """Decode every candidate with ``h_tak_fused`` and pick argmax softmax(obj scores) + lam.
 
     Upstream ``model/VISA_multiseg_cliptree_bf16.py`` L486-519: each candidate decoded alone
     with no memory, score = softmax over candidates of the object-score logits + lambda.
     ``lam`` [K] must be aligned with ``candidate_frames``. Features come from (and stay in)
     ``features_cache``, so later propagation over the same video does not re-encode them.
+    The keyframe's logits get the engine's hole filling (``fill_hole_area``, 0: none), which
+    the fork's ``add_new_points`` applies to the decode it returns
+    (``sam2/sam2_video_inference_.py`` ``_run_single_frame_inference`` L1371-1374); its
+    binarised mask becomes the mask prompt.
     """
     frames = [int(f) for f in candidate_frames]
     if not frames:
@@ -165,4 +171,6 @@ def select_keyframe_with_token(model: torch.nn.Module, features_cache: FeatureCa
     object_scores = torch.stack(scores_list)
     scores = keyframe_scores(object_scores, lam)
     best = int(torch.argmax(scores).item())
-    return KeyframeChoice(frames[best], best, frames, object_scores, lam, scores, logits[best])
+    # filling never changes the object scores, so only the chosen decode needs it
+    keyframe_logits = fill_holes(logits[best], fill_hole_area)
+    return KeyframeChoice(frames[best], best, frames, object_scores, lam, scores, keyframe_logits)

@@ -37,7 +37,11 @@ Progress = Callable[[str, int, int], None]
 
 @dataclass(frozen=True)
 class VrshqConfig:
-    """Inference settings (official defaults) and the engine's device and memory budgets."""
+    """Inference settings (official defaults) and the engine's device, budgets and hole filling.
+
+    ``engine.fill_hole_area`` defaults to 8, the fork's ``_build_sam2_`` value; it fills the
+    keyframe decode and every tracked frame's logits.
+    """
 
     alpha: float = ALPHA
     max_frames: int = MAX_FRAMES
@@ -177,8 +181,9 @@ class Vrshq:
             choices = []
             for i, (prompt, grid) in enumerate(zip(prompts, grids)):
                 tokens = self.prompt_tokens(prompt, [frame_tokens[f] for f in grid])
-                choice = select_keyframe_with_token(self.sam2, session.features, grid,
-                                                    tokens.h_tak_fused.to(self.device), tokens.lam)
+                choice = select_keyframe_with_token(
+                    self.sam2, session.features, grid, tokens.h_tak_fused.to(self.device),
+                    tokens.lam, fill_hole_area=self.config.engine.fill_hole_area)
                 session.add_model_mask(i + 1, choice.keyframe, self.keyframe_mask(choice))
                 choices.append(choice)
                 report("keyframe", i + 1, len(prompts))

@@ -21,7 +21,8 @@ PACKAGED_CONFIG = "configs/sam2/sam2_hiera_l.yaml"
 
 # _build_sam2_ in the official fork: single-mask outputs everywhere, binarised prompt masks in
 # memory; stability-based multimask selection stays off (upstream's apply_postprocessing would
-# turn it on). Hole filling (fill_hole_area=8) needs sam2's CUDA extension and is EngineConfig's.
+# turn it on). Hole filling (the fork's fill_hole_area=8) is EngineConfig.fill_hole_area (default
+# 8), done by vrshq.engine.holes, since sam2 without its CUDA extension would skip it.
 OFFICIAL_OVERRIDES = (
     "++model.multimask_output_in_sam=false",
     "++model.multimask_output_for_tracking=false",
