@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -14,8 +16,53 @@ from typing import Iterator
 
 import torch
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from vrshq.engine import EngineConfig
 
+RESULTS = Path(__file__).resolve().parent / "results"
+# scripts/gpu_check.sh points this at its own folder, so a check never touches bench/results.
+RESULTS_ENV = "VRSHQ_BENCH_RESULTS"
+
+# The precisions a benchmark can run the engine at. "official" is the VRS-HQ release's: SAM-2
+# under bf16 autocast (on CUDA; sam2 keeps its memories in bf16 either way). EngineConfig names
+# it "bf16" for now; once it takes the plan's own names, this table is the one place to change.
+PRECISIONS = ("auto", "official", "fp32")
+_ENGINE_PRECISION = {"auto": "auto", "official": "bf16", "fp32": "fp32"}
+
+
+def engine_config(device: str = "auto", precision: str = "auto", **settings) -> EngineConfig:
+    """The EngineConfig of a benchmark's ``--device`` and ``--precision`` (plus any other EngineConfig field)."""
+    if precision not in _ENGINE_PRECISION:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return EngineConfig(device=device, precision=_ENGINE_PRECISION[precision], **settings)
+
+
+def precision_context(config: EngineConfig) -> contextlib.AbstractContextManager:
+    """The autocast a reference (sam2's own predictor) runs under to match ``config``."""
+    dtype = config.autocast_dtype()
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(config.resolved_device().type, dtype=dtype)
+
+
+def sync(device: torch.device | str) -> None:
+    """Wait for the device's queued work (CUDA is asynchronous), so host clocks time it."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reset_gpu_peak(device: torch.device | str) -> None:
+    """Start a new peak-memory measurement on a CUDA device (nothing on the CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def gpu_peak_mib(device: torch.device | str) -> float | None:
+    """Peak GPU memory allocated by tensors since the last reset, in MiB (None off CUDA)."""
+    if torch.device(device).type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) / (1024 * 1024)
 
 @contextmanager
 def timed(store: dict, key: str) -> Iterator[None]:
@@ -64,6 +111,7 @@ def machine() -> dict:
         pass
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
+        info["cuda"] = torch.version.cuda
     return info
 
 
@@ -88,8 +136,12 @@ def _fmt(v: object) -> str:
 
 
 def write_json(name: str, payload: dict) -> Path:
-    """Write ``payload`` (plus the machine) to ``bench/results/<name>.json``."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+    """Write ``payload`` (plus the machine) to ``bench/results/<name>.json``.
+
+    ``$VRSHQ_BENCH_RESULTS`` names another folder (scripts/gpu_check.sh uses its own).
+    """
+    results = Path(os.environ.get(RESULTS_ENV) or RESULTS)
+    results.mkdir(parents=True, exist_ok=True)
+    path = results / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), **payload}, indent=2))
     return path
