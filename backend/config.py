@@ -5,6 +5,8 @@ Every environment variable the backend reads is listed here, and only here::
     VRSHQ_PLUGIN          model plugin name (default "vrshq"; see plugins.registry)
     VRSHQ_MODEL           model folder of the plugin (VRS-HQ: vrshq/, sam2/, clip/)
     VRSHQ_DEVICE          "auto" (default), "cpu", "cuda", "cuda:1", ...
+    VRSHQ_PRECISION       "auto" (default: official on CUDA, fp32 on a CPU), "official" (the
+                          release's bf16 weights and arithmetic) or "fp32"
     MODEL_DIR             the backend's own data: corrections log, task states, downloads
                           (default ./vrshq-data)
     LABEL_STUDIO_URL      Label Studio as the backend reaches it (also LABEL_STUDIO_HOST)
@@ -34,6 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vrshq.engine.config import PRECISIONS
 from vrshq.errors import VrshqError
 
 
@@ -48,6 +51,7 @@ class BackendConfig:
     plugin: str = "vrshq"
     model_dir: str | None = None
     device: str = "auto"
+    precision: str = "auto"
     data_dir: str = "vrshq-data"
     label_studio_url: str | None = None
     api_key: str | None = field(default=None, repr=False)
@@ -82,6 +86,9 @@ class BackendConfig:
                               f"{self.train_lr!r} and {self.train_holdout!r}")
         if not 1 <= int(self.keyframe_quality) <= 100:
             raise ConfigError(f"keyframe_quality must be 1..100, got {self.keyframe_quality!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"VRSHQ_PRECISION must be one of {', '.join(PRECISIONS)}, got "
+                              f"{self.precision!r}")
         if bool(self.basic_auth_user) != bool(self.basic_auth_pass):
             raise ConfigError("set both BASIC_AUTH_USER and BASIC_AUTH_PASS, or neither")
         if self.label_studio_url and not self.label_studio_url.startswith(("http://", "https://")):
@@ -135,6 +142,7 @@ class BackendConfig:
             "plugin": get("VRSHQ_PLUGIN") or "vrshq",
             "model_dir": get("VRSHQ_MODEL"),
             "device": get("VRSHQ_DEVICE") or "auto",
+            "precision": get("VRSHQ_PRECISION") or "auto",
             "data_dir": get("MODEL_DIR") or "vrshq-data",
             "label_studio_url": (get("LABEL_STUDIO_URL", "LABEL_STUDIO_HOST") or "").rstrip("/") or None,
             "api_key": get("LABEL_STUDIO_API_KEY", "LABEL_STUDIO_ACCESS_TOKEN"),

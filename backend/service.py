@@ -88,7 +88,9 @@ class Backend:
 
     def _load(self, version: Version | None) -> ModelPlugin:
         model_dir = str(version.path) if version is not None else self.config.model_dir
-        plugin = load_plugin(self.config.plugin, PluginConfig(model_dir=model_dir, device=self.config.device))
+        plugin_config = PluginConfig(model_dir=model_dir, device=self.config.device,
+                                     precision=self.config.precision)
+        plugin = load_plugin(self.config.plugin, plugin_config)
         self._serving_id = version.id if version is not None else BASE
         return plugin
 

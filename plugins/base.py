@@ -101,14 +101,20 @@ class PluginConfig:
 
     model_dir: str | None = None
     device: str = "auto"
+    precision: str = "auto"  # the precision plan (vrshq.engine.config.PRECISIONS)
     engine: EngineConfig = field(default_factory=EngineConfig)
     sam2_config: str | None = None
     sam2_checkpoint: str | None = None
     options: tuple[tuple[str, str], ...] = ()
 
     def engine_config(self) -> EngineConfig:
-        """The engine config with this config's device (``device`` wins unless it is "auto")."""
+        """The engine config with this config's device and precision (each wins unless "auto")."""
         engine = replace(self.engine, device=self.device) if self.device != "auto" else self.engine
+        if self.precision != "auto":
+            try:
+                engine = replace(engine, precision=self.precision)
+            except ValueError as exc:
+                raise ModelError(str(exc)) from None
         try:
             engine.resolved_device()
         except RuntimeError:
