@@ -212,6 +212,38 @@ def test_click_correction_matches_sam2(tiny_sam2_predictor, jpeg_clip, a, k):
         assert worst > 0.0, "sam2 no longer reuses its old outputs: drop the state surgery"
 
 
+# ---------------------------------------------------------------- VRS-HQ's SAM-2 settings
+
+
+# vrshq.model.sam2_vrshq.OFFICIAL_OVERRIDES as attributes of the shared predictor: the tiny
+# sam2 keeps sam2's defaults, under which a prompted frame's memory is the same whether or not
+# it counts as "from points" (is_mask_from_pts), and multimask is on.
+VRSHQ_SETTINGS = {"binarize_mask_from_pts_for_mem_enc": True, "multimask_output_in_sam": False,
+                  "multimask_output_for_tracking": False}
+
+
+@pytest.mark.parametrize("kind", ["points", "mask"])
+def test_vrshq_sam2_settings_match_sam2(tiny_sam2_predictor, jpeg_clip, monkeypatch, kind):
+    folder, gt = jpeg_clip
+    a = len(gt) // 2
+    pred = tiny_sam2_predictor
+    for name, value in VRSHQ_SETTINGS.items():
+        assert getattr(pred, name) != value  # else this test adds nothing to the others
+        monkeypatch.setattr(pred, name, value)
+    kwargs = _prompt(gt, a, "points") if kind == "points" else {"mask": gt[a] == 1}
+    state = pred.init_state(str(folder))
+    ref_prompt = reference_prompt(pred, state, a, **kwargs)
+    ref = reference_propagate(pred, state, "both")
+    with TrackingSession(pred, open_video(folder), config=PARITY) as session:
+        if kind == "points":
+            of = session.add_points(1, a, **kwargs)
+        else:
+            of = session.add_mask(1, a, kwargs["mask"])
+        ours = _single(_collect(session))
+    assert_same(of, ref_prompt, f"{kind} on frame {a}")
+    assert_parity(ours, ref)
+
+
 # ---------------------------------------------------------------- one-way passes
 
 
