@@ -7,6 +7,7 @@ Each test starts the real server (gunicorn, basic auth on, a local-files media r
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
 import subprocess
@@ -114,7 +115,7 @@ def test_slow_clients_do_not_freeze_the_server(served):
     # Also a slow body: the header complete, the body never.
     s = slow_client(url, b"POST /setup HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                          b"Content-Length: 100\r\nAuthorization: Basic " +
-                    __import__("base64").b64encode(":".join(AUTH).encode()) + b"\r\n\r\n{")
+                    base64.b64encode(":".join(AUTH).encode()) + b"\r\n\r\n{")
     try:
         assert requests.get(url + "/health", timeout=10).status_code == 200
         assert read_answer(s, READ_TIMEOUT_S + 15).startswith(b"HTTP/1.1 408")
@@ -133,8 +134,6 @@ def test_slow_clients_do_not_freeze_the_server(served):
     (b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nAUTH\r\n\r\n1\r\n{", b"411"),
 ])
 def test_a_body_is_refused_on_its_header_before_it_is_read(served, head, status):
-    import base64
-
     auth = b"Authorization: Basic " + base64.b64encode(":".join(AUTH).encode())
     s = slow_client(served, head.replace(b"AUTH", auth))
     try:

@@ -584,3 +584,27 @@ def test_answers_do_not_show_absolute_server_paths(client, media_root, vrshq_bac
     assert name in text
     for root in (str(media_root), os.path.realpath(media_root), str(Path(vrshq_backend.config.data_dir).resolve())):
         assert root not in text, text
+
+
+# --- every bound: a typed config field with its variable, and a README row with its default ---
+
+def test_every_bound_is_configured_from_its_variable_and_listed_in_the_readme():
+    from backend.config import BOUNDS, BackendConfig, ConfigError
+
+    env = {var: str(7 + i) for i, var in enumerate(BOUNDS.values())}
+    env["VRSHQ_REQUEST_TIMEOUT"] = "2.5"
+    config = BackendConfig.from_env(env)
+    assert [getattr(config, name) for name in BOUNDS] == [7 + i for i in range(len(BOUNDS))]
+    assert config.request_timeout == 2.5
+    for var in [*BOUNDS.values(), "VRSHQ_REQUEST_TIMEOUT"]:
+        with pytest.raises(ConfigError):
+            BackendConfig.from_env({var: "0"})
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = [line for line in readme.splitlines() if line.startswith("| `")]
+    defaults = BackendConfig()
+    for name, var in [*BOUNDS.items(), ("request_timeout", "VRSHQ_REQUEST_TIMEOUT")]:
+        row = next((r for r in rows if f"`{var}`" in r), None)
+        assert row is not None, f"{var} has no row in the README's table"
+        default = getattr(defaults, name)
+        assert f"({default:g}" in row or f"({default}" in row or f", {default}" in row \
+            or f"({int(default)}" in row, (var, default, row)
