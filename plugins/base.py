@@ -160,6 +160,18 @@ class ModelPlugin(ABC):
     def check_model(cls, model_dir: str | None) -> None:
         """Check the model folder's layout without loading it (at start-up); ModelError if bad."""
 
+    def prompt_tokens(self, text: str) -> int | None:
+        """How many tokens the model reads for ``text`` as one object's prompt (None: unknown).
+
+        The backend bounds prompts with it before any model work; it must cost time linear in
+        ``len(text)`` and never run the model.
+        """
+        return None
+
+    def prompt_token_room(self) -> int | None:
+        """The most prompt tokens one object's model pass has room for (None: unknown)."""
+        return None
+
     # ------------------------------------------------------------------ helpers
     def info(self) -> dict[str, Any]:
         """What /setup and /health report about the plugin."""

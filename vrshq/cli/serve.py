@@ -71,8 +71,12 @@ def run(args: argparse.Namespace) -> int:
 
     class Server(BaseApplication):
         def load_config(self) -> None:
+            from backend.server import worker_class
+
+            # gthread's pool and keep-alive, with requests read whole on the event loop before a
+            # thread takes them, and /health and /metrics on threads of their own (backend.server).
             settings = {"bind": f"{args.host}:{args.port}", "workers": args.workers,
-                        "threads": args.threads, "worker_class": "gthread", "timeout": 0,
+                        "threads": args.threads, "worker_class": worker_class(config), "timeout": 0,
                         "graceful_timeout": 30, "loglevel": args.log_level,
                         "control_socket_disable": True,  # several backends on one host
                         "accesslog": "-" if level == "DEBUG" else None}
