@@ -80,6 +80,13 @@ def _an_earlier_track(state: TaskState, obj: ObjectTrack, boxes: Mapping[int, An
     return False
 
 
+def frame_size(state: TaskState) -> tuple[int, int] | None:
+    """The task's video size (height, width), from its tracks; None without objects."""
+    for obj in state.objects:
+        return int(obj.track.height), int(obj.track.width)
+    return None
+
+
 def diff_annotation(state: TaskState, info: LabelConfigInfo,
                     annotation_result: Sequence[Mapping[str, Any]],
                     predicted_results: Sequence[Mapping[str, Any]] | None = None) -> list[ObjectChange]:
@@ -90,10 +97,14 @@ def diff_annotation(state: TaskState, info: LabelConfigInfo,
     left out then.
     """
     against_state = predicted_results is None
+    if not state.objects:
+        return []  # nothing predicted: nothing to correct (and no mask size to check against)
     if predicted_results is None:
         predicted_results = state_results(state, info)
-    predicted = parse_annotation(predicted_results, info)
-    annotated = parse_annotation(annotation_result, info)
+    size = frame_size(state)
+    frames = state.frames_count
+    predicted = parse_annotation(predicted_results, info, frame_size=size, frames_count=frames)
+    annotated = parse_annotation(annotation_result, info, frame_size=size, frames_count=frames)
     predicted_seq = _sequences(predicted_results, info)
     annotated_seq = _sequences(annotation_result, info)
     ours = {object_region_id(state, o) for o in state.objects}
@@ -138,4 +149,4 @@ def diff_annotation(state: TaskState, info: LabelConfigInfo,
     return changes
 
 
-__all__ = ["ObjectChange", "diff_annotation"]
+__all__ = ["ObjectChange", "diff_annotation", "frame_size"]

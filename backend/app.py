@@ -16,6 +16,13 @@ Routes (JSON shapes as Label Studio 1.23 sends and expects them; label-studio-ml
 Every error is JSON ``{"status": <code>, "error": "<what is wrong>"}``: bad input is a 4xx that
 names the problem, a model that cannot run is 503, anything else a 500 without a traceback.
 Basic auth (BASIC_AUTH_USER/PASS) guards every route but /health, compared in constant time.
+
+Each route takes a body up to its own size (``BackendConfig.body_limit``), checked on the
+declared Content-Length before any byte is read; a JSON body may hold at most
+``max_json_containers`` objects and arrays (counted before it is parsed: parsing costs tens of
+bytes of memory per byte for tiny objects). Error texts are cut to ``max_error_chars`` and never
+show the absolute paths of the backend's folders. ``/health`` and ``/metrics`` touch neither the
+model nor its lock: they answer while every model slot is busy.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from backend.answers import cap, redact
 from backend.config import BackendConfig
 from backend.lsclient import LabelStudioError
 from backend.media import MediaError
@@ -44,11 +52,14 @@ from vrshq.errors import ModelError, VideoError, VrshqError
 
 log = logging.getLogger(__name__)
 
-MAX_REQUEST_BYTES = 512 * 1024 * 1024  # full-resolution brush RLEs of many objects fit
+MAX_REQUEST_BYTES = 512 * 1024 * 1024  # no route takes more; each has its own, smaller limit
 OPEN_ROUTES = ("/health",)
+LIGHT_ROUTES = ("/", "/health", "/metrics")  # never load, swap or wait for the model
 
 
 def _status_of(exc: VrshqError) -> int:
+    if isinstance(exc, BodyTooLarge):
+        return 413
     if isinstance(exc, (MediaError, VideoError)):
         return 422  # the request is well-formed, the task's media is not usable
     if isinstance(exc, LabelStudioError):
@@ -59,15 +70,27 @@ def _status_of(exc: VrshqError) -> int:
 
 
 def _error(status: int, message: str) -> Response:
+    config = _current_config()
+    if config is not None:
+        message = cap(redact(message, _private_roots(config)), config.max_error_chars)
     response = jsonify({"status": status, "error": message})
     response.status_code = status
     return response
 
 
-def _json_body() -> dict[str, Any]:
+class BodyTooLarge(RequestError):
+    """A body with more JSON objects and arrays than a request may hold (413)."""
+
+
+def _json_body(max_containers: int | None = None) -> dict[str, Any]:
     raw = request.get_data(cache=True)
     if not raw.strip():
         raise RequestError("the request has no JSON body")
+    # Counted on the raw bytes (a brace inside a string counts too: a bound, not a parse), so a
+    # body of a million empty objects is refused before json.loads builds them.
+    if max_containers is not None and raw.count(b"{") + raw.count(b"[") > max_containers:
+        raise BodyTooLarge(f"the JSON body holds more than {max_containers} objects and arrays "
+                           "(VRSHQ_MAX_JSON_CONTAINERS)")
     try:
         data = json.loads(raw)  # bytes: UTF-8/16/32 detected as RFC 8259 says
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; too deep a nesting
@@ -89,11 +112,20 @@ def create_app(config: BackendConfig | None = None, backend: Backend | None = No
     @app.before_request
     def _start() -> Response | None:
         g.started = time.perf_counter()
-        backend.refresh_model()  # a newly served model version, without a restart
+        g.vrshq_config = config
+        if request.path not in LIGHT_ROUTES:
+            backend.refresh_model()  # a newly served model version, without a restart
         if config.auth_enabled and request.path not in OPEN_ROUTES and not _authorized(config):
             response = _error(401, "authentication required (HTTP basic auth)")
             response.headers["WWW-Authenticate"] = 'Basic realm="vrshq"'
             return response
+        # The route's own body limit, on the declared length before a byte is read, and on the
+        # bytes read when no length is declared (werkzeug stops reading past it).
+        limit = min(config.body_limit(request.path), app.config["MAX_CONTENT_LENGTH"] or MAX_REQUEST_BYTES)
+        request.max_content_length = limit
+        if request.content_length is not None and request.content_length > limit:
+            return _error(413, f"the request body is larger than {_size(limit)} ({request.path} "
+                               "takes at most that much)")
         return None
 
     @app.after_request
@@ -116,7 +148,7 @@ def create_app(config: BackendConfig | None = None, backend: Backend | None = No
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
         if exc.code == 413:
-            message = f"the request body is larger than {_size(app.config['MAX_CONTENT_LENGTH'])}"
+            message = f"the request body is larger than {_size(request.max_content_length)}"
         else:
             message = exc.description or exc.name
         return _error(exc.code or 500, message)
@@ -133,15 +165,15 @@ def create_app(config: BackendConfig | None = None, backend: Backend | None = No
 
     @app.post("/setup")
     def setup() -> Response:
-        return jsonify(backend.setup(_json_body()))
+        return jsonify(backend.setup(_json_body(config.max_json_containers)))
 
     @app.post("/predict")
     def predict() -> Response:
-        return jsonify(handle_predict(backend, _json_body()))
+        return jsonify(handle_predict(backend, _json_body(config.max_json_containers)))
 
     @app.post("/webhook")
     def webhook() -> Response:
-        status, body = handle_webhook(backend, _json_body())
+        status, body = handle_webhook(backend, _json_body(config.max_json_containers))
         response = jsonify(body)
         response.status_code = status
         return response
@@ -184,8 +216,22 @@ def _size(limit: int | None) -> str:
     return f"{limit // 2**20} MiB" if limit % 2**20 == 0 else f"{limit} bytes"
 
 
-def _authorized(config: BackendConfig) -> bool:
-    header = request.headers.get("Authorization", "")
+def _current_config() -> BackendConfig | None:
+    try:
+        return g.get("vrshq_config")
+    except RuntimeError:  # outside a request
+        return None
+
+
+def _private_roots(config: BackendConfig) -> list[str]:
+    """The folders whose absolute paths an answer never shows."""
+    return [*config.local_roots, config.data_dir]
+
+
+def _authorized(config: BackendConfig, header: str | None = None) -> bool:
+    """Whether the request's (or ``header``'s) basic-auth credentials are the configured ones."""
+    if header is None:
+        header = request.headers.get("Authorization", "")
     scheme, _, encoded = header.partition(" ")
     if scheme.lower() != "basic" or not encoded:
         return False

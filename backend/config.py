@@ -5,6 +5,8 @@ Every environment variable the backend reads is listed here, and only here::
     VRSHQ_PLUGIN          model plugin name (default "vrshq"; see plugins.registry)
     VRSHQ_MODEL           model folder of the plugin (VRS-HQ: vrshq/, sam2/, clip/)
     VRSHQ_DEVICE          "auto" (default), "cpu", "cuda", "cuda:1", ...
+    VRSHQ_PRECISION       "auto" (default: official on CUDA, fp32 on a CPU), "official" (the
+                          release's bf16 weights and arithmetic) or "fp32"
     MODEL_DIR             the backend's own data: corrections log, task states, downloads
                           (default ./vrshq-data)
     LABEL_STUDIO_URL      Label Studio as the backend reaches it (also LABEL_STUDIO_HOST)
@@ -25,6 +27,25 @@ Every environment variable the backend reads is listed here, and only here::
                           /predict answers 503 "busy, retry later"
     VRSHQ_TRAIN_STEPS / VRSHQ_TRAIN_LR / VRSHQ_TRAIN_HOLDOUT  fine-tuning from Label Studio's
                           Train button: steps (500), learning rate (3e-4), held-out video share (0.2)
+
+Bounds on what one request may hold or cost (a request past one is a 4xx that names it)::
+
+    VRSHQ_REQUEST_TIMEOUT   seconds a client has to send a whole request, header and body
+                            (default 30); `vrshq serve` reads requests before a thread takes
+                            them and closes a connection that is slower (408)
+    VRSHQ_MAX_BUFFERED_BYTES  request bytes one server process holds while requests arrive
+                            (default 256 MiB); past it a new request with a body gets a 503
+    VRSHQ_MAX_PREDICT_BYTES / VRSHQ_MAX_WEBHOOK_BYTES / VRSHQ_MAX_SETUP_BYTES /
+    VRSHQ_MAX_OTHER_BYTES   request body size of /predict (16 MiB), /webhook (32 MiB),
+                            /setup (1 MiB) and every other route (64 KiB); 413 beyond
+    VRSHQ_MAX_JSON_CONTAINERS  JSON objects and arrays in one body (default 200000); 413 beyond
+    VRSHQ_MAX_TASKS         tasks in one /predict (default 1000)
+    VRSHQ_MAX_PROMPT_CHARS / VRSHQ_MAX_PROMPT_TOKENS  one object's prompt: characters (1000)
+                            and tokens of the model's tokenizer (256)
+    VRSHQ_MAX_TASK_PROMPT_CHARS / VRSHQ_MAX_TASK_PROMPT_TOKENS  all prompts of a task together:
+                            characters (8000) and tokens (2048)
+    VRSHQ_MAX_ROW_BYTES     one row of the corrections log as JSON (default 4 MiB)
+    VRSHQ_MAX_ERROR_CHARS   the error text of an answer (default 1000; longer is cut)
 """
 
 from __future__ import annotations
@@ -34,11 +55,30 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vrshq.engine.config import PRECISIONS
 from vrshq.errors import VrshqError
 
 
 class ConfigError(VrshqError):
     """A setting that cannot be used (named, with the value)."""
+
+
+# The integer bounds on one request: field name -> environment variable.
+BOUNDS = {
+    "max_buffered_bytes": "VRSHQ_MAX_BUFFERED_BYTES",
+    "max_predict_bytes": "VRSHQ_MAX_PREDICT_BYTES",
+    "max_webhook_bytes": "VRSHQ_MAX_WEBHOOK_BYTES",
+    "max_setup_bytes": "VRSHQ_MAX_SETUP_BYTES",
+    "max_other_bytes": "VRSHQ_MAX_OTHER_BYTES",
+    "max_json_containers": "VRSHQ_MAX_JSON_CONTAINERS",
+    "max_tasks": "VRSHQ_MAX_TASKS",
+    "max_prompt_chars": "VRSHQ_MAX_PROMPT_CHARS",
+    "max_prompt_tokens": "VRSHQ_MAX_PROMPT_TOKENS",
+    "max_task_prompt_chars": "VRSHQ_MAX_TASK_PROMPT_CHARS",
+    "max_task_prompt_tokens": "VRSHQ_MAX_TASK_PROMPT_TOKENS",
+    "max_row_bytes": "VRSHQ_MAX_ROW_BYTES",
+    "max_error_chars": "VRSHQ_MAX_ERROR_CHARS",
+}
 
 
 @dataclass(frozen=True)
@@ -48,6 +88,7 @@ class BackendConfig:
     plugin: str = "vrshq"
     model_dir: str | None = None
     device: str = "auto"
+    precision: str = "auto"
     data_dir: str = "vrshq-data"
     label_studio_url: str | None = None
     api_key: str | None = field(default=None, repr=False)
@@ -66,22 +107,44 @@ class BackendConfig:
     train_steps: int = 500
     train_lr: float = 3e-4
     train_holdout: float = 0.2
+    # Bounds on one request (see the module docstring for the variables).
+    request_timeout: float = 30.0
+    max_buffered_bytes: int = 256 * 2**20
+    max_predict_bytes: int = 16 * 2**20
+    max_webhook_bytes: int = 32 * 2**20
+    max_setup_bytes: int = 2**20
+    max_other_bytes: int = 64 * 2**10
+    max_json_containers: int = 200_000
+    max_tasks: int = 1000
+    max_prompt_chars: int = 1000
+    max_prompt_tokens: int = 256
+    max_task_prompt_chars: int = 8000
+    max_task_prompt_tokens: int = 2048
+    max_row_bytes: int = 4 * 2**20
+    max_error_chars: int = 1000
     # Set by `vrshq serve` (prometheus_client's multiprocess folder), not by the environment.
     metrics_dir: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("sync_frame_budget", "job_workers", "max_objects", "max_pixels", "max_frames",
-                     "max_queued"):
+                     "max_queued", *BOUNDS):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
         if isinstance(self.train_steps, bool) or not isinstance(self.train_steps, int) or self.train_steps < 1:
             raise ConfigError(f"train_steps must be an integer >= 1, got {self.train_steps!r}")
+        if isinstance(self.request_timeout, bool) or not isinstance(self.request_timeout, (int, float)) \
+                or not 0 < self.request_timeout <= 3600:
+            raise ConfigError(f"request_timeout must be a number of seconds in (0, 3600], got "
+                              f"{self.request_timeout!r}")
         if not self.train_lr > 0 or not 0 <= self.train_holdout < 1:
             raise ConfigError(f"train_lr must be > 0 and train_holdout in [0, 1), got "
                               f"{self.train_lr!r} and {self.train_holdout!r}")
         if not 1 <= int(self.keyframe_quality) <= 100:
             raise ConfigError(f"keyframe_quality must be 1..100, got {self.keyframe_quality!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"VRSHQ_PRECISION must be one of {', '.join(PRECISIONS)}, got "
+                              f"{self.precision!r}")
         if bool(self.basic_auth_user) != bool(self.basic_auth_pass):
             raise ConfigError("set both BASIC_AUTH_USER and BASIC_AUTH_PASS, or neither")
         if self.label_studio_url and not self.label_studio_url.startswith(("http://", "https://")):
@@ -92,6 +155,12 @@ class BackendConfig:
     def auth_enabled(self) -> bool:
         """Whether basic auth guards the routes."""
         return bool(self.basic_auth_user)
+
+    def body_limit(self, path: str) -> int:
+        """The largest request body (bytes) the route at ``path`` takes."""
+        routes = {"/predict": self.max_predict_bytes, "/webhook": self.max_webhook_bytes,
+                  "/setup": self.max_setup_bytes}
+        return routes.get(path.rstrip("/") or "/", self.max_other_bytes)
 
     @property
     def data_path(self) -> Path:
@@ -135,6 +204,7 @@ class BackendConfig:
             "plugin": get("VRSHQ_PLUGIN") or "vrshq",
             "model_dir": get("VRSHQ_MODEL"),
             "device": get("VRSHQ_DEVICE") or "auto",
+            "precision": get("VRSHQ_PRECISION") or "auto",
             "data_dir": get("MODEL_DIR") or "vrshq-data",
             "label_studio_url": (get("LABEL_STUDIO_URL", "LABEL_STUDIO_HOST") or "").rstrip("/") or None,
             "api_key": get("LABEL_STUDIO_API_KEY", "LABEL_STUDIO_ACCESS_TOKEN"),
@@ -153,9 +223,11 @@ class BackendConfig:
             "train_steps": integer("VRSHQ_TRAIN_STEPS", 500),
             "train_lr": number("VRSHQ_TRAIN_LR", 3e-4),
             "train_holdout": number("VRSHQ_TRAIN_HOLDOUT", 0.2),
+            "request_timeout": number("VRSHQ_REQUEST_TIMEOUT", cls.request_timeout),
+            **{name: integer(var, getattr(cls, name)) for name, var in BOUNDS.items()},
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
 
 
-__all__ = ["BackendConfig", "ConfigError"]
+__all__ = ["BOUNDS", "BackendConfig", "ConfigError"]

@@ -22,13 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from backend.annotation_diff import ObjectChange
+from backend.annotation_diff import ObjectChange, frame_size
 from backend.labelconfig import LabelConfigInfo
 from backend.predictions import parse_annotation
 from backend.results import object_region_id, shown_mask, state_prediction
 from backend.state import TaskState
 from backend.task_inputs import (
     RequestError,
+    check_prompt_chars,
+    check_prompt_tokens,
     malformed_input,
     task_data,
     task_id,
@@ -63,6 +65,8 @@ def interactive_predict(backend: Any, task: Mapping[str, Any], info: LabelConfig
     if texts:
         if "text" not in backend.plugin.capabilities:
             raise RequestError(f"the {backend.plugin.name} plugin does not take text prompts")
+        check_prompt_chars(texts, backend.config, f"task {tid}")
+        check_prompt_tokens(backend.plugin, texts, backend.config, f"task {tid}")
         return _add_objects(backend, tid, data, info, project, label_config, {"texts": texts})
     if boxes:
         if "box" not in backend.plugin.capabilities:
@@ -81,7 +85,7 @@ def _correct(backend: Any, tid: int, info: LabelConfigInfo, project: str,
         raise RequestError(f"task {tid} has no prediction from this backend to correct: "
                            "predict it first")
     with malformed_input(f"task {tid}: the context's brush regions"):
-        regions = parse_annotation(brushes, info)
+        regions = parse_annotation(brushes, info, frame_size=frame_size(state) or (0, 0))
     by_rid = {object_region_id(state, o): o for o in state.objects}
     masks: dict[int, np.ndarray] = {}
     for rid, region in regions.items():
@@ -103,7 +107,7 @@ def _correct(backend: Any, tid: int, info: LabelConfigInfo, project: str,
                if o.obj_id in masks and not np.array_equal(masks[o.obj_id], shown_mask(o))]
     if not changes:
         return state_prediction(state, info, set(masks))
-    log_changes(backend.corrections, state, info, changes, "interactive")
+    log_changes(backend.corrections, state, info, changes, "interactive", None, backend.config.max_row_bytes)
     corrections = [Correction(ch.obj.obj_id, int(ch.obj.keyframe), ch.mask) for ch in changes]
     ids = {c.obj_id for c in corrections}
     if state.frames_count > backend.config.sync_frame_budget:
@@ -205,8 +209,26 @@ def _add(backend: Any, project: str, tid: int, data: Mapping[str, Any], info: La
         return _merge(backend, project, tid, data, info, video, predict(video, project, tid, report))
 
 
+def _check_object_count(backend: Any, project: str, tid: int, what: Mapping[str, Any]) -> None:
+    """RequestError when the new objects would take the task past ``max_objects`` (before any
+    video is opened or model run; :func:`_merge` checks again under the task's lock)."""
+    state = backend.states.load(project, tid)
+    have = len(state.objects) if state else 0
+    if what.get("texts"):
+        new = len(what["texts"])
+    else:
+        known = {object_region_id(state, o) for o in state.objects} if state else set()
+        new = len({str(r.get("id")) if r.get("id") else f"new-{i}"
+                   for i, r in enumerate(what.get("boxes") or [])} - known)
+    limit = backend.config.max_objects
+    if have + new > limit:
+        raise RequestError(f"task {tid}: {have} objects and {new} new ones, more than the {limit} "
+                           "objects a task may have (VRSHQ_MAX_OBJECTS)")
+
+
 def _add_objects(backend: Any, tid: int, data: Mapping[str, Any], info: LabelConfigInfo,
                  project: str, label_config: str, what: dict[str, Any]) -> Any:
+    _check_object_count(backend, project, tid, what)
     video = backend.open_video(project, tid, info.video(data), info.fps(data))
     try:
         if len(video) <= backend.config.sync_frame_budget:

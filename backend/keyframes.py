@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import os
 import posixpath
 from pathlib import Path
@@ -28,6 +29,7 @@ from PIL import Image
 from backend.media import local_files_path
 
 KEYFRAME_DIR = "vrshq-keyframes"
+log = logging.getLogger(__name__)
 
 
 def jpeg_bytes(frame: np.ndarray, quality: int) -> bytes:
@@ -51,20 +53,82 @@ def _writable_root(rel: str, roots: tuple[str, ...]) -> Path | None:
     return None
 
 
+class UnsafePath(OSError):
+    """A folder on the way to a keyframe image is a symlink or not a folder: not written."""
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _open_dirs(base: Path, parts: list[str]) -> int:
+    """A descriptor of ``base/parts...``, made as needed, one component at a time, never
+    following a symlink (``O_NOFOLLOW``): a link placed anywhere below the root is refused,
+    wherever it points. The caller closes it."""
+    fd = os.open(base, _DIR_FLAGS)
+    try:
+        for part in parts:
+            if part in ("", ".", "..") or "/" in part or "\\" in part:
+                raise UnsafePath(f"unsafe path component {part!r}")
+            try:
+                os.mkdir(part, 0o755, dir_fd=fd)
+            except FileExistsError:
+                pass
+            try:
+                child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:  # ELOOP / ENOTDIR: a symlink or a file in the way
+                raise UnsafePath(f"{part!r} is a symlink or not a folder") from exc
+            os.close(fd)
+            fd = child
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _write_inside(base: Path, rel_dir: str, name: str, data: bytes) -> None:
+    """Write ``base/rel_dir/name`` without leaving ``base``: no symlinked folder is followed,
+    the temp file is created exclusively and not through a link, and the rename replaces
+    whatever entry (a planted link included) has the final name, inside the folder."""
+    fd = _open_dirs(base, [p for p in rel_dir.split("/") if p])
+    try:
+        tmp = f".{name}.{os.getpid()}.tmp"
+        try:
+            os.unlink(tmp, dir_fd=fd)
+        except FileNotFoundError:
+            pass
+        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644,
+                      dir_fd=fd)
+        try:
+            with os.fdopen(out, "wb") as fh:
+                fh.write(data)
+        except BaseException:
+            os.unlink(tmp, dir_fd=fd)
+            raise
+        os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
 def keyframe_url(video_url: str, project: str | int, task: str | int, obj_id: int, frame: int,
                  image: np.ndarray, roots: tuple[str, ...], quality: int = 90) -> str:
-    """Write one object's keyframe image and return the URL to put in the task's keyframe list."""
+    """Write one object's keyframe image and return the URL to put in the task's keyframe list.
+
+    The image is written beside the video only through real folders inside the root (the same
+    containment as reads, and no symlink below the root followed); where that is not possible
+    it becomes a ``data:`` URL.
+    """
     rel = local_files_path(video_url)
     base = _writable_root(rel, roots) if rel else None
     if base is None or rel is None:
         return data_url(image, quality)
     rel_dir = posixpath.join(posixpath.dirname(rel), KEYFRAME_DIR, f"{project}-{task}")
     name = f"obj{int(obj_id)}-f{int(frame) + 1}.jpg"
-    out_dir = base / rel_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / f".{name}.tmp"
-    tmp.write_bytes(jpeg_bytes(image, quality))
-    os.replace(tmp, out_dir / name)
+    try:
+        _write_inside(base, rel_dir, name, jpeg_bytes(image, quality))
+    except UnsafePath as exc:
+        log.warning("task %s: keyframe image not written under the media root (%s); sent as a "
+                    "data: URL instead", task, exc)
+        return data_url(image, quality)
     return "/data/local-files/?d=" + quote(posixpath.join(rel_dir, name), safe="/")
 
 

@@ -49,6 +49,7 @@ from typing import Any
 
 from label_studio_sdk.label_interface import LabelInterface
 
+from backend.answers import shorten
 from vrshq.errors import VrshqError
 
 # Task data key of the optional keyframe frame numbers (1-based LS frames), parallel to the
@@ -102,7 +103,7 @@ class LabelConfigInfo:
                 raise TaskDataError(f"task data has no {self.fps_key!r} (the video's frame rate, frameRate=\"${self.fps_key}\")")
             rate = _number(raw)
             if rate is None:
-                raise TaskDataError(f"task data {self.fps_key!r} must be a positive number, got {raw!r}")
+                raise TaskDataError(f"task data {self.fps_key!r} must be a positive number, got {shorten(repr(raw), 60)}")
         else:
             rate = self.fps_value if self.fps_value is not None else LS_DEFAULT_FRAME_RATE
         rate = 1.0 / rate if rate < 1 else rate
@@ -293,6 +294,6 @@ def _number(value: Any) -> float | None:
         return None
     try:
         rate = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int past a float's range
         return None
     return rate if math.isfinite(rate) and rate > 0 else None

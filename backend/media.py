@@ -36,6 +36,7 @@ from urllib.parse import parse_qs, quote, unquote, urljoin, urlsplit
 
 import requests
 
+from backend.answers import shorten
 from vrshq.errors import VrshqError
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ class MediaError(VrshqError):
         self.url = url
         self.reason = reason
         self.status = status  # the HTTP status Label Studio (or the bucket) answered, if any
-        super().__init__(f"{url}: {reason}")
+        super().__init__(f"{shorten(url)}: {reason}")  # the URL cut short: answers echo it
 
 
 # --- classifying the reference -----------------------------------------------------------------

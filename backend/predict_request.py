@@ -1,5 +1,9 @@
 """``/predict``: Label Studio's tasks -> predictions now, or jobs for long videos.
 
+At most ``max_tasks`` tasks per request. A task that fails (when others succeed) leaves ``[]``
+in ``results`` and an entry ``{"index", "task", "error"}`` in ``errors``: by its position in
+``tasks``, so two tasks without an id, or with the same id, keep their own errors.
+
 Each task's inputs are read and checked (video, prompts, limits); videos within the request's
 frame budget are predicted in the request, longer ones become jobs that write their prediction
 back to Label Studio. A task asked again (reopened, *Retrieve Predictions* once more) gets the
@@ -12,15 +16,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from backend.answers import shorten
 from backend.interactive import interactive_predict
-from backend.task_inputs import RequestError, TaskInputs, project_id, read_task
+from backend.task_inputs import RequestError, TaskInputs, check_prompt_budget, is_id, project_id, read_task
 from vrshq.errors import VrshqError
+
+ERROR_CHARS = 500  # one task's error text in the answer's "errors" list
 
 
 def handle_predict(backend: Any, payload: Mapping[str, Any]) -> dict[str, Any]:
     """``/predict``: one entry per task (a prediction, or [] when deferred to a job or bad)."""
     tasks = payload.get("tasks")
-    if not isinstance(tasks, list) or not tasks or not all(isinstance(t, Mapping) for t in tasks):
+    if not isinstance(tasks, list) or not tasks:
+        raise RequestError("'tasks' must be a non-empty list of task objects")
+    if len(tasks) > backend.config.max_tasks:
+        raise RequestError(f"{len(tasks)} tasks in one request, more than the "
+                           f"{backend.config.max_tasks} a /predict may hold (VRSHQ_MAX_TASKS)")
+    if not all(isinstance(t, Mapping) for t in tasks):
         raise RequestError("'tasks' must be a non-empty list of task objects")
     project = project_id(payload.get("project") or tasks[0].get("project"))
     info = backend.label_config(project, payload.get("label_config"))
@@ -35,12 +47,13 @@ def handle_predict(backend: Any, payload: Mapping[str, Any]) -> dict[str, Any]:
         return {"results": [interactive_predict(backend, tasks[0], info, project, context, text)]}
 
     results: list[Any] = []
-    errors: dict[str, str] = {}
+    errors: list[dict[str, Any]] = []  # one per failed task, by its position in 'tasks'
     jobs: list[dict[str, Any]] = []
     budget = backend.config.sync_frame_budget
-    for task in tasks:
+    for position, task in enumerate(tasks):
         try:
-            inputs = read_task(task, info, project, backend.config.max_objects)
+            inputs = read_task(task, info, project, backend.config.max_objects, backend.config)
+            check_prompt_budget(backend, inputs)
             if not inputs.prompts:
                 if "text" in backend.plugin.capabilities:
                     raise RequestError(f"task {inputs.task}: no prompt (task data "
@@ -70,10 +83,17 @@ def handle_predict(backend: Any, payload: Mapping[str, Any]) -> dict[str, Any]:
         except VrshqError as exc:
             if len(tasks) == 1:
                 raise
-            errors[str(task.get("id"))] = str(exc)
+            tid = task.get("id")
+            errors.append({"index": position, "task": tid if is_id(tid) else None,
+                           "error": shorten(str(exc), ERROR_CHARS)})
             results.append([])
     if errors and len(errors) == len(tasks):
-        raise RequestError("; ".join(errors.values()))
+        # The first two and the last, each cut short: an answer, not a copy of the request.
+        picked = errors if len(errors) <= 3 else [*errors[:2], errors[-1]]
+        parts = [f"tasks[{e['index']}]: {shorten(e['error'], 150)}" for e in picked]
+        if len(errors) > 3:
+            parts.insert(2, f"... {len(errors) - 3} more ...")
+        raise RequestError(f"none of the {len(tasks)} tasks could be predicted: " + "; ".join(parts))
     out: dict[str, Any] = {"results": results}
     if errors:
         out["errors"] = errors

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from backend.answers import shorten
 from backend.labelconfig import LabelConfigError, LabelConfigInfo
 from vrshq.errors import MaskFormatError
 from vrshq.masks import (
@@ -141,6 +142,8 @@ def parse_annotation(
     annotation_result: Sequence[Mapping[str, Any]],
     info: LabelConfigInfo,
     keyframe_frames: Sequence[int] | None = None,
+    frame_size: tuple[int, int] | None = None,
+    frames_count: int | None = None,
 ) -> dict[str, ParsedRegion]:
     """Tracks and keyframe masks of a submitted annotation (or a prediction), by region id.
 
@@ -148,7 +151,10 @@ def parse_annotation(
     ``brushlabels`` results of its BrushLabels; other results are skipped. A brush region
     the annotator drew anew has an id of its own and comes back as a region without boxes.
     ``keyframe_frames`` (the task's ``keyframe_frames``: 1-based LS frame per keyframe image)
-    fills :attr:`ParsedRegion.keyframe`.
+    fills :attr:`ParsedRegion.keyframe`. With ``frame_size`` (the task's video, height and
+    width), a brush result that declares another size is refused before its RLE is decoded: the
+    declared size decides how much the decoder allocates. With ``frames_count`` (the task's
+    video), box tracks are read for that many frames, whatever ``framesCount`` they declare.
     """
     regions: dict[str, ParsedRegion] = {}
     for result in annotation_result or []:
@@ -162,7 +168,7 @@ def parse_annotation(
             continue
         if kind == "videorectangle" and name == info.box_name:
             region = regions.setdefault(str(rid), ParsedRegion())
-            region.boxes = videorectangle_to_boxes(value)
+            region.boxes = videorectangle_to_boxes(value, frames_count=frames_count)
             region.has_track = True
             labels = value.get("labels") or []
             if isinstance(labels, list) and labels and region.label is None:
@@ -174,6 +180,9 @@ def parse_annotation(
             height, width = result.get("original_height"), result.get("original_width")
             if not all(isinstance(v, int) and not isinstance(v, bool) for v in (height, width)):
                 raise MaskFormatError(f"region {rid}: a brush result needs int original_width/original_height")
+            if frame_size is not None and (height, width) != tuple(frame_size):
+                raise MaskFormatError(f"region {shorten(rid, 80)}: the brush mask declares {_dims(width, height)}"
+                                      f" but the task's video is {frame_size[1]}x{frame_size[0]}")
             region.mask = decode_brush(value.get("rle") or [], height, width)
             index = result.get("item_index", 0)
             region.keyframe_item_index = int(index) if isinstance(index, int) else 0
@@ -183,6 +192,10 @@ def parse_annotation(
             if isinstance(labels, list) and labels and region.label is None:
                 region.label = str(labels[0])
     return regions
+
+
+def _dims(width: int, height: int) -> str:
+    return f"{shorten(width, 20)}x{shorten(height, 20)}"
 
 
 def _check_score(score: Any) -> None:

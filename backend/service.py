@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from backend.answers import shorten
 from backend.config import BackendConfig
 from backend.corrections import CorrectionsLog
 from backend.jobs import JobRunner, Report
@@ -41,6 +42,31 @@ from vrshq.masks import decode_rle
 from vrshq.video.reader import VideoReader, open_video
 
 log = logging.getLogger(__name__)
+
+
+def public_host(url: str | None) -> str:
+    """A Label Studio URL as it may be logged: scheme, host and port only (no credentials)."""
+    from urllib.parse import urlsplit
+
+    if not url:
+        return "(none)"
+    try:
+        parts = urlsplit(str(url))
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(unparsable URL)"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}{port}" if parts.scheme else "(not a URL)"
+
+
+def _same_origin(a: str | None, b: str | None) -> bool:
+    from backend.media import _origin
+
+    if not a or not b:
+        return False
+    return _origin(a) == _origin(b)
 
 
 class Backend:
@@ -90,7 +116,9 @@ class Backend:
 
     def _load(self, version: Version | None) -> ModelPlugin:
         model_dir = str(version.path) if version is not None else self.config.model_dir
-        plugin = load_plugin(self.config.plugin, PluginConfig(model_dir=model_dir, device=self.config.device))
+        plugin_config = PluginConfig(model_dir=model_dir, device=self.config.device,
+                                     precision=self.config.precision)
+        plugin = load_plugin(self.config.plugin, plugin_config)
         self._serving_id = version.id if version is not None else BASE
         return plugin
 
@@ -158,11 +186,26 @@ class Backend:
         if not isinstance(extra, Mapping):
             raise RequestError("'extra_params' must be an object")
         old = self.projects.get(pid)
+        new_host = hostname if isinstance(hostname, str) and hostname else None
+        host = new_host or (old.hostname if old else None)
+        if isinstance(token, str) and token:
+            kept_token = token
+        elif old is not None and old.access_token and (
+                new_host is None or _same_origin(new_host, old.hostname)):
+            kept_token = old.access_token
+        else:
+            # A token belongs to the host it came with: re-pointed elsewhere without a token of
+            # its own, the project has none (the old one must never reach the new host).
+            kept_token = None
+            if old is not None and old.access_token:
+                log.warning("project %s: Label Studio moved from %s to %s without a token; the "
+                            "stored token is dropped", pid, public_host(old.hostname),
+                            public_host(new_host))
         self.projects.put(ProjectInfo(
             project=pid, label_config=schema if schema is not None else (old and old.label_config),
-            hostname=hostname if isinstance(hostname, str) and hostname else (old and old.hostname),
-            access_token=token if isinstance(token, str) and token else (old and old.access_token),
-            extra_params=dict(extra)))
+            hostname=host, access_token=kept_token, extra_params=dict(extra)))
+        log.info("project %s set up: Label Studio at %s (%s)", pid, public_host(host),
+                 "with a token" if kept_token else "no token")
         return {"model_version": self.model_version, "plugin": self.plugin.info()}
 
     # ------------------------------------------------------------------ helpers
@@ -206,7 +249,9 @@ class Backend:
         if not (url and key):
             info = self.projects.get(project)
             if info is not None:
-                url, key = url or info.hostname, key or info.access_token
+                # /setup's token goes only to /setup's host (a token belongs to its host).
+                token = info.access_token if (not url or _same_origin(url, info.hostname)) else None
+                url, key = url or info.hostname, key or token
         return LabelStudioWriter(url, key)
 
     def media_config(self, project: str) -> MediaConfig:
@@ -231,9 +276,20 @@ class Backend:
         netloc = urlsplit(url).netloc if isinstance(url, str) else ""
         if "@" in netloc or "\\" in netloc:
             raise MediaError(url, "a media URL may not carry a user name or a backslash in its host")
+        from vrshq.video.container import declared_size
+
         path = resolve_media(url, self.media_config(project), task_id=task)
-        video = open_video(Path(path), fps=fps)
         limits = self.config
+        # The stream's declared size first: decoding even one oversized frame costs gigabytes.
+        size = declared_size(str(path))
+        if size is not None and size[0] * size[1] > limits.max_pixels:
+            raise VideoError(shorten(url), f"the video is {size[0]}x{size[1]}, more than the "
+                                  f"{limits.max_pixels} pixels a frame may have (VRSHQ_MAX_PIXELS)")
+        try:
+            video = open_video(Path(path), fps=fps)
+        except VideoError as exc:
+            # Name the task's media, not the file it became on this server.
+            raise VideoError(shorten(url), exc.reason) from None
         too_big = None
         if video.width * video.height > limits.max_pixels:
             too_big = (f"the video is {video.width}x{video.height}, more than the "
@@ -243,7 +299,7 @@ class Backend:
                        "a task may have (VRSHQ_MAX_FRAMES)")
         if too_big is not None:
             video.close()
-            raise VideoError(url, too_big)
+            raise VideoError(shorten(url), too_big)
         return video
 
     # ------------------------------------------------------------------ predict

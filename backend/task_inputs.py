@@ -99,10 +99,21 @@ def text_prompts(texts: list[str], info: LabelConfigInfo, first_id: int = 1) -> 
 
 
 def read_task(task: Mapping[str, Any], info: LabelConfigInfo, project: str,
-              max_objects: int) -> TaskInputs:
-    """The task's video, fps and text prompts; TaskDataError/RequestError name what is wrong."""
+              max_objects: int, limits: Any = None) -> TaskInputs:
+    """The task's video, fps and text prompts; TaskDataError/RequestError name what is wrong.
+
+    ``limits`` (a BackendConfig) bounds the prompts' characters, checked here before any
+    model work (their tokens: :func:`check_prompt_budget`, which needs the plugin).
+    """
     tid = task_id(task)
     data = task_data(task)
+    if limits is not None and info.prompt_key is not None:
+        raw = data.get(info.prompt_key)
+        size = len(raw) if isinstance(raw, str) else None
+        if size is not None and size > limits.max_task_prompt_chars + max_objects:
+            raise RequestError(f"task {tid}: the prompt text is {size} characters, more than the "
+                               f"{limits.max_task_prompt_chars} a task's prompts may have together "
+                               "(VRSHQ_MAX_TASK_PROMPT_CHARS)")
     try:
         video = info.video(data)
         fps = info.fps(data)
@@ -112,8 +123,62 @@ def read_task(task: Mapping[str, Any], info: LabelConfigInfo, project: str,
     if len(texts) > max_objects:
         raise RequestError(f"task {tid}: {len(texts)} prompts, more than the {max_objects} objects "
                            "a task may have (VRSHQ_MAX_OBJECTS)")
+    if limits is not None:
+        check_prompt_chars(texts, limits, f"task {tid}")
     return TaskInputs(project, tid, data, video, fps, text_prompts(texts, info))
 
 
-__all__ = ["MAX_ID", "RequestError", "TaskInputs", "is_id", "malformed_input", "project_id",
-           "read_task", "task_data", "task_id", "text_prompts"]
+def check_prompt_chars(texts: list[str], limits: Any, where: str) -> None:
+    """RequestError when a prompt, or all of them together, has more characters than allowed."""
+    for i, text in enumerate(texts):
+        if len(text) > limits.max_prompt_chars:
+            raise RequestError(f"{where}: prompt {i + 1} is {len(text)} characters, more than the "
+                               f"{limits.max_prompt_chars} one object's prompt may have "
+                               "(VRSHQ_MAX_PROMPT_CHARS)")
+    total = sum(len(t) for t in texts)
+    if total > limits.max_task_prompt_chars:
+        raise RequestError(f"{where}: the prompts are {total} characters together, more than the "
+                           f"{limits.max_task_prompt_chars} a task's prompts may have "
+                           "(VRSHQ_MAX_TASK_PROMPT_CHARS)")
+
+
+def check_prompt_tokens(plugin: Any, texts: list[str], limits: Any, where: str) -> None:
+    """RequestError when a prompt, or all together, has more tokens than allowed (the plugin's
+    tokenizer counts them; a plugin that cannot count is bounded by characters only).
+
+    Each prompt is tokenised once, after the character bound: the work is linear in the
+    accepted characters. The per-object bound is also the model's own room, when the plugin
+    knows it (its context minus the fixed conversation and image tokens).
+    """
+    count = getattr(plugin, "prompt_tokens", None)
+    if count is None or not texts:
+        return
+    per_object = limits.max_prompt_tokens
+    room = getattr(plugin, "prompt_token_room", lambda: None)()
+    if isinstance(room, int) and 0 < room < per_object:
+        per_object = room
+    total = 0
+    for i, text in enumerate(texts):
+        n = count(text)
+        if n is None:
+            return
+        if n > per_object:
+            raise RequestError(f"{where}: prompt {i + 1} is {n} tokens, more than the {per_object} "
+                               "one object's prompt may have (VRSHQ_MAX_PROMPT_TOKENS, or the "
+                               "model's room)")
+        total += n
+    if total > limits.max_task_prompt_tokens:
+        raise RequestError(f"{where}: the prompts are {total} tokens together, more than the "
+                           f"{limits.max_task_prompt_tokens} a task's prompts may have "
+                           "(VRSHQ_MAX_TASK_PROMPT_TOKENS)")
+
+
+def check_prompt_budget(backend: Any, inputs: TaskInputs) -> None:
+    """The token bounds of a task's text prompts, before any model work."""
+    texts = [p.text for p in inputs.prompts if p.text]
+    check_prompt_tokens(backend.plugin, texts, backend.config, f"task {inputs.task}")
+
+
+__all__ = ["MAX_ID", "RequestError", "TaskInputs", "check_prompt_budget", "check_prompt_chars",
+           "check_prompt_tokens", "is_id", "malformed_input", "project_id", "read_task", "task_data",
+           "task_id", "text_prompts"]

@@ -8,12 +8,14 @@ prediction to Label Studio with the same region ids and labels.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
 from backend.annotation_diff import ObjectChange, diff_annotation
 from backend.corrections import Correction as LoggedCorrection
+from backend.geometry import checked_sequence
 from backend.labelconfig import LabelConfigInfo
 from backend.results import object_label
 from backend.state import TaskState
@@ -26,22 +28,38 @@ TRAIN_EVENT = "START_TRAINING"
 
 
 def log_changes(log: Any, state: TaskState, info: LabelConfigInfo, changes: list[ObjectChange],
-                event: str, annotation: Mapping[str, Any] | None = None) -> list[int]:
+                event: str, annotation: Mapping[str, Any] | None = None,
+                max_row_bytes: int | None = None) -> list[int]:
     """Append the changed objects to the corrections log (one transaction); their ids.
 
     A change identical to the newest logged correction of the same object and frame (the same
     annotation submitted twice) is not logged again.
     """
+    return [i for _, i in log_changes_each(log, state, info, changes, event, annotation,
+                                           max_row_bytes) if i is not None]
+
+
+def log_changes_each(log: Any, state: TaskState, info: LabelConfigInfo, changes: list[ObjectChange],
+                     event: str, annotation: Mapping[str, Any] | None = None,
+                     max_row_bytes: int | None = None) -> list[tuple[ObjectChange, int | None]]:
+    """Like :func:`log_changes`, per changed object: (change, its new id or None if a repeat).
+
+    Every record is checked before any is written: box tracks against the video (frames in
+    range, boxes clipped to the frame or refused, see :mod:`backend.geometry`) and, with
+    ``max_row_bytes``, the size of its row.
+    """
     annotation = annotation or {}
     annotator = annotation.get("completed_by")
     if isinstance(annotator, Mapping):
         annotator = annotator.get("id")
-    records = []
+    records, changed = [], []
     for ch in changes:
         if not ch.changed:
             continue
         obj = ch.obj
         corrected = ch.corrected_mask()
+        boxes = None if ch.boxes is None else checked_sequence(
+            ch.boxes, state.frames_count, f"object {obj.obj_id}'s box track")
         record = LoggedCorrection(
             project=state.project, task=state.task, annotation=annotation.get("id"),
             annotator=annotator, video_path=state.video, video_sha256=None, fps=state.fps,
@@ -49,13 +67,23 @@ def log_changes(log: Any, state: TaskState, info: LabelConfigInfo, changes: list
             label=object_label(obj, info), frame=int(obj.keyframe),
             predicted_mask=encode_rle(ch.predicted_mask),
             corrected_mask=None if corrected is None else encode_rle(corrected),
-            predicted_boxes=boxes_json(ch.predicted_boxes), corrected_boxes=boxes_json(ch.boxes),
+            predicted_boxes=boxes_json(ch.predicted_boxes), corrected_boxes=boxes_json(boxes),
             model_version=state.model_version, plugin=state.plugin, event=event,
             annotated_at=annotation.get("updated_at") or annotation.get("created_at"))
+        if max_row_bytes is not None:
+            size = len(json.dumps(record.to_json()))
+            if size > max_row_bytes:
+                raise RequestError(f"object {obj.obj_id}: the correction is {size} bytes as a log row, "
+                                   f"more than the {max_row_bytes} a row may have (VRSHQ_MAX_ROW_BYTES)")
         records.append(record)
+        changed.append(ch)
     # The repeat check happens inside the log's write transaction: a duplicate delivery handled
     # at the same time by another thread or process must not pass it too.
-    return log.append_new(records)
+    each = getattr(log, "append_new_each", None)
+    if each is not None:
+        return list(zip(changed, each(records)))
+    ids = log.append_new(records)
+    return list(zip(changed, ids)) if len(ids) == len(changed) else [(ch, None) for ch in changed]
 
 
 def boxes_json(sequence: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
@@ -105,9 +133,13 @@ def handle_webhook(backend: Any, payload: Mapping[str, Any]) -> tuple[int, dict[
         return 201, {"status": "ok", "result": {"corrections": 0, "job": None, "note": "skipped"}}
     with malformed_input(f"task {tid}: the annotation"):
         changes = diff_annotation(state, info, result)
-        # The log checks each record (boxes: finite, non-negative sizes) before it writes any.
-        ids = log_changes(backend.corrections, state, info, changes, action, annotation)
-    corrections = mask_corrections(changes)
+        # Each record is checked (geometry against the video, row size) before any is written.
+        logged = log_changes_each(backend.corrections, state, info, changes, action, annotation,
+                                  backend.config.max_row_bytes)
+    ids = [i for _, i in logged if i is not None]
+    # Only what this delivery logged anew is re-propagated: a re-delivered annotation (or the
+    # same one delivered twice at once: the log lets one of them in) queues no second job.
+    corrections = mask_corrections([ch for ch, i in logged if i is not None])
     job_id, note = None, None
     if corrections and not backend.writer(pid).configured:
         note = ("corrections logged; re-propagation needs LABEL_STUDIO_URL and "
@@ -129,4 +161,5 @@ def handle_webhook(backend: Any, payload: Mapping[str, Any]) -> tuple[int, dict[
     return 201, {"status": "ok", "result": body_out}
 
 
-__all__ = ["CORRECTION_EVENTS", "boxes_json", "handle_webhook", "log_changes", "mask_corrections"]
+__all__ = ["CORRECTION_EVENTS", "boxes_json", "handle_webhook", "log_changes", "log_changes_each",
+           "mask_corrections"]

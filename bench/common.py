@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import platform
@@ -17,31 +16,22 @@ from typing import Iterator
 import torch
 
 from vrshq.engine import EngineConfig
+from vrshq.engine.config import PRECISIONS as ENGINE_PRECISIONS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # scripts/gpu_check.sh points this at its own folder, so a check never touches bench/results.
 RESULTS_ENV = "VRSHQ_BENCH_RESULTS"
 
-# The precisions a benchmark can run the engine at. "official" is the VRS-HQ release's: SAM-2
-# under bf16 autocast (on CUDA; sam2 keeps its memories in bf16 either way). EngineConfig names
-# it "bf16" for now; once it takes the plan's own names, this table is the one place to change.
-PRECISIONS = ("auto", "official", "fp32")
-_ENGINE_PRECISION = {"auto": "auto", "official": "bf16", "fp32": "fp32"}
+# The precision plans a benchmark can run the engine at (EngineConfig's): "official" is the
+# VRS-HQ release's bf16 weights and arithmetic, "fp32" float32 throughout, "auto" official on
+# CUDA and fp32 on a CPU. A model must be cast to its plan (vrshq.engine.apply_precision); a
+# reference on sam2's own predictor runs on the same cast weights, so both sides compute alike.
+PRECISIONS = ENGINE_PRECISIONS
 
 
 def engine_config(device: str = "auto", precision: str = "auto", **settings) -> EngineConfig:
-    """The EngineConfig of a benchmark's ``--device`` and ``--precision`` (plus any other EngineConfig field)."""
-    if precision not in _ENGINE_PRECISION:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    return EngineConfig(device=device, precision=_ENGINE_PRECISION[precision], **settings)
-
-
-def precision_context(config: EngineConfig) -> contextlib.AbstractContextManager:
-    """The autocast a reference (sam2's own predictor) runs under to match ``config``."""
-    dtype = config.autocast_dtype()
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(config.resolved_device().type, dtype=dtype)
+    """The EngineConfig of a benchmark's ``--device`` and ``--precision`` (plus any other field)."""
+    return EngineConfig(device=device, precision=precision, **settings)
 
 
 def sync(device: torch.device | str) -> None:
@@ -63,6 +53,7 @@ def gpu_peak_mib(device: torch.device | str) -> float | None:
         return None
     torch.cuda.synchronize(device)
     return torch.cuda.max_memory_allocated(device) / (1024 * 1024)
+
 
 @contextmanager
 def timed(store: dict, key: str) -> Iterator[None]:

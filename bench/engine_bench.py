@@ -12,9 +12,9 @@
    video's features) vs reference, each in a fresh process.
 Part 1 runs the engine without hole filling (``NO_FILL``): sam2's predictor cannot fill without
 its CUDA extension. Parts 2 and 3 run the engine as shipped (filling on, fill_hole_area=8).
-``--device`` and ``--precision`` (``official``: the release's bf16 autocast; ``fp32``) apply to
-parts 1 and 2, the reference running under the same autocast as the engine; each of them also
-reports the peak GPU memory on CUDA.
+``--device`` and ``--precision`` (``official``: the release's bf16 weights and arithmetic;
+``fp32``) apply to parts 1 and 2: the model is cast to the plan and the reference runs the same
+cast model; each of them also reports the peak GPU memory on CUDA.
 Prints tables and writes bench/results/engine.json.
 """
 
@@ -38,7 +38,6 @@ from bench.common import (
     engine_config,
     gpu_peak_mib,
     peak_rss_mib,
-    precision_context,
     print_table,
     reset_gpu_peak,
     run_child,
@@ -46,7 +45,7 @@ from bench.common import (
     timed,
     write_json,
 )
-from vrshq.engine import EngineConfig, TrackingSession, build_model
+from vrshq.engine import EngineConfig, TrackingSession, apply_precision, build_model
 from vrshq.engine.tiny import write_tiny_sam2
 from vrshq.synthetic import SyntheticSpec, ground_truth, write_video
 from vrshq.video.reader import open_video
@@ -65,17 +64,15 @@ def _engine_masks(session: TrackingSession) -> dict[int, np.ndarray]:
     return {r.frame_idx: r.objects[1].mask() for r in session.propagate()}
 
 
-def _reference_masks(predictor, frame_dir: str, prompts,
-                     config: EngineConfig = NO_FILL) -> dict[int, np.ndarray]:
+def _reference_masks(predictor, frame_dir: str, prompts) -> dict[int, np.ndarray]:
     out = {}
-    with precision_context(config):  # sam2's own demo runs the predictor under bf16 autocast
-        state = predictor.init_state(frame_dir)
-        for frame_idx, mask in prompts:
-            predictor.add_new_mask(state, frame_idx, 1, mask)
-        for f, _, m in predictor.propagate_in_video(state):
-            out[f] = (m[0, 0] > 0).cpu().numpy()
-        for f, _, m in predictor.propagate_in_video(state, reverse=True):
-            out.setdefault(f, (m[0, 0] > 0).cpu().numpy())
+    state = predictor.init_state(frame_dir)
+    for frame_idx, mask in prompts:
+        predictor.add_new_mask(state, frame_idx, 1, mask)
+    for f, _, m in predictor.propagate_in_video(state):
+        out[f] = (m[0, 0] > 0).cpu().numpy()
+    for f, _, m in predictor.propagate_in_video(state, reverse=True):
+        out.setdefault(f, (m[0, 0] > 0).cpu().numpy())
     return out
 
 
@@ -93,7 +90,7 @@ def bench_vs_reference(model, video: Path, gt: np.ndarray, work: Path,
     """Engine vs sam2's predictor on the same video and prompt (middle frame, both directions).
 
     ``config`` is the engine's (device, precision; hole filling off, see NO_FILL); the
-    reference runs under the same autocast.
+    reference runs the same model, cast to the same precision plan.
     """
     k = len(gt) // 2
     prompt = gt[k] == 1
@@ -102,7 +99,7 @@ def bench_vs_reference(model, video: Path, gt: np.ndarray, work: Path,
     reset_gpu_peak(device)
     with timed(t, "reference"):
         _dump_jpegs(video, work / "jpeg")
-        ref = _reference_masks(model, str(work / "jpeg"), [(k, prompt)], config)
+        ref = _reference_masks(model, str(work / "jpeg"), [(k, prompt)])
         sync(device)
     ref_peak = gpu_peak_mib(device)
     reset_gpu_peak(device)
@@ -224,8 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="320x240", help="video frame size WxH")
     parser.add_argument("--device", default="auto", help="parts 1-2: auto, cpu, cuda, cuda:N")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
-                        help="parts 1-2: official (the release's bf16 autocast), fp32, or auto "
-                             "(bf16 on CUDA, fp32 on the CPU)")
+                        help="parts 1-2: official (the release's bf16 weights), fp32, or auto "
+                             "(official on CUDA, fp32 on the CPU)")
     parser.add_argument("--rss-budget-mib", type=int, default=16)
     parser.add_argument("--parts", default="reference,correction,rss",
                         help="comma-separated subset of reference,correction,rss")
@@ -242,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="vrshq-bench-"))
     atexit.register(shutil.rmtree, work, True)  # models and videos: hundreds of MB per run
     config, checkpoint = write_tiny_sam2(work / "sam2", preset=args.preset)
-    model = build_model(config, checkpoint, device=device, predictor=True)
+    model = apply_precision(build_model(config, checkpoint, predictor=True), base)
     spec = SyntheticSpec(num_frames=args.frames, width=width, height=height, fps=25.0,
                          num_objects=2, seed=2)
     video = write_video(spec, work / "clip.mp4")

@@ -176,7 +176,7 @@ def _stage_result(name: str, work: Path) -> tuple[Any, str | None]:
                             f"failed, {junit['skipped']} skipped")
         return result, None
     files = {"engine_bench": ["engine.json"], "roundtrip": ["roundtrip.json"],
-             "vrshq_bench": ["vrshq_full.json", "vrshq_tiny.json"]}[name]
+             "vrshq_bench": ["vrshq_full.json", "vrshq_hiera-t-128.json"]}[name]
     for f in files:
         found = _read_json(results / f)
         if found is not None:
@@ -200,8 +200,8 @@ def _numbers(name: str, result: Any) -> list[tuple[str, Any]]:
                     f" / {junit.get('skipped')}"))
         for test, m in (result.get("metrics") or {}).items():
             short = test.replace("test_", "").replace("_on_the_device", "")
-            for key in ("max_logit_diff", "mean_iou", "min_iou", "seconds_per_segment",
-                        "mean_iou_vs_cpu_fp32"):
+            for key in ("max_logit_diff", "mean_iou", "min_iou", "confident_iou",
+                        "seconds_per_segment", "mean_iou_vs_cpu_fp32"):
                 if key in m:
                     out.append((f"{short}: {key}", m[key]))
     elif name == "engine_bench":

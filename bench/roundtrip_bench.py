@@ -89,8 +89,6 @@ def run(frames: int, width: int, height: int, sam2: str, device: str, precision:
     from backend.config import BackendConfig
     from backend.labelconfig import parse_label_config
     from backend.service import Backend
-    from plugins.base import PluginConfig
-    from plugins.registry import load_plugin
     from vrshq.masks import encode_brush
     from vrshq.model.tiny import write_tiny_vrshq
     from vrshq.synthetic import SyntheticSpec, ground_truth, write_video
@@ -106,21 +104,19 @@ def run(frames: int, width: int, height: int, sam2: str, device: str, precision:
     gt = ground_truth(spec)
     with timed(t, "model_write_s"):
         write_tiny_vrshq(work / "models", seed=0, sam2=sam2)
-    engine = engine_config(device, precision)
+    dev = engine_config(device, precision).resolved_device()
+    config = BackendConfig(plugin="vrshq", model_dir=str(work / "models"), device=device,
+                           precision=precision, data_dir=str(work / "backend"),
+                           local_roots=(str(media),), sync_frame_budget=max(600, frames))
     with timed(t, "model_load_s"):
-        plugin = load_plugin("vrshq", PluginConfig(model_dir=str(work / "models"), device=device,
-                                                   engine=engine))
-    dev = engine.resolved_device()
+        backend = Backend(config)  # loads the plugin's models, as `vrshq serve` does
     data = {"video": "/data/local-files/?d=clips/roundtrip.mp4", "fps": spec.fps, "prompt": PROMPTS}
     out: dict[str, Any] = {
         "label_studio": NOTE, "frames": frames, "size": f"{width}x{height}", "sam2": sam2,
-        "sam2_image_size": int(plugin.model.sam2.image_size), "device": str(dev),
-        "precision": precision}
+        "sam2_image_size": int(backend.plugin.model.sam2.image_size), "device": str(dev),
+        "precision": precision,
+        "sam2_dtype": str(next(backend.plugin.model.sam2.parameters()).dtype).removeprefix("torch.")}
     standin = LabelStudioStandIn(TOKEN, {TASK: data}, project=PROJECT).start()
-    config = BackendConfig(plugin="vrshq", model_dir=str(work / "models"), device=device,
-                           data_dir=str(work / "backend"), local_roots=(str(media),),
-                           sync_frame_budget=max(600, frames))
-    backend = Backend(config, plugin=plugin)
     server, url = _serve(create_app(backend=backend))
     try:
         # Label Studio's "Connect model": /setup with the project's config, its URL and a token.
@@ -214,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="release: 2.0 hiera-L at 1024 px (random weights); tiny: 128 px")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--precision", choices=PRECISIONS, default="official",
-                        help="the engine's: official (the release's bf16 autocast), fp32, auto")
+                        help="the precision plan (VRSHQ_PRECISION): official (the release's "
+                             "bf16 weights), fp32, auto (official on CUDA, fp32 on a CPU)")
     parser.add_argument("--timeout", type=float, default=600.0,
                         help="seconds to wait for the prediction and the re-propagation")
     args = parser.parse_args(argv)

@@ -7,12 +7,19 @@ Both sides get the same fused [TAK] token h'_tak and TDA lambdas (the MLLM part 
 on the tiny VRS-HQ, and is not timed), so only keyframe selection and propagation are compared:
 
 * reference: the official procedure (brief-vrshq.md §3.3, §4.1) on sam2's own
-  ``SAM2VideoPredictor`` with the same SAM-2 weights: all frames decoded and preprocessed with
-  the VRS-HQ transform into one tensor, a fresh full-video state per candidate (``init_state``
-  encodes frame 0; sam2's feature cache holds only the latest frame, so every state re-encodes),
-  the candidate decoded with the token, keyframe = argmax softmax(object scores) + lambda; then a
-  fresh state for inference, the keyframe decoded again, ``add_new_mask`` (S x S), forward pass,
-  ``reset_state`` + ``add_new_mask`` again, reverse pass. ``--reference-loading`` chooses how the
+  ``SAM2VideoPredictor`` with the same SAM-2 weights, independent of the functions benchmarked
+  (none of ``decode_with_token``, ``keyframe_scores``, ``Vrshq.keyframe_mask`` or
+  ``FrameTransform``): all frames decoded and preprocessed as the release's dataset does
+  (torchvision resize of the longest side, normalise, zero-pad) into one tensor, a fresh
+  full-video state per candidate (``init_state`` encodes frame 0; sam2's feature cache holds only
+  the latest frame, so every state re-encodes), the candidate decoded with the token by the
+  fork's ``add_new_points(pred_embeddings=...)`` written on sam2's own predictor methods (the
+  token appended to the prompt encoder's sparse tokens, as the fork's ``_forward_sam_heads``
+  does), keyframe = the release's softmax(object scores) + lambda, first maximum; then a fresh
+  state for inference, the keyframe decoded again, its S x S "video-res" logits > 0 re-added
+  with ``add_new_mask``, forward pass, ``reset_state`` + ``add_new_mask`` again, reverse pass,
+  each mask cropped to the resized region and resized to the video with torch's bilinear
+  ``interpolate``, as the release's loop does. ``--reference-loading`` chooses how the
   frames reach each state: ``sample`` decodes the video once per sample and hands every state
   that tensor (the official fork's ``init_state(sam_images)``), ``state`` loads the whole video
   for each state (upstream sam2's ``init_state``), ``both`` measures both;
@@ -47,13 +54,13 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from bench.common import (
     PRECISIONS,
     engine_config,
     gpu_peak_mib,
     peak_rss_mib,
-    precision_context,
     print_table,
     reset_gpu_peak,
     run_child,
@@ -61,10 +68,9 @@ from bench.common import (
     timed,
     write_json,
 )
-from vrshq.engine import EngineConfig, TrackingSession, build_model
-from vrshq.engine.features import FrameFeatures
+from vrshq.engine import EngineConfig, TrackingSession, apply_precision, build_model
 from vrshq.model.frames import MAX_FRAMES, sample_frames
-from vrshq.model.keyframe import decode_with_token, select_keyframe_with_token
+from vrshq.model.keyframe import select_keyframe_with_token
 from vrshq.model.pipeline import Vrshq, VrshqConfig
 from vrshq.model.sam2_vrshq import (
     OFFICIAL_OVERRIDES,
@@ -73,10 +79,9 @@ from vrshq.model.sam2_vrshq import (
     load_visual_model,
     split_visual_model,
 )
-from vrshq.model.tda import keyframe_scores
 from vrshq.synthetic import SyntheticSpec, write_video
 from vrshq.video.reader import open_video
-from vrshq.video.transforms import FrameTransform, ResizeMode
+from vrshq.video.transforms import ResizeMode
 
 MiB = 1024 * 1024
 PROMPT = "the red ball moving left"
@@ -140,8 +145,8 @@ def tiny_inputs(work: Path, frames: int, size: int, width: int = 320, height: in
     video = write_video(spec, work / f"clip{frames}.mp4")
     vrshq = _tiny_vrshq(work / "model", size)
     anchor, grid, token, lam = mllm_part(vrshq, video)
-    predictor = _reference_predictor_tiny(work / "model").to(vrshq.device)
     config = replace(vrshq.config.engine, fill_hole_area=0)  # NO_FILL's setting
+    predictor = apply_precision(_reference_predictor_tiny(work / "model"), config)
     return Inputs(vrshq.sam2, predictor, video, grid, token, lam, config, anchor)
 
 
@@ -160,10 +165,10 @@ def random_token_inputs(work: Path, frames: int, config_path: str | Path, checkp
     sam2 = build_vrshq_sam2(config_path, checkpoint)
     if checkpoint is None:
         present_bias(sam2)
-    sam2 = sam2.to(device).eval()
     predictor = build_model(config_path, predictor=True, overrides=OFFICIAL_OVERRIDES)
     predictor.load_state_dict(sam2.state_dict())
-    predictor = predictor.to(device).eval()
+    # both cast to the precision plan (official: bf16 weights) on the device
+    sam2, predictor = apply_precision(sam2, config).eval(), apply_precision(predictor, config).eval()
     spec = SyntheticSpec(num_frames=frames, width=width, height=height, fps=25.0, num_objects=2, seed=3)
     video = write_video(spec, work / f"clip{frames}_{width}x{height}.mp4")
     anchor = frames // 2
@@ -249,9 +254,9 @@ def _counting_encoder(predictor: torch.nn.Module, counters: _Counters) -> Iterat
 def _images_loader(load: Callable[[], torch.Tensor], size: int) -> Iterator[None]:
     """Make sam2's ``init_state`` take ``load()``'s preprocessed frames instead of a path.
 
-    The state's video size is set to S x S, so sam2's "video-res" outputs are the logits
-    upsampled to the model input, which ``FrameTransform.masks_to_original`` then crops and
-    resizes as the official post-processing does.
+    The state's video size is set to S x S, as the fork's ``init_state(sam_images)`` sets it
+    from the padded images, so sam2's "video-res" outputs are the logits upsampled to the model
+    input, which the release then crops and resizes (``_release_masks_to_original``).
     """
     import sam2.sam2_video_predictor as svp
 
@@ -263,21 +268,97 @@ def _images_loader(load: Callable[[], torch.Tensor], size: int) -> Iterator[None
         svp.load_video_frames = original
 
 
-def _load_all_frames(video: Path, transform: FrameTransform, device: torch.device,
+# SAM's pixel statistics on the 0..255 scale (the release's dataset, LISA's defaults)
+_PIXEL_MEAN = torch.tensor([123.675, 116.28, 103.53]).view(-1, 1, 1)
+_PIXEL_STD = torch.tensor([58.395, 57.12, 57.375]).view(-1, 1, 1)
+
+
+def _release_resized_hw(orig_h: int, orig_w: int, size: int) -> tuple[int, int]:
+    """LISA's ``ResizeLongestSide.get_preprocess_shape``: the image region inside S x S."""
+    scale = size * 1.0 / max(orig_h, orig_w)
+    return int(orig_h * scale + 0.5), int(orig_w * scale + 0.5)
+
+
+def _release_frame(frame: np.ndarray, size: int) -> torch.Tensor:
+    """The release's SAM input of one RGB frame (``dataset/rvos_clip_eval_dataset.py``).
+
+    ``ResizeLongestSide.apply_image`` (torchvision's resize of the PIL image), then
+    ``preprocess``: normalise on the 0..255 scale and zero-pad bottom/right to S x S.
+    """
+    from torchvision.transforms.functional import resize, to_pil_image
+
+    new_h, new_w = _release_resized_hw(frame.shape[0], frame.shape[1], size)
+    x = torch.from_numpy(np.array(resize(to_pil_image(frame), [new_h, new_w])))
+    x = (x.permute(2, 0, 1).contiguous() - _PIXEL_MEAN) / _PIXEL_STD
+    return F.pad(x, (0, size - new_w, 0, size - new_h))
+
+
+def _release_masks_to_original(video_res: torch.Tensor, orig_hw: tuple[int, int]) -> torch.Tensor:
+    """S x S logits -> the video's size: crop the resized region, bilinear (cliptree L559-561)."""
+    new_h, new_w = _release_resized_hw(*orig_hw, video_res.shape[-1])
+    masks = video_res[..., :new_h, :new_w]
+    return F.interpolate(masks, orig_hw, mode="bilinear", align_corners=False)
+
+
+def _load_all_frames(video: Path, size: int, device: torch.device,
                      counters: _Counters) -> torch.Tensor:
     """The official loader: every frame decoded and preprocessed into one [T, 3, S, S] tensor."""
     with open_video(video) as reader:
-        out = torch.empty(len(reader), 3, transform.image_size, transform.image_size)
+        out = torch.empty(len(reader), 3, size, size)
         for i, frame in reader.iter_frames():
-            out[i] = transform.prepare(frame)
+            out[i] = _release_frame(frame, size)
             counters.frames_decoded += 1
     return out.to(device)
 
 
-def _token_decode(predictor, state, frame_idx: int, token: torch.Tensor):
-    """The fork's ``add_new_points(pred_embeddings=token)``: sam2's features of the frame, no memory."""
-    _, _, vision_feats, pos, sizes = predictor._get_image_feature(state, frame_idx, 1)
-    return decode_with_token(predictor, FrameFeatures(vision_feats, pos, sizes), token)
+@contextlib.contextmanager
+def _token_appended(predictor: torch.nn.Module, token: torch.Tensor) -> Iterator[None]:
+    """sam2's prompt encoder with the token after its sparse tokens: the fork's change to
+    ``_forward_sam_heads`` (``sam2/sam2_video_inference_.py`` L1574-1584)."""
+    encoder = predictor.sam_prompt_encoder
+    original = encoder.forward
+    pred_embeddings = token.reshape(1, 1, -1)
+
+    def forward(points, boxes, masks):
+        sparse, dense = original(points=points, boxes=boxes, masks=masks)
+        extra = pred_embeddings.expand(sparse.shape[0], -1, -1).to(sparse.device)
+        return torch.cat((sparse, extra), dim=1).to(pred_embeddings.dtype), dense
+
+    encoder.forward = forward
+    try:
+        yield
+    finally:
+        del encoder.forward
+
+
+def _add_new_points_with_token(predictor, state, frame_idx: int, obj_id: int,
+                               token: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """The fork's ``add_new_points(pred_embeddings=token)`` (L232-311) on sam2's own methods.
+
+    Returns the "video-res" mask logits (S x S here) and the object-score logit.
+    """
+    obj_idx = predictor._obj_id_to_idx(state, obj_id)
+    is_init_cond_frame = frame_idx not in state["frames_tracked_per_obj"][obj_idx]
+    if not is_init_cond_frame:
+        raise RuntimeError("the release decodes the token on a reset state only")
+    with _token_appended(predictor, token):
+        current_out, _ = predictor._run_single_frame_inference(
+            inference_state=state, output_dict=state["output_dict_per_obj"][obj_idx],
+            frame_idx=frame_idx, batch_size=1, is_init_cond_frame=True, point_inputs=None,
+            mask_inputs=None, reverse=False, run_mem_encoder=False)
+    state["temp_output_dict_per_obj"][obj_idx]["cond_frame_outputs"][frame_idx] = current_out
+    consolidated = predictor._consolidate_temp_output_across_obj(
+        state, frame_idx, is_cond=True, consolidate_at_video_res=True)
+    _, video_res_masks = predictor._get_orig_video_res_output(
+        state, consolidated["pred_masks_video_res"])
+    return video_res_masks, current_out["object_score_logits"][0].item()
+
+
+def _release_keyframe(object_scores: list[float], lam: torch.Tensor) -> int:
+    """TKS as the release computes it (cliptree L506-518): first maximum of the sums."""
+    softmaxed = torch.softmax(torch.tensor(object_scores), dim=0).tolist()
+    results = [b + c for b, c in zip(softmaxed, lam.tolist())]
+    return results.index(max(results))
 
 
 def run_reference(inp: Inputs, loading: str = "sample", keep_masks: bool = True) -> dict:
@@ -285,7 +366,6 @@ def run_reference(inp: Inputs, loading: str = "sample", keep_masks: bool = True)
     predictor = inp.predictor
     size = int(predictor.image_size)
     device = predictor.device
-    transform = FrameTransform(ResizeMode.VRSHQ, size)
     counters = _Counters()
     reset_gpu_peak(device)
     start = time.perf_counter()
@@ -297,33 +377,30 @@ def run_reference(inp: Inputs, loading: str = "sample", keep_masks: bool = True)
     def load() -> torch.Tensor:
         counters.states += 1
         if loading == "state" or not cached:
-            cached[:] = [_load_all_frames(inp.video, transform, device, counters)]
+            cached[:] = [_load_all_frames(inp.video, size, device, counters)]
         return cached[0]
 
     masks: dict[int, np.ndarray] = {}
-    # The official inference runs SAM-2 in bf16 on the GPU (add_new_mask_bf16), fp32 on the CPU:
-    # the precision ours runs at (``inp.config``), so both sides compute alike.
-    with _counting_encoder(predictor, counters), _images_loader(load, size), \
-            precision_context(inp.config):
+    # The predictor's weights are cast to ours' precision plan (official: the release's bf16
+    # weights, as it loads SAM-2; fp32 on a CPU by default), so both sides compute alike.
+    with _counting_encoder(predictor, counters), _images_loader(load, size):
         # §3.3: a fresh full-video state per candidate, decoded alone with the token
-        scores, logits = [], []
+        scores = []
         for frame_idx in inp.grid:
             state = predictor.init_state("<preprocessed frames>")
             predictor.reset_state(state)
             with torch.inference_mode():
-                out = _token_decode(predictor, state, frame_idx, inp.token)
-            scores.append(out.object_score_logits.float().reshape(-1)[0].cpu())
-            logits.append(out.low_res_logits.cpu())
+                _, score = _add_new_points_with_token(predictor, state, frame_idx, 1, inp.token)
+            scores.append(score)
             del state
-        best = int(torch.argmax(keyframe_scores(torch.stack(scores), inp.lam)).item())
-        keyframe = inp.grid[best]
+        keyframe = inp.grid[_release_keyframe(scores, inp.lam)]
         # §4.1: fresh state, token decode of the keyframe, reset, re-add its binarised mask
         state = predictor.init_state("<preprocessed frames>")
         predictor.reset_state(state)
         with torch.inference_mode():
-            out = _token_decode(predictor, state, keyframe, inp.token)
+            video_res, _ = _add_new_points_with_token(predictor, state, keyframe, 1, inp.token)
         predictor.reset_state(state)
-        mask_input = _keyframe_mask(predictor, SimpleNamespace(low_res_logits=out.low_res_logits))
+        mask_input = video_res > 0  # [1, 1, S, S]
         passes = []
         if keyframe < num_frames - 1 or num_frames == 1:
             passes.append(False)
@@ -332,12 +409,12 @@ def run_reference(inp: Inputs, loading: str = "sample", keep_masks: bool = True)
         for n, reverse in enumerate(passes):
             if n:
                 predictor.reset_state(state)
-            predictor.add_new_mask(state, keyframe, 1, mask_input > 0)
+            predictor.add_new_mask(state, keyframe, 1, mask_input[0][0])
             for f, _, video_res in predictor.propagate_in_video(state, start_frame_idx=keyframe,
                                                                reverse=reverse):
                 if f in masks:
                     continue  # the keyframe, yielded by both passes
-                mask = (transform.masks_to_original(video_res[:1].float(), orig_hw)[0, 0] > 0)
+                mask = _release_masks_to_original(video_res[:1].float(), orig_hw)[0, 0] > 0
                 mask = mask.cpu().numpy()
                 masks[f] = mask if keep_masks else np.empty(0, bool)
         del state
@@ -345,7 +422,7 @@ def run_reference(inp: Inputs, loading: str = "sample", keep_masks: bool = True)
     sync(device)
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "gpu_peak_mib": gpu_peak_mib(device), "keyframe": keyframe,
-            "object_scores": torch.stack(scores).tolist(), "encoder_calls": counters.encoder_calls,
+            "object_scores": scores, "encoder_calls": counters.encoder_calls,
             "frames_decoded": counters.frames_decoded, "states": counters.states,
             "masks": masks if keep_masks else {}, "frames_tracked": len(masks)}
 
@@ -470,8 +547,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="compare with --full-size or --sam2-preset: auto, cpu, cuda, cuda:N")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="compare with --full-size or --sam2-preset: official (the release's "
-                             "bf16 autocast), fp32, or auto (bf16 on CUDA, fp32 on the CPU); both "
-                             "sides run at it")
+                             "bf16 weights), fp32, or auto (official on CUDA, fp32 on the CPU); "
+                             "both sides run at it")
     parser.add_argument("--rss-child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads:

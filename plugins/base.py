@@ -101,14 +101,20 @@ class PluginConfig:
 
     model_dir: str | None = None
     device: str = "auto"
+    precision: str = "auto"  # the precision plan (vrshq.engine.config.PRECISIONS)
     engine: EngineConfig = field(default_factory=EngineConfig)
     sam2_config: str | None = None
     sam2_checkpoint: str | None = None
     options: tuple[tuple[str, str], ...] = ()
 
     def engine_config(self) -> EngineConfig:
-        """The engine config with this config's device (``device`` wins unless it is "auto")."""
+        """The engine config with this config's device and precision (each wins unless "auto")."""
         engine = replace(self.engine, device=self.device) if self.device != "auto" else self.engine
+        if self.precision != "auto":
+            try:
+                engine = replace(engine, precision=self.precision)
+            except ValueError as exc:
+                raise ModelError(str(exc)) from None
         try:
             engine.resolved_device()
         except RuntimeError:
@@ -153,6 +159,18 @@ class ModelPlugin(ABC):
     @classmethod
     def check_model(cls, model_dir: str | None) -> None:
         """Check the model folder's layout without loading it (at start-up); ModelError if bad."""
+
+    def prompt_tokens(self, text: str) -> int | None:
+        """How many tokens the model reads for ``text`` as one object's prompt (None: unknown).
+
+        The backend bounds prompts with it before any model work; it must cost time linear in
+        ``len(text)`` and never run the model.
+        """
+        return None
+
+    def prompt_token_room(self) -> int | None:
+        """The most prompt tokens one object's model pass has room for (None: unknown)."""
+        return None
 
     # ------------------------------------------------------------------ helpers
     def info(self) -> dict[str, Any]:

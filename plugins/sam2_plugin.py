@@ -16,7 +16,7 @@ from plugins.base import (
     Progress,
 )
 from plugins.repropagate import repropagate, track_objects
-from vrshq.engine import EngineConfig, TrackingSession, build_model
+from vrshq.engine import EngineConfig, TrackingSession, apply_precision, build_model
 from vrshq.engine.sam2_loader import OFFICIAL_POSTPROCESSING
 from vrshq.errors import ModelError, PromptError
 from vrshq.masks.track import Track
@@ -70,7 +70,7 @@ class Sam2Plugin(ModelPlugin):
             version = f"sam2-{Path(ckpt).stem}"
         # holes are filled as sam2's own builder sets it (EngineConfig.fill_hole_area, default 8)
         self.engine = config.engine_config()
-        self.model = build_model(cfg, ckpt, device=self.engine.resolved_device(), overrides=overrides)
+        self.model = apply_precision(build_model(cfg, ckpt, overrides=overrides), self.engine)
         self._version = version
 
     def _loaded(self) -> torch.nn.Module:

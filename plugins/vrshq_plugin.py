@@ -38,6 +38,7 @@ class VrshqPlugin(ModelPlugin):
 
     def __init__(self) -> None:
         self.model: Vrshq | None = None
+        self._room: int | None = None
 
     @property
     def version(self) -> str:
@@ -55,6 +56,31 @@ class VrshqPlugin(ModelPlugin):
     def load(self, config: PluginConfig) -> None:
         self.check_model(config.model_dir)
         self.model = load_vrshq(config.model_dir, VrshqConfig(engine=config.engine_config()))
+        self._room = None
+
+    def prompt_tokens(self, text: str) -> int | None:
+        """The expression's tokens as the MLLM reads it (lower-cased, whitespace collapsed)."""
+        from vrshq.model.prompt import normalize_expression
+
+        try:
+            sent = normalize_expression(text)
+        except ValueError:
+            return 0
+        return len(self._loaded().tokenizer.encode(sent, add_special_tokens=False))
+
+    def prompt_token_room(self) -> int | None:
+        """The MLLM's context minus the conversation around the expression and the image tokens."""
+        if self._room is None:
+            from vrshq.model.prompt import build_prompt
+            from vrshq.model.tokenization import TOKENS_PER_IMAGE, tokenize_prompt
+
+            model = self._loaded()
+            frames = int(model.config.max_frames)
+            ids = tokenize_prompt(model.tokenizer, build_prompt("x", frames))
+            fixed = len(ids) - 1 + ids.count(-200) * (TOKENS_PER_IMAGE - 1)
+            positions = int(getattr(model.mllm.config, "max_position_embeddings", 0) or 0)
+            self._room = positions - fixed
+        return self._room if self._room > 0 else None
 
     def _loaded(self) -> Vrshq:
         if self.model is None:

@@ -30,7 +30,7 @@ DRY=0
 for arg in "$@"; do
     case "$arg" in
         --dry-run) DRY=1 ;;
-        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
         *) echo "gpu_check: unknown argument $arg (use --dry-run)" >&2; exit 2 ;;
     esac
 done
@@ -85,8 +85,8 @@ if [ "$DRY" = 1 ]; then
     export VRSHQ_CUDA_TEST_DEVICE=cpu
     export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
     DEVICE=cpu
-    ENGINE_ARGS=(--preset tiny --frames 8 --size 160x120)
-    VRSHQ_ARGS=(--sam2-preset tiny --frames 8 --repeat 1 --reference-loading sample)
+    ENGINE_ARGS=(--preset hiera-t-128 --frames 8 --size 160x120)
+    VRSHQ_ARGS=(--sam2-preset hiera-t-128 --frames 8 --repeat 1 --reference-loading sample)
     ROUNDTRIP_ARGS=(--frames 8 --size 160x120 --sam2 tiny)
     DRY_FLAG=(--dry-run)
 else

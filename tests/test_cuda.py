@@ -6,9 +6,8 @@ known to work before a GPU is lent (tests/test_gpu_check.py). With ``$VRSHQ_CUDA
 each test's measured agreement and its peak GPU memory go to that JSON file, for the check's
 report.
 
-Precision names are the benchmarks' (``bench.common.engine_config``): ``official`` is the VRS-HQ
-release's bf16 autocast, ``fp32`` plain float32; that table is the one place that maps them onto
-``EngineConfig``.
+Precisions are EngineConfig's plans: ``official`` is the VRS-HQ release's (SAM-2 with bf16
+weights and arithmetic, ``vrshq.engine.apply_precision``), ``fp32`` float32 throughout.
 """
 
 from __future__ import annotations
@@ -21,10 +20,10 @@ import numpy as np
 import pytest
 import torch
 
-from bench.common import engine_config, gpu_peak_mib, precision_context, reset_gpu_peak
+from bench.common import engine_config, gpu_peak_mib, reset_gpu_peak
 from tests.conftest import cuda_test_device
 from tests.sam2_reference import reference_track
-from vrshq.engine import TrackingSession, build_model
+from vrshq.engine import TrackingSession, apply_precision, build_model
 from vrshq.engine.tiny import write_tiny_sam2
 from vrshq.video.reader import open_video
 
@@ -33,17 +32,18 @@ pytestmark = pytest.mark.cuda
 METRICS_ENV = "VRSHQ_CUDA_METRICS"
 _metrics: dict[str, dict] = {}
 
-# Engine vs sam2's predictor on the same device, weights, frames and prompt, at the same
-# precision: max |logit difference| over every pixel of every frame. fp32: the CPU parity tests'
-# 1e-4, with room for CUDA's kernels (cuDNN convolutions may run in TF32 on both sides).
-# official (bf16 autocast on both sides): same kernels on the same inputs, but bf16 rounding
-# amplifies any difference in operation order; measured on the CPU's bf16 autocast: see
-# README "GPU check". A bound, not a target: the measured value is in the report.
-PARITY_ATOL = {"fp32": 2e-3, "official": 0.5}
-PARITY_MIN_IOU = {"fp32": 0.999, "official": 0.98}
-# Official (bf16) vs fp32 on the real hiera-t architecture (random weights): masks agree.
-PRECISION_MEAN_IOU = 0.95
-PRECISION_MIN_IOU = 0.8
+# Engine vs sam2's predictor (hiera-t at 128 px, random weights) on the same device, weights
+# (cast to the same plan), frames and prompt. fp32: max |logit difference| over every pixel of
+# every frame; exactly 0.0 on the CPU (the suite's parity tests allow nothing), a bound for
+# CUDA, which may pick other kernels for the two sides' calls (cuDNN convolutions run in TF32
+# under fp32 too). official: the engine keeps features in bf16 as the release's fork does, where
+# stock sam2 rounds them at each layer's input, so the two are two bf16 computations and are
+# held to the bf16 bounds tests/test_precision.py states for official vs fp32: IoU >= 0.95 on
+# at least 75% of the frames, and IoU >= 0.99 over the pixels where sam2's logit is confident
+# (|x| > 1). Bounds, not targets: the measured values are in the report.
+FP32_ATOL = 2e-3
+FP32_MEAN_IOU = 0.99
+FRAME_IOU, FRAME_SHARE, CONFIDENT, CONFIDENT_IOU = 0.95, 0.75, 1.0, 0.99
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +72,11 @@ def _config(device: torch.device, precision: str):
     return engine_config(str(device), precision, fill_hole_area=0)
 
 
+def _model(files, config, predictor: bool = False):
+    """The sam2 model of ``files`` cast to the config's plan, on its device."""
+    return apply_precision(build_model(*files, predictor=predictor), config)
+
+
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     union = (a | b).sum()
     return 1.0 if union == 0 else float((a & b).sum() / union)
@@ -84,32 +89,24 @@ def _track(model, frames, prompt_frame: int, mask: np.ndarray, config) -> dict[i
 
 
 def _agreement(ours: dict[int, torch.Tensor], ref: dict[int, torch.Tensor]) -> dict:
+    """How ``ours`` agrees with ``ref`` (logits per frame): differences and mask IoUs."""
     ious = [_iou(ours[f].numpy() > 0, ref[f].numpy() > 0) for f in ref]
+    inter = union = 0
+    for f in ref:
+        sure = ref[f].abs().numpy() > CONFIDENT
+        a, b = ours[f].numpy() > 0, ref[f].numpy() > 0
+        inter += int((a & b & sure).sum())
+        union += int(((a | b) & sure).sum())
     return {"frames": len(ref),
             "max_logit_diff": float(max((ours[f] - ref[f]).abs().max() for f in ref)),
-            "mean_iou": float(np.mean(ious)), "min_iou": float(min(ious))}
+            "mean_iou": float(np.mean(ious)), "min_iou": float(min(ious)),
+            "frames_iou_over_0.95": float(np.mean([i >= FRAME_IOU for i in ious])),
+            "confident_iou": inter / union if union else 1.0}
 
 
-@pytest.mark.parametrize("precision", ["fp32", "official"])
-def test_engine_equals_sam2_predictor_on_the_device(device, precision, tiny_sam2_files, jpeg_clip,
-                                                    record):
-    folder, gt = jpeg_clip
-    config_path, checkpoint = tiny_sam2_files
-    predictor = build_model(config_path, checkpoint, device=device, predictor=True)
-    assert predictor.fill_hole_area == 0
-    config = _config(device, precision)
-    k = len(gt) // 2
-    with precision_context(config):  # sam2's own demo runs the predictor under bf16 autocast
-        ref = {f: v.float().cpu() for f, v in
-               reference_track(predictor, str(folder), [(k, gt[k] == 1)]).items()}
-    ours = _track(predictor, folder, k, gt[k] == 1, config)
-    assert sorted(ours) == sorted(ref) == list(range(len(gt)))
-    got = _agreement(ours, ref)
-    record.update(precision=precision, **got)
-    present = (gt == 1).sum(axis=(1, 2)) >= 200
-    assert all((ours[f] > 0).any() for f in ref if present[f]), "an empty mask for a present object"
-    assert got["max_logit_diff"] <= PARITY_ATOL[precision], got
-    assert got["min_iou"] >= PARITY_MIN_IOU[precision], got
+def _assert_bf16_bounds(got: dict) -> None:
+    assert got["frames_iou_over_0.95"] >= FRAME_SHARE, got
+    assert got["confident_iou"] >= CONFIDENT_IOU, got
 
 
 @pytest.fixture(scope="module")
@@ -118,17 +115,41 @@ def hiera_t(tmp_path_factory) -> tuple:
     return write_tiny_sam2(tmp_path_factory.mktemp("hiera_t") / "sam2", preset="hiera-t-128", seed=0)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "official"])
+def test_engine_equals_sam2_predictor_on_the_device(device, precision, hiera_t, jpeg_clip, record):
+    folder, gt = jpeg_clip
+    config = _config(device, precision)
+    predictor = _model(hiera_t, config, predictor=True)
+    assert predictor.fill_hole_area == 0
+    assert next(predictor.parameters()).dtype == config.dtype()
+    k = len(gt) // 2
+    ref = {f: r.logits.float().cpu() for f, r in
+           reference_track(predictor, str(folder), [(k, gt[k] == 1)]).items()}
+    ours = _track(predictor, folder, k, gt[k] == 1, config)
+    assert sorted(ours) == sorted(ref) == list(range(len(gt)))
+    got = _agreement(ours, ref)
+    record.update(precision=precision, **got)
+    present = (gt == 1).sum(axis=(1, 2)) >= 200
+    assert all((ours[f] > 0).any() for f in ref if present[f]), "an empty mask for a present object"
+    if precision == "fp32":
+        assert got["max_logit_diff"] <= FP32_ATOL, got
+        assert got["mean_iou"] >= FP32_MEAN_IOU, got
+    else:
+        _assert_bf16_bounds(got)
+
+
 def test_official_bf16_agrees_with_fp32(device, hiera_t, jpeg_clip, record):
     folder, gt = jpeg_clip
-    model = build_model(*hiera_t, device=device)
     k = len(gt) // 2
-    fp32 = _track(model, folder, k, gt[k] == 1, _config(device, "fp32"))
-    official = _track(model, folder, k, gt[k] == 1, _config(device, "official"))
+    runs = {}
+    for precision in ("fp32", "official"):
+        config = _config(device, precision)
+        runs[precision] = _track(_model(hiera_t, config), folder, k, gt[k] == 1, config)
+    fp32, official = runs["fp32"], runs["official"]
     got = _agreement(official, fp32)
     record.update(model="hiera-t-128 (random weights)", **got)
     assert all((official[f] > 0).any() for f in fp32), "official precision lost the object"
-    assert got["mean_iou"] >= PRECISION_MEAN_IOU, got
-    assert got["min_iou"] >= PRECISION_MIN_IOU, got
+    _assert_bf16_bounds(got)
     # bf16 really ran: the two precisions do not give bit-identical logits.
     assert got["max_logit_diff"] > 0, "official precision ran in fp32"
 
@@ -154,11 +175,10 @@ def test_vrshq_pipeline_on_the_device(device, tiny_vrshq_dir, make_video, record
     video = make_video("mp4", num_frames=24, width=160, height=120, fps=10.0, num_objects=2, seed=3)
     prompts = ["the red disc", "the car"]
     vrshq = load_vrshq(tiny_vrshq_dir, VrshqConfig(engine=engine_config(str(device), "official")))
-    # The official plan: the MLLM in bf16 on CUDA (fp32 on the CPU), everything on the device.
-    mllm_param = next(vrshq.mllm.parameters())
-    assert mllm_param.device.type == device.type
-    assert mllm_param.dtype == (torch.bfloat16 if device.type == "cuda" else torch.float32)
-    assert next(vrshq.sam2.parameters()).device.type == device.type
+    # The official plan: every part's weights in bf16, on the device.
+    for part in (vrshq.mllm, vrshq.projection, vrshq.sam2, vrshq.anchor_scorer.model):
+        floating = {(p.device.type, p.dtype) for p in part.parameters() if p.is_floating_point()}
+        assert floating == {(device.type, torch.bfloat16)}, type(part).__name__
     start = time.perf_counter()
     results = _segment(vrshq, video, prompts)
     seconds = time.perf_counter() - start

@@ -1,9 +1,10 @@
 """Prompts: clicks, boxes, corrections against sam2's own predictor; errors; objects; VRS-HQ.
 
-Every parity test compares full-size mask logits (max abs difference <= ATOL) on the same
-frames, in the same order, with sam2's ``SAM2VideoPredictor`` driven call for call
-(tests/sam2_reference.py) on the same tiny random weights and JPEG frames, both without hole
-filling (tests.engine_fixtures.PARITY).
+Every parity test compares, on the same frames and in the same order, our result with sam2's
+``SAM2VideoPredictor`` driven call for call (tests/sam2_reference.py) on the same tiny random
+weights and JPEG frames, both without hole filling (tests.engine_fixtures.PARITY): video-size
+logits, low-res logits and object-score logit, bit for bit (``assert_same_frame``: the
+measured difference is 0.0 on every frame, so no tolerance is allowed).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import torch
 
 from tests.engine_fixtures import PARITY
 from tests.sam2_reference import (
+    RefFrame,
+    assert_same_frame,
     corrections_as_cond,
     drop_non_cond_outputs,
     reference_prompt,
@@ -25,7 +28,6 @@ from vrshq.synthetic import SyntheticSpec, ground_truth
 from vrshq.video.reader import open_video
 from vrshq.video.transforms import ResizeMode
 
-ATOL = 1e-4
 # A background pixel (x, y) of the jpeg_clip scene on every frame: above both objects.
 BACKGROUND_XY = (150.0, 8.0)
 
@@ -46,8 +48,8 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _collect(session: TrackingSession, direction: str = "both", obj_ids=None,
-             ) -> list[tuple[int, int, torch.Tensor]]:
-    """(frame, obj, full-size logits) in the order propagate yields them; each pair once."""
+             ) -> list[tuple[int, int, ObjectFrame]]:
+    """(frame, obj, result) in the order propagate yields them; each pair once."""
     out = []
     seen = set()
     for result in session.propagate(direction, obj_ids=obj_ids):
@@ -55,31 +57,30 @@ def _collect(session: TrackingSession, direction: str = "both", obj_ids=None,
             assert of.obj_id == obj_id and of.frame_idx == result.frame_idx
             assert (obj_id, result.frame_idx) not in seen, "an (object, frame) was yielded twice"
             seen.add((obj_id, result.frame_idx))
-            out.append((result.frame_idx, obj_id, of.logits()))
+            out.append((result.frame_idx, obj_id, of))
     return out
 
 
-def _single(results: list[tuple[int, int, torch.Tensor]], obj_id: int = 1,
-            ) -> list[tuple[int, torch.Tensor]]:
+def _single(results: list[tuple[int, int, ObjectFrame]], obj_id: int = 1,
+            ) -> list[tuple[int, ObjectFrame]]:
     return [(f, x) for f, o, x in results if o == obj_id]
 
 
-def assert_parity(ours: list[tuple[int, torch.Tensor]],
-                  ref: list[tuple[int, torch.Tensor]]) -> None:
-    """Same frames in the same order, logits within ATOL, and never an empty mask."""
+def _logits(results: list[tuple[int, ObjectFrame]]) -> list[tuple[int, torch.Tensor]]:
+    return [(f, of.logits()) for f, of in results]
+
+
+def assert_parity(ours: list[tuple[int, ObjectFrame]], ref: list[tuple[int, RefFrame]]) -> None:
+    """Same frames in the same order, each equal to sam2's, and never an empty mask."""
     assert [f for f, _ in ours] == [f for f, _ in ref]
     for (frame_idx, mine), (_, theirs) in zip(ours, ref):
-        assert mine.shape == theirs.shape
-        diff = (mine - theirs.float().cpu()).abs().max().item()
-        assert diff <= ATOL, f"frame {frame_idx}: logits differ by {diff:.2e}"
-        # object 1 (the disc) is fully in view on every frame of the clip
-        assert (mine > 0).any(), f"frame {frame_idx}: empty mask"
+        assert_same(mine, theirs, f"frame {frame_idx}")
 
 
-def assert_close(mine: torch.Tensor, theirs: torch.Tensor, what: str) -> None:
-    diff = (mine - theirs.float().cpu()).abs().max().item()
-    assert diff <= ATOL, f"{what}: logits differ by {diff:.2e}"
-    assert (mine > 0).any(), f"{what}: empty mask"
+def assert_same(mine: ObjectFrame, theirs: RefFrame, what: str) -> None:
+    assert_same_frame(mine, theirs, what)
+    # object 1 (the disc) is fully in view on every frame of the clip
+    assert (mine.logits() > 0).any(), f"{what}: empty mask"
 
 
 def _prompt(gt: np.ndarray, frame_idx: int, kind: str) -> dict:
@@ -113,11 +114,11 @@ def test_point_and_box_prompts_match_sam2(tiny_sam2_predictor, jpeg_clip, kind):
     with TrackingSession(pred, open_video(folder), config=PARITY) as session:
         of = session.add_points(1, a, **kwargs)
         ours = _single(_collect(session))
-    assert_close(of.logits(), ref_prompt, f"{kind} on frame {a}")
+    assert_same(of, ref_prompt, f"{kind} on frame {a}")
     assert len(ours) == len(gt)
     assert_parity(ours, ref)
     # the prompted frame keeps the prompt's output
-    assert torch.equal(dict(ours)[a], of.logits())
+    assert torch.equal(dict(ours)[a].logits(), of.logits())
 
 
 def test_clicks_added_before_propagating_match_sam2(tiny_sam2_predictor, jpeg_clip):
@@ -136,7 +137,7 @@ def test_clicks_added_before_propagating_match_sam2(tiny_sam2_predictor, jpeg_cl
         of_first = session.add_points(1, a, **first)
         of_second = session.add_points(1, a, **extra, clear_old=False)
         ours = _single(_collect(session))
-    assert_close(of_second.logits(), ref_second, "second round of clicks")
+    assert_same(of_second, ref_second, "second round of clicks")
     assert not torch.equal(of_first.logits(), of_second.logits())
     assert_parity(ours, ref)
 
@@ -198,16 +199,49 @@ def test_click_correction_matches_sam2(tiny_sam2_predictor, jpeg_clip, a, k):
         after = _single(_collect(session))
         # the features of every frame were cached by the first pass
         assert session.features.stats.encoder_calls == calls
-    assert_close(of.logits(), ref_corrected, f"correction on frame {k}")
+    assert_same(of, ref_corrected, f"correction on frame {k}")
     assert_parity(after, ref)
     # the correction is kept on its frame (a conditioning frame) and changes its mask
-    assert torch.equal(dict(after)[k], of.logits())
-    assert (before[k] - of.logits()).abs().max().item() > 1e-3
+    assert torch.equal(dict(after)[k].logits(), of.logits())
+    assert (before[k].logits() - of.logits()).abs().max().item() > 1e-3
     if a > 0:
         # the documented difference: plain sam2 reads stale memories before its start frame
         _, plain = reference(drop_stale=False)
-        worst = max((x - y).abs().max().item() for (_, x), (_, y) in zip(plain, ref))
-        assert worst > ATOL, "sam2 no longer reuses its old outputs: drop the state surgery"
+        # (parity is exact, so any difference at all is the stale memories' doing)
+        worst = max((x.logits - y.logits).abs().max().item() for (_, x), (_, y) in zip(plain, ref))
+        assert worst > 0.0, "sam2 no longer reuses its old outputs: drop the state surgery"
+
+
+# ---------------------------------------------------------------- VRS-HQ's SAM-2 settings
+
+
+# vrshq.model.sam2_vrshq.OFFICIAL_OVERRIDES as attributes of the shared predictor: the tiny
+# sam2 keeps sam2's defaults, under which a prompted frame's memory is the same whether or not
+# it counts as "from points" (is_mask_from_pts), and multimask is on.
+VRSHQ_SETTINGS = {"binarize_mask_from_pts_for_mem_enc": True, "multimask_output_in_sam": False,
+                  "multimask_output_for_tracking": False}
+
+
+@pytest.mark.parametrize("kind", ["points", "mask"])
+def test_vrshq_sam2_settings_match_sam2(tiny_sam2_predictor, jpeg_clip, monkeypatch, kind):
+    folder, gt = jpeg_clip
+    a = len(gt) // 2
+    pred = tiny_sam2_predictor
+    for name, value in VRSHQ_SETTINGS.items():
+        assert getattr(pred, name) != value  # else this test adds nothing to the others
+        monkeypatch.setattr(pred, name, value)
+    kwargs = _prompt(gt, a, "points") if kind == "points" else {"mask": gt[a] == 1}
+    state = pred.init_state(str(folder))
+    ref_prompt = reference_prompt(pred, state, a, **kwargs)
+    ref = reference_propagate(pred, state, "both")
+    with TrackingSession(pred, open_video(folder), config=PARITY) as session:
+        if kind == "points":
+            of = session.add_points(1, a, **kwargs)
+        else:
+            of = session.add_mask(1, a, kwargs["mask"])
+        ours = _single(_collect(session))
+    assert_same(of, ref_prompt, f"{kind} on frame {a}")
+    assert_parity(ours, ref)
 
 
 # ---------------------------------------------------------------- one-way passes
@@ -244,7 +278,7 @@ def test_png_folder_runs_like_the_jpeg_folder(tiny_sam2_predictor, jpeg_clip, ma
     for source in (folder, png):
         with TrackingSession(tiny_sam2_predictor, open_video(source)) as session:
             session.add_mask(1, 0, gt[0] == 1)
-            results[source] = {f: x > 0 for f, _, x in _collect(session, "forward")}
+            results[source] = {f: x.logits() > 0 for f, _, x in _collect(session, "forward")}
     jpg_masks, png_masks = results[folder], results[png]
     assert sorted(png_masks) == list(range(len(gt)))
     for frame_idx, mask in png_masks.items():
@@ -416,7 +450,8 @@ def test_objects_are_independent_and_remove_object(tiny_sam2_predictor, jpeg_cli
         # objects are tracked independently: object 1 is exactly as if it were alone
         mine = _single(both, 1)
         assert [f for f, _ in mine] == [f for f, _ in want]
-        assert all(torch.equal(x, y) for (_, x), (_, y) in zip(mine, want))
+        assert all(torch.equal(x.logits(), y.logits()) and x.score == y.score
+                   for (_, x), (_, y) in zip(mine, want))
 
         session.remove_object(2)
         assert session.object_ids == [1]
@@ -430,7 +465,8 @@ def test_objects_are_independent_and_remove_object(tiny_sam2_predictor, jpeg_cli
         session.remove_object(99)
         assert _collect(session) == []  # nothing changed, nothing to re-track
         again = _single(_collect(session, obj_ids=[1]))
-        assert all(torch.equal(x, y) for (_, x), (_, y) in zip(again, want))
+        assert all(torch.equal(x.logits(), y.logits()) and x.score == y.score
+                   for (_, x), (_, y) in zip(again, want))
 
         # the id can be used again, for a fresh object
         session.add_mask(2, 3, gt[3] == 2)

@@ -107,7 +107,18 @@ def clip(synthetic_frame_folder) -> tuple[Path, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def baseline(tiny_sam2_predictor, clip):
+def models(tiny_sam2_predictor):
+    """The tiny sam2 per precision plan: as built (fp32), and a copy with the official bf16 weights."""
+    import copy
+
+    from vrshq.engine import apply_precision
+    official = apply_precision(copy.deepcopy(tiny_sam2_predictor),
+                               EngineConfig(device="cpu", precision="official"))
+    return {"fp32": tiny_sam2_predictor, "official": official}
+
+
+@pytest.fixture(scope="module")
+def baseline(models, clip):
     """Unbudgeted sessions per precision: the prompt run, and the corrected run from scratch."""
     folder, gt = clip
     cache: dict[str, dict] = {}
@@ -116,12 +127,13 @@ def baseline(tiny_sam2_predictor, clip):
     def get(precision: str = "fp32") -> dict:
         if precision not in cache:
             config = EngineConfig(precision=precision)
-            session = TrackingSession(tiny_sam2_predictor, open_video(folder), config=config)
+            model = models[precision]
+            session = TrackingSession(model, open_video(folder), config=config)
             sessions.append(session)
             session.add_mask(1, PROMPT, gt[PROMPT] == 1)
             first = _run(session)
             # the same after the correction: both prompts from the start, unbudgeted
-            with TrackingSession(tiny_sam2_predictor, open_video(folder), config=config) as scratch:
+            with TrackingSession(model, open_video(folder), config=config) as scratch:
                 scratch.add_mask(1, PROMPT, gt[PROMPT] == 1)
                 scratch.add_mask(1, CORRECTION, gt[CORRECTION] == 1)
                 corrected = _run(scratch)
@@ -223,10 +235,9 @@ def test_feature_recompute_is_exact_and_writes_no_file(tiny_sam2_predictor, clip
 # ---------------------------------------------------------------- tracking state spilled
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("precision", ["fp32", "official"])
 @pytest.mark.parametrize("state_frames", [3, 0], ids=["3-frames", "nothing-resident"])
-def test_state_spill_is_bit_exact(tiny_sam2_predictor, clip, baseline, tmp_path, precision,
-                                  state_frames):
+def test_state_spill_is_bit_exact(models, clip, baseline, tmp_path, precision, state_frames):
     folder, gt = clip
     base = baseline(precision)
     state_budget = state_frames * base["state_bytes"]
@@ -234,7 +245,7 @@ def test_state_spill_is_bit_exact(tiny_sam2_predictor, clip, baseline, tmp_path,
     config = EngineConfig(precision=precision, feature_budget_bytes=feature_budget,
                           state_budget_bytes=state_budget, cache_dir=str(tmp_path))
     check = _budget_checker(feature_budget, state_budget)
-    with TrackingSession(tiny_sam2_predictor, open_video(folder), config=config) as session:
+    with TrackingSession(models[precision], open_video(folder), config=config) as session:
         session.add_mask(1, PROMPT, gt[PROMPT] == 1)
         first = _run(session, check=check)
         assert_identical(first, base["first"])

@@ -351,7 +351,7 @@ def test_cli_one_line_error(tmp_path):
 
 def test_cli_model_mode_and_missing_arguments(capfd, tmp_path):
     rc, _, err = run_cli(capfd, "evaluate", "--model", tmp_path, "--data", tmp_path)
-    assert_one_line_error(rc, err, "no config.json")  # --model is a model folder
+    assert_one_line_error(rc, err, "no vrshq/ checkpoint folder")  # --model is a model folder
     rc, _, err = run_cli(capfd, "evaluate", "--model", tmp_path)
     assert_one_line_error(rc, err, "give --model DIR --data DIR, or --pred DIR --gt DIR")
     rc, _, err = run_cli(capfd, "evaluate", "--pred", tmp_path)

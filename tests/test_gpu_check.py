@@ -70,10 +70,11 @@ def test_the_cuda_tests_ran_on_the_cpu_and_measured(report):
     junit, metrics = stage["junit"], stage["metrics"]
     assert junit["tests"] >= 4 and junit["passed"] == junit["tests"] and junit["skipped"] == 0
     assert {m["device"] for m in metrics.values()} == {"cpu"}
-    for precision in ("fp32", "official"):
-        parity = metrics[f"test_engine_equals_sam2_predictor_on_the_device[{precision}]"]
-        assert parity["frames"] == 24 and parity["max_logit_diff"] <= 1e-4
-        assert parity["min_iou"] == 1.0
+    fp32 = metrics["test_engine_equals_sam2_predictor_on_the_device[fp32]"]
+    assert fp32["frames"] == 24 and fp32["max_logit_diff"] == 0.0 and fp32["min_iou"] == 1.0
+    official = metrics["test_engine_equals_sam2_predictor_on_the_device[official]"]
+    assert official["frames"] == 24 and official["max_logit_diff"] < 0.05  # bf16 rounding
+    assert official["confident_iou"] == 1.0
     bf16 = metrics["test_official_bf16_agrees_with_fp32"]
     assert 0 < bf16["max_logit_diff"] < 1 and bf16["mean_iou"] > 0.95
     pipeline = metrics["test_vrshq_pipeline_on_the_device"]
@@ -83,9 +84,13 @@ def test_the_cuda_tests_ran_on_the_cpu_and_measured(report):
 
 def test_the_engine_bench_agrees_with_sam2(report):
     result = report["stages"]["engine_bench"]["result"]
-    assert (result["preset"], result["device"], result["precision"]) == ("tiny", "cpu", "official")
+    assert (result["preset"], result["device"], result["precision"]) == ("hiera-t-128", "cpu",
+                                                                         "official")
     ref = result["vs_reference"]
-    assert ref["frames"] == 8 and ref["min_iou_same_frames"] == 1.0
+    # Under the official plan the engine keeps features in bf16 as the release's fork does and
+    # stock sam2 rounds at each layer's input: a few pixels may flip (in fp32 the two are equal,
+    # tests/test_engine_parity.py).
+    assert ref["frames"] == 8 and ref["min_iou_same_frames"] >= 0.95
     assert ref["engine_s"] > 0 and ref["reference_s"] > 0
     assert ref["engine_gpu_peak_mib"] is None and ref["reference_gpu_peak_mib"] is None
     default, spilled = result["correction"]
@@ -98,7 +103,7 @@ def test_the_vrshq_bench_agrees_with_the_official_procedure(report):
     result = report["stages"]["vrshq_bench"]["result"]
     (row,) = result["compare"]
     assert row["reference_loading"] == "sample" and row["frames"] == 8
-    assert row["same_keyframe"] and row["identical_masks"] and row["min_iou"] == 1.0
+    assert row["same_keyframe"] and row["min_iou"] >= 0.95  # official plan: as above
     assert row["ours_encoder_calls"] == 8 and row["time_ratio"] > 0
 
 

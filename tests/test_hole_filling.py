@@ -1,8 +1,8 @@
 """Hole filling (vrshq.engine.holes) against scipy labelling, and where the engine applies it.
 
-The reference below is written from sam2's definition (``sam2/utils/misc.py``
-``fill_holes_in_mask_scores``; the kernel ``sam2/csrc/connected_components.cu`` labels with
-8-connectivity): background = score <= 0, its 8-connected components of area <= max_area
+The reference (tests/vrshq_reference.py ``reference_fill``) is written from sam2's definition
+(``sam2/utils/misc.py`` ``fill_holes_in_mask_scores``; the kernel
+``sam2/csrc/connected_components.cu`` labels with 8-connectivity): background = score <= 0, its 8-connected components of area <= max_area
 become 0.1, with no border exclusion. Every comparison is exact (``torch.equal``).
 """
 
@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 
+from tests.sam2_reference import assert_same_frame, reference_track
+from tests.vrshq_reference import reference_fill, reference_labels
 from vrshq.engine import EngineConfig, TrackingSession
 from vrshq.engine.holes import HOLE_SCORE, SAM2_FILL_HOLE_AREA, fill_holes
 from vrshq.model import keyframe as keyframe_module
@@ -23,28 +24,7 @@ from vrshq.model.keyframe import NO_OBJ_SCORE, TokenDecode, select_keyframe_with
 from vrshq.video.reader import open_video
 from vrshq.video.transforms import FrameTransform, ResizeMode
 
-EIGHT = np.ones((3, 3), dtype=int)  # scipy's structure for 8-connectivity
 FG, BG = 4.0, -4.0
-
-
-def reference_labels(background: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, per-pixel component area) of a 2-D boolean background, 8-connected."""
-    labels, _ = ndimage.label(background, structure=EIGHT)
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    return labels, sizes[labels]
-
-
-def reference_fill(mask: torch.Tensor, max_area: int) -> torch.Tensor:
-    """sam2's fill_holes_in_mask_scores, with scipy labelling in place of sam2's CUDA kernel."""
-    out = mask.clone()
-    for i in range(mask.shape[0]):
-        background = (mask[i, 0] <= 0).cpu().numpy()
-        labels, area = reference_labels(background)
-        hole = torch.from_numpy((labels > 0) & (area <= max_area)).to(mask.device)
-        out[i, 0] = torch.where(hole, torch.tensor(0.1, dtype=mask.dtype, device=mask.device),
-                                mask[i, 0])
-    return out
 
 
 def _canvas(h: int = 32, w: int = 32, value: float = FG) -> torch.Tensor:
@@ -401,20 +381,16 @@ def test_engine_with_filling_equals_sam2_with_filling(tiny_sam2_predictor, jpeg_
     monkeypatch.setattr(sam2_misc, "get_connected_components", connected_components)
     monkeypatch.setattr(model, "fill_hole_area", 8)
     with _punching(monkeypatch, model):
-        state = model.init_state(str(folder))
-        model.add_new_mask(state, k, 1, gt[k] == 1)
-        ref = {f: m[0, 0].clone() for f, _, m in model.propagate_in_video(state)}
-        for f, _, m in model.propagate_in_video(state, reverse=True):
-            ref.setdefault(f, m[0, 0].clone())
+        ref = reference_track(model, str(folder), [(k, gt[k] == 1)])
         with TrackingSession(model, open_video(folder)) as session:
             session.add_mask(1, k, gt[k] == 1)
-            ours = {r.frame_idx: r.objects[1].logits() for r in session.propagate("both")}
+            ours = {r.frame_idx: r.objects[1] for r in session.propagate("both")}
     assert sorted(ours) == sorted(ref) == list(range(len(gt)))
-    worst = max((ours[f] - ref[f]).abs().max().item() for f in ref)
-    # same ops on the same CPU: equal to rounding. Tighter than the parity tests' ATOL (1e-4)
-    # on purpose: a prompted frame's memory encoded from its unfilled mask shifts the later
-    # frames by only ~4e-5 on the tiny model.
-    assert worst <= 1e-6, worst
+    # same ops on the same CPU: bit-identical (measured 0.0), as every parity test. A prompted
+    # frame's memory encoded from its unfilled mask shifts the later frames by only ~4e-5 on
+    # the tiny model, which no tolerance above that would see.
+    for f in ref:
+        assert_same_frame(ours[f], ref[f], f"frame {f}")
 
 
 class _Features:

@@ -172,9 +172,14 @@ class CorrectionsLog:
         inserted in another, the same annotation delivered twice at once (two threads or
         processes of the backend) was logged twice, both having found nothing logged yet.
         """
+        return [i for i in self._append(corrections, skip_repeats=True) if i is not None]
+
+    def append_new_each(self, corrections: Iterable[Correction]) -> list[int | None]:
+        """Like :meth:`append_new`, one entry per correction: its new id, or None when it
+        repeated the newest logged one and was skipped (so a caller acts only on what is new)."""
         return self._append(corrections, skip_repeats=True)
 
-    def _append(self, corrections: Iterable[Correction], skip_repeats: bool) -> list[int]:
+    def _append(self, corrections: Iterable[Correction], skip_repeats: bool) -> list[Any]:
         items = list(corrections)
         for c in items:
             if not isinstance(c, Correction):
@@ -191,6 +196,7 @@ class CorrectionsLog:
                     latest = self._latest(conn, c.project, c.task, c.obj_id, c.frame)
                     if latest is not None and (latest.corrected_mask, latest.corrected_boxes) == \
                             (c.corrected_mask, c.corrected_boxes):
+                        ids.append(None)
                         continue
                 result = conn.execute(_table.insert().values(**_to_row(c, created_at)))
                 ids.append(int(result.inserted_primary_key[0]))

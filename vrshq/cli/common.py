@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from vrshq.engine import EngineConfig, build_model
+from vrshq.engine import PRECISIONS, EngineConfig, apply_precision, build_model
 from vrshq.errors import ModelError, VrshqError
 from vrshq.video.reader import VideoReader, open_video
 
@@ -27,17 +27,33 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sam2-config", help="sam2 hydra YAML, or a config name packaged with sam2")
     parser.add_argument("--sam2-checkpoint", help="sam2 checkpoint ({'model': state_dict})")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_precision_option(parser, default=os.environ.get("VRSHQ_PRECISION") or "auto")
     parser.add_argument("--feature-budget-mib", type=int, default=1024,
                         help="image features kept in memory; the rest spill to disk")
     parser.add_argument("--cache-dir", help="where spilled features go (default: system temp)")
+
+
+def add_precision_option(parser: argparse.ArgumentParser, default: str | None) -> None:
+    """--precision: the precision plan; ``default`` None leaves it to the backend's config."""
+    parser.add_argument("--precision", choices=PRECISIONS, default=default,
+                        help="official: the VRS-HQ release's bf16 weights and arithmetic; fp32; "
+                        "auto: official on CUDA, fp32 on a CPU (default $VRSHQ_PRECISION, else auto)")
+
+
+def checked_precision(value: str) -> str:
+    """``value`` of --precision (or of VRSHQ_PRECISION, its default), or a one-line error."""
+    if value not in PRECISIONS:
+        raise VrshqError(f"precision {value!r} (--precision or VRSHQ_PRECISION): choose from "
+                         f"{', '.join(PRECISIONS)}")
+    return value
 
 
 def engine_config(args: argparse.Namespace) -> EngineConfig:
     """The engine config from the command-line options."""
     if args.feature_budget_mib < 0:
         raise ModelError("--feature-budget-mib must be >= 0")
-    return EngineConfig(device=args.device, feature_budget_bytes=args.feature_budget_mib * MiB,
-                        cache_dir=args.cache_dir)
+    return EngineConfig(device=args.device, precision=checked_precision(args.precision),
+                        feature_budget_bytes=args.feature_budget_mib * MiB, cache_dir=args.cache_dir)
 
 
 def load_sam2(args: argparse.Namespace, config: EngineConfig):
@@ -58,8 +74,8 @@ def load_sam2(args: argparse.Namespace, config: EngineConfig):
         cfg, ckpt = str(base / "config.yaml"), ckpt or str(base / "model.pt")
         if not Path(cfg).is_file():
             raise ModelError(f"{cfg}: not found (expected a sam2 config in the model folder)")
-    device = resolve_device(args, config)
-    return build_model(cfg, ckpt, device=device)
+    resolve_device(args, config)
+    return apply_precision(build_model(cfg, ckpt), config)
 
 
 def resolve_device(args: argparse.Namespace, config: EngineConfig) -> torch.device:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from vrshq.cli.common import MiB, open_video_quietly, resolve_device
+from vrshq.cli.common import (MiB, add_precision_option, checked_precision, open_video_quietly,
+                              resolve_device)
 from vrshq.engine import EngineConfig
 from vrshq.errors import PromptError, VrshqError
 from vrshq.model.anchor import DEFAULT_MODEL
@@ -29,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fps", type=float, help="frame rate of a frame folder (default 30)")
     p.add_argument("--direction", choices=["both", "forward", "backward"], default="both")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_precision_option(p, default=os.environ.get("VRSHQ_PRECISION") or "auto")
     p.add_argument("--feature-budget-mib", type=int, default=1024,
                    help="SAM-2 image features kept in memory; the rest spill to disk")
     p.add_argument("--clip-model", default=DEFAULT_MODEL,
@@ -57,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
         raise VrshqError(f"--out {out}: exists and is not a folder")
     if args.feature_budget_mib < 0:
         raise VrshqError("--feature-budget-mib must be >= 0")
-    engine = EngineConfig(device=args.device, feature_budget_bytes=args.feature_budget_mib * MiB)
+    engine = EngineConfig(device=args.device, precision=checked_precision(args.precision),
+                          feature_budget_bytes=args.feature_budget_mib * MiB)
     resolve_device(args, engine)
     reader = open_video_quietly(args.video, fps=args.fps)
     model = load_vrshq(args.model, VrshqConfig(engine=engine), clip_model=args.clip_model,

@@ -11,6 +11,7 @@ import sys
 import tempfile
 from typing import Any
 
+from vrshq.cli.common import add_precision_option
 from vrshq.errors import VrshqError
 
 
@@ -30,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="model folder of the plugin (default $VRSHQ_MODEL)")
     p.add_argument("--data-dir", help="the backend's data folder (default $MODEL_DIR or ./vrshq-data)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N (default $VRSHQ_DEVICE or auto)")
+    add_precision_option(p, default=None)
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--threads", type=int, default=8, help="threads per worker (default 8)")
     p.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "info"))
@@ -41,7 +43,7 @@ def backend_config(args: argparse.Namespace) -> Any:
     from backend.config import BackendConfig
 
     return BackendConfig.from_env(plugin=args.plugin, model_dir=args.model, data_dir=args.data_dir,
-                                  device=args.device)
+                                  device=args.device, precision=args.precision)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,8 +71,12 @@ def run(args: argparse.Namespace) -> int:
 
     class Server(BaseApplication):
         def load_config(self) -> None:
+            from backend.server import worker_class
+
+            # gthread's pool and keep-alive, with requests read whole on the event loop before a
+            # thread takes them, and /health and /metrics on threads of their own (backend.server).
             settings = {"bind": f"{args.host}:{args.port}", "workers": args.workers,
-                        "threads": args.threads, "worker_class": "gthread", "timeout": 0,
+                        "threads": args.threads, "worker_class": worker_class(config), "timeout": 0,
                         "graceful_timeout": 30, "loglevel": args.log_level,
                         "control_socket_disable": True,  # several backends on one host
                         "accesslog": "-" if level == "DEBUG" else None}

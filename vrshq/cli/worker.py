@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 
+from vrshq.cli.common import add_precision_option
 from vrshq.errors import VrshqError
 
 
@@ -19,6 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "start one worker per GPU (CUDA_VISIBLE_DEVICES). A worker killed mid-job leaves the "
         "job to be retried by another worker.")
     p.add_argument("--queue", help="queue name (default $VRSHQ_QUEUE or vrshq)")
+    add_precision_option(p, default=None)
     p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     p.add_argument("--maintenance-interval", type=int, default=30,
                    help="seconds between re-queueing jobs of dead workers (default 30)")
@@ -33,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the subcommand."""
     from backend.config import BackendConfig
 
-    config = BackendConfig.from_env(queue=args.queue)
+    config = BackendConfig.from_env(queue=args.queue, precision=args.precision)
     if not config.redis_url:
         raise VrshqError("vrshq worker needs REDIS_URL (e.g. redis://127.0.0.1:6379/0)")
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),

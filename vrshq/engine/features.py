@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -40,7 +39,7 @@ class FeatureCache:
         self.reader = reader
         self.transform = transform
         self.device = config.resolved_device()
-        self._autocast_dtype = config.autocast_dtype()
+        self._dtype = config.dtype()
         tiers = [Tier(self.device, config.feature_budget_bytes)]
         if self.device.type != "cpu":
             tiers.append(Tier(torch.device("cpu"), config.cpu_feature_budget_bytes))
@@ -50,12 +49,6 @@ class FeatureCache:
         self._pos_enc: list[torch.Tensor] | None = None
         self._frame_bytes: int | None = None
         self.stats = FeatureStats()
-
-    def autocast(self) -> contextlib.AbstractContextManager:
-        """The precision context every model call of the session runs under."""
-        if self._autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self._autocast_dtype)
 
     def get(self, frame_idx: int) -> FrameFeatures:
         """The features of ``frame_idx``, from the cache or by running the encoder."""
@@ -111,13 +104,17 @@ class FeatureCache:
 
     def _encode_frame(self, frame) -> tuple[torch.Tensor, ...]:
         image = self.transform.prepare(frame).to(self.device).float().unsqueeze(0)
-        with torch.inference_mode(), self.autocast():
+        with torch.inference_mode():
             backbone_out = self.model.forward_image(image)
         self.stats.encoder_calls += 1
         levels = self.model.num_feature_levels
+        # sam2's FPN upsamples in float32; under the official plan the features are kept in
+        # bf16, as the release's fork casts them before every step (L1273-1274 of
+        # sam2/sam2_video_inference_.py), which also halves the cache.
+        dtype = self._dtype
         if self._pos_enc is None:
-            self._pos_enc = list(backbone_out["vision_pos_enc"][-levels:])
-        fpn = tuple(backbone_out["backbone_fpn"][-levels:])
+            self._pos_enc = [t.to(dtype) for t in backbone_out["vision_pos_enc"][-levels:]]
+        fpn = tuple(t.to(dtype) for t in backbone_out["backbone_fpn"][-levels:])
         if self._frame_bytes is None:
             self._frame_bytes = sum(t.numel() * t.element_size() for t in fpn)
         return fpn

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from vrshq.engine.config import EngineConfig
 from vrshq.engine.features import FeatureCache, FrameFeatures
 from vrshq.engine.holes import fill_holes
+from vrshq.engine.precision import check_model_precision
 from vrshq.engine.objects import NonCondOutputs, ObjectState, PointPrompt, PosEncHolder
 from vrshq.engine.store import Tier, TieredStore
 from vrshq.errors import PromptError
@@ -92,6 +93,7 @@ class TrackingSession:
                  resize: ResizeMode | str = ResizeMode.SAM2,
                  config: EngineConfig | None = None, isolated_passes: bool = False) -> None:
         self.config = config or EngineConfig()
+        check_model_precision(model, self.config)
         # False: a backward pass also attends to the forward pass's memories, as sam2's
         # predictor does. True: it sees only its own, as VRS-HQ's reset-and-re-add does.
         self.isolated_passes = isolated_passes
@@ -269,7 +271,7 @@ class TrackingSession:
         out = obj.cond.get(frame_idx)
         if out is None:
             feats = self.features.get(frame_idx)
-            with torch.inference_mode(), self.features.autocast():
+            with torch.inference_mode():
                 current = self._step(obj, frame_idx, feats, is_init=False, reverse=reverse,
                                      run_mem_encoder=True, hide_after=hide_after)
             out = self._compact(current)
@@ -305,7 +307,7 @@ class TrackingSession:
             if prev is not None and prev["pred_masks"] is not None:
                 prev_logits = torch.clamp(prev["pred_masks"].to(self.device), -32.0, 32.0)
         feats = self.features.get(frame_idx)
-        with torch.inference_mode(), self.features.autocast():
+        with torch.inference_mode():
             current = self._step(obj, frame_idx, feats, is_init=is_init, reverse=reverse,
                                  run_mem_encoder=False, point_inputs=point_inputs,
                                  mask_inputs=mask_inputs, prev_sam_mask_logits=prev_logits)

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from vrshq.engine.config import EngineConfig
 from vrshq.errors import VrshqError
 from vrshq.finetune.data import RevosClips
@@ -13,7 +15,7 @@ from vrshq.finetune.save import save_finetuned
 from vrshq.finetune.trainable import LoraSettings, merge_lora, prepare_trainable
 from vrshq.finetune.trainer import StepLog, TrainConfig, Trainer, history_json
 from vrshq.model.loading import load_vrshq
-from vrshq.model.pipeline import VrshqConfig
+from vrshq.model.pipeline import Vrshq, VrshqConfig
 
 
 def check_inputs(data: str | Path, base: str | Path, out: str | Path, min_frames: int = 8,
@@ -29,6 +31,20 @@ def check_inputs(data: str | Path, base: str | Path, out: str | Path, min_frames
     return RevosClips(data, min_frames=min_frames, max_frames=max_frames)
 
 
+def _load_for_training(base: str | Path, device: str) -> Vrshq:
+    """The base model in the dtypes training has always used, whatever the inference plan.
+
+    SAM-2 stays float32 (its mask decoder trains, under the trainer's own bf16 autocast on
+    CUDA): the official plan's bf16 weights would lose optimizer updates below bf16's step.
+    On CUDA the LLM and the projection are bf16, as before precision plans existed.
+    """
+    model = load_vrshq(base, VrshqConfig(engine=EngineConfig(device=device, precision="fp32")))
+    if model.device.type == "cuda":
+        model.mllm.to(torch.bfloat16)
+        model.projection.to(torch.bfloat16)
+    return model
+
+
 def run_finetune(data: str | Path, base: str | Path, out: str | Path, train: TrainConfig,
                  device: str = "auto", min_frames: int = 8, max_frames: int = 12,
                  on_step: Callable[[StepLog], None] | None = None,
@@ -36,7 +52,7 @@ def run_finetune(data: str | Path, base: str | Path, out: str | Path, train: Tra
     """Fine-tune ``base`` on ``data`` into ``out`` (resuming a run there); the model card."""
     out = Path(out)
     source = check_inputs(data, base, out, min_frames, max_frames)
-    model = load_vrshq(base, VrshqConfig(engine=EngineConfig(device=device)))
+    model = _load_for_training(base, device)
     base_version = model.version
     lora = LoraSettings()
     wrapped = prepare_trainable(model, lora, seed=train.seed)

@@ -28,6 +28,7 @@ from PIL import Image
 
 from vrshq.errors import ModelError
 from vrshq.model.chatunivi.image_processing import CLIP_MEAN, CLIP_STD, clip_preprocess
+from vrshq.model.tda import first_argmax
 
 DEFAULT_MODEL = "ViT-L-14-336-quickgelu"
 DEFAULT_PRETRAINED = "openai"
@@ -137,12 +138,6 @@ def release_preprocess(model: torch.nn.Module) -> Callable[[Image.Image], torch.
         return clip_preprocess(image, size=size, mean=mean, std=std)
 
     return preprocess
-
-
-def first_argmax(values: torch.Tensor) -> int:
-    """The index of the first maximum (``torch.argmax``'s documented tie rule, made explicit)."""
-    flat = values.reshape(-1)
-    return int(torch.nonzero(flat == flat.max())[0, 0])
 
 
 class AnchorScorer:

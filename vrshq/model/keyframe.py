@@ -17,7 +17,7 @@ import torch
 
 from vrshq.engine.features import FeatureCache, FrameFeatures
 from vrshq.engine.holes import SAM2_FILL_HOLE_AREA, fill_holes
-from vrshq.model.tda import keyframe_scores
+from vrshq.model.tda import first_argmax, keyframe_scores
 from vrshq.video.transforms import FrameTransform
 
 # sam2.modeling.sam2_base.NO_OBJ_SCORE: mask logits of a frame the object-score head calls empty
@@ -69,8 +69,8 @@ def decode_with_token(model: torch.nn.Module, feats: FrameFeatures, token: torch
       ``multimask_output_in_sam=False``), ``repeat_image=False``;
     * masks become NO_OBJ_SCORE where the object-score logit is <= 0.
 
-    Differentiable in ``token`` and the decoder weights (no inference mode inside); run it
-    under ``FeatureCache.autocast()`` for the session's precision. A token batch of B rows on
+    Differentiable in ``token`` and the decoder weights (no inference mode inside); it computes
+    in the model's weight dtype (``vrshq.engine.precision``). A token batch of B rows on
     single-frame features decodes the frame once per row.
     """
     vision_feats = feats.vision_feats
@@ -156,7 +156,7 @@ def select_keyframe_with_token(model: torch.nn.Module, features_cache: FeatureCa
     frames = [int(f) for f in candidate_frames]
     if not frames:
         raise ValueError("no candidate frames")
-    lam = torch.as_tensor(lam).detach().reshape(-1).float()
+    lam = torch.as_tensor(lam).detach().reshape(-1)
     if lam.numel() != len(frames):
         raise ValueError(f"{len(frames)} candidate frames but {lam.numel()} lambdas")
     token = h_tak_fused.detach()
@@ -164,13 +164,13 @@ def select_keyframe_with_token(model: torch.nn.Module, features_cache: FeatureCa
     logits: list[torch.Tensor] = []
     for frame_idx in frames:
         feats = features_cache.get(frame_idx)
-        with torch.inference_mode(), features_cache.autocast():
+        with torch.inference_mode():
             out = decode_with_token(model, feats, token)
         scores_list.append(out.object_score_logits.float().reshape(-1)[0].cpu())
         logits.append(out.low_res_logits.cpu())
     object_scores = torch.stack(scores_list)
     scores = keyframe_scores(object_scores, lam)
-    best = int(torch.argmax(scores).item())
+    best = first_argmax(scores)
     # filling never changes the object scores, so only the chosen decode needs it
     keyframe_logits = fill_holes(logits[best], fill_hole_area)
     return KeyframeChoice(frames[best], best, frames, object_scores, lam, scores, keyframe_logits)

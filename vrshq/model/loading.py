@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from vrshq.errors import ModelError
+from vrshq.engine.precision import apply_precision
 from vrshq.model.anchor import DEFAULT_MODEL, AnchorPrecision, AnchorScorer
 from vrshq.model.chatunivi.config import ChatUniViConfig
 from vrshq.model.chatunivi.modeling import ChatUniViForCausalLM, load_chatunivi_state_dict
@@ -41,7 +42,7 @@ def load_vrshq(model_dir: str | Path, config: VrshqConfig = VrshqConfig(),
     layout = check_model_folder(model_dir)
     folder = layout.checkpoint
     device = config.engine.resolved_device()
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    dtype = config.engine.dtype()  # the precision plan: bf16 weights (official) or float32
 
     try:
         tokenizer = load_tokenizer(folder)
@@ -65,7 +66,7 @@ def load_vrshq(model_dir: str | Path, config: VrshqConfig = VrshqConfig(),
                           precision="bf16" if dtype == torch.bfloat16 else "fp32")
     version = _version(folder, mllm_config)
     return Vrshq(mllm.to(device, dtype).eval(), tokenizer, projection.to(device, dtype).eval(),
-                 sam2.to(device).eval(), anchor, config, version)
+                 apply_precision(sam2, config.engine).eval(), anchor, config, version)
 
 
 def _load_projection(state: dict, folder: Path) -> TextHiddenFcs:

@@ -143,8 +143,10 @@ class Vrshq:
             if h_seg.shape[0] != len(image_features) or h_tak.shape[0] != 1:
                 raise ModelError(f"prompt {prompt!r}: expected {len(image_features)} [SEG] and one "
                                  f"[TAK], found {h_seg.shape[0]} and {h_tak.shape[0]}")
-            p_seg = self.projection(h_seg).float()
-            p_tak = self.projection(h_tak)[0].float()
+            # TDA in the projection's dtype: bf16 under the official plan, as the release's
+            # cosine, softmax and fusion run on its bf16 tokens (L464-472).
+            p_seg = self.projection(h_seg)
+            p_tak = self.projection(h_tak)[0]
             fused, lam = temporal_dynamic_aggregation(p_seg, p_tak, alpha=self.config.alpha)
         return Tokens(p_seg, p_tak, fused, lam)
 

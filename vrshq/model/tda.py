@@ -36,11 +36,20 @@ def temporal_dynamic_aggregation(h_seg: torch.Tensor, h_tak: torch.Tensor, alpha
     return fused, lam
 
 
+def first_argmax(values: torch.Tensor) -> int:
+    """The index of the first maximum (``torch.argmax``'s documented tie rule, made explicit)."""
+    flat = values.reshape(-1)
+    return int(torch.nonzero(flat == flat.max())[0, 0])
+
+
 def keyframe_scores(object_score_logits: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
     """TKS score per candidate: softmax over candidates of SAM-2's object-score logits + lam.
 
     Upstream ``model/VISA_multiseg_cliptree_bf16.py`` L508-519 (brief-vrshq §3.4); ``lam`` is
     the TDA weight of the pre-fusion [TAK] token, the CLIP frame probability is not used.
+    The release's arithmetic, whatever the inputs' dtype: the logits' values (``.item()``)
+    become a float32 tensor for the softmax, and the sum with lambda's values is in Python
+    floats (float64); ``results.index(max(results))`` takes the first maximum.
     """
     logits = torch.as_tensor(object_score_logits).reshape(-1)
     lam = torch.as_tensor(lam).reshape(-1).to(device=logits.device)
@@ -48,10 +57,9 @@ def keyframe_scores(object_score_logits: torch.Tensor, lam: torch.Tensor) -> tor
         raise ValueError(f"{logits.numel()} object scores but {lam.numel()} lambdas")
     if logits.numel() < 1:
         raise ValueError("no keyframe candidates")
-    logits = logits.float() if not logits.is_floating_point() else logits
-    return torch.softmax(logits, dim=0) + lam.to(logits.dtype)
+    return torch.softmax(logits.float(), dim=0).double() + lam.double()
 
 
 def select_keyframe(object_score_logits: torch.Tensor, lam: torch.Tensor) -> int:
-    """Index (into the candidates) of the best TKS score; ties go to the first, as torch.argmax."""
-    return int(torch.argmax(keyframe_scores(object_score_logits, lam)).item())
+    """Index (into the candidates) of the best TKS score; ties go to the first."""
+    return first_argmax(keyframe_scores(object_score_logits, lam))

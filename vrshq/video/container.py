@@ -104,3 +104,43 @@ def check_video_file(path: str) -> None:
         )
     if head[:8] == b"\x89PNG\r\n\x1a\n" or head[:3] == b"\xff\xd8\xff":
         raise VideoError(path, "is a single image, not a video; put frames in a folder instead")
+
+
+def declared_size(path: str) -> tuple[int, int] | None:
+    """The (width, height) a video file's first video stream declares, read from the container
+    and codec headers without decoding a frame (PyAV); for a folder of frames, the first frame
+    file's header (PIL, lazy). None when it cannot be told: the decoder decides then.
+
+    Checked against a pixel limit before decoding, so an oversized stream costs a header read,
+    not a decoded frame (12000x12000 RGB is 432 MB).
+    """
+    if os.path.isdir(path):
+        return _first_frame_size(path)
+    try:
+        import av
+
+        with av.open(path, metadata_errors="ignore") as container:
+            streams = container.streams.video
+            if not streams:
+                return None
+            ctx = streams[0].codec_context
+            width, height = int(ctx.width or 0), int(ctx.height or 0)
+    except Exception:  # noqa: BLE001 - any probe failure: leave the verdict to the decoder
+        return None
+    return (width, height) if width > 0 and height > 0 else None
+
+
+def _first_frame_size(folder: str) -> tuple[int, int] | None:
+    from PIL import Image
+
+    from vrshq.video.base import FRAME_EXTENSIONS
+
+    try:
+        names = sorted(n for n in os.listdir(folder)
+                       if not n.startswith(".") and os.path.splitext(n)[1].lower() in FRAME_EXTENSIONS)
+        if not names:
+            return None
+        with Image.open(os.path.join(folder, names[0])) as image:  # reads the header only
+            return int(image.width), int(image.height)
+    except Exception:  # noqa: BLE001 - the reader reports unreadable frames itself
+        return None

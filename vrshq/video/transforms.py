@@ -77,6 +77,14 @@ class FrameTransform:
             raise ValueError(
                 f"expected coordinates with last dimension {last}, got {tuple(out.shape)}"
             )
+        if self.mode is ResizeMode.SAM2:
+            # sam2's add_new_points_or_box: points / [W, H] * S, in this order, so that the
+            # model gets the very same float32 coordinates (x * (S / W) can be one ulp off)
+            h, w = orig_hw
+            out[..., 0::2] /= w
+            out[..., 1::2] /= h
+            out *= self.image_size
+            return out
         sx, sy = self._scale_xy(orig_hw)
         out[..., 0::2] *= sx
         out[..., 1::2] *= sy
