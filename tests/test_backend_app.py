@@ -7,7 +7,6 @@ way Label Studio drives it, with its JSON shapes.
 from __future__ import annotations
 
 import base64
-import json
 from urllib.parse import unquote
 
 import numpy as np
@@ -128,61 +127,7 @@ def test_label_config_comes_from_setup_when_the_request_has_none(client):
     assert r.status_code == 200 and r.json["results"][0]["result"]
 
 
-# --- bad input: 4xx JSON that names the problem ----------------------------------------------
-
-@pytest.mark.parametrize(("body", "status", "words"), [
-    (b"{not json", 400, "not valid JSON"),
-    (b"[1, 2]", 400, "must be an object"),
-    (b"", 400, "no JSON body"),
-    (json.dumps({"tasks": []}).encode(), 400, "non-empty list"),
-    (json.dumps({"tasks": "x"}).encode(), 400, "non-empty list"),
-    (json.dumps({"tasks": [{"id": 1, "data": {}}], "project": "1"}).encode(), 400, "label_config"),
-    (json.dumps({"tasks": [{"id": 1, "data": {}}], "project": "1.1",
-                 "label_config": "<View><Text name='t' value='$t'/></View>"}).encode(), 400, "<Video>"),
-    (json.dumps({"tasks": [{"id": "x", "data": {}}], "project": "1",
-                 "label_config": TEXT_XML}).encode(), 400, "integer 'id'"),
-    (json.dumps({"tasks": [{"id": 1, "data": {"video": "/data/local-files/?d=clips/a.mp4",
-                                              "fps": "fast", "prompt": "a"}}],
-                 "project": "1", "label_config": TEXT_XML}).encode(), 400, "fps"),
-    (json.dumps({"tasks": [{"id": 1, "data": {"video": "/data/local-files/?d=clips/a.mp4",
-                                              "fps": 10, "prompt": ""}}],
-                 "project": "1", "label_config": TEXT_XML}).encode(), 400, "no prompt"),
-])
-def test_bad_requests_get_a_json_error_naming_the_problem(client, body, status, words):
-    r = client.post("/predict", data=body, content_type="application/json")
-    assert r.status_code == status
-    assert r.is_json and r.json["status"] == status
-    assert words in r.json["error"]
-
-
-@pytest.mark.parametrize(("video", "words"), [
-    ("clips/missing.mp4", "missing.mp4"),
-    ("../outside.mp4", "outside"),
-    ("/etc/passwd", "passwd"),
-    ("clips", "clips"),
-])
-def test_media_outside_the_roots_or_missing_is_refused(client, video, words):
-    r = predict(client, [text_task(next_task_id(), video=video)])
-    assert r.status_code == 422, r.json
-    assert words in r.json["error"]
-
-
-def test_a_file_that_is_not_a_video_is_refused(client, media_root):
-    (media_root / "clips" / "notes.mp4").write_text("this is not a video")
-    r = predict(client, [text_task(next_task_id(), video="clips/notes.mp4")])
-    assert r.status_code == 422
-    assert "notes.mp4" in r.json["error"]
-
-
-def test_too_many_objects_is_refused(tiny_models, media_root, tmp_path):
-    backend = make_backend(tiny_models, media_root, tmp_path, max_objects=2)
-    try:
-        r = predict(create_app(backend=backend).test_client(),
-                    [text_task(next_task_id(), "a\nb\nc")])
-        assert r.status_code == 400 and "3 prompts" in r.json["error"]
-    finally:
-        backend.close()
-
+# --- refusals (the malformed requests and media of tests/test_bad_input.py aside) --------
 
 def test_long_video_without_label_studio_access_is_refused_clearly(tiny_models, media_root, tmp_path):
     backend = make_backend(tiny_models, media_root, tmp_path, sync_frame_budget=5)
