@@ -169,19 +169,91 @@ def test_auth_needs_both_user_and_password():
         BackendConfig(basic_auth_user="only-user")
 
 
-def test_config_from_env_reads_every_documented_variable(tmp_path):
-    env = {"VRSHQ_PLUGIN": "sam2", "VRSHQ_MODEL": "/m", "VRSHQ_DEVICE": "cpu", "MODEL_DIR": str(tmp_path),
-           "LABEL_STUDIO_URL": "http://127.0.0.1:8080/", "LABEL_STUDIO_API_KEY": "k",
-           "LOCAL_FILES_DOCUMENT_ROOT": "/data", "VRSHQ_MEDIA_ROOTS": "/a:/b",
-           "BASIC_AUTH_USER": "u", "BASIC_AUTH_PASS": "p", "VRSHQ_SYNC_FRAMES": "50",
-           "VRSHQ_JOB_WORKERS": "2", "VRSHQ_MAX_OBJECTS": "3", "VRSHQ_KEYFRAME_QUALITY": "80"}
+# Every variable the config's docstring documents, set to a value unlike its default, and where
+# it lands. A variable with an alias is listed under each name.
+ENV_CASES = {
+    "VRSHQ_PLUGIN": ("sam2", "plugin", "sam2"),
+    "VRSHQ_MODEL": ("/m", "model_dir", "/m"),
+    "VRSHQ_DEVICE": ("cuda:1", "device", "cuda:1"),
+    "MODEL_DIR": ("/d", "data_dir", "/d"),
+    "LABEL_STUDIO_URL": ("http://127.0.0.1:8080/", "label_studio_url", "http://127.0.0.1:8080"),
+    "LABEL_STUDIO_HOST": ("https://ls.example", "label_studio_url", "https://ls.example"),
+    "LABEL_STUDIO_API_KEY": ("api-key-3f9a", "api_key", "api-key-3f9a"),
+    "LABEL_STUDIO_ACCESS_TOKEN": ("token-8c1d", "api_key", "token-8c1d"),
+    "LOCAL_FILES_DOCUMENT_ROOT": ("/data", "local_roots", ("/data",)),
+    "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": ("/ls-data", "local_roots", ("/ls-data",)),
+    "VRSHQ_MEDIA_ROOTS": ("/a:/b", "local_roots", ("/a", "/b")),
+    "VRSHQ_SYNC_FRAMES": ("50", "sync_frame_budget", 50),
+    "VRSHQ_JOB_WORKERS": ("2", "job_workers", 2),
+    "VRSHQ_MAX_OBJECTS": ("3", "max_objects", 3),
+    "VRSHQ_MAX_PIXELS": ("921600", "max_pixels", 921600),
+    "VRSHQ_MAX_FRAMES": ("9000", "max_frames", 9000),
+    "VRSHQ_KEYFRAME_QUALITY": ("80", "keyframe_quality", 80),
+    "REDIS_URL": ("redis://:redis-pass-6e2f@127.0.0.1:6379/0", "redis_url",
+                  "redis://:redis-pass-6e2f@127.0.0.1:6379/0"),
+    "VRSHQ_QUEUE": ("q2", "queue", "q2"),
+    "VRSHQ_MAX_QUEUED": ("7", "max_queued", 7),
+    "VRSHQ_TRAIN_STEPS": ("40", "train_steps", 40),
+    "VRSHQ_TRAIN_LR": ("0.001", "train_lr", 0.001),
+    "VRSHQ_TRAIN_HOLDOUT": ("0.5", "train_holdout", 0.5),
+}
+SECRETS = ("api-key-3f9a", "token-8c1d", "pass-4b7e", "redis-pass-6e2f")
+
+
+def _documented_variables() -> set[str]:
+    """The variable names in backend/config.py's docstring (upper-case words with an underscore)."""
+    import re
+
+    import backend.config
+
+    return set(re.findall(r"\b[A-Z][A-Z0-9]*_[A-Z0-9_]+\b", backend.config.__doc__))
+
+
+def test_the_env_cases_are_the_documented_variables():
+    # BASIC_AUTH_USER and BASIC_AUTH_PASS are set together (one alone is an error): see below.
+    assert set(ENV_CASES) | {"BASIC_AUTH_USER", "BASIC_AUTH_PASS"} == _documented_variables()
+
+
+@pytest.mark.parametrize("name", list(ENV_CASES))
+def test_config_from_env_reads_each_documented_variable(name):
+    raw, attr, want = ENV_CASES[name]
+    default = getattr(BackendConfig.from_env({}), attr)
+    assert default != want, (name, default)  # the case can see the variable being ignored
+    c = BackendConfig.from_env({name: raw})
+    assert getattr(c, attr) == want, (name, getattr(c, attr))
+
+
+def test_config_from_env_reads_all_of_them_at_once_and_keeps_the_secrets_out_of_repr():
+    env = {name: raw for name, (raw, _, _) in ENV_CASES.items()
+           if name not in ("LABEL_STUDIO_HOST", "LABEL_STUDIO_ACCESS_TOKEN",
+                           "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT")}
+    env |= {"BASIC_AUTH_USER": "ls-user", "BASIC_AUTH_PASS": "pass-4b7e"}
     c = BackendConfig.from_env(env)
-    assert (c.plugin, c.model_dir, c.device, c.data_dir) == ("sam2", "/m", "cpu", str(tmp_path))
-    assert (c.label_studio_url, c.api_key) == ("http://127.0.0.1:8080", "k")
+    assert (c.plugin, c.model_dir, c.device, c.data_dir) == ("sam2", "/m", "cuda:1", "/d")
+    assert (c.label_studio_url, c.api_key) == ("http://127.0.0.1:8080", "api-key-3f9a")
     assert c.local_roots == ("/data", "/a", "/b")
+    assert (c.basic_auth_user, c.basic_auth_pass, c.auth_enabled) == ("ls-user", "pass-4b7e", True)
     assert (c.sync_frame_budget, c.job_workers, c.max_objects, c.keyframe_quality) == (50, 2, 3, 80)
-    assert "k" not in repr(c).replace("keyframe", "") or "api_key" not in repr(c)
-    with pytest.raises(ConfigError, match="VRSHQ_SYNC_FRAMES"):
-        BackendConfig.from_env({"VRSHQ_SYNC_FRAMES": "many"})
-    with pytest.raises(ConfigError, match="LABEL_STUDIO_URL"):
-        BackendConfig.from_env({"LABEL_STUDIO_URL": "127.0.0.1:8080"})
+    assert (c.max_pixels, c.max_frames, c.queue, c.max_queued) == (921600, 9000, "q2", 7)
+    assert c.redis_url == "redis://:redis-pass-6e2f@127.0.0.1:6379/0"
+    assert (c.train_steps, c.train_lr, c.train_holdout) == (40, 0.001, 0.5)
+    # The first name of an aliased pair wins over the second.
+    both = BackendConfig.from_env({"LABEL_STUDIO_URL": "http://a:1", "LABEL_STUDIO_HOST": "http://b:2",
+                                   "LABEL_STUDIO_API_KEY": "k1", "LABEL_STUDIO_ACCESS_TOKEN": "k2"})
+    assert (both.label_studio_url, both.api_key) == ("http://a:1", "k1")
+    for text in (repr(c), str(c)):
+        assert "ls-user" in text  # the repr is there to be read; only the secrets are left out
+        for secret in SECRETS:
+            assert secret not in text, (secret, text)
+
+
+@pytest.mark.parametrize(("env", "words"), [
+    ({"BASIC_AUTH_USER": "u"}, "BASIC_AUTH_USER and BASIC_AUTH_PASS"),
+    ({"BASIC_AUTH_PASS": "p"}, "BASIC_AUTH_USER and BASIC_AUTH_PASS"),
+    ({"VRSHQ_SYNC_FRAMES": "many"}, "VRSHQ_SYNC_FRAMES"),
+    ({"VRSHQ_TRAIN_LR": "fast"}, "VRSHQ_TRAIN_LR"),
+    ({"LABEL_STUDIO_URL": "127.0.0.1:8080"}, "LABEL_STUDIO_URL"),
+])
+def test_config_from_env_names_a_bad_variable(env, words):
+    with pytest.raises(ConfigError, match=words):
+        BackendConfig.from_env(env)
