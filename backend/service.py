@@ -82,6 +82,8 @@ class Backend:
         self._reload_lock = threading.Lock()
         if plugin is None:
             plugin = self._load(self._serving_version())
+        else:
+            self._serving_id = BASE  # a given plugin serves the configured model (not reloaded)
         self.plugin = plugin
         self.states = TaskStateStore(data)
         self.projects = ProjectRegistry(data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -14,7 +15,44 @@ from typing import Iterator
 
 import torch
 
+from vrshq.engine import EngineConfig
+from vrshq.engine.config import PRECISIONS as ENGINE_PRECISIONS
+
 RESULTS = Path(__file__).resolve().parent / "results"
+# scripts/gpu_check.sh points this at its own folder, so a check never touches bench/results.
+RESULTS_ENV = "VRSHQ_BENCH_RESULTS"
+
+# The precision plans a benchmark can run the engine at (EngineConfig's): "official" is the
+# VRS-HQ release's bf16 weights and arithmetic, "fp32" float32 throughout, "auto" official on
+# CUDA and fp32 on a CPU. A model must be cast to its plan (vrshq.engine.apply_precision); a
+# reference on sam2's own predictor runs on the same cast weights, so both sides compute alike.
+PRECISIONS = ENGINE_PRECISIONS
+
+
+def engine_config(device: str = "auto", precision: str = "auto", **settings) -> EngineConfig:
+    """The EngineConfig of a benchmark's ``--device`` and ``--precision`` (plus any other field)."""
+    return EngineConfig(device=device, precision=precision, **settings)
+
+
+def sync(device: torch.device | str) -> None:
+    """Wait for the device's queued work (CUDA is asynchronous), so host clocks time it."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reset_gpu_peak(device: torch.device | str) -> None:
+    """Start a new peak-memory measurement on a CUDA device (nothing on the CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def gpu_peak_mib(device: torch.device | str) -> float | None:
+    """Peak GPU memory allocated by tensors since the last reset, in MiB (None off CUDA)."""
+    if torch.device(device).type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) / (1024 * 1024)
 
 
 @contextmanager
@@ -64,6 +102,7 @@ def machine() -> dict:
         pass
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
+        info["cuda"] = torch.version.cuda
     return info
 
 
@@ -88,8 +127,12 @@ def _fmt(v: object) -> str:
 
 
 def write_json(name: str, payload: dict) -> Path:
-    """Write ``payload`` (plus the machine) to ``bench/results/<name>.json``."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+    """Write ``payload`` (plus the machine) to ``bench/results/<name>.json``.
+
+    ``$VRSHQ_BENCH_RESULTS`` names another folder (scripts/gpu_check.sh uses its own).
+    """
+    results = Path(os.environ.get(RESULTS_ENV) or RESULTS)
+    results.mkdir(parents=True, exist_ok=True)
+    path = results / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), **payload}, indent=2))
     return path

@@ -1,6 +1,8 @@
 """Engine benchmarks (issue 2 §7): parity and speed vs sam2's predictor, corrections, memory.
 
-    python -m bench.engine_bench [--frames 60] [--preset hiera-t-256]
+    python -m bench.engine_bench [--frames 60] [--preset hiera-t-256] [--size 320x240]
+    python -m bench.engine_bench --device cuda --precision official --preset hiera-l \
+        --size 1280x720 --parts reference,correction      # scripts/gpu_check.sh on a GPU
 
 1. engine vs ``SAM2VideoPredictor`` on one mp4 (the reference dumps it to a JPEG folder first,
    its only input, and that cost is counted to it): wall-time ratio and mask agreement;
@@ -10,6 +12,9 @@
    video's features) vs reference, each in a fresh process.
 Part 1 runs the engine without hole filling (``NO_FILL``): sam2's predictor cannot fill without
 its CUDA extension. Parts 2 and 3 run the engine as shipped (filling on, fill_hole_area=8).
+``--device`` and ``--precision`` (``official``: the release's bf16 weights and arithmetic;
+``fp32``) apply to parts 1 and 2: the model is cast to the plan and the reference runs the same
+cast model; each of them also reports the peak GPU memory on CUDA.
 Prints tables and writes bench/results/engine.json.
 """
 
@@ -22,13 +27,25 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from bench.common import peak_rss_mib, print_table, run_child, timed, write_json
-from vrshq.engine import EngineConfig, TrackingSession, build_model
+from bench.common import (
+    PRECISIONS,
+    engine_config,
+    gpu_peak_mib,
+    peak_rss_mib,
+    print_table,
+    reset_gpu_peak,
+    run_child,
+    sync,
+    timed,
+    write_json,
+)
+from vrshq.engine import EngineConfig, TrackingSession, apply_precision, build_model
 from vrshq.engine.tiny import write_tiny_sam2
 from vrshq.synthetic import SyntheticSpec, ground_truth, write_video
 from vrshq.video.reader import open_video
@@ -48,10 +65,10 @@ def _engine_masks(session: TrackingSession) -> dict[int, np.ndarray]:
 
 
 def _reference_masks(predictor, frame_dir: str, prompts) -> dict[int, np.ndarray]:
+    out = {}
     state = predictor.init_state(frame_dir)
     for frame_idx, mask in prompts:
         predictor.add_new_mask(state, frame_idx, 1, mask)
-    out = {}
     for f, _, m in predictor.propagate_in_video(state):
         out[f] = (m[0, 0] > 0).cpu().numpy()
     for f, _, m in predictor.propagate_in_video(state, reverse=True):
@@ -68,26 +85,39 @@ def _dump_jpegs(video: Path, out_dir: Path) -> None:
             Image.fromarray(frame).save(out_dir / f"{i:05d}.jpg", quality=95)
 
 
-def bench_vs_reference(model, video: Path, gt: np.ndarray, work: Path) -> dict:
-    """Engine vs sam2's predictor on the same video and prompt (middle frame, both directions)."""
+def bench_vs_reference(model, video: Path, gt: np.ndarray, work: Path,
+                       config: EngineConfig = NO_FILL) -> dict:
+    """Engine vs sam2's predictor on the same video and prompt (middle frame, both directions).
+
+    ``config`` is the engine's (device, precision; hole filling off, see NO_FILL); the
+    reference runs the same model, cast to the same precision plan.
+    """
     k = len(gt) // 2
     prompt = gt[k] == 1
     t: dict[str, float] = {}
+    device = config.resolved_device()
+    reset_gpu_peak(device)
     with timed(t, "reference"):
         _dump_jpegs(video, work / "jpeg")
         ref = _reference_masks(model, str(work / "jpeg"), [(k, prompt)])
+        sync(device)
+    ref_peak = gpu_peak_mib(device)
+    reset_gpu_peak(device)
     with timed(t, "engine"):
-        with TrackingSession(model, open_video(video), config=NO_FILL) as session:
+        with TrackingSession(model, open_video(video), config=config) as session:
             session.add_mask(1, k, prompt)
             ours = _engine_masks(session)
             calls = session.features.stats.encoder_calls
+        sync(device)
+    engine_peak = gpu_peak_mib(device)
     # Exactness on identical frames: the engine on the reference's own JPEG folder.
-    with TrackingSession(model, open_video(work / "jpeg"), config=NO_FILL) as session:
+    with TrackingSession(model, open_video(work / "jpeg"), config=config) as session:
         session.add_mask(1, k, prompt)
         same_input = _engine_masks(session)
     return {
         "frames": len(gt),
         "engine_s": t["engine"], "reference_s": t["reference"],
+        "engine_gpu_peak_mib": engine_peak, "reference_gpu_peak_mib": ref_peak,
         "time_ratio": t["engine"] / t["reference"],
         "mean_iou_vs_reference": float(np.mean([_iou(ours[f], ref[f]) for f in ref])),
         "min_iou_same_frames": float(min(_iou(same_input[f], ref[f]) for f in ref)),
@@ -95,17 +125,23 @@ def bench_vs_reference(model, video: Path, gt: np.ndarray, work: Path) -> dict:
     }
 
 
-def bench_correction(model, video: Path, gt: np.ndarray, budget_mib: int | None = None) -> dict:
+def bench_correction(model, video: Path, gt: np.ndarray, budget_mib: int | None = None,
+                     base: EngineConfig | None = None) -> dict:
     """Re-propagation after a correction vs a from-scratch run with the same two prompts.
 
-    With ``budget_mib`` the feature budget is smaller than the video's features, so the
-    correction reads spilled features back from the disk cache.
+    With ``budget_mib`` the feature budget is smaller than the video's features (on CUDA both
+    the GPU tier and the CPU tier behind it), so the correction reads spilled features back
+    from the disk cache. ``base`` sets the device and precision (default: EngineConfig()).
     """
     a, k = 2, (2 * len(gt)) // 3
     prompts = [(a, gt[a] == 1), (k, gt[k] == 1)]
-    config = EngineConfig() if budget_mib is None else EngineConfig(
-        feature_budget_bytes=budget_mib * MiB, state_budget_bytes=budget_mib * MiB // 4)
+    base = base or EngineConfig()
+    config = base if budget_mib is None else replace(
+        base, feature_budget_bytes=budget_mib * MiB, cpu_feature_budget_bytes=budget_mib * MiB,
+        state_budget_bytes=budget_mib * MiB // 4)
+    device = config.resolved_device()
     t: dict[str, float] = {}
+    reset_gpu_peak(device)
     with TrackingSession(model, open_video(video), config=config) as session:
         session.add_mask(1, *prompts[0])
         _engine_masks(session)
@@ -113,6 +149,7 @@ def bench_correction(model, video: Path, gt: np.ndarray, budget_mib: int | None 
         with timed(t, "correction"):
             session.add_mask(1, *prompts[1])
             corrected = _engine_masks(session)
+            sync(device)
         correction_calls = session.features.stats.encoder_calls - calls
         spilled = session.features.store.spilled_bytes
     with timed(t, "scratch"):
@@ -120,9 +157,11 @@ def bench_correction(model, video: Path, gt: np.ndarray, budget_mib: int | None 
             for p in prompts:
                 session.add_mask(1, *p)
             scratch = _engine_masks(session)
+        sync(device)
     return {
         "frames": len(gt),
         "feature_budget_mib": budget_mib if budget_mib is not None else "default",
+        "gpu_peak_mib": gpu_peak_mib(device),
         "features_spilled_mib": spilled / MiB,
         "correction_s": t["correction"], "scratch_s": t["scratch"],
         "time_ratio": t["correction"] / t["scratch"],
@@ -148,7 +187,8 @@ def rss_child(kind: str, frames: int, config: str, checkpoint: str, budget_mib: 
         for _ in model.propagate_in_video(state):
             pass
     else:
-        config_ = EngineConfig(feature_budget_bytes=budget_mib * MiB,
+        # Host memory is what this part measures: always on the CPU, whatever else is there.
+        config_ = EngineConfig(device="cpu", feature_budget_bytes=budget_mib * MiB,
                                state_budget_bytes=budget_mib * MiB // 4)
         with TrackingSession(model, open_video(video), config=config_) as session:
             session.add_mask(1, 0, first)
@@ -175,7 +215,14 @@ def bench_rss(config: Path, checkpoint: Path, budget_mib: int, lengths=(200, 200
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=60)
-    parser.add_argument("--preset", default="hiera-t-256")
+    parser.add_argument("--preset", default="hiera-t-256",
+                        help="a random SAM-2 of vrshq.engine.tiny (tiny, hiera-t-128, hiera-t-256, "
+                             "hiera-l: the release's 2.0 hiera-L at 1024 px)")
+    parser.add_argument("--size", default="320x240", help="video frame size WxH")
+    parser.add_argument("--device", default="auto", help="parts 1-2: auto, cpu, cuda, cuda:N")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="parts 1-2: official (the release's bf16 weights), fp32, or auto "
+                             "(official on CUDA, fp32 on the CPU)")
     parser.add_argument("--rss-budget-mib", type=int, default=16)
     parser.add_argument("--parts", default="reference,correction,rss",
                         help="comma-separated subset of reference,correction,rss")
@@ -186,22 +233,28 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rss_child(kind, int(frames), config, checkpoint, int(budget))))
         return 0
     torch.manual_seed(0)
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    base = engine_config(args.device, args.precision)
+    device = base.resolved_device()
     work = Path(tempfile.mkdtemp(prefix="vrshq-bench-"))
     atexit.register(shutil.rmtree, work, True)  # models and videos: hundreds of MB per run
     config, checkpoint = write_tiny_sam2(work / "sam2", preset=args.preset)
-    model = build_model(config, checkpoint, predictor=True)
-    spec = SyntheticSpec(num_frames=args.frames, width=320, height=240, fps=25.0, num_objects=2, seed=2)
+    model = apply_precision(build_model(config, checkpoint, predictor=True), base)
+    spec = SyntheticSpec(num_frames=args.frames, width=width, height=height, fps=25.0,
+                         num_objects=2, seed=2)
     video = write_video(spec, work / "clip.mp4")
     gt = ground_truth(spec)
     parts = set(args.parts.split(","))
-    results: dict = {"preset": args.preset}
+    results: dict = {"preset": args.preset, "size": f"{width}x{height}", "device": str(device),
+                     "precision": args.precision, "model_size": int(model.image_size)}
     if "reference" in parts:
-        results["vs_reference"] = bench_vs_reference(model, video, gt, work)
-        print_table(f"1. engine vs SAM2VideoPredictor ({args.preset}, {args.frames} frames)",
-                    [results["vs_reference"]])
+        results["vs_reference"] = bench_vs_reference(model, video, gt, work,
+                                                     replace(base, fill_hole_area=0))
+        print_table(f"1. engine vs SAM2VideoPredictor ({args.preset}, {args.frames} frames of "
+                    f"{width}x{height}, {device}, {args.precision})", [results["vs_reference"]])
     if "correction" in parts:
-        results["correction"] = [bench_correction(model, video, gt),
-                                 bench_correction(model, video, gt, args.rss_budget_mib)]
+        results["correction"] = [bench_correction(model, video, gt, base=base),
+                                 bench_correction(model, video, gt, args.rss_budget_mib, base)]
         print_table("2. correction re-propagation vs from scratch", results["correction"])
     if "rss" in parts:
         tiny_config, tiny_ckpt = write_tiny_sam2(work / "tiny", preset="tiny")

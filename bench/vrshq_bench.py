@@ -1,7 +1,7 @@
 """VRS-HQ benchmark: keyframe selection + propagation vs the official procedure, and memory.
 
     python -m bench.vrshq_bench [--frames 100] [--size 128] [--parts compare,rss]
-    python -m bench.vrshq_bench --full-size [--frames 100]     # for a lent GPU
+    python -m bench.vrshq_bench --full-size [--frames 100] [--precision official]   # for a GPU
 
 Both sides get the same fused [TAK] token h'_tak and TDA lambdas (the MLLM part runs once,
 on the tiny VRS-HQ, and is not timed), so only keyframe selection and propagation are compared:
@@ -56,8 +56,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.common import peak_rss_mib, print_table, run_child, timed, write_json
-from vrshq.engine import EngineConfig, TrackingSession, build_model
+from bench.common import (
+    PRECISIONS,
+    engine_config,
+    gpu_peak_mib,
+    peak_rss_mib,
+    print_table,
+    reset_gpu_peak,
+    run_child,
+    sync,
+    timed,
+    write_json,
+)
+from vrshq.engine import EngineConfig, TrackingSession, apply_precision, build_model
 from vrshq.model.frames import MAX_FRAMES, sample_frames
 from vrshq.model.keyframe import select_keyframe_with_token
 from vrshq.model.pipeline import Vrshq, VrshqConfig
@@ -134,21 +145,30 @@ def tiny_inputs(work: Path, frames: int, size: int, width: int = 320, height: in
     video = write_video(spec, work / f"clip{frames}.mp4")
     vrshq = _tiny_vrshq(work / "model", size)
     anchor, grid, token, lam = mllm_part(vrshq, video)
-    predictor = _reference_predictor_tiny(work / "model").to(vrshq.device)
     config = replace(vrshq.config.engine, fill_hole_area=0)  # NO_FILL's setting
+    predictor = apply_precision(_reference_predictor_tiny(work / "model"), config)
     return Inputs(vrshq.sam2, predictor, video, grid, token, lam, config, anchor)
 
 
 def random_token_inputs(work: Path, frames: int, config_path: str | Path, checkpoint: str | Path | None,
-                        width: int, height: int, seed: int = 0) -> Inputs:
-    """A SAM-2 from ``config_path`` (VRS-HQ settings), a random h'_tak and lambdas, no MLLM."""
-    config = NO_FILL
+                        width: int, height: int, seed: int = 0,
+                        config: EngineConfig = NO_FILL) -> Inputs:
+    """A SAM-2 from ``config_path`` (VRS-HQ settings), a random h'_tak and lambdas, no MLLM.
+
+    Without a checkpoint the weights are random, with the object-score head biased towards
+    "present" (as the tiny presets are) so that the masks compared are not blank.
+    """
+    from vrshq.engine.tiny import present_bias
+
     device = config.resolved_device()
     torch.manual_seed(seed)
-    sam2 = build_vrshq_sam2(config_path, checkpoint).to(device).eval()
+    sam2 = build_vrshq_sam2(config_path, checkpoint)
+    if checkpoint is None:
+        present_bias(sam2)
     predictor = build_model(config_path, predictor=True, overrides=OFFICIAL_OVERRIDES)
     predictor.load_state_dict(sam2.state_dict())
-    predictor = predictor.to(device).eval()
+    # both cast to the precision plan (official: bf16 weights) on the device
+    sam2, predictor = apply_precision(sam2, config).eval(), apply_precision(predictor, config).eval()
     spec = SyntheticSpec(num_frames=frames, width=width, height=height, fps=25.0, num_objects=2, seed=3)
     video = write_video(spec, work / f"clip{frames}_{width}x{height}.mp4")
     anchor = frames // 2
@@ -159,17 +179,18 @@ def random_token_inputs(work: Path, frames: int, config_path: str | Path, checkp
     return Inputs(sam2, predictor, video, grid, token, lam, config, anchor)
 
 
-def full_size_inputs(work: Path, frames: int, seed: int = 0) -> Inputs:
+def full_size_inputs(work: Path, frames: int, seed: int = 0, config: EngineConfig = NO_FILL) -> Inputs:
     """SAM-2 hiera-L (packaged config, random weights) at 1024 px on 1280x720 frames; random token."""
-    return random_token_inputs(work, frames, PACKAGED_CONFIG, None, 1280, 720, seed)
+    return random_token_inputs(work, frames, PACKAGED_CONFIG, None, 1280, 720, seed, config)
 
 
-def preset_inputs(work: Path, frames: int, preset: str, seed: int = 0) -> Inputs:
+def preset_inputs(work: Path, frames: int, preset: str, seed: int = 0,
+                  config: EngineConfig = NO_FILL) -> Inputs:
     """A random SAM-2 of ``vrshq.engine.tiny``'s presets (e.g. hiera-t-128) on 320x240 frames."""
     from vrshq.engine.tiny import write_tiny_sam2
 
     config_path, checkpoint = write_tiny_sam2(work / f"sam2-{preset}", preset=preset, seed=seed)
-    return random_token_inputs(work, frames, config_path, checkpoint, 320, 240, seed)
+    return random_token_inputs(work, frames, config_path, checkpoint, 320, 240, seed, config)
 
 
 def _keyframe_mask(model: torch.nn.Module, choice) -> torch.Tensor:
@@ -177,14 +198,10 @@ def _keyframe_mask(model: torch.nn.Module, choice) -> torch.Tensor:
     return Vrshq.keyframe_mask(SimpleNamespace(sam2=model), choice)  # type: ignore[arg-type]
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 # ----------------------------------------------------------------------------- ours
 def run_ours(inp: Inputs, keep_masks: bool = True) -> dict:
     """Keyframe selection + propagation as ``Vrshq.segment`` runs them after the MLLM."""
+    reset_gpu_peak(inp.config.resolved_device())
     start = time.perf_counter()
     masks: dict[int, np.ndarray] = {}
     with open_video(inp.video) as reader:
@@ -202,8 +219,10 @@ def run_ours(inp: Inputs, keep_masks: bool = True) -> dict:
             encoder_calls, decodes = stats.encoder_calls, stats.frames_decoded
         finally:
             session.close()
-    _sync(inp.config.resolved_device())
-    return {"seconds": time.perf_counter() - start, "keyframe": choice.keyframe,
+    sync(inp.config.resolved_device())
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "gpu_peak_mib": gpu_peak_mib(inp.config.resolved_device()),
+            "keyframe": choice.keyframe,
             "object_scores": choice.object_scores.tolist(), "encoder_calls": encoder_calls,
             "frames_decoded": decodes, "masks": masks}
 
@@ -292,13 +311,6 @@ def _load_all_frames(video: Path, size: int, device: torch.device,
     return out.to(device)
 
 
-def _autocast(device: torch.device):
-    # the official inference runs SAM-2 in bf16 on the GPU (add_new_mask_bf16); fp32 on CPU
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 @contextlib.contextmanager
 def _token_appended(predictor: torch.nn.Module, token: torch.Tensor) -> Iterator[None]:
     """sam2's prompt encoder with the token after its sparse tokens: the fork's change to
@@ -355,6 +367,7 @@ def run_reference(inp: Inputs, loading: str = "sample", keep_masks: bool = True)
     size = int(predictor.image_size)
     device = predictor.device
     counters = _Counters()
+    reset_gpu_peak(device)
     start = time.perf_counter()
     with open_video(inp.video) as reader:
         orig_hw = (reader.height, reader.width)
@@ -368,7 +381,9 @@ def run_reference(inp: Inputs, loading: str = "sample", keep_masks: bool = True)
         return cached[0]
 
     masks: dict[int, np.ndarray] = {}
-    with _counting_encoder(predictor, counters), _images_loader(load, size), _autocast(device):
+    # The predictor's weights are cast to ours' precision plan (official: the release's bf16
+    # weights, as it loads SAM-2; fp32 on a CPU by default), so both sides compute alike.
+    with _counting_encoder(predictor, counters), _images_loader(load, size):
         # §3.3: a fresh full-video state per candidate, decoded alone with the token
         scores = []
         for frame_idx in inp.grid:
@@ -404,8 +419,9 @@ def run_reference(inp: Inputs, loading: str = "sample", keep_masks: bool = True)
                 masks[f] = mask if keep_masks else np.empty(0, bool)
         del state
     cached.clear()
-    _sync(device)
-    return {"seconds": time.perf_counter() - start, "keyframe": keyframe,
+    sync(device)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "gpu_peak_mib": gpu_peak_mib(device), "keyframe": keyframe,
             "object_scores": scores, "encoder_calls": counters.encoder_calls,
             "frames_decoded": counters.frames_decoded, "states": counters.states,
             "masks": masks if keep_masks else {}, "frames_tracked": len(masks)}
@@ -460,10 +476,16 @@ def bench_compare(inp: Inputs, loadings: list[str], repeat: int = 3, warmup: boo
             "ref_encoder_calls": ref["encoder_calls"], "ref_frames_decoded": ref["frames_decoded"],
             "ref_states": ref["states"], "ours_s": ours_s, "ref_s": ref_s,
             "time_ratio": ours_s / ref_s,
+            "ours_gpu_peak_mib": _max_peak(ours_runs), "ref_gpu_peak_mib": _max_peak(ref_runs[loading]),
             "ours_runs_s": [round(r["seconds"], 4) for r in ours_runs],
             "ref_runs_s": [round(r["seconds"], 4) for r in ref_runs[loading]],
         })
     return rows
+
+
+def _max_peak(runs: list[dict]) -> float | None:
+    peaks = [r["gpu_peak_mib"] for r in runs if r.get("gpu_peak_mib") is not None]
+    return max(peaks) if peaks else None
 
 
 # ----------------------------------------------------------------------------- peak RSS
@@ -521,6 +543,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3,
                         help="alternating runs per side; the fastest of each is compared")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--device", default="auto",
+                        help="compare with --full-size or --sam2-preset: auto, cpu, cuda, cuda:N")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="compare with --full-size or --sam2-preset: official (the release's "
+                             "bf16 weights), fp32, or auto (official on CUDA, fp32 on the CPU); "
+                             "both sides run at it")
     parser.add_argument("--rss-child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads:
@@ -537,11 +565,12 @@ def main(argv: list[str] | None = None) -> int:
     t: dict[str, float] = {}
     if "compare" in parts:
         with timed(t, "inputs"):
+            config = replace(engine_config(args.device, args.precision), fill_hole_area=0)
             if args.full_size:
-                inp = full_size_inputs(work, args.frames)
+                inp = full_size_inputs(work, args.frames, config=config)
                 label = "SAM-2 hiera-L (random weights), 1024 px, 1280x720"
             elif args.sam2_preset:
-                inp = preset_inputs(work, args.frames, args.sam2_preset)
+                inp = preset_inputs(work, args.frames, args.sam2_preset, config=config)
                 label = f"SAM-2 {args.sam2_preset} (random weights, random token), 320x240"
             else:
                 inp = tiny_inputs(work, args.frames, args.size)
@@ -549,6 +578,7 @@ def main(argv: list[str] | None = None) -> int:
         results["model"] = label
         results["size"] = int(inp.sam2.image_size)
         results["device"] = str(inp.config.resolved_device())
+        results["precision"] = args.precision if (args.full_size or args.sam2_preset) else "auto"
         results["compare"] = bench_compare(inp, loadings, args.repeat, warmup=not args.full_size)
         print_table(f"1. keyframe selection + propagation vs the official procedure ({label}, "
                     f"{args.frames} frames, {results['device']}, best of {args.repeat})",

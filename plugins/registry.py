@@ -6,7 +6,9 @@ A third-party package adds a model by declaring, in its pyproject.toml::
     mymodel = "my_package.module:MyPlugin"   # a ModelPlugin subclass
 
 and being pip-installed next to the backend. Entry points are read from the installed
-distributions on every call, so a package installed while the process runs is seen.
+distributions on every call, so a package installed while the process runs is seen. The two
+plugins of this repository are found without theirs too, so a source tree on PYTHONPATH (not
+pip-installed, as scripts/gpu_check.sh runs it on a GPU machine) serves them.
 """
 
 from __future__ import annotations
@@ -22,14 +24,19 @@ from vrshq.errors import ModelError, VrshqError
 GROUP = "vrshq.plugins"
 DEFAULT_PLUGIN = "vrshq"
 ENV_VAR = "VRSHQ_PLUGIN"
+# This repository's plugins, as pyproject.toml declares them.
+BUILTIN = {"vrshq": "plugins.vrshq_plugin:VrshqPlugin", "sam2": "plugins.sam2_plugin:Sam2Plugin"}
 
 
 def available_plugins() -> dict[str, EntryPoint]:
-    """The installed plugins by name (the first distribution wins when two declare a name)."""
+    """The installed plugins by name (the first distribution wins when two declare a name),
+    and the built-in ones where no installed distribution declares them."""
     importlib.invalidate_caches()
     found: dict[str, EntryPoint] = {}
     for ep in entry_points(group=GROUP):
         found.setdefault(ep.name, ep)
+    for name, value in BUILTIN.items():
+        found.setdefault(name, EntryPoint(name, value, GROUP))
     return dict(sorted(found.items()))
 
 

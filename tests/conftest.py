@@ -65,6 +65,28 @@ def synthetic_frame_folder(make_video: MakeVideo) -> Path:
 
 
 
+# --- CUDA tests -------------------------------------------------------------------------
+# Tests marked ``cuda`` run on a CUDA GPU and are skipped without one. VRSHQ_CUDA_TEST_DEVICE=cpu
+# runs them on the CPU instead (scripts/gpu_check.sh --dry-run does, so they are exercised in
+# every suite run through tests/test_gpu_check.py); any other value names the CUDA device.
+CUDA_TEST_DEVICE_ENV = "VRSHQ_CUDA_TEST_DEVICE"
+
+
+def cuda_test_device() -> torch.device:
+    """The device the ``cuda`` tests run on: $VRSHQ_CUDA_TEST_DEVICE, else cuda."""
+    return torch.device(os.environ.get(CUDA_TEST_DEVICE_ENV) or "cuda")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if cuda_test_device().type != "cuda" or torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (scripts/gpu_check.sh runs it; its --dry-run "
+                                   f"on the CPU with {CUDA_TEST_DEVICE_ENV}=cpu)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 # One torch thread: the tiny models gain nothing from more, and on a 2-core machine shared with
 # other work (or a subprocess of the tests), oversubscribed OpenMP threads run many times slower.
 os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -83,10 +83,22 @@ def sam2_tracks(sam2, video, truth) -> list[ObjectTrack]:
 # --- discovery ------------------------------------------------------------------------------
 
 def test_builtin_plugins_are_discovered_through_entry_points(config):
+    from importlib.metadata import entry_points
+
+    declared = {ep.name: ep.value for ep in entry_points(group="vrshq.plugins")}
+    assert declared["sam2"] == "plugins.sam2_plugin:Sam2Plugin"
+    assert declared["vrshq"] == "plugins.vrshq_plugin:VrshqPlugin"
     found = available_plugins()
     assert {"vrshq", "sam2"} <= set(found)
     assert found["sam2"].value == "plugins.sam2_plugin:Sam2Plugin"
     assert found["vrshq"].value == "plugins.vrshq_plugin:VrshqPlugin"
+    assert plugin_class("sam2") is Sam2Plugin and plugin_class("vrshq") is VrshqPlugin
+
+
+def test_builtin_plugins_load_from_a_source_tree_without_entry_points(monkeypatch):
+    # vrshq on PYTHONPATH, not pip-installed (scripts/gpu_check.sh on a GPU machine)
+    monkeypatch.setattr("plugins.registry.entry_points", lambda group: [])
+    assert set(available_plugins()) == {"vrshq", "sam2"}
     assert plugin_class("sam2") is Sam2Plugin and plugin_class("vrshq") is VrshqPlugin
 
 

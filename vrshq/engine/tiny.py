@@ -46,11 +46,14 @@ TINY = _resolution(128) + [
     "++model.memory_encoder.fuser.num_layers=1",
 ]
 
-# Presets: name -> (base config, overrides). "hiera-t-*" keep the real hiera-t architecture.
+# Presets: name -> (base config, overrides). "hiera-t-*" keep the real hiera-t architecture;
+# "hiera-l" is the full-size SAM 2.0 hiera-L at 1024 px that VRS-HQ ships (224 M parameters,
+# about 900 MB written: for GPU benchmarks, not tests).
 PRESETS: dict[str, tuple[str, list[str]]] = {
     "tiny": (BASE_CONFIG, TINY),
     "hiera-t-128": (BASE_CONFIG, _resolution(128)),
     "hiera-t-256": (BASE_CONFIG, _resolution(256)),
+    "hiera-l": ("configs/sam2/sam2_hiera_l.yaml", []),
 }
 
 
@@ -68,10 +71,17 @@ def write_tiny_sam2(out_dir: str | Path, preset: str = "tiny", seed: int = 0) ->
     config_path.write_text("# @package _global_\n" + OmegaConf.to_yaml(cfg))
     torch.manual_seed(seed)
     model = build_model(config_path)
-    with torch.no_grad():
-        # A random object-score head says "absent" (about 0) and sam2 then blanks every tracked
-        # mask; a +10 bias makes the random model track non-empty masks (brief-sam2.md §1.3).
-        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(10.0)
+    present_bias(model)
     checkpoint_path = out / "model.pt"
     torch.save({"model": model.state_dict()}, checkpoint_path)
     return config_path, checkpoint_path
+
+
+def present_bias(model: torch.nn.Module) -> None:
+    """Make a random sam2 model say "present": it then tracks non-empty masks.
+
+    A random object-score head says "absent" (about 0) and sam2 then blanks every tracked
+    mask; a +10 bias makes the random model track non-empty masks (brief-sam2.md §1.3).
+    """
+    with torch.no_grad():
+        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(10.0)

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import torch
 
-from vrshq.engine.tiny import write_tiny_sam2
+from vrshq.engine.tiny import present_bias, write_tiny_sam2
 from vrshq.model.anchor import write_tiny_open_clip
 from vrshq.model.chatunivi.config import tiny_config
 from vrshq.model.chatunivi.modeling import ChatUniViForCausalLM, save_chatunivi_state_dict
 from vrshq.model.projection import TextHiddenFcs
 from vrshq.model.prompt import SEG_TOKEN, TAK_TOKEN
-from vrshq.model.sam2_vrshq import OFFICIAL_OVERRIDES, build_vrshq_sam2, with_prefix
+from vrshq.model.sam2_vrshq import OFFICIAL_OVERRIDES, PACKAGED_CONFIG, build_vrshq_sam2, with_prefix
 
 SAM2_CONFIG_FILE = "sam2_config.yaml"  # ours: the official folder has none (hiera-L is implied)
 TINY_VOCAB = 400
@@ -64,8 +64,13 @@ def write_tiny_tokenizer(folder: Path) -> int:
     return TINY_VOCAB
 
 
-def write_tiny_vrshq(model_dir: str | Path, seed: int = 0) -> Path:
-    """Write ``model_dir/vrshq`` and ``model_dir/clip``; returns ``model_dir/vrshq``."""
+def write_tiny_vrshq(model_dir: str | Path, seed: int = 0, sam2: str = "tiny") -> Path:
+    """Write ``model_dir/vrshq`` and ``model_dir/clip``; returns ``model_dir/vrshq``.
+
+    ``sam2="release"`` puts the release's full-size SAM-2 (2.0 hiera-L at 1024 px, random
+    weights, 224 M parameters) into the checkpoint instead of the tiny one, with no
+    ``sam2_config.yaml``: the SAM-2 part is then exactly the release's layout (GPU benchmarks).
+    """
     from omegaconf import OmegaConf
 
     from vrshq.engine.sam2_loader import load_config
@@ -75,12 +80,20 @@ def write_tiny_vrshq(model_dir: str | Path, seed: int = 0) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     vocab = write_tiny_tokenizer(folder)
 
-    sam2_config, sam2_ckpt = write_tiny_sam2(root / "sam2", preset="tiny", seed=seed)
-    sam2 = build_vrshq_sam2(sam2_config, sam2_ckpt)
-    composed = load_config(sam2_config, OFFICIAL_OVERRIDES)
-    (folder / SAM2_CONFIG_FILE).write_text("# @package _global_\n" + OmegaConf.to_yaml(composed))
+    if sam2 == "release":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            sam2_model = build_vrshq_sam2(PACKAGED_CONFIG)
+        present_bias(sam2_model)
+    elif sam2 == "tiny":
+        sam2_config, sam2_ckpt = write_tiny_sam2(root / "sam2", preset="tiny", seed=seed)
+        sam2_model = build_vrshq_sam2(sam2_config, sam2_ckpt)
+        composed = load_config(sam2_config, OFFICIAL_OVERRIDES)
+        (folder / SAM2_CONFIG_FILE).write_text("# @package _global_\n" + OmegaConf.to_yaml(composed))
+    else:
+        raise ValueError(f"sam2 must be 'tiny' or 'release', got {sam2!r}")
 
-    config = tiny_config(vocab_size=vocab + 2, out_dim=int(sam2.hidden_dim),
+    config = tiny_config(vocab_size=vocab + 2, out_dim=int(sam2_model.hidden_dim),
                          vrshq_weights="tiny random weights, untrained")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -90,7 +103,7 @@ def write_tiny_vrshq(model_dir: str | Path, seed: int = 0) -> Path:
 
     state = dict(mllm.state_dict())
     state.update({f"model.text_hidden_fcs.{k}": v for k, v in projection.state_dict().items()})
-    state.update(with_prefix(sam2.state_dict()))
+    state.update(with_prefix(sam2_model.state_dict()))
     save_chatunivi_state_dict(state, folder, num_shards=2)
 
     write_tiny_open_clip(root / "clip", seed=seed)
