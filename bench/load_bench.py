@@ -250,6 +250,19 @@ def run_phase(url: str, tasks: list[Task], concurrency: int, deadline: float,
     return outcomes, wall, bool(pending)
 
 
+def frames_tracked(url: str) -> float | None:
+    """The server's vrshq_frames_total (object-frames tracked by the model, all workers); None when
+    /metrics does not answer."""
+    try:
+        text = requests.get(url + "/metrics", timeout=10).text
+    except requests.RequestException:
+        return None
+    for line in text.splitlines():
+        if line.startswith("vrshq_frames_total "):
+            return float(line.split()[1])
+    return None
+
+
 def summarize(name: str, outcomes: list[Outcome], wall: float, requested: int, concurrency: int,
               timed_out: bool) -> tuple[dict[str, Any], list[str]]:
     """Latency percentiles, throughput and correctness of one phase, plus its problems."""
@@ -317,8 +330,12 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[Outcome]]:
         fresh = [replace(t, id=t.id + 200_000) for t in tasks]
         for name, conc, batch in (("sequential", 1, tasks), ("concurrent", args.concurrency, fresh),
                                   ("again", args.concurrency, fresh)):
+            before = frames_tracked(url)
             outcomes, wall, timed_out = run_phase(url, batch, conc, deadline, name)
+            after = frames_tracked(url)
             row, found = summarize(name, outcomes, wall, len(tasks), conc, timed_out)
+            # What the model tracked in the phase (none when answered from saved predictions).
+            row["frames_tracked"] = after - before if before is not None and after is not None else None
             phases.append(row)
             problems += [f"{name}: {p}" for p in found]
             all_outcomes += outcomes

@@ -7,12 +7,13 @@ way Label Studio drives it, with its JSON shapes.
 from __future__ import annotations
 
 import base64
-import json
+import re
 from urllib.parse import unquote
 
 import numpy as np
 import pytest
 
+import backend.config
 from backend.app import create_app
 from backend.config import BackendConfig, ConfigError
 from backend.labelconfig import parse_label_config
@@ -128,61 +129,7 @@ def test_label_config_comes_from_setup_when_the_request_has_none(client):
     assert r.status_code == 200 and r.json["results"][0]["result"]
 
 
-# --- bad input: 4xx JSON that names the problem ----------------------------------------------
-
-@pytest.mark.parametrize(("body", "status", "words"), [
-    (b"{not json", 400, "not valid JSON"),
-    (b"[1, 2]", 400, "must be an object"),
-    (b"", 400, "no JSON body"),
-    (json.dumps({"tasks": []}).encode(), 400, "non-empty list"),
-    (json.dumps({"tasks": "x"}).encode(), 400, "non-empty list"),
-    (json.dumps({"tasks": [{"id": 1, "data": {}}], "project": "1"}).encode(), 400, "label_config"),
-    (json.dumps({"tasks": [{"id": 1, "data": {}}], "project": "1.1",
-                 "label_config": "<View><Text name='t' value='$t'/></View>"}).encode(), 400, "<Video>"),
-    (json.dumps({"tasks": [{"id": "x", "data": {}}], "project": "1",
-                 "label_config": TEXT_XML}).encode(), 400, "integer 'id'"),
-    (json.dumps({"tasks": [{"id": 1, "data": {"video": "/data/local-files/?d=clips/a.mp4",
-                                              "fps": "fast", "prompt": "a"}}],
-                 "project": "1", "label_config": TEXT_XML}).encode(), 400, "fps"),
-    (json.dumps({"tasks": [{"id": 1, "data": {"video": "/data/local-files/?d=clips/a.mp4",
-                                              "fps": 10, "prompt": ""}}],
-                 "project": "1", "label_config": TEXT_XML}).encode(), 400, "no prompt"),
-])
-def test_bad_requests_get_a_json_error_naming_the_problem(client, body, status, words):
-    r = client.post("/predict", data=body, content_type="application/json")
-    assert r.status_code == status
-    assert r.is_json and r.json["status"] == status
-    assert words in r.json["error"]
-
-
-@pytest.mark.parametrize(("video", "words"), [
-    ("clips/missing.mp4", "missing.mp4"),
-    ("../outside.mp4", "outside"),
-    ("/etc/passwd", "passwd"),
-    ("clips", "clips"),
-])
-def test_media_outside_the_roots_or_missing_is_refused(client, video, words):
-    r = predict(client, [text_task(next_task_id(), video=video)])
-    assert r.status_code == 422, r.json
-    assert words in r.json["error"]
-
-
-def test_a_file_that_is_not_a_video_is_refused(client, media_root):
-    (media_root / "clips" / "notes.mp4").write_text("this is not a video")
-    r = predict(client, [text_task(next_task_id(), video="clips/notes.mp4")])
-    assert r.status_code == 422
-    assert "notes.mp4" in r.json["error"]
-
-
-def test_too_many_objects_is_refused(tiny_models, media_root, tmp_path):
-    backend = make_backend(tiny_models, media_root, tmp_path, max_objects=2)
-    try:
-        r = predict(create_app(backend=backend).test_client(),
-                    [text_task(next_task_id(), "a\nb\nc")])
-        assert r.status_code == 400 and "3 prompts" in r.json["error"]
-    finally:
-        backend.close()
-
+# --- refusals (the malformed requests and media of tests/test_bad_input.py aside) --------
 
 def test_long_video_without_label_studio_access_is_refused_clearly(tiny_models, media_root, tmp_path):
     backend = make_backend(tiny_models, media_root, tmp_path, sync_frame_budget=5)
@@ -224,19 +171,96 @@ def test_auth_needs_both_user_and_password():
         BackendConfig(basic_auth_user="only-user")
 
 
-def test_config_from_env_reads_every_documented_variable(tmp_path):
-    env = {"VRSHQ_PLUGIN": "sam2", "VRSHQ_MODEL": "/m", "VRSHQ_DEVICE": "cpu", "MODEL_DIR": str(tmp_path),
-           "LABEL_STUDIO_URL": "http://127.0.0.1:8080/", "LABEL_STUDIO_API_KEY": "k",
-           "LOCAL_FILES_DOCUMENT_ROOT": "/data", "VRSHQ_MEDIA_ROOTS": "/a:/b",
-           "BASIC_AUTH_USER": "u", "BASIC_AUTH_PASS": "p", "VRSHQ_SYNC_FRAMES": "50",
-           "VRSHQ_JOB_WORKERS": "2", "VRSHQ_MAX_OBJECTS": "3", "VRSHQ_KEYFRAME_QUALITY": "80"}
+# Variables the config's docstring may document, each set to a value unlike its default, and where
+# it lands. A variable with an alias is listed under each name. Only the documented ones are
+# tested, and every documented one must be here (see test_the_env_cases_are_the_documented_variables).
+ALL_ENV_CASES = {
+    "VRSHQ_PLUGIN": ("sam2", "plugin", "sam2"),
+    "VRSHQ_MODEL": ("/m", "model_dir", "/m"),
+    "VRSHQ_DEVICE": ("cuda:1", "device", "cuda:1"),
+    "MODEL_DIR": ("/d", "data_dir", "/d"),
+    "LABEL_STUDIO_URL": ("http://127.0.0.1:8080/", "label_studio_url", "http://127.0.0.1:8080"),
+    "LABEL_STUDIO_HOST": ("https://ls.example", "label_studio_url", "https://ls.example"),
+    "LABEL_STUDIO_API_KEY": ("api-key-3f9a", "api_key", "api-key-3f9a"),
+    "LABEL_STUDIO_ACCESS_TOKEN": ("token-8c1d", "api_key", "token-8c1d"),
+    "LOCAL_FILES_DOCUMENT_ROOT": ("/data", "local_roots", ("/data",)),
+    "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": ("/ls-data", "local_roots", ("/ls-data",)),
+    "VRSHQ_MEDIA_ROOTS": ("/a:/b", "local_roots", ("/a", "/b")),
+    "VRSHQ_SYNC_FRAMES": ("50", "sync_frame_budget", 50),
+    "VRSHQ_JOB_WORKERS": ("2", "job_workers", 2),
+    "VRSHQ_MAX_OBJECTS": ("3", "max_objects", 3),
+    "VRSHQ_MAX_PIXELS": ("921600", "max_pixels", 921600),
+    "VRSHQ_MAX_FRAMES": ("9000", "max_frames", 9000),
+    "VRSHQ_KEYFRAME_QUALITY": ("80", "keyframe_quality", 80),
+    "REDIS_URL": ("redis://:redis-pass-6e2f@127.0.0.1:6379/0", "redis_url",
+                  "redis://:redis-pass-6e2f@127.0.0.1:6379/0"),
+    "VRSHQ_QUEUE": ("q2", "queue", "q2"),
+    "VRSHQ_MAX_QUEUED": ("7", "max_queued", 7),
+    "VRSHQ_TRAIN_STEPS": ("40", "train_steps", 40),
+    "VRSHQ_TRAIN_LR": ("0.001", "train_lr", 0.001),
+    "VRSHQ_TRAIN_HOLDOUT": ("0.5", "train_holdout", 0.5),
+    "VRSHQ_PRECISION": ("fp32", "precision", "fp32"),
+    "VRSHQ_REQUEST_TIMEOUT": ("12.5", "request_timeout", 12.5),
+    # The per-request bounds, where the config has them: each read as an integer.
+    **{var: ("7", name, 7) for name, var in getattr(backend.config, "BOUNDS", {}).items()},
+}
+SECRETS = ("api-key-3f9a", "token-8c1d", "pass-4b7e", "redis-pass-6e2f")
+
+
+def _documented_variables() -> set[str]:
+    """The variable names in backend/config.py's docstring (upper-case words with an underscore)."""
+    return set(re.findall(r"\b[A-Z][A-Z0-9]*_[A-Z0-9_]+\b", backend.config.__doc__))
+
+
+ENV_CASES = {name: case for name, case in ALL_ENV_CASES.items() if name in _documented_variables()}
+
+
+def test_the_env_cases_are_the_documented_variables():
+    # BASIC_AUTH_USER and BASIC_AUTH_PASS are set together (one alone is an error): see below.
+    assert set(ENV_CASES) | {"BASIC_AUTH_USER", "BASIC_AUTH_PASS"} == _documented_variables()
+    assert len(ENV_CASES) >= 23
+
+
+@pytest.mark.parametrize("name", list(ENV_CASES))
+def test_config_from_env_reads_each_documented_variable(name):
+    raw, attr, want = ENV_CASES[name]
+    default = getattr(BackendConfig.from_env({}), attr)
+    assert default != want, (name, default)  # the case can see the variable being ignored
+    c = BackendConfig.from_env({name: raw})
+    assert getattr(c, attr) == want, (name, getattr(c, attr))
+
+
+def test_config_from_env_reads_all_of_them_at_once_and_keeps_the_secrets_out_of_repr():
+    env = {name: raw for name, (raw, _, _) in ENV_CASES.items()
+           if name not in ("LABEL_STUDIO_HOST", "LABEL_STUDIO_ACCESS_TOKEN",
+                           "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT")}
+    env |= {"BASIC_AUTH_USER": "ls-user", "BASIC_AUTH_PASS": "pass-4b7e"}
     c = BackendConfig.from_env(env)
-    assert (c.plugin, c.model_dir, c.device, c.data_dir) == ("sam2", "/m", "cpu", str(tmp_path))
-    assert (c.label_studio_url, c.api_key) == ("http://127.0.0.1:8080", "k")
+    assert (c.plugin, c.model_dir, c.device, c.data_dir) == ("sam2", "/m", "cuda:1", "/d")
+    assert (c.label_studio_url, c.api_key) == ("http://127.0.0.1:8080", "api-key-3f9a")
     assert c.local_roots == ("/data", "/a", "/b")
+    assert (c.basic_auth_user, c.basic_auth_pass, c.auth_enabled) == ("ls-user", "pass-4b7e", True)
     assert (c.sync_frame_budget, c.job_workers, c.max_objects, c.keyframe_quality) == (50, 2, 3, 80)
-    assert "k" not in repr(c).replace("keyframe", "") or "api_key" not in repr(c)
-    with pytest.raises(ConfigError, match="VRSHQ_SYNC_FRAMES"):
-        BackendConfig.from_env({"VRSHQ_SYNC_FRAMES": "many"})
-    with pytest.raises(ConfigError, match="LABEL_STUDIO_URL"):
-        BackendConfig.from_env({"LABEL_STUDIO_URL": "127.0.0.1:8080"})
+    assert (c.max_pixels, c.max_frames, c.queue, c.max_queued) == (921600, 9000, "q2", 7)
+    assert c.redis_url == "redis://:redis-pass-6e2f@127.0.0.1:6379/0"
+    assert (c.train_steps, c.train_lr, c.train_holdout) == (40, 0.001, 0.5)
+    # The first name of an aliased pair wins over the second.
+    both = BackendConfig.from_env({"LABEL_STUDIO_URL": "http://a:1", "LABEL_STUDIO_HOST": "http://b:2",
+                                   "LABEL_STUDIO_API_KEY": "k1", "LABEL_STUDIO_ACCESS_TOKEN": "k2"})
+    assert (both.label_studio_url, both.api_key) == ("http://a:1", "k1")
+    for text in (repr(c), str(c)):
+        assert "ls-user" in text  # the repr is there to be read; only the secrets are left out
+        for secret in SECRETS:
+            assert secret not in text, (secret, text)
+
+
+@pytest.mark.parametrize(("env", "words"), [
+    ({"BASIC_AUTH_USER": "u"}, "BASIC_AUTH_USER and BASIC_AUTH_PASS"),
+    ({"BASIC_AUTH_PASS": "p"}, "BASIC_AUTH_USER and BASIC_AUTH_PASS"),
+    ({"VRSHQ_SYNC_FRAMES": "many"}, "VRSHQ_SYNC_FRAMES"),
+    ({"VRSHQ_TRAIN_LR": "fast"}, "VRSHQ_TRAIN_LR"),
+    ({"LABEL_STUDIO_URL": "127.0.0.1:8080"}, "LABEL_STUDIO_URL"),
+])
+def test_config_from_env_names_a_bad_variable(env, words):
+    with pytest.raises(ConfigError, match=words):
+        BackendConfig.from_env(env)

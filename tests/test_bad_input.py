@@ -76,15 +76,19 @@ TASK = {"id": 1, "data": {"video": "/data/local-files/?d=clips/a.mp4", "fps": 10
 
 @pytest.mark.parametrize(("payload", "words"), [
     ({}, "'tasks'"),
+    ({"tasks": []}, "'tasks' must be a non-empty list"),
+    ({"tasks": "x"}, "'tasks' must be a non-empty list"),
     ({"tasks": None}, "'tasks'"),
     ({"tasks": {"id": 1}}, "'tasks'"),
     ({"tasks": [1, 2]}, "'tasks'"),
     ({"tasks": [TASK]}, "project id"),  # no project anywhere
+    ({"tasks": [TASK], "project": "9191"}, "label_config"),  # a project never set up, no config
     ({"tasks": [TASK], "project": ["1"], "label_config": TEXT_XML}, "project id"),
     ({"tasks": [TASK], "project": "../1", "label_config": TEXT_XML}, "not a plain id"),
     ({"tasks": [TASK], "project": True, "label_config": TEXT_XML}, "project id"),
     ({"tasks": [TASK], "project": "1", "label_config": 5}, "label_config"),
     ({"tasks": [{"data": TASK["data"]}], "project": "1", "label_config": TEXT_XML}, "integer 'id'"),
+    ({"tasks": [{**TASK, "id": "x"}], "project": "1", "label_config": TEXT_XML}, "integer 'id'"),
     ({"tasks": [{**TASK, "id": -3}], "project": "1", "label_config": TEXT_XML}, "integer 'id'"),
     ({"tasks": [{**TASK, "id": 1.5}], "project": "1", "label_config": TEXT_XML}, "integer 'id'"),
     ({"tasks": [{**TASK, "id": True}], "project": "1", "label_config": TEXT_XML}, "integer 'id'"),
@@ -94,6 +98,8 @@ TASK = {"id": 1, "data": {"video": "/data/local-files/?d=clips/a.mp4", "fps": 10
     ({"tasks": [{"id": 1, "data": {**TASK["data"], "fps": -2}}], "project": "1",
       "label_config": TEXT_XML}, "'fps'"),
     ({"tasks": [{"id": 1, "data": {**TASK["data"], "fps": [10]}}], "project": "1",
+      "label_config": TEXT_XML}, "'fps'"),
+    ({"tasks": [{"id": 1, "data": {**TASK["data"], "fps": "fast"}}], "project": "1",
       "label_config": TEXT_XML}, "'fps'"),
     ({"tasks": [{"id": 1, "data": {**TASK["data"], "fps": 1e-320}}], "project": "1",
       "label_config": TEXT_XML}, "fps"),
@@ -188,6 +194,7 @@ def test_a_label_config_without_the_needed_tags_is_a_400(client, route, xml, wor
     ({"video": "  ", "fps": 10, "prompt": "a"}, "no 'video'"),
     ({"video": "/data/local-files/?d=clips/a.mp4", "prompt": "a"}, "no 'fps'"),
     ({"video": "/data/local-files/?d=clips/a.mp4", "fps": 10}, "no prompt"),
+    ({"video": "/data/local-files/?d=clips/a.mp4", "fps": 10, "prompt": ""}, "no prompt"),
     ({"video": "/data/local-files/?d=clips/a.mp4", "fps": 10, "prompt": " \n \n"}, "no prompt"),
     ({"video": "/data/local-files/?d=clips/a.mp4", "fps": 10, "prompt": []}, "no prompt"),
 ])

@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml  # PyYAML comes with hydra-core/omegaconf (sam2); a missing one fails, not skips
 
+from backend.config import BOUNDS
+
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
@@ -33,6 +35,8 @@ LEFT_TO_DEFAULTS = {
     "LABEL_STUDIO_ACCESS_TOKEN": "alias of LABEL_STUDIO_API_KEY, which is set",
     "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": "alias of LOCAL_FILES_DOCUMENT_ROOT, which is set",
     "VRSHQ_MEDIA_ROOTS": "extra media roots; the one root is LOCAL_FILES_DOCUMENT_ROOT",
+    **{var: "a request bound; its default is in the README's limits table"
+       for var in BOUNDS.values()},
 }
 
 # Work in progress elsewhere in the project. Each entry must still be pending: once the code reads

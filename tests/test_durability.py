@@ -8,6 +8,11 @@ twice at once, as a duplicate event would be) and re-sends every delivery that g
 it does; a killer SIGKILLs the whole gunicorn process group and the workers at random moments and
 restarts them.
 
+Each kill waits (bounded) until work is in flight: a webhook request unanswered for a backend kill,
+a job started by a worker for a worker kill; the test then asserts that the kills did cut requests
+(the client saw a dropped connection, not just a refused one) and jobs (a job running at a worker
+kill started again after it and finished).
+
 Once every job has finished, each object shows its last correction, and the newest prediction in
 Label Studio is the task's state: jobs of one task hold a lock across processes (two workers
 never re-track one task at once), and a job re-run after a killed worker skips a correction
@@ -26,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +141,7 @@ class Cluster:
         self.backend: subprocess.Popen | None = None
         self.workers: list[subprocess.Popen | None] = [None] * workers
         self.starts = 0
+        self.signalled = 0.0
 
     def start_backend(self) -> None:
         """Start `vrshq serve` (two gunicorn processes) and wait for /health."""
@@ -162,6 +169,19 @@ class Cluster:
             pass
         proc.wait(timeout=30)
 
+    def kill_all(self, procs: list[subprocess.Popen | None]) -> None:
+        """SIGKILL the process groups of ``procs`` one right after the other, then reap them;
+        ``self.signalled``: the time the last signal was sent."""
+        alive = [p for p in procs if p is not None and p.poll() is None]
+        for proc in alive:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.signalled = time.time()
+        for proc in alive:
+            proc.wait(timeout=30)
+
     def stop_all(self) -> None:
         """Kill everything this cluster started."""
         self.kill(self.backend)
@@ -169,12 +189,36 @@ class Cluster:
             self.kill(w)
 
 
-def post_until_acked(url: str, delivery: Delivery, deadline: float, errors: list[str]) -> None:
+class InFlight:
+    """Webhook requests sent and not yet answered, and those a kill cut off."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.count = 0
+        self.cut: list[str] = []  # requests that got a dropped connection (not a refused one)
+
+    def post(self, url: str, payload: dict[str, Any]) -> requests.Response:
+        with self.lock:
+            self.count += 1
+        try:
+            return requests.post(url, json=payload, timeout=20)
+        except requests.RequestException as exc:
+            if "refused" not in str(exc).lower():
+                with self.lock:
+                    self.cut.append(f"{type(exc).__name__}: {str(exc)[:200]}")
+            raise
+        finally:
+            with self.lock:
+                self.count -= 1
+
+
+def post_until_acked(url: str, delivery: Delivery, deadline: float, errors: list[str],
+                     in_flight: InFlight) -> None:
     """POST the delivery until it gets a 2xx, re-sending after connection errors and 5xx."""
     while time.monotonic() < deadline:
         delivery.attempts += 1
         try:
-            r = requests.post(url + "/webhook", json=delivery.payload, timeout=20)
+            r = in_flight.post(url + "/webhook", delivery.payload)
         except requests.RequestException:
             time.sleep(0.2)  # the backend is down (killed): Label Studio would send it again
             continue
@@ -204,6 +248,11 @@ def next_delivery(pid: int, tid: int, result: list[dict], first_id: int, k: int)
     return Delivery(tid, annotation_id, obj, mask, payload)
 
 
+def _utc_seconds(when: datetime) -> float:
+    """Seconds since the epoch of an RQ time (UTC, with or without its tzinfo)."""
+    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
+
+
 def wait_for_jobs(runner: RQJobRunner, job_ids: set[str], timeout: float) -> None:
     """Wait until every job is done and the queue is empty; none may fail or vanish."""
     deadline = time.monotonic() + timeout
@@ -223,7 +272,7 @@ def wait_for_jobs(runner: RQJobRunner, job_ids: set[str], timeout: float) -> Non
 
 
 def stream(url: str, pid: int, tid: int, base: list[dict], first_id: int, keep_going: Callable[[int], bool],
-           deadline: float, errors: list[str], out: list[Delivery]) -> None:
+           deadline: float, errors: list[str], out: list[Delivery], in_flight: InFlight) -> None:
     """One annotator's stream on one task: each correction is sent (twice at once) until acknowledged."""
     k = len(out)
     while keep_going(k) and time.monotonic() < deadline:
@@ -232,9 +281,9 @@ def stream(url: str, pid: int, tid: int, base: list[dict], first_id: int, keep_g
         out.append(delivery)
         # A duplicate delivery arriving at the same time (two backend threads or processes).
         twin = replace(delivery, answers=[])
-        sender = threading.Thread(target=post_until_acked, args=(url, twin, deadline, errors))
+        sender = threading.Thread(target=post_until_acked, args=(url, twin, deadline, errors, in_flight))
         sender.start()
-        post_until_acked(url, delivery, deadline, errors)
+        post_until_acked(url, delivery, deadline, errors, in_flight)
         sender.join()
         delivery.answers += twin.answers
         delivery.acked = delivery.acked and twin.acked
@@ -282,20 +331,38 @@ def test_acknowledged_corrections_survive_kill_9_exactly_once(
 
         killer_done = threading.Event()
         rounds: list[str] = []
+        in_flight = InFlight()
+        at_kill: list[dict[str, Any]] = []  # per round: the work in flight when the kill came
+        probe = RQJobRunner(redis_url, QUEUE)
+
+        def running_jobs() -> list[str]:
+            return probe.queue.started_job_registry.get_job_ids(cleanup=False)
 
         def killer() -> None:
-            """Kill -9 the backend and/or the workers at random moments, restarting them each time."""
+            """Kill -9 the backend and/or the workers at random moments while work is in flight,
+            restarting them each time."""
             try:
                 plan = ["backend", "workers", "all", "all"]  # each kind at least once
                 rng.shuffle(plan)
                 for victims in plan:
                     time.sleep(rng.uniform(0.5, 3.0))
+                    # Then wait (bounded) until what this round kills is busy: a webhook request
+                    # unanswered (backend) and a job started by a worker (workers).
+                    want_posts, want_jobs = victims in ("backend", "all"), victims in ("workers", "all")
+                    give_up = time.monotonic() + 20
+                    while True:
+                        posts, jobs = in_flight.count, running_jobs() if want_jobs else []
+                        if ((posts or not want_posts) and (jobs or not want_jobs)) or time.monotonic() > give_up:
+                            break
+                        time.sleep(0.005)
+                    procs = [cluster.backend] if want_posts else []
+                    procs += cluster.workers if want_jobs else []
+                    # All of the round's processes at once, right after the look at what they do.
+                    at = time.time()
+                    cluster.kill_all(procs)
+                    at_kill.append({"victims": victims, "posts": posts, "jobs": jobs, "at": at,
+                                    "signalled": cluster.signalled})
                     rounds.append(victims)
-                    if victims in ("backend", "all"):
-                        cluster.kill(cluster.backend)
-                    if victims in ("workers", "all"):
-                        for w in cluster.workers:
-                            cluster.kill(w)
                     for i, w in enumerate(cluster.workers):
                         if w is None or w.poll() is not None:
                             cluster.start_worker(i)
@@ -309,7 +376,7 @@ def test_acknowledged_corrections_survive_kill_9_exactly_once(
         streams = [threading.Thread(target=stream, name=f"stream-{tid}", args=(
             cluster.url, pid, tid, base[tid], 1000 * (n + 1),
             lambda k: k < MAX_CORRECTIONS and (k < MIN_CORRECTIONS or not killer_done.is_set()),
-            deadline, errors, deliveries[tid])) for n, tid in enumerate(tids)]
+            deadline, errors, deliveries[tid], in_flight)) for n, tid in enumerate(tids)]
         kill_thread.start()
         for t in streams:
             t.start()
@@ -319,6 +386,13 @@ def test_acknowledged_corrections_survive_kill_9_exactly_once(
         stream_s = time.monotonic() - started
         assert not errors, errors
         assert len(rounds) == KILL_ROUNDS, rounds
+        # Every kill hit work in flight, and the backend kills did cut requests off.
+        for snap in at_kill:
+            if snap["victims"] in ("backend", "all"):
+                assert snap["posts"] > 0, at_kill
+            if snap["victims"] in ("workers", "all"):
+                assert snap["jobs"], at_kill
+        assert in_flight.cut, f"no webhook request was cut by a kill ({at_kill})"
         sent = [d for ds in deliveries.values() for d in ds]
         assert sent and all(d.acked for d in sent), [d.annotation for d in sent if not d.acked]
 
@@ -351,9 +425,27 @@ def test_acknowledged_corrections_survive_kill_9_exactly_once(
         assert job_ids  # the corrections were queued for re-propagation
         runner = RQJobRunner(redis_url, QUEUE)
         try:
-            wait_for_jobs(runner, job_ids, timeout=150)
+            # The jobs running at a worker kill are waited for too. Each one either had just
+            # finished when the kill came (a race of a few ms), or was cut off and run again: it
+            # (re)started after the kill and finished. At least one was cut off.
+            from rq.job import Job as RQJob
+
+            running = {(j, snap["at"], snap["signalled"]) for snap in at_kill
+                       if snap["victims"] in ("workers", "all") for j in snap["jobs"]}
+            wait_for_jobs(runner, job_ids | {j for j, _, _ in running}, timeout=150)
+            interrupted = set()
+            for job_id, at, signalled in running:
+                rq_job = RQJob.fetch(job_id, connection=runner.redis)
+                began, ended = (_utc_seconds(t) for t in (rq_job.started_at, rq_job.ended_at))
+                assert runner.get(job_id).state == DONE, job_id
+                assert ended <= signalled or began > at, (job_id, began, ended, at, signalled)
+                if began > signalled:
+                    interrupted.add(job_id)
+            assert interrupted, (f"no job was running at a worker kill: {at_kill}",
+                                 [(j, RQJob.fetch(j, connection=runner.redis).ended_at) for j, _, _ in running])
         finally:
             runner.shutdown()
+            probe.shutdown()
 
         # --- the final state and Label Studio show each object's last correction --------------
         for tid in tids:
@@ -364,7 +456,9 @@ def test_acknowledged_corrections_survive_kill_9_exactly_once(
             # The newest prediction in Label Studio is that state: jobs write back under the task lock.
             newest = max(ls_api.list_predictions(tid), key=lambda p: p["id"])
             assert newest["result"] == state_prediction(state, INFO)["result"], tid
-        print(f"\n{len(sent)} corrections, {sum(d.attempts for d in sent)} attempts, kills {rounds}, "
+        print(f"\nkills hit {[(k['victims'], k['posts'], len(k['jobs'])) for k in at_kill]}, "
+              f"{len(in_flight.cut)} requests cut, {len(interrupted)} jobs re-run")
+        print(f"{len(sent)} corrections, {sum(d.attempts for d in sent)} attempts, kills {rounds}, "
               f"{len(rows)} rows, {len(job_ids)} jobs; stream {stream_s:.0f} s, "
               f"total {time.monotonic() - started:.0f} s")
     finally:

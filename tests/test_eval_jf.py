@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -97,7 +98,6 @@ def test_dilation_is_the_radius_disk():
 
 
 def test_dilation_matches_opencv_with_the_toolkit_disk():
-    cv2 = pytest.importorskip("cv2")
     rng = np.random.default_rng(7)
     for _ in range(30):
         h, w = rng.integers(1, 30, size=2)

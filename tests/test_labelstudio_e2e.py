@@ -149,16 +149,58 @@ def test_predictions_are_stored_with_frames_boxes_and_masks(ls_api, project, pre
         assert body[:3] == b"\xff\xd8\xff", url  # a JPEG
 
 
-def test_the_browser_shows_the_backends_tracks_and_masks(label_studio, project, predictions):
+# Each keyframe mask on screen must match the backend's own mask: of the mask's pixels that the
+# stage shows, at least this share painted, and of the pixels painted, at least this share on the
+# mask (measured: 0.9999 and 1.0; the mask moved by one pixel scores about 0.92 on both).
+MASK_DRAWN = 0.97
+MASK_COLOUR_TOLERANCE = 25  # per RGB channel, from the label's background colour
+
+
+def _brush_colours() -> dict[str, np.ndarray]:
+    """The <BrushLabels> label -> its background colour as RGB."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(TEXT_XML)
+    return {label.get("value"): np.array([int(label.get("background")[k:k + 2], 16) for k in (1, 3, 5)])
+            for label in root.find("BrushLabels")}
+
+
+def test_the_browser_shows_the_backends_tracks_and_masks(label_studio, project, predictions, backend_server):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "labelstudio-backend-task.png"
-    seen = show_task(label_studio, project["id"], project["short"], shot)
+    tid = project["short"]
+    seen = show_task(label_studio, project["id"], tid, shot)
     tracks = sorted(r["label"] for r in seen["regions"] if r["type"] == "videorectangleregion")
     masks = sorted(r["label"] for r in seen["regions"] if r["type"] == "brushregion")
     assert seen["videoCanvas"] and seen["videoTimeline"] and seen["timelineRows"] == 2, seen
     assert tracks == ["Car", "Person"] and masks == ["Car", "Person"], seen
     assert seen["keyframeImageSize"] == [SHORT.width, SHORT.height], seen
     assert shot.stat().st_size > 10_000
+
+    # The masks drawn: page k of the keyframe image shows the brush region of item_index k - 1.
+    # Compared with the backend's own keyframe masks (its task state), not with the RLE it sent.
+    state = TaskStateStore(backend_server["model_dir"]).load(project["id"], tid)
+    brushes = {r["item_index"]: r for r in predictions[tid]["result"] if r["type"] == "brushlabels"}
+    colours = _brush_colours()
+    pages = seen["maskPages"]
+    assert [p["page"] for p in pages] == [1, 2] and len(state.objects) == 2, [p["page"] for p in pages]
+    for page, obj in zip(pages, state.objects):
+        where = f"page {page['page']} ({obj.label})"
+        brush = brushes[page["page"] - 1]
+        assert brush["id"] == f"vrshq-{tid}-{obj.obj_id}-mask" and brush["value"]["brushlabels"] == [obj.label]
+        assert (page["width"], page["height"]) == (SHORT.width, SHORT.height), where
+        chars = np.frombuffer(page["painted"].encode(), np.uint8).reshape(SHORT.height, SHORT.width)
+        on_screen, painted = chars != ord("."), chars == ord("1")
+        assert on_screen.mean() > 0.8, (where, on_screen.mean())  # the stage may crop the edges
+        want = obj.keyframe_mask & on_screen
+        assert want.sum() >= 100, (where, int(want.sum()))
+        hit = int((painted & want).sum())
+        assert hit / want.sum() >= MASK_DRAWN, (where, "mask pixels painted", hit / want.sum())
+        assert hit / max(1, painted.sum()) >= MASK_DRAWN, (where, "painted pixels on the mask",
+                                                            hit / max(1, painted.sum()))
+        assert page["rgb"] is not None, where
+        off = np.abs(np.array(page["rgb"]) - colours[obj.label]).max()
+        assert off <= MASK_COLOUR_TOLERANCE, (where, page["rgb"], colours[obj.label])
 
 
 def test_a_submitted_correction_is_logged_and_re_propagated(ls_api, project, predictions, backend_server):

@@ -229,3 +229,128 @@ def test_rejects_bad_arguments() -> None:
         boxes_to_sequence({0: _box(1.0), 1: _box(2.0), 2: _box(5.0)}, FPS, 5, tolerance=-0.1)
     with pytest.raises(MaskFormatError):
         boxes_to_sequence({-1: _box(1.0)}, FPS, 5)
+
+
+# --- against Label Studio's own rule, on hand-worked cases -------------------------------------
+#
+# How the Label Studio editor shows a videorectangle (VideoRectangle docs: "enabled: whether the
+# region is visible on this and next frames"; the frontend's VideoRegion lifespan and
+# VideoRectangleRegion shape), on LS frame f = 1 .. framesCount:
+# * shown when the last keyframe at or before f is enabled, or sits on f itself; nothing before
+#   the first keyframe;
+# * its shape: a keyframe's own on its frame; between two keyframes each of x, y, width, height
+#   and rotation is start + (end - start) * (f - start.frame) / (end.frame - start.frame), whether
+#   or not the later keyframe is enabled; after the last keyframe, the last keyframe's.
+# ls_shows() below is that rule, written from the description, not from vrshq's decoder; the
+# expected lists in the cases are worked out by hand from it.
+
+SHAPE = ("x", "y", "width", "height", "rotation")
+
+
+def ls_shows(sequence: list[dict], frames_count: int) -> dict[int, tuple[float, ...]]:
+    """LS frame (1-based) -> (x, y, width, height, rotation) of what the editor draws there."""
+    keys = sorted(sequence, key=lambda k: k["frame"])
+    shown = {}
+    for f in range(1, frames_count + 1):
+        before = [k for k in keys if k["frame"] <= f]
+        if not before or not (before[-1]["enabled"] or before[-1]["frame"] == f):
+            continue
+        prev = before[-1]
+        after = [k for k in keys if k["frame"] > f]
+        if prev["frame"] == f or not after:
+            shown[f] = tuple(float(prev.get(p, 0)) for p in SHAPE)
+        else:
+            nxt = after[0]
+            r = (f - prev["frame"]) / (nxt["frame"] - prev["frame"])
+            shown[f] = tuple(prev.get(p, 0) + (nxt.get(p, 0) - prev.get(p, 0)) * r for p in SHAPE)
+    return shown
+
+
+def _b(x: float, y: float = 5.0, width: float = 10.0, height: float = 10.0) -> dict[str, float]:
+    return {"x": x, "y": y, "width": width, "height": height}
+
+
+# name: (0-based frame -> box given to the encoder, framesCount,
+#        keyframes the encoder must write [(LS frame, enabled)],
+#        what Label Studio shows {LS frame: (x, y, width, height, rotation)}, worked by hand)
+HAND_WORKED = {
+    # One frame mid-video: a lone disabled keyframe, shown on its own frame only.
+    "single keyframe, mid-video": (
+        {2: _b(10, 20, 30, 40)}, 5,
+        [(3, False)],
+        {3: (10, 20, 30, 40, 0)}),
+    # One frame at the end: enabled (nothing follows to hide), shown on that frame.
+    "single keyframe, last frame": (
+        {4: _b(10, 20, 30, 40)}, 5,
+        [(5, True)],
+        {5: (10, 20, 30, 40, 0)}),
+    # Frames 0-2 move by 10, frames 3-4 absent, 5-6 still; 8 frames. Frame 2 is interpolated
+    # between keyframes 1 and 3; 4-5 hidden by the disabled keyframe 3; 8 by the disabled 7.
+    "disabled gap": (
+        {0: _b(0), 1: _b(10), 2: _b(20), 5: _b(50), 6: _b(50)}, 8,
+        [(1, True), (3, False), (6, True), (7, False)],
+        {1: (0, 5, 10, 10, 0), 2: (10, 5, 10, 10, 0), 3: (20, 5, 10, 10, 0),
+         6: (50, 5, 10, 10, 0), 7: (50, 5, 10, 10, 0)}),
+    # The track ends at frame 3 of 6: its last keyframe is disabled, frames 5 and 6 are empty.
+    "last keyframe disabled": (
+        {0: _b(0), 1: _b(4), 2: _b(8), 3: _b(12)}, 6,
+        [(1, True), (4, False)],
+        {1: (0, 5, 10, 10, 0), 2: (4, 5, 10, 10, 0), 3: (8, 5, 10, 10, 0), 4: (12, 5, 10, 10, 0)}),
+    # Starts at frame 2 and runs to the end: nothing before LS frame 3, the last one enabled.
+    "late start, held to the end": (
+        {2: _b(30), 3: _b(30), 4: _b(30)}, 5,
+        [(3, True), (5, True)],
+        {3: (30, 5, 10, 10, 0), 4: (30, 5, 10, 10, 0), 5: (30, 5, 10, 10, 0)}),
+    # x 0,1,2,3 then a jump to 10, width 10,12,14,16,16 (tolerance 0): the line from frame 1 to 5
+    # misses frame 4 by 4.5, so keyframes 1, 4, 5; frames 2 and 3 come from 1 -> 4 (thirds).
+    "non-consecutive keyframes": (
+        {0: _b(0, width=10), 1: _b(1, width=12), 2: _b(2, width=14), 3: _b(3, width=16),
+         4: _b(10, width=16)}, 5,
+        [(1, True), (4, True), (5, True)],
+        {1: (0, 5, 10, 10, 0), 2: (1, 5, 12, 10, 0), 3: (2, 5, 14, 10, 0), 4: (3, 5, 16, 10, 0),
+         5: (10, 5, 16, 10, 0)}),
+}
+
+
+@pytest.mark.parametrize("name", list(HAND_WORKED))
+def test_label_studio_shows_what_the_encoder_means(name: str) -> None:
+    boxes, frames_count, keyframes, want = HAND_WORKED[name]
+    seq = boxes_to_sequence(boxes, FPS, frames_count, tolerance=0.0)
+    assert [(k["frame"], k["enabled"]) for k in seq] == keyframes
+    # Our boxes carry no rotation: every keyframe says 0, so Label Studio interpolates none.
+    assert all(k["rotation"] == 0 for k in seq)
+    shown = ls_shows(seq, frames_count)
+    assert sorted(shown) == sorted(want)
+    for f, values in want.items():
+        assert shown[f] == pytest.approx(values), f
+    # Our own decoder agrees with the rule on every frame (0-based, no rotation).
+    ours = videorectangle_to_boxes({"sequence": seq, "framesCount": frames_count})
+    assert sorted(ours) == [f - 1 for f in sorted(want)]
+    for f, values in want.items():
+        assert [ours[f - 1][k] for k in BOX_KEYS] == pytest.approx(list(values[:4])), f
+
+
+def test_label_studio_interpolates_rotation_which_the_decoder_does_not_read() -> None:
+    # An annotator's rotated box (the editor writes rotation): Label Studio turns it 0 -> 90 over
+    # frames 1 -> 3, so frame 2 is at 45 degrees. videorectangle_to_boxes keeps x, y, width and
+    # height (interpolated the same way) and drops the rotation.
+    seq = [{"frame": 1, "x": 0, "y": 0, "width": 10, "height": 20, "rotation": 0, "enabled": True},
+           {"frame": 3, "x": 10, "y": 0, "width": 10, "height": 20, "rotation": 90, "enabled": True}]
+    assert ls_shows(seq, 3) == {1: (0, 0, 10, 20, 0), 2: (5, 0, 10, 20, 45), 3: (10, 0, 10, 20, 90)}
+    ours = videorectangle_to_boxes({"sequence": seq, "framesCount": 3})
+    assert ours == {0: _b(0, 0, 10, 20), 1: _b(5, 0, 10, 20), 2: _b(10, 0, 10, 20)}
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_decoder_matches_label_studios_rule_on_random_sequences(seed: int) -> None:
+    # Sequences an annotator could leave: any frames (also past framesCount), any enabled flags.
+    rng = np.random.default_rng(seed)
+    frames_count = int(rng.integers(1, 40))
+    frames = sorted(set(rng.integers(1, frames_count + 5, size=int(rng.integers(1, 8))).tolist()))
+    seq = [{"frame": f, **dict(zip(BOX_KEYS, rng.uniform(0, 50, 4).tolist())), "rotation": 0,
+            "enabled": bool(rng.random() < 0.6)} for f in frames]
+    shown = ls_shows(seq, frames_count)
+    ours = videorectangle_to_boxes({"sequence": seq, "framesCount": frames_count})
+    assert sorted(ours) == [f - 1 for f in sorted(shown)]
+    for f, values in shown.items():
+        assert [ours[f - 1][k] for k in BOX_KEYS] == pytest.approx(list(values[:4]))

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from label_studio_sdk.converter import brush as ls_brush
 
 from vrshq.errors import MaskFormatError
 from vrshq.masks import (
@@ -199,3 +200,127 @@ def test_mask_boxes_empty_full_and_border() -> None:
     assert box_to_percent((w - 4, h - 3, w, h), h, w)["x"] + box_to_percent((w - 4, h - 3, w, h), h, w)[
         "width"
     ] == pytest.approx(100.0)
+
+
+# --- brush RLE against label-studio-sdk's converter and the documented bit format ---------------
+#
+# label_studio_sdk.converter.brush is Label Studio's own Python codec (its docstring quotes the
+# frontend's decoder, thi-ng rle-pack). The stream: a 32-bit count of values (RGBA, 4 per pixel),
+# a 5-bit word size - 1, four 4-bit run-length field sizes - 1; then runs: 1 bit (1 = one value
+# repeated, 0 = literal values), 2 bits choosing a field size, the run length - 1 in that many
+# bits, then the value(s) in word-size bits each. Our masks are RGBA with every channel 0 or 255.
+
+
+def _reference_masks() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(2024)
+    masks = dict(_sample_masks())
+    masks["random_big"] = rng.random((61, 83)) < 0.3
+    masks["blobs"] = np.kron(rng.random((8, 12)) < 0.5, np.ones((9, 7), bool))[:70, :80]
+    masks["checker"] = (np.indices((17, 23)).sum(axis=0) % 2).astype(bool)
+    masks["long_runs"] = np.zeros((300, 400), bool)
+    masks["long_runs"][150:, 390:] = True  # runs over 2**16 values: the 16-bit field repeats
+    masks["non_square"] = np.zeros((3, 50), bool)
+    masks["non_square"][1, 7:40] = True  # a transposed or Fortran-order codec would misplace it
+    return masks
+
+
+REFERENCE = _reference_masks()
+
+
+@pytest.mark.parametrize("name", list(REFERENCE))
+def test_brush_encoding_is_label_studios_both_ways(name: str) -> None:
+    mask = REFERENCE[name]
+    h, w = mask.shape
+    ours = encode_brush(mask)
+    # Label Studio's encoder, called the way its docs show for a 0/255 mask, gives the same bytes.
+    theirs = [int(b) for b in ls_brush.encode_rle(np.repeat(mask.astype(np.uint8).ravel() * 255, 4))]
+    assert ours == theirs
+    # Label Studio's decoder reads our bytes: row-major pixels, all four channels 255 on the mask.
+    rgba = ls_brush.decode_rle(bytes(ours)).reshape(h, w, 4)
+    assert np.array_equal(rgba, np.repeat((mask.astype(np.uint8) * 255)[:, :, None], 4, axis=2))
+    # And ours reads what Label Studio's converter writes for a mask (mask2rle; image2rle's 0/255).
+    assert np.array_equal(decode_brush(ls_brush.mask2rle(mask.astype(np.uint8) * 255), h, w), mask)
+    assert np.array_equal(decode_brush(ls_brush.mask2rle(mask.astype(np.uint8)), h, w), mask)
+
+
+def test_brush_decoding_reads_the_alpha_channel_of_any_colour() -> None:
+    # What an editor-drawn brush can hold: colour in R, G, B and a partial alpha. Only alpha counts.
+    mask = REFERENCE["random"]
+    h, w = mask.shape
+    rgba = np.zeros((h, w, 4), np.uint8)
+    rgba[mask] = (0, 255, 0, 100)  # the converter's contour2rle colour
+    rgba[~mask] = (200, 10, 10, 0)  # colour under zero alpha is not a mask pixel
+    rle = ls_brush.encode_rle(rgba.ravel())
+    assert np.array_equal(decode_brush(rle, h, w), mask)
+
+
+def _bits(value: int, size: int) -> str:
+    assert 0 <= value < 2**size, (value, size)
+    return format(value, f"0{size}b")
+
+
+def _pack(values: np.ndarray, word: int, sizes: tuple[int, int, int, int]) -> list[int]:
+    """An encoder of the documented format written for this test, with choices Label Studio's
+    Python encoder never makes: literal runs of several values, other field sizes and word sizes."""
+    bits = [_bits(len(values), 32), _bits(word - 1, 5), *(_bits(s - 1, 4) for s in sizes)]
+    i, n = 0, len(values)
+    while i < n:
+        j = i
+        while j + 1 < n and values[j + 1] == values[i] and j + 1 - i < 2 ** max(sizes) - 1:
+            j += 1
+        if j > i:  # a repeat run of values[i .. j]
+            length = j - i + 1
+            k = next(k for k, s in enumerate(sizes) if length - 1 < 2**s)
+            bits += ["1", _bits(k, 2), _bits(length - 1, sizes[k]), _bits(int(values[i]), word)]
+            i = j + 1
+        else:  # a literal run up to the next repeat (at most the smallest field's length)
+            j = i + 1
+            while j < n and values[j] != values[j - 1] and j - i < 2 ** sizes[0]:
+                j += 1
+            if j < n and values[j] == values[j - 1] and j - 1 > i:
+                j -= 1
+            length = j - i
+            bits += ["0", _bits(0, 2), _bits(length - 1, sizes[0])]
+            bits += [_bits(int(v), word) for v in values[i:j]]
+            i = j
+    stream = "".join(bits)
+    stream += "0" * (-len(stream) % 8)
+    return [int(stream[k:k + 8], 2) for k in range(0, len(stream), 8)]
+
+
+@pytest.mark.parametrize(("word", "sizes"), [(8, (3, 4, 8, 16)), (8, (2, 5, 9, 16)), (4, (4, 4, 8, 12))])
+@pytest.mark.parametrize("name", ["random", "checker", "blobs", "single_row", "top_left_pixel"])
+def test_brush_decoding_follows_the_format_not_one_encoder(name: str, word: int, sizes) -> None:
+    mask = REFERENCE[name]
+    h, w = mask.shape
+    rgba = np.zeros((h, w, 4), np.int64)
+    rgba[..., 0] = np.arange(h * w).reshape(h, w) % 7  # literal runs in the colour channels
+    rgba[..., 3] = mask * (2**word - 1)
+    values = rgba.ravel()
+    stream = _pack(values, word, sizes)
+    # The hand encoder is right by Label Studio's own decoder.
+    assert np.array_equal(ls_brush.decode_rle(bytes(stream)), values.astype(np.uint8))
+    assert np.array_equal(decode_brush(stream, h, w), mask)
+
+
+def test_brush_words_wider_than_a_byte_are_refused_clearly() -> None:
+    # The editor's canvas holds bytes (Label Studio writes word size 8); a 9..32-bit word cannot be
+    # an RGBA value, and Label Studio's decoder overflows on it: a MaskFormatError, never a crash.
+    mask = REFERENCE["random"]
+    h, w = mask.shape
+    values = np.repeat(mask.ravel().astype(np.int64) * 511, 4)
+    with pytest.raises(MaskFormatError, match="word size 9"):
+        decode_brush(_pack(values, 9, (4, 4, 8, 12)), h, w)
+
+
+def test_brush_matches_a_hand_worked_stream() -> None:
+    # A 1x2 mask [off, on]: values 0,0,0,0,255,255,255,255 -> two repeat runs of 4 (field 0, 3 bits).
+    # 32-bit count 8 | word 8 - 1 = 00111 | sizes 3,4,8,16 - 1 = 0010 0011 0111 1111 |
+    # run: 1 00 011 00000000 | run: 1 00 011 11111111 | pad to a byte.
+    bits = ("00000000000000000000000000001000" "00111" "0010" "0011" "0111" "1111"
+            "100011" "00000000" "100011" "11111111")
+    bits += "0" * (-len(bits) % 8)
+    want = [int(bits[k:k + 8], 2) for k in range(0, len(bits), 8)]
+    mask = np.array([[False, True]])
+    assert encode_brush(mask) == want
+    assert np.array_equal(decode_brush(want, 1, 2), mask)

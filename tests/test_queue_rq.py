@@ -248,5 +248,6 @@ def test_a_worker_stops_a_cancelled_job_and_writes_back_the_frames_it_finished(
         assert 'vrshq_jobs{state="cancelled"}' in client.get("/metrics").get_data(as_text=True)
     finally:
         worker.terminate()
-        worker.wait(timeout=30)
+        # a worker blocked in its 30 s dequeue (BLMOVE) can take that long to see the signal
+        worker.wait(timeout=90)
         backend.close()

@@ -9,6 +9,7 @@ import hmac
 import inspect
 import logging
 import socket
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,6 +17,7 @@ from types import SimpleNamespace
 import pytest
 
 import backend.app as app_module
+import backend.service as service_module
 from backend.app import create_app
 from backend.config import BackendConfig
 from tests.backend_fixtures import TEXT_XML, make_backend, next_task_id, text_task
@@ -137,9 +139,7 @@ def test_the_api_key_passwords_and_tokens_are_never_logged_or_answered(
         bodies.append(r)
         assert r.status_code == 200 and r.json["jobs"], r.json
         job_id = r.json["jobs"][0]["id"]
-        deadline = time.monotonic() + 60
-        while backend.jobs.get(job_id).state not in ("done", "failed", "error") and time.monotonic() < deadline:
-            time.sleep(0.1)
+        backend.jobs.wait(job_id, timeout=120)  # raises TimeoutError past it
         bodies.append(client.get(f"/jobs/{job_id}", headers=auth))
         job = bodies[-1].json
         assert job["error"], job  # the write-back to the closed port failed, and said why
@@ -235,18 +235,28 @@ def escape_link(media_root, tmp_path_factory):
     "gopher://evil.example/x",
     "LINK",  # a symlink in the media root that points outside it
 ])
-def test_media_comes_only_from_label_studio_or_the_roots(ls_backend, escape_link, url):
+def test_media_comes_only_from_label_studio_or_the_roots(ls_backend, escape_link, url, monkeypatch):
     if url == "LINK":
         url = f"/data/local-files/?d={escape_link}"
     client = create_app(backend=ls_backend).test_client()
     task = {"id": next_task_id(), "data": {"video": url, "fps": 10, "prompt": "a"}}
-    started = time.perf_counter()
+    # Refused up front: no connection (ls_backend), no waiting or retrying, no video opened.
+    here = threading.get_ident()
+    sleeps, opened = [], []
+    real_sleep = time.sleep
+    monkeypatch.setattr(time, "sleep", lambda s: (sleeps.append(s) if threading.get_ident() == here
+                                                  else None, real_sleep(s))[1])
+
+    def open_video(*args, **kwargs):
+        opened.append(args)
+        raise AssertionError(f"the video was opened: {args}")
+
+    monkeypatch.setattr(service_module, "open_video", open_video)
     r = client.post("/predict", json={"tasks": [task], "project": "1", "label_config": TEXT_XML})
-    took = time.perf_counter() - started
     assert r.status_code == 422 and r.is_json, (r.status_code, r.get_data(as_text=True)[:300])
     assert url in r.json["error"] and API_KEY not in r.json["error"]
     assert ls_backend.connects == []
-    assert took < 2.0
+    assert sleeps == [] and opened == []
 
 
 def test_a_file_in_the_roots_is_read_without_the_network(ls_backend, monkeypatch):

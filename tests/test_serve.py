@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -63,29 +65,42 @@ def test_serve_answers_label_studio_requests_from_two_worker_processes(env, tmp_
         wait_up(url, proc, log)
         auth = ("ls", "s3cret")
         assert requests.post(url + "/predict", json={}, timeout=5).status_code == 401
-        results = []
-        for i in range(6):
-            r = requests.post(url + "/predict", auth=auth, timeout=120, json={
-                "tasks": [text_task(9000 + i)], "project": "5.1", "label_config": TEXT_XML})
-            assert r.status_code == 200, r.text
-            results.append(r.json()["results"][0])
-            assert r.headers["X-Vrshq-Worker"].isdigit()
+
+        def send(tid: int) -> requests.Response:
+            return requests.post(url + "/predict", auth=auth, timeout=120, json={
+                "tasks": [text_task(tid)], "project": "5.1", "label_config": TEXT_XML})
+
+        # Pairs of requests at once, until both worker processes have answered (at least 6
+        # requests, at most 24: a process that never gets one fails the test).
+        results, workers = [], []
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            while len(results) < 6 or len(set(workers)) < 2:
+                assert len(results) < 24, f"{len(results)} requests, all answered by pid {set(workers)}"
+                tids = [9000 + len(results), 9001 + len(results)]
+                for tid, r in zip(tids, pool.map(send, tids)):
+                    assert r.status_code == 200, r.text
+                    results.append((tid, r.json()["results"][0]))
+                    workers.append(r.headers["X-Vrshq-Worker"])
+        n = len(results)
+        assert all(w.isdigit() for w in workers) and len(set(workers)) == 2, workers
         # Every task got its own region ids: no state leaks between requests.
-        for i, pred in enumerate(results):
-            ids = {f"vrshq-{9000 + i}-{obj}" for obj in (1, 2)}
+        for tid, pred in results:
+            ids = {f"vrshq-{tid}-{obj}" for obj in (1, 2)}
             assert {x["id"] for x in pred["result"]} == ids | {rid + "-mask" for rid in ids}
         # Whichever worker answers /metrics, it counts the requests of both (multiprocess mode).
         for _ in range(4):
             metrics = requests.get(url + "/metrics", auth=auth, timeout=5).text
-            assert 'vrshq_requests_total{route="/predict",status="200"} 6.0' in metrics, metrics
-            assert 'vrshq_request_seconds_count{route="/predict"} 7.0' in metrics, metrics
-            assert 'vrshq_frames_total 144.0' in metrics  # 6 tasks x 12 frames x 2 objects
+            assert f'vrshq_requests_total{{route="/predict",status="200"}} {n}.0' in metrics, metrics
+            assert f'vrshq_request_seconds_count{{route="/predict"}} {n + 1}.0' in metrics, metrics
+            assert f"vrshq_frames_total {n * 24}.0" in metrics  # n tasks x 12 frames x 2 objects
             assert "vrshq_queue_depth 0.0" in metrics
     finally:
         code = stop(proc)
     text = log.read_text()
-    # The model loads once per worker process (two workers -> two loads), never per request.
+    # The model loads once per worker process (two workers -> two loads), never per request, and
+    # the two processes that loaded it are the two that answered.
     assert text.count("model loaded") == 2, text[-3000:]
+    assert set(re.findall(r"model loaded: .*\(pid (\d+)\)", text)) == set(workers), text[-3000:]
     assert "--workers > 1 without REDIS_URL" in text
     assert code == 0, text[-3000:]
 

@@ -120,7 +120,6 @@ def test_codec_by_extension():
 
 @pytest.mark.parametrize("ext", ["mp4", "webm", "avi"])
 def test_encoded_video_is_close_to_the_render(make_video, ext):
-    pytest.importorskip("av")
     spec = SyntheticSpec()
     path = make_video(ext, num_frames=40, width=160, height=120, fps=10.0)
     frames, labels = rendered(spec)

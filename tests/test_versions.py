@@ -13,6 +13,17 @@ from tests.cli_helpers import run_cli
 from vrshq.synthetic import SyntheticSpec
 
 
+def wait_for(what: str, check, timeout: float = 15.0, every: float = 0.05):
+    """``check()``'s first truthy value; fails after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(every)
+
+
 def predict_version(client) -> str:
     r = client.post("/predict", json={"tasks": [text_task(next_task_id())], "project": "1",
                                       "label_config": TEXT_XML})
@@ -48,14 +59,17 @@ def test_the_backend_serves_a_new_version_without_restart_and_rolls_back(
         version = VersionRegistry(tmp_path / "data").register(tiny_models, name="tuned")
         code, _, err = run_cli(capfd, "versions", "use", version.id, "--model-dir", tmp_path / "data")
         assert code == 0, err
-        time.sleep(1.1)  # the backend looks at the registry at most once a second
-        new_version = client.get("/health").json["model_version"]
-        assert new_version != base_version and "v001-tuned" in new_version
+        # The backend looks at the registry at most once a second: wait for the switch, bounded.
+        new_version = wait_for("the new version to be served", lambda: (
+            lambda v: v if v != base_version else None)(client.get("/health").json["model_version"]))
+        assert "v001-tuned" in new_version
         assert predict_version(client) == new_version  # shows in the prediction
         code, out, _ = run_cli(capfd, "versions", "list", "--model-dir", tmp_path / "data")
         assert f"* {version.id}" in out
-        run_cli(capfd, "versions", "use", "base", "--model-dir", tmp_path / "data")
-        time.sleep(1.1)
+        code, _, err = run_cli(capfd, "versions", "use", "base", "--model-dir", tmp_path / "data")
+        assert code == 0, err
+        wait_for("the rollback to the base version",
+                 lambda: client.get("/health").json["model_version"] == base_version)
         assert predict_version(client) == base_version
     finally:
         backend.close()

@@ -9,6 +9,7 @@ import sys
 import tracemalloc
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
@@ -23,7 +24,6 @@ from vrshq.video import (
     open_video,
 )
 
-av = pytest.importorskip("av")
 
 CONTAINERS = ["mp4", "webm", "mkv", "avi", "mov"]
 

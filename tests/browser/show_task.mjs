@@ -11,6 +11,13 @@
 //   keyframeImage  the keyframe <Image> is shown and its picture loaded (naturalWidth)
 //   maskDrawn      non-transparent pixels on the keyframe image's overlay canvases (brush masks)
 //   maskPixels     how many
+//   maskPages      per page of the keyframe <Image valueList> (page k shows the brush regions of
+//                  item_index k - 1), what the region layers paint over the picture, in picture
+//                  pixels: {page, indicator, width, height, painted: "01.." (row-major, one char
+//                  per picture pixel: "1" when at least half of the screen pixels that fall in it
+//                  are painted with alpha >= 128 on a region layer, "0" when not, "." when the
+//                  stage does not show that pixel: it may show the picture zoomed and cropped),
+//                  paintedPixels, rgb: mean colour painted, layers: the canvases read}
 //   attempts       page loads it took until the regions showed (1 normally)
 // Debian's /usr/bin/chromium is used (never a downloaded browser build), with a fresh profile.
 import { chromium } from 'playwright-core';
@@ -140,6 +147,77 @@ try {
       maskDrawn: maskPixels > 0,
     };
   });
+  // Each page of the keyframe image: which picture pixels the region layers paint. Konva draws the
+  // picture on an opaque layer canvas and each region layer on a canvas of the same size above it.
+  const measurePage = () => {
+    const img = [...document.querySelectorAll('.lsf-image img')].find((i) => i.complete && i.naturalWidth > 0);
+    if (!img) return null;
+    const r = img.getBoundingClientRect();
+    const nw = img.naturalWidth, nh = img.naturalHeight;
+    // best[k]: over the region layers, the largest share of picture pixel k's screen pixels painted.
+    const best = new Float32Array(nw * nh), seen = new Uint8Array(nw * nh);
+    let rs = 0, gs = 0, bs = 0, n = 0;
+    const layers = [];
+    for (const c of document.querySelectorAll('.konvajs-content canvas')) {
+      const q = c.getBoundingClientRect();
+      const cx = q.left + q.width / 2, cy = q.top + q.height / 2;
+      if (!c.width || !c.height || !(cx > r.left && cx < r.right && cy > r.top && cy < r.bottom)) continue;
+      if (Math.abs(c.width / c.height - nw / nh) > 0.01 * (nw / nh)) continue;  // not the picture's stage
+      let d;
+      try { d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; } catch (e) { continue; }
+      let opaque = 0, painted = 0;
+      for (let k = 3; k < d.length; k += 4) if (d[k] === 255) opaque++;
+      const layer = { width: c.width, height: c.height, opaque };
+      layers.push(layer);
+      if (opaque === c.width * c.height) continue;  // the picture itself
+      // A screen pixel -> the picture pixel under it, through the <img>'s box: the stage may show
+      // the picture zoomed and cropped (larger than the canvas, centred).
+      const count = new Uint32Array(nw * nh), hits = new Uint32Array(nw * nh);
+      for (let j = 0; j < c.height; j++) {
+        const iy = Math.floor((q.top + (j + 0.5) * q.height / c.height - r.top) * nh / r.height);
+        if (iy < 0 || iy >= nh) continue;
+        for (let i = 0; i < c.width; i++) {
+          const ix = Math.floor((q.left + (i + 0.5) * q.width / c.width - r.left) * nw / r.width);
+          if (ix < 0 || ix >= nw) continue;
+          const k = 4 * (j * c.width + i);
+          count[iy * nw + ix]++;
+          if (d[k + 3] >= 128) {
+            hits[iy * nw + ix]++; painted++;
+            rs += d[k]; gs += d[k + 1]; bs += d[k + 2]; n++;
+          }
+        }
+      }
+      layer.painted = painted;
+      for (let k = 0; k < nw * nh; k++) {
+        if (count[k]) { seen[k] = 1; best[k] = Math.max(best[k], hits[k] / count[k]); }
+      }
+    }
+    let out = '', paintedPixels = 0;
+    for (let k = 0; k < nw * nh; k++) {
+      const on = best[k] >= 0.5;
+      out += !seen[k] ? '.' : on ? '1' : '0';
+      paintedPixels += on;
+    }
+    const indicator = document.querySelector('.lsf-image')?.closest('.lsf-main-content, body')
+      ?.querySelector('.lsf-pagination__page-indicator')?.textContent.trim() || null;
+    return { indicator, width: nw, height: nh, painted: out, paintedPixels,
+             rgb: n ? [rs / n, gs / n, bs / n] : null, layers };
+  };
+  const maskPages = [];
+  const indicatorText = () => page.evaluate(() => document.querySelector('.lsf-pagination__page-indicator')?.textContent.trim() || '');
+  const pageCount = Number(((await indicatorText()).match(/of\s*(\d+)/) || [0, 1])[1]);
+  for (let k = 1; k <= pageCount; k++) {
+    if (k > 1) {
+      await page.click('.lsf-pagination__btn_arrow-right:not(.lsf-pagination__btn_arrow-right-double)');
+      await page.waitForFunction((want) => (document.querySelector('.lsf-pagination__page-indicator')?.textContent || '').trim().startsWith(String(want)), k);
+      await page.waitForFunction(() => [...document.querySelectorAll('.lsf-image img')].some((i) => i.complete && i.naturalWidth > 0));
+      await page.waitForTimeout(1500);  // the region layers draw
+    }
+    const shown = await page.evaluate(measurePage);
+    maskPages.push({ page: k, ...shown });
+    await page.screenshot({ path: args.screenshot.replace(/\.png$/, `-page${k}.png`), fullPage: true });
+  }
+  seen.maskPages = maskPages;
   seen.imageWaited = hasImage;
   seen.attempts = attempts;
   seen.url = page.url();

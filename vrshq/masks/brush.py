@@ -31,6 +31,11 @@ def decode_brush(rle: Sequence[int], height: int, width: int) -> np.ndarray:
         raise MaskFormatError(
             f"brush RLE holds {num} RGBA values, but a {height}x{width} mask needs {height * width * 4}"
         )
+    # The 5 bits after the count hold the word size - 1; RGBA values are bytes (the SDK decodes
+    # into uint8 and would overflow on a wider word).
+    word = (data[4] >> 3) + 1
+    if word > 8:
+        raise MaskFormatError(f"brush RLE word size {word} is not supported (RGBA values are 8-bit)")
     try:
         flat = ls_brush.decode_rle(data)
     except (ValueError, IndexError) as exc:

@@ -57,7 +57,9 @@ def keyframe_scores(object_score_logits: torch.Tensor, lam: torch.Tensor) -> tor
         raise ValueError(f"{logits.numel()} object scores but {lam.numel()} lambdas")
     if logits.numel() < 1:
         raise ValueError("no keyframe candidates")
-    return torch.softmax(logits.float(), dim=0).double() + lam.double()
+    # float32 at least (bf16 scores are widened, as .item() does); float64 inputs keep theirs
+    logits = logits if logits.dtype == torch.float64 else logits.float()
+    return torch.softmax(logits, dim=0).double() + lam.double()
 
 
 def select_keyframe(object_score_logits: torch.Tensor, lam: torch.Tensor) -> int:
