@@ -9,8 +9,9 @@
 //   regions        the outliner entries: [{index, type, label, text}], type like "videorectangleregion"
 //                  or "brushregion" (from the tree node class lsf-tree__node_type_<type>)
 //   keyframeImage  the keyframe <Image> is shown and its picture loaded (naturalWidth)
-//   maskDrawn      non-transparent pixels on the keyframe image's overlay canvases (brush masks)
-//   maskPixels     how many
+//   maskDrawn      see-through pixels (0 < alpha < 255) on the canvases over the first keyframe
+//   maskPixels     page, how many (Konva paints brush layers opaque: these are their anti-aliased
+//                  edges; maskPages below is what the masks paint)
 //   maskPages      per page of the keyframe <Image valueList> (page k shows the brush regions of
 //                  item_index k - 1), what the region layers paint over the picture, in picture
 //                  pixels: {page, indicator, width, height, painted: "01.." (row-major, one char
@@ -208,12 +209,23 @@ try {
   const pageCount = Number(((await indicatorText()).match(/of\s*(\d+)/) || [0, 1])[1]);
   for (let k = 1; k <= pageCount; k++) {
     if (k > 1) {
+      const before = await page.evaluate(() => [...document.querySelectorAll('.lsf-image img')].map((i) => i.src).join(' '));
       await page.click('.lsf-pagination__btn_arrow-right:not(.lsf-pagination__btn_arrow-right-double)');
       await page.waitForFunction((want) => (document.querySelector('.lsf-pagination__page-indicator')?.textContent || '').trim().startsWith(String(want)), k);
-      await page.waitForFunction(() => [...document.querySelectorAll('.lsf-image img')].some((i) => i.complete && i.naturalWidth > 0));
-      await page.waitForTimeout(1500);  // the region layers draw
+      // The next page's picture, loaded (not the previous page's).
+      await page.waitForFunction((old) => [...document.querySelectorAll('.lsf-image img')].some(
+        (i) => i.complete && i.naturalWidth > 0 && !old.split(' ').includes(i.src)), before);
     }
-    const shown = await page.evaluate(measurePage);
+    // The region layers draw after the picture: measure until two readings 250 ms apart agree and
+    // show paint (at most 15 s; a page whose mask draws nothing is measured as it is then).
+    let shown = null;
+    for (const giveUp = Date.now() + 15000; ;) {
+      const now = await page.evaluate(measurePage);
+      const settled = now && shown && now.paintedPixels > 0 && now.painted === shown.painted;
+      shown = now;
+      if (settled || Date.now() > giveUp) break;
+      await page.waitForTimeout(250);
+    }
     maskPages.push({ page: k, ...shown });
     await page.screenshot({ path: args.screenshot.replace(/\.png$/, `-page${k}.png`), fullPage: true });
   }
