@@ -42,3 +42,20 @@ def jpeg_clip(tmp_path_factory) -> tuple[Path, np.ndarray]:
     folder = tmp_path_factory.mktemp("clip") / "frames"
     write_frame_folder(spec, folder, ext="jpg")
     return folder, ground_truth(spec)
+
+
+@pytest.fixture(scope="module")
+def cache(tiny_sam2_predictor, jpeg_clip):
+    """A fp32 feature cache of the tiny sam2 over ``jpeg_clip`` in VRS-HQ's resize mode."""
+    from vrshq.engine.features import FeatureCache
+    from vrshq.video.reader import open_video
+    from vrshq.video.transforms import FrameTransform, ResizeMode
+
+    folder, _ = jpeg_clip
+    model = tiny_sam2_predictor
+    reader = open_video(folder)
+    fc = FeatureCache(model, reader, FrameTransform(ResizeMode.VRSHQ, int(model.image_size)),
+                      EngineConfig(device="cpu"))
+    yield fc
+    fc.close()
+    reader.close()

@@ -17,18 +17,6 @@ from vrshq.video.reader import open_video
 from vrshq.video.transforms import FrameTransform, ResizeMode
 
 
-@pytest.fixture(scope="module")
-def cache(tiny_sam2_predictor, jpeg_clip):
-    folder, _ = jpeg_clip
-    model = tiny_sam2_predictor
-    reader = open_video(folder)
-    fc = FeatureCache(model, reader, FrameTransform(ResizeMode.VRSHQ, int(model.image_size)),
-                      EngineConfig(device="cpu"))
-    yield fc
-    fc.close()
-    reader.close()
-
-
 def _sam2_reference(model, feats):
     """sam2's own no-prompt decode of an initial conditioning frame (what _track_step does)."""
     pix = feats.vision_feats[-1] + model.no_mem_embed

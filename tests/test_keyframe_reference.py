@@ -45,18 +45,6 @@ DIM = 32  # the tiny sam2's prompt dim
 TKS_ATOL = 0.0
 
 
-@pytest.fixture(scope="module")
-def cache(tiny_sam2_predictor, jpeg_clip):
-    folder, _ = jpeg_clip
-    model = tiny_sam2_predictor
-    reader = open_video(folder)
-    fc = FeatureCache(model, reader, FrameTransform(ResizeMode.VRSHQ, int(model.image_size)),
-                      EngineConfig(device="cpu"))
-    yield fc
-    fc.close()
-    reader.close()
-
-
 @pytest.fixture
 def release_model(tiny_sam2_predictor, monkeypatch):
     """The shared tiny sam2 with the release's decode settings (single mask output)."""
