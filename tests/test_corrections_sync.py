@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backend.app import create_app
-from backend.corrections import CorrectionsLog
+from vrshq.backend.http.app import create_app
+from vrshq.backend.corrections import CorrectionsLog
 from tests.backend_fixtures import TEXT_XML, make_backend
 from tests.cli_helpers import run_cli
 from tests.test_backend_corrections import with_mask
@@ -61,7 +61,7 @@ def test_sync_logs_the_corrections_no_webhook_brought(label_studio, ls_api, tiny
 
     monkeypatch.setenv("LABEL_STUDIO_URL", label_studio.url)
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", label_studio.token)
-    rc, out, err = run_cli(capfd, "corrections", "sync", "--project", pid, "--model-dir", data)
+    rc, out, err = run_cli(capfd, "corrections", "sync", "--project", pid, "--data-dir", data)
     assert rc == 0, err
     assert "4 annotation(s) read, 1 correction(s) logged, 1 not started from a backend prediction" in out
     with CorrectionsLog.for_model_dir(data) as log:
@@ -70,12 +70,12 @@ def test_sync_logs_the_corrections_no_webhook_brought(label_studio, ls_api, tiny
     assert np.array_equal(decode_rle(rows[1].corrected_mask), fixed)
     assert rows[1].annotated_at and rows[1].prompt == "the red disc"
     # Again: nothing new.
-    rc, out, _ = run_cli(capfd, "corrections", "sync", "--project", pid, "--model-dir", data)
+    rc, out, _ = run_cli(capfd, "corrections", "sync", "--project", pid, "--data-dir", data)
     assert rc == 0 and "0 correction(s) logged" in out
 
     # Clear errors: another project, no Label Studio credentials.
-    rc, _, err = run_cli(capfd, "corrections", "sync", "--project", pid + 1000, "--model-dir", data)
+    rc, _, err = run_cli(capfd, "corrections", "sync", "--project", pid + 1000, "--data-dir", data)
     assert rc != 0 and "no predicted task of project" in err and "Traceback" not in err
     monkeypatch.delenv("LABEL_STUDIO_API_KEY")
-    rc, _, err = run_cli(capfd, "corrections", "sync", "--project", pid, "--model-dir", data)
+    rc, _, err = run_cli(capfd, "corrections", "sync", "--project", pid, "--data-dir", data)
     assert rc != 0 and "LABEL_STUDIO_API_KEY" in err and len(err.strip().splitlines()) == 1
