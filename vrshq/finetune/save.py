@@ -27,10 +27,16 @@ _WEIGHTS = ("pytorch_model", "model.safetensors", "model-0")
 
 
 def _link_or_copy(src: str, dst: str) -> None:
+    """``dst`` becomes ``src``'s content: a hard link when the file system allows, else a copy."""
+    if os.path.exists(dst) and os.path.samefile(src, dst):
+        return  # already a link to this very file (an earlier save of the same run)
+    tmp = f"{dst}.tmp"
+    Path(tmp).unlink(missing_ok=True)
     try:
-        os.link(src, dst)
+        os.link(src, tmp)
     except OSError:
-        shutil.copy2(src, dst)
+        shutil.copy2(src, tmp)
+    os.replace(tmp, dst)  # over an older file of that name, never beside it
 
 
 def save_finetuned(model: Vrshq, base_dir: Path, out_dir: Path, card: dict[str, Any],
