@@ -228,12 +228,15 @@ def test_a_rerun_resumes_and_the_card_tells_the_truth(tiny_models, exported, tmp
     code, _, err = _finetune(capfd, exported, tiny_models, out, "--steps", "2")
     assert code == 0 and "Traceback" not in err, err
     assert _card(out)["losses"] == first["losses"]
+    assert sorted(p.name for p in (out / "clip").iterdir()) == sorted(p.name for p in clip_files)
+    assert all((out / "clip" / p.name).samefile(p) for p in clip_files)
 
     # A larger --steps extends the run: the card holds every step, the first ones unchanged.
     code, _, err = _finetune(capfd, exported, tiny_models, out, "--steps", "3")
     assert code == 0, err
     extended = _card(out)
     assert extended["steps"] == 3 and extended["losses"][:2] == first["losses"]
+    assert extended["resumed_at"] == [2]  # steps 1-2 in one process, step 3 after resuming
     assert "fine-tuned from" in load(out).version and "for 3 steps" in load(out).version
 
     # A smaller --steps cannot undo trained steps: one line, and the saved model is untouched.
@@ -267,6 +270,7 @@ def test_a_rerun_on_another_base_data_or_setting_refuses(tiny_models, exported, 
     assert code == 0, err
     card = _card(out)
     assert card["steps"] == 2 and card["base_dir"] == str(other_base.resolve())
+    assert card["resumed_at"] == [] and card["losses"][0] != before["losses"][0]  # not resumed
     assert all((out / "clip" / p.name).samefile(p) for p in (other_base / "clip").iterdir() if p.is_file())
 
 
