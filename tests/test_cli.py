@@ -452,7 +452,7 @@ def test_track_rerun_into_the_same_out_keeps_only_the_new_run(clip, short, model
     assert str(out) in stdout
 
 
-def test_track_refuses_an_out_that_holds_other_files(short, tmp_path, capfd):
+def test_track_refuses_an_out_that_holds_other_files(short, tmp_path, capfd, monkeypatch):
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
@@ -461,6 +461,13 @@ def test_track_refuses_an_out_that_holds_other_files(short, tmp_path, capfd):
                       "--model-dir", tmp_path / "no-model")
     _assert_one_line_error(rc, err, f"--out {out}", "not empty")
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    # The folder the command runs in is never swapped away, even empty.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    rc, _, err = _cli(capfd, "track", short.video, "--mask", short.prompt, "--frame", 0, "--out", ".",
+                      "--model-dir", tmp_path / "no-model")
+    _assert_one_line_error(rc, err, "--out .", "current folder")
 
 
 def test_track_cache_dir_is_checked_or_made_before_the_model_loads(short, bad, model_dir, tmp_path, capfd):

@@ -25,6 +25,9 @@ def check_out_folder(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise VrshqError(f"--out {out}: exists and is not a folder")
     if out.is_dir():
+        if Path.cwd().resolve().is_relative_to(out.resolve()):
+            raise VrshqError(f"--out {out}: the run replaces its --out whole, and this one holds the "
+                             "current folder; name a folder inside it")
         names = {p.name for p in out.iterdir()}
         if names and not ("track.json" in names and names <= OUTPUT_NAMES):
             raise VrshqError(f"--out {out}: the folder is not empty and holds no earlier output of "
@@ -36,6 +39,7 @@ def check_out_folder(out: Path) -> None:
 def staged_out_folder(out: Path) -> Iterator[Path]:
     """A new folder beside ``out`` to write into; it replaces ``out`` when the block succeeds."""
     check_out_folder(out)  # again: the folder may have changed while the model ran
+    out = Path(os.path.abspath(out))  # "a/.." has no name to put a sibling beside
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:

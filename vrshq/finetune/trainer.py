@@ -213,5 +213,5 @@ def history_json(history: list[StepLog]) -> str:
     return "\n".join(json.dumps(asdict(h)) for h in history) + "\n"
 
 
-__all__ = ["CHECKPOINT", "ClipSource", "StepLog", "TrainConfig", "Trainer", "checkpoint_info", "history_json",
-           "warmup_decay"]
+__all__ = ["CHECKPOINT", "ClipSource", "StepLog", "TrainConfig", "Trainer", "checkpoint_info",
+           "history_json", "warmup_decay"]
