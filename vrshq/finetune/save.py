@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from vrshq.errors import VrshqError
 from vrshq.model.chatunivi.modeling import save_chatunivi_state_dict
 from vrshq.model.loading import PROJECTION_PREFIX
 from vrshq.model.pipeline import Vrshq
@@ -52,7 +53,11 @@ def save_finetuned(model: Vrshq, base_dir: Path, out_dir: Path, card: dict[str, 
             shutil.copy2(item, folder / item.name)
     for sub in ("clip", "sam2"):
         if (base / sub).is_dir() and base_folder != base:
-            shutil.copytree(base / sub, out / sub, copy_function=_link_or_copy, dirs_exist_ok=True)
+            try:
+                shutil.copytree(base / sub, out / sub, copy_function=_link_or_copy, dirs_exist_ok=True)
+            except shutil.Error as exc:  # its message is a list of every failed file: name one
+                src, _, why = exc.args[0][0]
+                raise VrshqError(f"{out / sub}: cannot copy {src} there ({why})") from None
     state = {k: v.detach().cpu() for k, v in model.mllm.state_dict().items()}
     state.update({PROJECTION_PREFIX + k: v.detach().cpu() for k, v in model.projection.state_dict().items()})
     state.update({k: v.detach().cpu() for k, v in with_prefix(model.sam2.state_dict()).items()})
