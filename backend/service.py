@@ -12,61 +12,37 @@ import hashlib
 import json
 import logging
 import os
-import threading
-import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from backend.answers import shorten
-from backend.config import BackendConfig
-from backend.corrections import CorrectionsLog
-from backend.jobs import JobRunner, Report
-from backend.keyframes import keyframe_url
-from backend.labelconfig import KEYFRAME_FRAMES_KEY, LabelConfigInfo, parse_label_config
-from backend.lsclient import LabelStudioWriter
-from backend.media import MediaConfig, resolve_media
-from backend.metrics import Metrics
-from backend.projects import ProjectInfo, ProjectRegistry
-from backend.results import state_prediction
-from backend.state import TaskState, TaskStateStore
-from backend.task_inputs import RequestError, TaskInputs, project_id
-from backend.versions import BASE, Version, VersionRegistry
-from backend.write_ledger import WriteLedger, post_prediction_once
-from plugins.base import ModelPlugin, ObjectTrack, PluginConfig
-from plugins.registry import load_plugin
+from vrshq.backend.config import BackendConfig
+from vrshq.backend.corrections import CorrectionsLog
+from vrshq.backend.jobs.execute import execute
+from vrshq.backend.jobs.payloads import predict_payload
+from vrshq.backend.jobs.redis_queue import RQJobRunner
+from vrshq.backend.jobs.runner import JobRunner, Report
+from vrshq.backend.labelstudio.connections import project_media, project_writer, setup_project
+from vrshq.backend.labelstudio.keyframes import keyframe_url
+from vrshq.backend.labelstudio.labelconfig import KEYFRAME_FRAMES_KEY, LabelConfigInfo, parse_label_config
+from vrshq.backend.labelstudio.media import MediaConfig
+from vrshq.backend.labelstudio.results import state_prediction
+from vrshq.backend.labelstudio.task_video import open_task_video
+from vrshq.backend.labelstudio.writer import LabelStudioWriter
+from vrshq.backend.metrics import Metrics, RedisFrames
+from vrshq.backend.serving import ModelServing
+from vrshq.backend.tasks.inputs import RequestError, TaskInputs
+from vrshq.backend.tasks.projects import ProjectRegistry
+from vrshq.backend.tasks.state import TaskState, TaskStateStore
+from vrshq.backend.tasks.write_ledger import WriteLedger, post_prediction_once
 from vrshq.errors import VrshqError
 from vrshq.masks import decode_rle
-from vrshq.video.reader import VideoReader, open_video
+from vrshq.plugins.base import ModelPlugin, ObjectTrack
+from vrshq.video.reader import VideoReader
+
 
 log = logging.getLogger(__name__)
-
-
-def public_host(url: str | None) -> str:
-    """A Label Studio URL as it may be logged: scheme, host and port only (no credentials)."""
-    from urllib.parse import urlsplit
-
-    if not url:
-        return "(none)"
-    try:
-        parts = urlsplit(str(url))
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return "(unparsable URL)"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{parts.scheme}://{host}{port}" if parts.scheme else "(not a URL)"
-
-
-def _same_origin(a: str | None, b: str | None) -> bool:
-    from backend.media import _origin
-
-    if not a or not b:
-        return False
-    return _origin(a) == _origin(b)
 
 
 class Backend:
@@ -76,85 +52,47 @@ class Backend:
         self.config = config
         data = config.data_path
         data.mkdir(parents=True, exist_ok=True)
-        self.versions = VersionRegistry(data)
-        self._serving_id: str | None = None
-        self._version_checked = 0.0
-        self._reload_lock = threading.Lock()
-        if plugin is None:
-            plugin = self._load(self._serving_version())
-        else:
-            self._serving_id = BASE  # a given plugin serves the configured model (not reloaded)
-        self.plugin = plugin
+        self.serving = ModelServing(config, plugin)
         self.states = TaskStateStore(data)
         self.projects = ProjectRegistry(data)
         self.corrections = CorrectionsLog.for_model_dir(data)
         self.writes = WriteLedger(data)
         self.writes.prune()
-        # Jobs carry JSON payloads (backend.job_functions): on Redis when REDIS_URL is set, for
-        # `vrshq worker` processes to run; otherwise on a thread pool in this process.
+        # Jobs carry JSON payloads (vrshq.backend.jobs.payloads): on Redis when REDIS_URL is set,
+        # for `vrshq worker` processes to run; otherwise on a thread pool in this process.
         redis_frames = None
         if config.redis_url:
-            from backend.metrics import RedisFrames
-            from backend.queue_rq import RQJobRunner
-
             self.jobs: Any = RQJobRunner(config.redis_url, config.queue, config.max_queued)
             redis_frames = RedisFrames(self.jobs.redis, f"vrshq:frames:{config.queue}")
         else:
             self.jobs = JobRunner(workers=config.job_workers)
         self.metrics = Metrics(config.metrics_dir, redis_frames)
-        self.model_lock = threading.Lock()
         log.info("model loaded: plugin %s, version %s (pid %d)", self.plugin.name,
                  self.plugin.version, os.getpid())
 
-    # ------------------------------------------------------------------ model versions
-    def _serving_version(self) -> Version | None:
-        try:
-            return self.versions.serving()
-        except VrshqError as exc:  # a broken registry must not take the backend down
-            log.warning("model versions: %s; serving the configured model", exc)
-            return None
+    # ------------------------------------------------------------------ the served model
+    @property
+    def plugin(self) -> ModelPlugin:
+        """The model plugin being served now."""
+        return self.serving.plugin
 
-    def _load(self, version: Version | None) -> ModelPlugin:
-        model_dir = str(version.path) if version is not None else self.config.model_dir
-        plugin_config = PluginConfig(model_dir=model_dir, device=self.config.device,
-                                     precision=self.config.precision)
-        plugin = load_plugin(self.config.plugin, plugin_config)
-        self._serving_id = version.id if version is not None else BASE
-        return plugin
+    @property
+    def model_lock(self) -> Any:
+        """Held around every call into the model."""
+        return self.serving.lock
+
+    @property
+    def versions(self) -> Any:
+        """The model-version registry under the data folder."""
+        return self.serving.versions
 
     def serving_model_dir(self) -> str | None:
         """The folder of the model being served (a registered version, or the configured one)."""
-        version = self._serving_version() if self._serving_id not in (None, BASE) else None
-        return str(version.path) if version is not None else self.config.model_dir
+        return self.serving.model_dir()
 
     def refresh_model(self, min_interval: float = 1.0) -> bool:
-        """Swap in the version ``versions/serving.json`` names, if it changed; whether it swapped.
-
-        Checked at most every ``min_interval`` seconds; the new model loads while requests keep
-        using the old one, then replaces it under the model lock (no restart, no dropped request).
-        """
-        now = time.monotonic()
-        if now - self._version_checked < min_interval or not self._reload_lock.acquire(blocking=False):
-            return False
-        try:
-            self._version_checked = now
-            version = self._serving_version()
-            wanted = version.id if version is not None else BASE
-            if wanted == self._serving_id:
-                return False
-            try:
-                plugin = self._load(version)
-            except VrshqError as exc:
-                log.error("model version %s cannot be loaded, keeping %s: %s", wanted,
-                          self._serving_id, exc)
-                self._serving_id = wanted  # do not retry a broken version on every request
-                return False
-            with self.model_lock:
-                self.plugin = plugin
-            log.info("now serving model version %s (%s)", wanted, plugin.version)
-            return True
-        finally:
-            self._reload_lock.release()
+        """Swap in a newly served model version (see :meth:`ModelServing.refresh`)."""
+        return self.serving.refresh(min_interval)
 
     def close(self) -> None:
         """Finish running jobs and close the log."""
@@ -174,38 +112,7 @@ class Backend:
 
     def setup(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Check and remember a project's label config, URL and token; the model version."""
-        pid = project_id(payload.get("project"))
-        schema = payload.get("schema")
-        if schema is not None:
-            if not isinstance(schema, str):
-                raise RequestError("'schema' must be the label config text")
-            parse_label_config(schema)
-        token = payload.get("access_token")
-        hostname = payload.get("hostname")
-        extra = payload.get("extra_params") or {}
-        if not isinstance(extra, Mapping):
-            raise RequestError("'extra_params' must be an object")
-        old = self.projects.get(pid)
-        new_host = hostname if isinstance(hostname, str) and hostname else None
-        host = new_host or (old.hostname if old else None)
-        if isinstance(token, str) and token:
-            kept_token = token
-        elif old is not None and old.access_token and (
-                new_host is None or _same_origin(new_host, old.hostname)):
-            kept_token = old.access_token
-        else:
-            # A token belongs to the host it came with: re-pointed elsewhere without a token of
-            # its own, the project has none (the old one must never reach the new host).
-            kept_token = None
-            if old is not None and old.access_token:
-                log.warning("project %s: Label Studio moved from %s to %s without a token; the "
-                            "stored token is dropped", pid, public_host(old.hostname),
-                            public_host(new_host))
-        self.projects.put(ProjectInfo(
-            project=pid, label_config=schema if schema is not None else (old and old.label_config),
-            hostname=host, access_token=kept_token, extra_params=dict(extra)))
-        log.info("project %s set up: Label Studio at %s (%s)", pid, public_host(host),
-                 "with a token" if kept_token else "no token")
+        setup_project(self.projects, payload)
         return {"model_version": self.model_version, "plugin": self.plugin.info()}
 
     # ------------------------------------------------------------------ helpers
@@ -224,9 +131,7 @@ class Backend:
         return parse_label_config(self.label_config_text(project, given))
 
     def submit(self, kind: str, key: str, payload: dict[str, Any], **info: Any) -> Any:
-        """Queue a job (backend.job_functions) with a JSON payload; (job, created)."""
-        from backend.job_functions import execute
-
+        """Queue a job (:mod:`vrshq.backend.jobs.execute`) with a JSON payload; (job, created)."""
         if isinstance(self.jobs, JobRunner):
             return self.jobs.submit(kind, key, lambda report: execute(self, kind, payload, report), **info)
         return self.jobs.submit(kind, key, payload, **info)
@@ -245,62 +150,15 @@ class Backend:
 
     def writer(self, project: str) -> LabelStudioWriter:
         """The Label Studio client for a project: the environment's, else /setup's."""
-        url, key = self.config.label_studio_url, self.config.api_key
-        if not (url and key):
-            info = self.projects.get(project)
-            if info is not None:
-                # /setup's token goes only to /setup's host (a token belongs to its host).
-                token = info.access_token if (not url or _same_origin(url, info.hostname)) else None
-                url, key = url or info.hostname, key or token
-        return LabelStudioWriter(url, key)
+        return project_writer(self.config, self.projects, project)
 
     def media_config(self, project: str) -> MediaConfig:
         """Where the project's media may come from."""
-        writer = self.writer(project)
-        return MediaConfig(label_studio_url=writer.url, api_key=writer._api_key,
-                           local_roots=tuple(self.config.local_roots),
-                           cache_dir=str(self.config.data_path / "media"))
+        return project_media(self.config, self.writer(project))
 
     def open_video(self, project: str, task: int, url: str, fps: float) -> VideoReader:
-        """The task's video, resolved (local root or download) and opened at Label Studio's fps.
-
-        A video over the configured limits (VRSHQ_MAX_PIXELS, VRSHQ_MAX_FRAMES) is a VideoError.
-        """
-        from urllib.parse import urlsplit
-
-        from backend.media import MediaError
-        from vrshq.errors import VideoError
-
-        # A host part with userinfo or a backslash parses differently in urllib and in requests
-        # ("http://evil\\@ls:8080/" is LS to one, evil to the other): never fetch such a URL.
-        netloc = urlsplit(url).netloc if isinstance(url, str) else ""
-        if "@" in netloc or "\\" in netloc:
-            raise MediaError(url, "a media URL may not carry a user name or a backslash in its host")
-        from vrshq.video.container import declared_size
-
-        path = resolve_media(url, self.media_config(project), task_id=task)
-        limits = self.config
-        # The stream's declared size first: decoding even one oversized frame costs gigabytes.
-        size = declared_size(str(path))
-        if size is not None and size[0] * size[1] > limits.max_pixels:
-            raise VideoError(shorten(url), f"the video is {size[0]}x{size[1]}, more than the "
-                                  f"{limits.max_pixels} pixels a frame may have (VRSHQ_MAX_PIXELS)")
-        try:
-            video = open_video(Path(path), fps=fps)
-        except VideoError as exc:
-            # Name the task's media, not the file it became on this server.
-            raise VideoError(shorten(url), exc.reason) from None
-        too_big = None
-        if video.width * video.height > limits.max_pixels:
-            too_big = (f"the video is {video.width}x{video.height}, more than the "
-                       f"{limits.max_pixels} pixels a frame may have (VRSHQ_MAX_PIXELS)")
-        elif len(video) > limits.max_frames:
-            too_big = (f"the video has {len(video)} frames, more than the {limits.max_frames} "
-                       "a task may have (VRSHQ_MAX_FRAMES)")
-        if too_big is not None:
-            video.close()
-            raise VideoError(shorten(url), too_big)
-        return video
+        """The task's video, resolved and opened at Label Studio's fps, within the configured limits."""
+        return open_task_video(url, self.media_config(project), task, fps, self.config)
 
     # ------------------------------------------------------------------ predict
     def predict_task(self, inputs: TaskInputs, video: VideoReader, info: LabelConfigInfo,
@@ -352,8 +210,6 @@ class Backend:
 
     def submit_prediction_job(self, inputs: TaskInputs, label_config: str) -> dict[str, Any]:
         """Run a task's prediction as a job that writes the prediction back to Label Studio."""
-        from backend.job_functions import predict_payload
-
         self.require_writer(inputs.project, inputs.task)
         prompts = json.dumps([(p.obj_id, p.text, p.label) for p in inputs.prompts])
         key = "predict:" + hashlib.sha256(

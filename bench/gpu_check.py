@@ -33,8 +33,8 @@ MODULES = (
     "safetensors", "peft", "sam2", "sam2.build_sam", "sam2.sam2_video_predictor", "hydra",
     "omegaconf", "iopath", "open_clip", "ftfy", "decord", "av", "pycocotools", "flask",
     "werkzeug", "sqlalchemy", "label_studio_sdk", "prometheus_client", "psutil", "requests",
-    "pytest", "vrshq.engine", "vrshq.model.loading", "vrshq.model.tiny", "backend.app",
-    "backend.service", "plugins.vrshq_plugin", "plugins.sam2_plugin", "bench.engine_bench",
+    "pytest", "vrshq.engine", "vrshq.model.loading", "vrshq.model.tiny", "vrshq.backend.http.app",
+    "vrshq.backend.service", "vrshq.plugins.vrshq_plugin", "vrshq.plugins.sam2_plugin", "bench.engine_bench",
     "bench.vrshq_bench", "bench.roundtrip_bench", "bench.ls_standin",
 )
 # Our own top-level packages: never a distribution to carry.

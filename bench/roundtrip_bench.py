@@ -3,7 +3,7 @@
     python -m bench.roundtrip_bench [--frames 300] [--size 1280x720] [--sam2 release]
                                     [--device auto] [--precision official]
 
-The backend runs as shipped (``backend.app`` served over HTTP on 127.0.0.1, its in-process job
+The backend runs as shipped (``vrshq.backend.http.app`` served over HTTP on 127.0.0.1, its in-process job
 runner, the vrshq plugin) on a model folder made here: a tiny random MLLM and CLIP with SAM-2
 either tiny or ``release`` (the release's 2.0 hiera-L at 1024 px, random weights, under
 ``model.visual_model.*`` as in the release checkpoint). Label Studio is replaced by an
@@ -85,10 +85,10 @@ def run(frames: int, width: int, height: int, sam2: str, device: str, precision:
     """The round trip; its measurements and checks."""
     import torch
 
-    from backend.app import create_app
-    from backend.config import BackendConfig
-    from backend.labelconfig import parse_label_config
-    from backend.service import Backend
+    from vrshq.backend.http.app import create_app
+    from vrshq.backend.config import BackendConfig
+    from vrshq.backend.labelstudio.labelconfig import parse_label_config
+    from vrshq.backend.service import Backend
     from vrshq.masks import encode_brush
     from vrshq.model.tiny import write_tiny_vrshq
     from vrshq.synthetic import SyntheticSpec, ground_truth, write_video
@@ -176,7 +176,7 @@ def run(frames: int, width: int, height: int, sam2: str, device: str, precision:
 
 def _checks(stored: dict, predicted: dict, info, fixed: np.ndarray, backend, answer: dict,
             frames: int) -> dict[str, bool | float]:
-    from backend.predictions import parse_annotation
+    from vrshq.backend.labelstudio.predictions import parse_annotation
 
     new = parse_annotation(stored["result"], info)
     old = parse_annotation(predicted["result"], info)

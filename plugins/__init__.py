@@ -1,11 +1,11 @@
-"""Model plugins: the interface (:mod:`plugins.base`), discovery (:mod:`plugins.registry`) and the
+"""Model plugins: the interface (:mod:`vrshq.plugins.base`), discovery (:mod:`vrshq.plugins.registry`) and the
 built-in ``vrshq`` (text prompts) and ``sam2`` (box, points or mask prompts) plugins.
 
 The built-in plugins are imported lazily by the registry through their entry points, so importing
 this package does not import the models.
 """
 
-from plugins.base import (
+from vrshq.plugins.base import (
     PROMPT_KINDS,
     Correction,
     ModelPlugin,
@@ -14,7 +14,7 @@ from plugins.base import (
     PluginConfig,
     Progress,
 )
-from plugins.registry import (
+from vrshq.plugins.registry import (
     DEFAULT_PLUGIN,
     GROUP,
     available_plugins,

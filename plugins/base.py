@@ -1,7 +1,7 @@
 """The model-plugin interface: what a plugin receives (a video and object prompts) and returns (tracks).
 
 A plugin is a :class:`ModelPlugin` subclass published under the entry-point group
-``vrshq.plugins`` (see :mod:`plugins.registry`). The backend builds one instance per process,
+``vrshq.plugins`` (see :mod:`vrshq.plugins.registry`). The backend builds one instance per process,
 calls :meth:`ModelPlugin.load` once (heavy models live on the instance) and then, per request,
 :meth:`ModelPlugin.predict` or :meth:`ModelPlugin.correct`. Plugins see plain data classes and
 numpy masks at the video's size, never Label Studio JSON: the backend converts both ways.

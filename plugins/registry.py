@@ -18,14 +18,14 @@ import os
 from collections.abc import Mapping
 from importlib.metadata import EntryPoint, entry_points
 
-from plugins.base import ModelPlugin, PluginConfig
+from vrshq.plugins.base import ModelPlugin, PluginConfig
 from vrshq.errors import ModelError, VrshqError
 
 GROUP = "vrshq.plugins"
 DEFAULT_PLUGIN = "vrshq"
 ENV_VAR = "VRSHQ_PLUGIN"
 # This repository's plugins, as pyproject.toml declares them.
-BUILTIN = {"vrshq": "plugins.vrshq_plugin:VrshqPlugin", "sam2": "plugins.sam2_plugin:Sam2Plugin"}
+BUILTIN = {"vrshq": "vrshq.plugins.vrshq_plugin:VrshqPlugin", "sam2": "vrshq.plugins.sam2_plugin:Sam2Plugin"}
 
 
 def available_plugins() -> dict[str, EntryPoint]:

@@ -14,7 +14,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from plugins.base import Correction, ObjectTrack, Progress, check_corrections
+from vrshq.plugins.base import Correction, ObjectTrack, Progress, check_corrections
 from vrshq.engine import EngineConfig, TrackingSession
 from vrshq.masks.track import Track
 from vrshq.tracking import collect_tracks, expected_steps

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from plugins.base import (
+from vrshq.plugins.base import (
     Correction,
     ModelPlugin,
     ObjectPrompt,
@@ -15,7 +15,7 @@ from plugins.base import (
     PluginConfig,
     Progress,
 )
-from plugins.repropagate import repropagate, track_objects
+from vrshq.plugins.repropagate import repropagate, track_objects
 from vrshq.engine import EngineConfig, TrackingSession, apply_precision, build_model
 from vrshq.engine.sam2_loader import OFFICIAL_POSTPROCESSING
 from vrshq.errors import ModelError, PromptError

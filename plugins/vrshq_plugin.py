@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from plugins.base import (
+from vrshq.plugins.base import (
     Correction,
     ModelPlugin,
     ObjectPrompt,
@@ -12,7 +12,7 @@ from plugins.base import (
     PluginConfig,
     Progress,
 )
-from plugins.repropagate import repropagate
+from vrshq.plugins.repropagate import repropagate
 from vrshq.errors import ModelError, PromptError
 from vrshq.masks.track import Track
 from vrshq.model.layout import check_model_folder

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.app import create_app
-from backend.config import BackendConfig
-from backend.service import Backend
+from vrshq.backend.http.app import create_app
+from vrshq.backend.config import BackendConfig
+from vrshq.backend.service import Backend
 from vrshq.model.tiny import write_tiny_vrshq
 from vrshq.synthetic import SyntheticSpec, ground_truth, write_video
 
@@ -83,9 +83,9 @@ def seed_corrections(data_dir: Path, media: Path, specs: list[SyntheticSpec], na
     (both from the exact ground truth), the videos written under ``media/clips``."""
     import numpy as np
 
-    from backend.corrections import Correction, CorrectionsLog
-    from backend.state import TaskState, TaskStateStore
-    from plugins.base import ObjectTrack
+    from vrshq.backend.corrections import Correction, CorrectionsLog
+    from vrshq.backend.tasks.state import TaskState, TaskStateStore
+    from vrshq.plugins.base import ObjectTrack
     from vrshq.masks import Track, encode_rle
 
     with CorrectionsLog.for_model_dir(data_dir) as log:

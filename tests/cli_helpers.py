@@ -27,7 +27,7 @@ def run_cli(capfd, *argv) -> tuple[int, str, str]:
 def run_script(*argv) -> subprocess.CompletedProcess:
     """Run the installed console script, without the model folders the environment may name."""
     assert VRSHQ.is_file(), f"console script not installed at {VRSHQ}"
-    env = {k: v for k, v in os.environ.items() if k not in ("VRSHQ_MODEL_DIR", "VRSHQ_MODEL")}
+    env = {k: v for k, v in os.environ.items() if k not in ("VRSHQ_MODEL_DIR", "VRSHQ_MODEL", "MODEL_DIR")}
     env["OMP_NUM_THREADS"] = "1"
     return subprocess.run([str(VRSHQ), *map(str, argv)], capture_output=True, text=True,
                           env=env, timeout=300)

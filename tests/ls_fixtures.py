@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from backend.labelstudio_local import LabelStudioAPI, LabelStudioServer
+from vrshq.backend.labelstudio.local import LabelStudioAPI, LabelStudioServer
 
 
 @pytest.fixture(scope="session")

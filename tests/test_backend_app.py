@@ -13,11 +13,11 @@ from urllib.parse import unquote
 import numpy as np
 import pytest
 
-import backend.config
-from backend.app import create_app
-from backend.config import BackendConfig, ConfigError
-from backend.labelconfig import parse_label_config
-from backend.predictions import parse_annotation
+import vrshq.backend.config as backend_config
+from vrshq.backend.http.app import create_app
+from vrshq.backend.config import BackendConfig, ConfigError
+from vrshq.backend.labelstudio.labelconfig import parse_label_config
+from vrshq.backend.labelstudio.predictions import parse_annotation
 from tests.backend_fixtures import (
     SPEC,
     TEXT_XML,
@@ -202,14 +202,14 @@ ALL_ENV_CASES = {
     "VRSHQ_PRECISION": ("fp32", "precision", "fp32"),
     "VRSHQ_REQUEST_TIMEOUT": ("12.5", "request_timeout", 12.5),
     # The per-request bounds, where the config has them: each read as an integer.
-    **{var: ("7", name, 7) for name, var in getattr(backend.config, "BOUNDS", {}).items()},
+    **{var: ("7", name, 7) for name, var in getattr(backend_config, "BOUNDS", {}).items()},
 }
 SECRETS = ("api-key-3f9a", "token-8c1d", "pass-4b7e", "redis-pass-6e2f")
 
 
 def _documented_variables() -> set[str]:
     """The variable names in backend/config.py's docstring (upper-case words with an underscore)."""
-    return set(re.findall(r"\b[A-Z][A-Z0-9]*_[A-Z0-9_]+\b", backend.config.__doc__))
+    return set(re.findall(r"\b[A-Z][A-Z0-9]*_[A-Z0-9_]+\b", backend_config.__doc__))
 
 
 ENV_CASES = {name: case for name, case in ALL_ENV_CASES.items() if name in _documented_variables()}

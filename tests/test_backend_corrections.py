@@ -12,9 +12,9 @@ import copy
 import numpy as np
 import pytest
 
-from backend.app import create_app
-from backend.labelconfig import parse_label_config
-from backend.predictions import parse_annotation
+from vrshq.backend.http.app import create_app
+from vrshq.backend.labelstudio.labelconfig import parse_label_config
+from vrshq.backend.labelstudio.predictions import parse_annotation
 from tests.backend_fixtures import BOX_XML, SPEC, TEXT_XML, make_backend, next_task_id, text_task
 from vrshq.masks import encode_brush
 

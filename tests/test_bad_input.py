@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from backend.app import create_app
-from backend.config import BackendConfig, ConfigError
+from vrshq.backend.http.app import create_app
+from vrshq.backend.config import BackendConfig, ConfigError
 from tests.backend_fixtures import SPEC, TEXT_XML, next_task_id, text_task
 
 ROUTES = ("/predict", "/webhook", "/setup")

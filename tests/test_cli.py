@@ -232,7 +232,7 @@ def test_tiny_models_out_dir_is_a_file(tmp_path, capfd):
 def test_track_console_script_mp4_with_progress(clip, model_dir, tmp_path):
     out = tmp_path / "out"
     proc = _script("track", clip.video, "--mask", clip.prompt, "--frame", "0", "--out", out,
-                   "--model-dir", model_dir, "--progress")
+                   "--model", model_dir, "--progress")
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "tracking" in proc.stderr and "100%" in proc.stderr  # the tqdm bar
@@ -244,7 +244,7 @@ def test_track_console_script_mp4_with_progress(clip, model_dir, tmp_path):
 
 
 def test_track_frame_folder_with_model_dir_from_env(short, model_dir, tmp_path, capfd, monkeypatch):
-    monkeypatch.setenv("VRSHQ_MODEL_DIR", str(model_dir))
+    monkeypatch.setenv("VRSHQ_MODEL", str(model_dir))
     out = tmp_path / "out"
     rc, stdout, err = _cli(capfd, "track", short.folder, "--mask", short.prompt, "--frame", 0, "--out", out)
     assert rc == 0, err
@@ -260,7 +260,7 @@ def test_track_forward_from_a_middle_frame(clip, model_dir, tmp_path, capfd):
     write_palette_png(prompt, clip.gt[start])
     out = tmp_path / "out"
     rc, _, err = _cli(capfd, "track", clip.video, "--mask", prompt, "--frame", start, "--out", out,
-                      "--model-dir", model_dir, "--direction", "forward")
+                      "--model", model_dir, "--direction", "forward")
     assert rc == 0, err
     _check_outputs(out, clip.gt, clip.fps, [1, 2], first_frame=start)
     for f in range(start):
@@ -279,7 +279,7 @@ def test_track_correction_on_a_later_frame(clip, model_dir, tmp_path, capfd):
     write_palette_png(fix, correction)
     out = tmp_path / "out"
     rc, _, err = _cli(capfd, "track", clip.video, "--mask", clip.prompt, "--frame", 0,
-                      "--mask", fix, "--frame", 20, "--out", out, "--model-dir", model_dir)
+                      "--mask", fix, "--frame", 20, "--out", out, "--model", model_dir)
     assert rc == 0, err
     tracks = _check_outputs(out, clip.gt, clip.fps, [1, 2])
     assert _iou(tracks[1].mask(20), correction == 1) > 0.85
@@ -292,7 +292,7 @@ def test_track_binary_mask_is_object_1(short, model_dir, tmp_path, capfd):
     Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), mode="L").save(binary)
     out = tmp_path / "out"
     rc, stdout, err = _cli(capfd, "track", short.video, "--mask", binary, "--frame", 0, "--out", out,
-                           "--model-dir", model_dir)
+                           "--model", model_dir)
     assert rc == 0, err
     assert "tracked 1 object(s)" in stdout
     gt = np.where(short.gt == 2, 1, 0).astype(np.uint8)
@@ -303,7 +303,7 @@ def test_track_binary_mask_is_object_1(short, model_dir, tmp_path, capfd):
 def test_track_resize_vrshq_writes_original_size(short, model_dir, tmp_path, capfd):
     out = tmp_path / "out"
     rc, _, err = _cli(capfd, "track", short.video, "--mask", short.prompt, "--frame", 0, "--out", out,
-                      "--model-dir", model_dir, "--resize", "vrshq")
+                      "--model", model_dir, "--resize", "vrshq")
     assert rc == 0, err
     tracks = _check_outputs(out, short.gt, short.fps, [1, 2])
     for t in tracks:  # padding removed and scaled back: the prompt frame lines up
@@ -348,9 +348,9 @@ def test_demo_bad_frames(tmp_path, capfd):
 def test_bad_inputs_console_script(short, bad, model_dir, tmp_path):
     # decord and ffmpeg print their own lines on a corrupt file: the script must not.
     proc = _script("track", bad.corrupt, "--mask", short.prompt, "--frame", "0",
-                   "--out", tmp_path / "out", "--model-dir", model_dir)
+                   "--out", tmp_path / "out", "--model", model_dir)
     _assert_one_line_error(proc.returncode, proc.stderr, str(bad.corrupt))
-    proc = _script("track", short.video, "--mask", short.prompt, "--frame", "0", "--model-dir", model_dir)
+    proc = _script("track", short.video, "--mask", short.prompt, "--frame", "0", "--model", model_dir)
     _assert_one_line_error(proc.returncode, proc.stderr, "--out")
     assert not (tmp_path / "out").exists()
 
@@ -361,7 +361,7 @@ def _bad_case(name: str, c: SimpleNamespace) -> tuple[list, list[str]]:
     def track(*extra, video=None, mask=None, frame="0", out=True, model=True):
         argv = ["track", video or c.short.video, "--mask", mask or c.short.prompt, "--frame", frame]
         argv += ["--out", c.out] if out is True else ["--out", out] if out else []
-        return argv + (["--model-dir", c.model_dir] if model else []) + list(extra)
+        return argv + (["--model", c.model_dir] if model else []) + list(extra)
 
     b = c.bad
     nope_mp4, nope_png, nope_yaml = b.root / "nope.mp4", b.root / "nope.png", b.root / "nope.yaml"
@@ -382,12 +382,12 @@ def _bad_case(name: str, c: SimpleNamespace) -> tuple[list, list[str]]:
         "unpaired-mask-frame": (track("--mask", c.short.prompt), ["2 --mask", "1 --frame"]),
         "missing-out": (track(out=False), ["--out"]),
         "out-is-a-file": (track(out=b.a_file), ["--out", str(b.a_file)]),
-        "no-model-in-model-dir": (track("--model-dir", b.empty_dir, model=False),
+        "no-model-in-model-dir": (track("--model", b.empty_dir, model=False),
                                   [str(b.empty_dir), "config.yaml"]),
-        "model-dir-missing": (track("--model-dir", nodir, model=False), ["--model-dir", str(nodir)]),
-        "checkpoint-renamed-key": (track("--model-dir", b.renamed, model=False),
+        "model-dir-missing": (track("--model", nodir, model=False), ["--model", str(nodir)]),
+        "checkpoint-renamed-key": (track("--model", b.renamed, model=False),
                                    [str(renamed_ckpt), OBJ_SCORE_BIAS_KEY, "renamed_bias"]),
-        "checkpoint-corrupt": (track("--model-dir", b.broken, model=False), [str(broken_ckpt), "checkpoint"]),
+        "checkpoint-corrupt": (track("--model", b.broken, model=False), [str(broken_ckpt), "checkpoint"]),
         "sam2-config-missing": (track("--sam2-config", nope_yaml, "--sam2-checkpoint", b.checkpoint,
                                       model=False), [str(nope_yaml)]),
         "sam2-config-without-checkpoint": (track("--sam2-config", b.config, model=False),
@@ -419,17 +419,17 @@ def test_track_bad_input(case, short, bad, model_dir, capfd, tmp_path):
 
 
 def test_track_without_any_model(short, tmp_path, capfd, monkeypatch):
-    monkeypatch.delenv("VRSHQ_MODEL_DIR", raising=False)
+    monkeypatch.delenv("VRSHQ_MODEL", raising=False)
     rc, _, err = _cli(capfd, "track", short.video, "--mask", short.prompt, "--frame", 0,
                       "--out", tmp_path / "o")
-    _assert_one_line_error(rc, err, "no model", "--model-dir", "--sam2-config")
+    _assert_one_line_error(rc, err, "no model", "--model", "--sam2-config")
 
 
 def test_track_cuda_device_that_is_not_there(short, model_dir, tmp_path, capfd):
     # Without CUDA any cuda device is refused; with it, an index past the last GPU is.
     device, needle = ("cuda:99", "CUDA device") if torch.cuda.is_available() else ("cuda", "CUDA")
     rc, _, err = _cli(capfd, "track", short.video, "--mask", short.prompt, "--frame", 0,
-                      "--out", tmp_path / "o", "--model-dir", model_dir, "--device", device)
+                      "--out", tmp_path / "o", "--model", model_dir, "--device", device)
     _assert_one_line_error(rc, err, f"--device {device}", needle)
 
 
@@ -440,11 +440,11 @@ def test_track_rerun_into_the_same_out_keeps_only_the_new_run(clip, short, model
     out = tmp_path / "out"
     out.mkdir()  # an empty folder is fine
     rc, _, err = _cli(capfd, "track", clip.video, "--mask", clip.prompt, "--frame", 0, "--out", out,
-                      "--model-dir", model_dir)
+                      "--model", model_dir)
     assert rc == 0, err
     assert len(list((out / "masks").iterdir())) == LONG["num_frames"]
     rc, stdout, err = _cli(capfd, "track", short.video, "--mask", short.prompt, "--frame", 0,
-                           "--out", out, "--model-dir", model_dir)
+                           "--out", out, "--model", model_dir)
     assert rc == 0, err
     _check_outputs(out, short.gt, short.fps, [1, 2])  # the 8 masks of this run, none of the 24
     assert sorted(p.name for p in out.iterdir()) == ["labelstudio.json", "masks", "track.json"]
@@ -456,9 +456,9 @@ def test_track_refuses_an_out_that_holds_other_files(short, tmp_path, capfd, mon
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    # No model at --model-dir: the refusal comes first, before anything loads.
+    # No model at --model: the refusal comes first, before anything loads.
     rc, _, err = _cli(capfd, "track", short.video, "--mask", short.prompt, "--frame", 0, "--out", out,
-                      "--model-dir", tmp_path / "no-model")
+                      "--model", tmp_path / "no-model")
     _assert_one_line_error(rc, err, f"--out {out}", "not empty")
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
     # The folder the command runs in is never swapped away, even empty.
@@ -466,19 +466,19 @@ def test_track_refuses_an_out_that_holds_other_files(short, tmp_path, capfd, mon
     empty.mkdir()
     monkeypatch.chdir(empty)
     rc, _, err = _cli(capfd, "track", short.video, "--mask", short.prompt, "--frame", 0, "--out", ".",
-                      "--model-dir", tmp_path / "no-model")
+                      "--model", tmp_path / "no-model")
     _assert_one_line_error(rc, err, "--out .", "current folder")
 
 
 def test_track_cache_dir_is_checked_or_made_before_the_model_loads(short, bad, model_dir, tmp_path, capfd):
     blocked = bad.a_file / "cache"  # its parent is a file: it can never be made
     rc, _, err = _cli(capfd, "track", short.video, "--mask", short.prompt, "--frame", 0,
-                      "--out", tmp_path / "o", "--model-dir", tmp_path / "no-model", "--cache-dir", blocked)
+                      "--out", tmp_path / "o", "--model", tmp_path / "no-model", "--cache-dir", blocked)
     _assert_one_line_error(rc, err, f"--cache-dir {blocked}")
     assert not (tmp_path / "o").exists()
     cache = tmp_path / "new" / "cache"
     rc, _, err = _cli(capfd, "track", short.video, "--mask", short.prompt, "--frame", 0,
-                      "--out", tmp_path / "o", "--model-dir", model_dir, "--cache-dir", cache,
+                      "--out", tmp_path / "o", "--model", model_dir, "--cache-dir", cache,
                       "--feature-budget-mib", 0)
     assert rc == 0, err
     assert cache.is_dir()

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.corrections import (
+from vrshq.backend.corrections import (
     DB_FILENAME,
     Correction,
     CorrectionsLog,
@@ -148,7 +148,7 @@ def test_committed_before_append_returns(tmp_path):
         import os, signal, sys
         sys.path.insert(0, {str(ROOT)!r})
         from tests.test_corrections import make
-        from backend.corrections import CorrectionsLog
+        from vrshq.backend.corrections import CorrectionsLog
         log = CorrectionsLog.for_model_dir({str(tmp_path)!r})
         row_id = log.append(make(label="killed"))
         print(row_id, flush=True)
@@ -244,10 +244,10 @@ def test_export_jsonl(log, tmp_path):
 
 
 def test_cli_list_and_export(log, tmp_path, capfd, monkeypatch):
-    monkeypatch.delenv("VRSHQ_MODEL_DIR", raising=False)
+    monkeypatch.delenv("MODEL_DIR", raising=False)
     log.append(make(project=1, task=2, annotator=9, obj_id=3, label="dog", frame=7))
     log.append(make(project=5, predicted_boxes=None, corrected_boxes=None))
-    rc, out, err = run_cli(capfd, "corrections", "list", "--model-dir", tmp_path)
+    rc, out, err = run_cli(capfd, "corrections", "list", "--data-dir", tmp_path)
     assert rc == 0, err
     lines = out.splitlines()
     assert lines[0].split()[:3] == ["ID", "CREATED", "(UTC)"]
@@ -255,7 +255,7 @@ def test_cli_list_and_export(log, tmp_path, capfd, monkeypatch):
     assert "dog" in lines[1] and "mask+boxes" in lines[1] and "vrshq:vrshq-3b@abc123" in lines[1]
     assert lines[2].split()[3:5] == ["ANNOTATION_UPDATED", "5"] and " mask " in lines[2]
 
-    monkeypatch.setenv("VRSHQ_MODEL_DIR", str(tmp_path))
+    monkeypatch.setenv("MODEL_DIR", str(tmp_path))
     rc, out, err = run_cli(capfd, "corrections", "list", "--project", "1", "--json")
     assert rc == 0, err
     (record,) = [json.loads(line) for line in out.splitlines()]
@@ -272,23 +272,23 @@ def test_cli_list_and_export(log, tmp_path, capfd, monkeypatch):
 
 
 def test_cli_errors(tmp_path, capfd, monkeypatch):
-    monkeypatch.delenv("VRSHQ_MODEL_DIR", raising=False)
+    monkeypatch.delenv("MODEL_DIR", raising=False)
     empty = tmp_path / "empty"
     empty.mkdir()
-    rc, _, err = run_cli(capfd, "corrections", "list", "--model-dir", empty)
+    rc, _, err = run_cli(capfd, "corrections", "list", "--data-dir", empty)
     assert_one_line_error(rc, err, "no corrections log", str(empty.resolve() / DB_FILENAME))
     assert not (empty / DB_FILENAME).exists()
     rc, _, err = run_cli(capfd, "corrections", "list")
-    assert_one_line_error(rc, err, "--model-dir", "VRSHQ_MODEL_DIR")
+    assert_one_line_error(rc, err, "--data-dir", "MODEL_DIR")
     rc, _, err = run_cli(capfd, "corrections", "export", "--out", tmp_path / "x", "--db", "nope://")
     assert_one_line_error(rc, err, "--db")
 
     CorrectionsLog.for_model_dir(tmp_path).close()
     a_file = tmp_path / "file.txt"
     a_file.write_text("x")
-    rc, _, err = run_cli(capfd, "corrections", "export", "--out", a_file, "--model-dir", tmp_path)
+    rc, _, err = run_cli(capfd, "corrections", "export", "--out", a_file, "--data-dir", tmp_path)
     assert_one_line_error(rc, err, "--out", str(a_file), "not a folder")
-    rc, _, err = run_cli(capfd, "corrections", "list", "--model-dir", tmp_path, "--limit", "-1")
+    rc, _, err = run_cli(capfd, "corrections", "list", "--data-dir", tmp_path, "--limit", "-1")
     assert_one_line_error(rc, err, "--limit")
-    rc, _, err = run_cli(capfd, "corrections", "list", "--model-dir", tmp_path, "--db", "sqlite:///x")
+    rc, _, err = run_cli(capfd, "corrections", "list", "--data-dir", tmp_path, "--db", "sqlite:///x")
     assert_one_line_error(rc, err, "not allowed with")

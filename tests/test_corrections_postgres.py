@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.corrections import CorrectionsLog, export_jsonl, public_url
+from vrshq.backend.corrections import CorrectionsLog, export_jsonl, public_url
 from tests.cli_helpers import assert_one_line_error, run_cli, run_script
 from tests.test_corrections import make, mask
 from tests.test_serve import free_port

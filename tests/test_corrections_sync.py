@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backend.app import create_app
-from backend.corrections import CorrectionsLog
+from vrshq.backend.http.app import create_app
+from vrshq.backend.corrections import CorrectionsLog
 from tests.backend_fixtures import TEXT_XML, make_backend
 from tests.cli_helpers import run_cli
 from tests.test_backend_corrections import with_mask
@@ -61,7 +61,7 @@ def test_sync_logs_the_corrections_no_webhook_brought(label_studio, ls_api, tiny
 
     monkeypatch.setenv("LABEL_STUDIO_URL", label_studio.url)
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", label_studio.token)
-    rc, out, err = run_cli(capfd, "corrections", "sync", "--project", pid, "--model-dir", data)
+    rc, out, err = run_cli(capfd, "corrections", "sync", "--project", pid, "--data-dir", data)
     assert rc == 0, err
     assert "4 annotation(s) read, 1 correction(s) logged, 1 not started from a backend prediction" in out
     with CorrectionsLog.for_model_dir(data) as log:
@@ -70,19 +70,19 @@ def test_sync_logs_the_corrections_no_webhook_brought(label_studio, ls_api, tiny
     assert np.array_equal(decode_rle(rows[1].corrected_mask), fixed)
     assert rows[1].annotated_at and rows[1].prompt == "the red disc"
     # Again: nothing new.
-    rc, out, _ = run_cli(capfd, "corrections", "sync", "--project", pid, "--model-dir", data)
+    rc, out, _ = run_cli(capfd, "corrections", "sync", "--project", pid, "--data-dir", data)
     assert rc == 0 and "0 correction(s) logged" in out
 
     # Clear errors: another project, no Label Studio credentials.
-    rc, _, err = run_cli(capfd, "corrections", "sync", "--project", pid + 1000, "--model-dir", data)
+    rc, _, err = run_cli(capfd, "corrections", "sync", "--project", pid + 1000, "--data-dir", data)
     assert rc != 0 and "no predicted task of project" in err and "Traceback" not in err
     monkeypatch.delenv("LABEL_STUDIO_API_KEY")
-    rc, _, err = run_cli(capfd, "corrections", "sync", "--project", pid, "--model-dir", data)
+    rc, _, err = run_cli(capfd, "corrections", "sync", "--project", pid, "--data-dir", data)
     assert rc != 0 and "LABEL_STUDIO_API_KEY" in err and len(err.strip().splitlines()) == 1
 
 
 def test_sync_with_label_studio_down_names_the_url_it_tried(tmp_path, capfd):
-    from backend.state import TaskState, TaskStateStore
+    from vrshq.backend.tasks.state import TaskState, TaskStateStore
     from tests.cli_helpers import assert_one_line_error
     from tests.test_serve import free_port
 
@@ -90,7 +90,7 @@ def test_sync_with_label_studio_down_names_the_url_it_tried(tmp_path, capfd):
     TaskStateStore(data).save(TaskState(project="1", task="5", plugin="vrshq", model_version="m",
                                         video="/data/local-files/?d=v.mp4", fps=10.0, frames_count=8))
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    rc, _, err = run_cli(capfd, "corrections", "sync", "--project", "1", "--model-dir", data,
+    rc, _, err = run_cli(capfd, "corrections", "sync", "--project", "1", "--data-dir", data,
                          "--label-studio-url", url, "--api-key", "some-token")
     assert_one_line_error(rc, err, url, "LABEL_STUDIO_URL")
     assert "some-token" not in err

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml  # PyYAML comes with hydra-core/omegaconf (sam2); a missing one fails, not skips
 
-from backend.config import BOUNDS
+from vrshq.backend.config import BOUNDS
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -73,8 +73,8 @@ class RecordingEnv(dict):
 
 def read_names(env: dict[str, str] | None = None) -> set[str]:
     """The variable names BackendConfig.from_env and MediaConfig.from_env ask for, given ``env``."""
-    from backend.config import BackendConfig
-    from backend.media import MediaConfig
+    from vrshq.backend.config import BackendConfig
+    from vrshq.backend.labelstudio.media import MediaConfig
 
     asked: set[str] = set()
     recorder = RecordingEnv(env or {})
@@ -359,8 +359,8 @@ def test_every_variable_in_the_backends_is_one_the_code_reads(compose):
 
 
 def test_the_compose_environment_makes_a_valid_config(compose):
-    from backend.config import BackendConfig
-    from backend.media import MediaConfig
+    from vrshq.backend.config import BackendConfig
+    from vrshq.backend.labelstudio.media import MediaConfig
 
     for name in BACKENDS:
         env = resolved_env(services(compose)[name])

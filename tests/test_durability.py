@@ -39,12 +39,12 @@ import numpy as np
 import pytest
 import requests
 
-from backend.corrections import Correction, CorrectionsLog
-from backend.jobs import DONE, FAILED
-from backend.labelconfig import parse_label_config
-from backend.queue_rq import RQJobRunner
-from backend.results import shown_mask, state_prediction
-from backend.state import TaskStateStore
+from vrshq.backend.corrections import Correction, CorrectionsLog
+from vrshq.backend.jobs.runner import DONE, FAILED
+from vrshq.backend.labelstudio.labelconfig import parse_label_config
+from vrshq.backend.jobs.redis_queue import RQJobRunner
+from vrshq.backend.labelstudio.results import shown_mask, state_prediction
+from vrshq.backend.tasks.state import TaskStateStore
 from tests.backend_fixtures import TEXT_XML
 from tests.test_backend_corrections import with_mask
 from tests.test_queue_rq import redis_url  # noqa: F401 - the module-scoped redis-server fixture

@@ -131,7 +131,7 @@ def exported(tmp_path_factory, tiny_models):
     from vrshq.cli import main
 
     assert main(["corrections", "export", "--format", "revos", "--out", str(data),
-                 "--model-dir", str(model_dir), "--media-root", str(media)]) == 0
+                 "--data-dir", str(model_dir), "--media-root", str(media)]) == 0
     return data
 
 

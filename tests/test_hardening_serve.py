@@ -153,7 +153,7 @@ import time
 
 import numpy as np
 
-from plugins.base import ModelPlugin, ObjectTrack
+from vrshq.plugins.base import ModelPlugin, ObjectTrack
 from vrshq.masks.track import Track
 
 HOLD = os.environ["VRSHQ_TEST_HOLD"]

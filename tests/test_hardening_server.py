@@ -20,10 +20,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-import backend.app as app_module
-import backend.predictions as predictions_module
-from backend.app import create_app
-from backend.labelconfig import parse_label_config
+import vrshq.backend.http.app as app_module
+import vrshq.backend.labelstudio.predictions as predictions_module
+from vrshq.backend.http.app import create_app
+from vrshq.backend.labelstudio.labelconfig import parse_label_config
 from tests.backend_fixtures import SPEC, TEXT_XML, next_task_id, text_task
 from vrshq.masks import encode_brush
 
@@ -82,7 +82,7 @@ def no_model(vrshq_backend, monkeypatch):
 
 def test_health_and_metrics_do_not_take_the_model_lock(vrshq_backend, monkeypatch):
     app = create_app(backend=vrshq_backend)
-    monkeypatch.setattr(vrshq_backend, "_version_checked", 0.0)  # a model-version check is due
+    monkeypatch.setattr(vrshq_backend.serving, "checked_at", 0.0)  # a model-version check is due
     answers = {}
 
     def ask():
@@ -121,7 +121,7 @@ def test_a_long_typed_prompt_is_a_400_before_the_model_runs(client, no_model):
 
 
 def test_an_accepted_prompt_is_tokenised_once_in_time_linear_in_its_length(vrshq_backend, monkeypatch):
-    from backend.task_inputs import check_prompt_tokens
+    from vrshq.backend.tasks.inputs import check_prompt_tokens
 
     tokenizer = vrshq_backend.plugin.model.tokenizer
     seen = []
@@ -143,7 +143,7 @@ def test_an_accepted_prompt_is_tokenised_once_in_time_linear_in_its_length(vrshq
     assert work == [59, 119, 239]  # "ab ab ... ab": 3n - 1 characters, each seen once
     # Over the bound in characters, no tokenizer runs at all (a 1 MB prompt costs a len()).
     seen.clear()
-    from backend.task_inputs import RequestError, check_prompt_chars
+    from vrshq.backend.tasks.inputs import RequestError, check_prompt_chars
 
     with pytest.raises(RequestError):
         check_prompt_chars(["x" * 1_000_000], config, "task 1")
@@ -589,7 +589,7 @@ def test_answers_do_not_show_absolute_server_paths(client, media_root, vrshq_bac
 # --- every bound: a typed config field with its variable, and a README row with its default ---
 
 def test_every_bound_is_configured_from_its_variable_and_listed_in_the_readme():
-    from backend.config import BOUNDS, BackendConfig, ConfigError
+    from vrshq.backend.config import BOUNDS, BackendConfig, ConfigError
 
     env = {var: str(7 + i) for i, var in enumerate(BOUNDS.values())}
     env["VRSHQ_REQUEST_TIMEOUT"] = "2.5"

@@ -11,9 +11,9 @@ import time
 import numpy as np
 import pytest
 
-from backend.app import create_app
-from backend.jobs import CANCELLED, DONE, JobRunner
-from plugins.base import Correction, ObjectPrompt
+from vrshq.backend.http.app import create_app
+from vrshq.backend.jobs.runner import CANCELLED, DONE, JobRunner
+from vrshq.plugins.base import Correction, ObjectPrompt
 from tests.backend_fixtures import SPEC, TEXT_XML, make_backend, next_task_id
 from vrshq.errors import Cancelled
 from vrshq.synthetic import SyntheticSpec, write_video

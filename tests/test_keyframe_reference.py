@@ -28,15 +28,12 @@ from tests.vrshq_reference import (
     release_video_res,
     token_decode,
 )
-from vrshq.engine import EngineConfig
-from vrshq.engine.features import FeatureCache
 from vrshq.engine.holes import SAM2_FILL_HOLE_AREA
 from vrshq.engine.session import ObjectFrame
 from vrshq.model.frames import sample_frames
 from vrshq.model.keyframe import NO_OBJ_SCORE, KeyframeChoice, decode_with_token, select_keyframe_with_token
 from vrshq.model.pipeline import Vrshq
 from vrshq.model.tda import keyframe_scores, select_keyframe, temporal_dynamic_aggregation
-from vrshq.video.reader import open_video
 from vrshq.video.transforms import FrameTransform, ResizeMode, longest_side_shape
 
 DIM = 32  # the tiny sam2's prompt dim

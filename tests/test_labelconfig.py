@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from label_studio_sdk.label_interface import LabelInterface
 
-from backend.labelconfig import (
+from vrshq.backend.labelstudio.labelconfig import (
     LabelConfigError,
     LabelConfigInfo,
     TaskDataError,

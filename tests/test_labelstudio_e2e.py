@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 import requests
 
-from backend.corrections import CorrectionsLog
-from backend.labelconfig import parse_label_config
-from backend.labelstudio_local import LabelStudioAPI, LabelStudioServer
-from backend.predictions import parse_annotation
-from backend.state import TaskStateStore
+from vrshq.backend.corrections import CorrectionsLog
+from vrshq.backend.labelstudio.labelconfig import parse_label_config
+from vrshq.backend.labelstudio.local import LabelStudioAPI, LabelStudioServer
+from vrshq.backend.labelstudio.predictions import parse_annotation
+from vrshq.backend.tasks.state import TaskStateStore
 from tests.backend_fixtures import TEXT_XML
 from tests.browser import show_task
 from tests.test_serve import free_port, start, stop, wait_up

@@ -1,6 +1,6 @@
 """The Label Studio harness against a real Label Studio 1.23.2 and a real headless Chromium.
 
-No backend of ours is involved: a prediction built by ``backend.predictions`` from the synthetic
+No backend of ours is involved: a prediction built by ``vrshq.backend.labelstudio.predictions`` from the synthetic
 video's ground truth is embedded in an imported task, then read back through the API and looked
 at in the editor. A stub ML backend (a few lines of ``http.server``) checks the ML API calls.
 """
@@ -18,10 +18,10 @@ from typing import Any, ClassVar
 import pytest
 from PIL import Image
 
-from backend.labelconfig import parse_label_config
-from backend.predictions import mask_region_id, object_results, prediction, region_id
+from vrshq.backend.labelstudio.labelconfig import parse_label_config
+from vrshq.backend.labelstudio.predictions import mask_region_id, object_results, prediction, region_id
 from tests.browser import show_task
-from backend.labelstudio_local import LabelStudioAPI, LabelStudioServer
+from vrshq.backend.labelstudio.local import LabelStudioAPI, LabelStudioServer
 from vrshq.masks import Track
 from vrshq.synthetic import SyntheticSpec, ground_truth, render_scene, write_video
 

@@ -1,4 +1,4 @@
-"""backend.media against a real local HTTP server that imitates Label Studio's media routes."""
+"""vrshq.backend.labelstudio.media against a real local HTTP server that imitates Label Studio's media routes."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from backend.media import (
+from vrshq.backend.labelstudio.media import (
     MediaConfig,
     MediaError,
     _fetch_to,

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plugins import (
+from vrshq.plugins import (
     Correction,
     ModelPlugin,
     ObjectPrompt,
@@ -22,9 +22,9 @@ from plugins import (
     load_plugin,
     plugin_name,
 )
-from plugins.registry import plugin_class
-from plugins.sam2_plugin import Sam2Plugin
-from plugins.vrshq_plugin import VrshqPlugin
+from vrshq.plugins.registry import plugin_class
+from vrshq.plugins.sam2_plugin import Sam2Plugin
+from vrshq.plugins.vrshq_plugin import VrshqPlugin
 from vrshq.engine import EngineConfig
 from vrshq.errors import ModelError, PromptError
 from vrshq.model.tiny import write_tiny_vrshq
@@ -86,18 +86,18 @@ def test_builtin_plugins_are_discovered_through_entry_points(config):
     from importlib.metadata import entry_points
 
     declared = {ep.name: ep.value for ep in entry_points(group="vrshq.plugins")}
-    assert declared["sam2"] == "plugins.sam2_plugin:Sam2Plugin"
-    assert declared["vrshq"] == "plugins.vrshq_plugin:VrshqPlugin"
+    assert declared["sam2"] == "vrshq.plugins.sam2_plugin:Sam2Plugin"
+    assert declared["vrshq"] == "vrshq.plugins.vrshq_plugin:VrshqPlugin"
     found = available_plugins()
     assert {"vrshq", "sam2"} <= set(found)
-    assert found["sam2"].value == "plugins.sam2_plugin:Sam2Plugin"
-    assert found["vrshq"].value == "plugins.vrshq_plugin:VrshqPlugin"
+    assert found["sam2"].value == "vrshq.plugins.sam2_plugin:Sam2Plugin"
+    assert found["vrshq"].value == "vrshq.plugins.vrshq_plugin:VrshqPlugin"
     assert plugin_class("sam2") is Sam2Plugin and plugin_class("vrshq") is VrshqPlugin
 
 
 def test_builtin_plugins_load_from_a_source_tree_without_entry_points(monkeypatch):
     # vrshq on PYTHONPATH, not pip-installed (scripts/gpu_check.sh on a GPU machine)
-    monkeypatch.setattr("plugins.registry.entry_points", lambda group: [])
+    monkeypatch.setattr("vrshq.plugins.registry.entry_points", lambda group: [])
     assert set(available_plugins()) == {"vrshq", "sam2"}
     assert plugin_class("sam2") is Sam2Plugin and plugin_class("vrshq") is VrshqPlugin
 
@@ -293,6 +293,6 @@ def test_broken_plugin_is_named(monkeypatch):
     from importlib.metadata import EntryPoint
 
     broken = EntryPoint("broken", "no_such_module_xyz:Plugin", "vrshq.plugins")
-    monkeypatch.setattr("plugins.registry.available_plugins", lambda: {"broken": broken})
+    monkeypatch.setattr("vrshq.plugins.registry.available_plugins", lambda: {"broken": broken})
     with pytest.raises(ModelError, match="'broken'.*cannot be imported.*ModuleNotFoundError"):
         load_plugin("broken", PluginConfig())

@@ -10,7 +10,6 @@ keyframe.
 
 from __future__ import annotations
 
-import copy
 import subprocess
 import sys
 from pathlib import Path
@@ -19,8 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from backend.config import BackendConfig, ConfigError
-from plugins.base import PluginConfig
+from vrshq.backend.config import BackendConfig, ConfigError
+from vrshq.plugins.base import PluginConfig
 from vrshq.engine import EngineConfig, TrackingSession, apply_precision
 from vrshq.errors import ModelError
 from vrshq.model.loading import load_vrshq

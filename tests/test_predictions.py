@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from label_studio_sdk.label_interface import LabelInterface
 
-from backend.labelconfig import LabelConfigError, parse_label_config
-from backend.predictions import mask_region_id, object_results, parse_annotation, prediction, region_id
+from vrshq.backend.labelstudio.labelconfig import LabelConfigError, parse_label_config
+from vrshq.backend.labelstudio.predictions import mask_region_id, object_results, parse_annotation, prediction, region_id
 from vrshq.errors import MaskFormatError
 from vrshq.masks import Track, decode_brush
 from vrshq.masks.labelstudio import BOX_KEYS

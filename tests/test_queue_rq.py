@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from backend.app import create_app
-from backend.queue_rq import BusyError, RQJobRunner
+from vrshq.backend.http.app import create_app
+from vrshq.backend.jobs.redis_queue import BusyError, RQJobRunner
 from tests.backend_fixtures import TEXT_XML, make_backend
 from tests.test_serve import free_port
 from vrshq.synthetic import SyntheticSpec, write_video

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from plugins.base import Correction
+from vrshq.plugins.base import Correction
 from tests.backend_fixtures import SPEC, TEXT_XML, next_task_id, text_task
 from tests.test_backend_corrections import square
 from vrshq.masks import decode_brush

@@ -16,10 +16,10 @@ from types import SimpleNamespace
 
 import pytest
 
-import backend.app as app_module
-import backend.service as service_module
-from backend.app import create_app
-from backend.config import BackendConfig
+import vrshq.backend.http.auth as auth_module
+import vrshq.backend.labelstudio.task_video as task_video_module
+from vrshq.backend.http.app import create_app
+from vrshq.backend.config import BackendConfig
 from tests.backend_fixtures import TEXT_XML, make_backend, next_task_id, text_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +36,7 @@ def basic(user: str, password: str) -> dict[str, str]:
 # --- basic auth in constant time -------------------------------------------------------------
 
 def test_authorized_compares_user_and_password_with_compare_digest():
-    tree = ast.parse(inspect.getsource(app_module._authorized))
+    tree = ast.parse(inspect.getsource(auth_module.authorized))
     compared = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and ast.unparse(node.func) == "hmac.compare_digest":
@@ -73,7 +73,7 @@ def test_both_user_and_password_are_compared_every_time(auth_client, monkeypatch
         calls.append((a, b))
         return compare(a, b)
 
-    monkeypatch.setattr(app_module.hmac, "compare_digest", counting)
+    monkeypatch.setattr(auth_module.hmac, "compare_digest", counting)
     r = auth_client.get("/versions", headers=basic(user, password))
     monkeypatch.undo()
     assert r.status_code == status
@@ -98,7 +98,7 @@ def no_waits(monkeypatch) -> None:
     """No sleeping between the retries of Label Studio writes (ours and the SDK's)."""
     import label_studio_sdk.core.http_client as sdk_http
 
-    from backend import lsclient
+    from vrshq.backend.labelstudio import writer as lsclient
 
     for module in (lsclient, sdk_http):
         monkeypatch.setattr(module, "time", SimpleNamespace(sleep=lambda s: None))
@@ -251,7 +251,7 @@ def test_media_comes_only_from_label_studio_or_the_roots(ls_backend, escape_link
         opened.append(args)
         raise AssertionError(f"the video was opened: {args}")
 
-    monkeypatch.setattr(service_module, "open_video", open_video)
+    monkeypatch.setattr(task_video_module, "open_video", open_video)
     r = client.post("/predict", json={"tasks": [task], "project": "1", "label_config": TEXT_XML})
     assert r.status_code == 422 and r.is_json, (r.status_code, r.get_data(as_text=True)[:300])
     assert url in r.json["error"] and API_KEY not in r.json["error"]

@@ -58,7 +58,7 @@ def test_label_studio_gets_credentials_that_look_like_options(tmp_path):
     """A generated password may start with "-": it must reach Label Studio as a value."""
     import argparse
 
-    from backend.labelstudio_local import LabelStudioServer
+    from vrshq.backend.labelstudio.local import LabelStudioServer
 
     server = LabelStudioServer(doc_root=tmp_path / "docs", data_dir=tmp_path / "data",
                                password="-Xy9", token="-" + "a" * 20)

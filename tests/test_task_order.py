@@ -10,14 +10,14 @@ import threading
 
 import numpy as np
 
-from backend.state import TaskStateStore
-from plugins.base import Correction
+from vrshq.backend.tasks.state import TaskStateStore
+from vrshq.plugins.base import Correction
 from tests.backend_fixtures import next_task_id
 from tests.test_backend_corrections import predicted, square, webhook, with_mask
 
 HOLD = """
 import sys
-from backend.state import TaskStateStore
+from vrshq.backend.tasks.state import TaskStateStore
 with TaskStateStore(sys.argv[1]).lock("3", "7"):
     print("held", flush=True)
     sys.stdin.readline()

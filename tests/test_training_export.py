@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backend.corrections import Correction, CorrectionsLog
-from backend.corrections.training_export import export_training_set, split_videos
-from backend.media import MediaConfig
-from backend.state import TaskState, TaskStateStore
-from plugins.base import ObjectTrack
+from vrshq.backend.corrections import Correction, CorrectionsLog
+from vrshq.backend.corrections.training_export import export_training_set, split_videos
+from vrshq.backend.labelstudio.media import MediaConfig
+from vrshq.backend.tasks.state import TaskState, TaskStateStore
+from vrshq.plugins.base import ObjectTrack
 from tests.cli_helpers import assert_one_line_error, run_cli, run_script
 from vrshq.errors import VrshqError
 from vrshq.masks import (
@@ -248,7 +248,7 @@ def test_out_folder_rules_and_empty_log(world, log, tmp_path):
 
 def test_cli_end_to_end(world, tmp_path):
     out = tmp_path / "cli"
-    r = run_script("corrections", "export", "--model-dir", world["model"], "--out", out,
+    r = run_script("corrections", "export", "--data-dir", world["model"], "--out", out,
                    "--format", "revos", "--holdout", "0.5", "--seed", "1",
                    "--media-root", world["media"], "--api-key", SECRET)
     assert r.returncode == 0, r.stderr
@@ -256,11 +256,11 @@ def test_cli_end_to_end(world, tmp_path):
     assert "skipped p3_t13" in r.stderr
     m = load(out / "manifest.json")
     assert m["split"]["seed"] == 1 and m["counts"]["valid"] >= 1
-    assert m["videos"]["p1_t10"]["state"] is True  # --model-dir is also the task-state root
+    assert m["videos"]["p1_t10"]["state"] is True  # --data-dir is also the task-state root
     for text in (r.stdout, r.stderr, (out / "manifest.json").read_text()):
         assert SECRET not in text
 
-    r = run_script("corrections", "export", "--model-dir", world["model"], "--out", tmp_path / "z",
+    r = run_script("corrections", "export", "--data-dir", world["model"], "--out", tmp_path / "z",
                    "--format", "revos", "--holdout", "1")
     assert_one_line_error(r.returncode, r.stderr, "--holdout", "[0, 1)")
 
@@ -268,7 +268,7 @@ def test_cli_end_to_end(world, tmp_path):
 def test_cli_errors(world, tmp_path, capfd):
     a_file = tmp_path / "file"
     a_file.write_text("x")
-    base = ("corrections", "export", "--model-dir", world["model"])
+    base = ("corrections", "export", "--data-dir", world["model"])
     rc, _, err = run_cli(capfd, *base, "--out", a_file, "--format", "davis")
     assert_one_line_error(rc, err, "not a folder")
     rc, _, err = run_cli(capfd, *base, "--out", tmp_path / "j", "--holdout", "0.2")
@@ -288,7 +288,7 @@ def test_cli_export_that_skips_every_video_fails_and_names_media_root(world, tmp
     for name in ("LOCAL_FILES_DOCUMENT_ROOT", "LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY"):
         monkeypatch.delenv(name, raising=False)
     out = tmp_path / "set"
-    base = ("corrections", "export", "--model-dir", world["model"], "--out", out, "--format", "revos")
+    base = ("corrections", "export", "--data-dir", world["model"], "--out", out, "--format", "revos")
     rc, _, err = run_cli(capfd, *base, "--media-root", world["media"])
     assert rc == 0, err
     before = (out / "manifest.json").read_text()

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from backend.app import create_app
-from backend.versions import VersionError, VersionRegistry
+from vrshq.backend.http.app import create_app
+from vrshq.versions import VersionError, VersionRegistry
 from tests.backend_fixtures import TEXT_XML, make_backend, next_task_id, seed_corrections, text_task
 from tests.cli_helpers import run_cli
 from vrshq.synthetic import SyntheticSpec
@@ -57,7 +57,7 @@ def test_the_backend_serves_a_new_version_without_restart_and_rolls_back(
         client = create_app(backend=backend).test_client()
         base_version = predict_version(client)
         version = VersionRegistry(tmp_path / "data").register(tiny_models, name="tuned")
-        code, _, err = run_cli(capfd, "versions", "use", version.id, "--model-dir", tmp_path / "data")
+        code, _, err = run_cli(capfd, "versions", "use", version.id, "--data-dir", tmp_path / "data")
         assert code == 0, err
         # A model request looks at the registry at most once a second (/health never touches
         # the model): predict until the switch shows, bounded.
@@ -65,9 +65,9 @@ def test_the_backend_serves_a_new_version_without_restart_and_rolls_back(
             lambda v: v if v != base_version else None)(predict_version(client)), every=0.3)
         assert "v001-tuned" in new_version
         assert client.get("/health").json["model_version"] == new_version
-        code, out, _ = run_cli(capfd, "versions", "list", "--model-dir", tmp_path / "data")
+        code, out, _ = run_cli(capfd, "versions", "list", "--data-dir", tmp_path / "data")
         assert f"* {version.id}" in out
-        code, _, err = run_cli(capfd, "versions", "use", "base", "--model-dir", tmp_path / "data")
+        code, _, err = run_cli(capfd, "versions", "use", "base", "--data-dir", tmp_path / "data")
         assert code == 0, err
         wait_for("the rollback to the base version",
                  lambda: predict_version(client) == base_version, every=0.3)

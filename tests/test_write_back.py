@@ -9,7 +9,7 @@ import copy
 
 import pytest
 
-from backend.app import create_app
+from vrshq.backend.http.app import create_app
 from tests.backend_fixtures import TEXT_XML, make_backend
 from vrshq.synthetic import SyntheticSpec, write_video
 

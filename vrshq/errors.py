@@ -35,3 +35,11 @@ class Cancelled(VrshqError):
 
 class ModelError(VrshqError):
     """A model config or checkpoint that is missing, malformed or does not match."""
+
+
+def one_line(message: str, limit: int = 2000) -> str:
+    """An error message as one line (a library's multi-line reason folded), at most ``limit`` chars."""
+    text = " ".join(message.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+

@@ -8,9 +8,9 @@ and which model produced the prediction (version, plugin). :class:`CorrectionsLo
 append-only (record -> store -> export).
 """
 
-from backend.corrections.export import EXPORT_FILENAME, MANIFEST_FILENAME, export_jsonl
-from backend.corrections.record import EVENTS, Correction, utc_now
-from backend.corrections.store import DB_FILENAME, CorrectionsLog, default_url, public_url
+from vrshq.backend.corrections.export import EXPORT_FILENAME, MANIFEST_FILENAME, export_jsonl
+from vrshq.backend.corrections.record import EVENTS, Correction, utc_now
+from vrshq.backend.corrections.store import DB_FILENAME, CorrectionsLog, default_url, public_url
 
 __all__ = [
     "DB_FILENAME", "EVENTS", "EXPORT_FILENAME", "MANIFEST_FILENAME", "Correction",

@@ -8,8 +8,8 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from backend.corrections.record import utc_now
-from backend.corrections.store import CorrectionsLog, public_url
+from vrshq.backend.corrections.record import utc_now
+from vrshq.backend.corrections.store import CorrectionsLog, public_url
 from vrshq.errors import VrshqError
 
 EXPORT_FILENAME = "corrections.jsonl"

@@ -18,7 +18,7 @@ from typing import Any, Self
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
-from backend.corrections.record import Correction, Id, norm_frame, norm_id, utc_now
+from vrshq.backend.corrections.record import Correction, Id, norm_frame, norm_id, utc_now
 
 DB_FILENAME = "corrections.sqlite3"
 TABLE = "corrections"

@@ -35,10 +35,10 @@ from typing import Any, Literal
 
 from PIL import Image
 
-from backend.corrections.record import utc_now
-from backend.corrections.store import CorrectionsLog, public_url
-from backend.media import MediaConfig, resolve_media
-from backend.state import TaskState, TaskStateStore
+from vrshq.backend.corrections.record import utc_now
+from vrshq.backend.corrections.store import CorrectionsLog, public_url
+from vrshq.backend.labelstudio.media import MediaConfig, resolve_media
+from vrshq.backend.tasks.state import TaskState, TaskStateStore
 from vrshq.errors import VrshqError
 from vrshq.masks import decode_rle, labels_from_masks, rle_size, write_palette_png
 from vrshq.video.reader import open_video

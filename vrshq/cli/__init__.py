@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from vrshq import __version__
-from vrshq.errors import VrshqError
+from vrshq.errors import VrshqError, one_line
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except VrshqError as exc:
-        print(f"vrshq: error: {exc}", file=sys.stderr)
+        print(f"vrshq: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:  # a path the checks above did not cover: still one line, no traceback
         where = f"{exc.filename}: " if exc.filename else ""

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from vrshq.cli.folders import add_model_option, model_folder
 from vrshq.engine import PRECISIONS, EngineConfig, apply_precision, build_model
 from vrshq.errors import ModelError, VrshqError
 from vrshq.video.reader import VideoReader, open_video
@@ -21,9 +22,8 @@ MiB = 1024 * 1024
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """--model-dir / --sam2-config / --sam2-checkpoint / --device and the memory budget."""
-    parser.add_argument("--model-dir", default=os.environ.get("VRSHQ_MODEL_DIR"),
-                        help="folder with sam2/config.yaml and sam2/model.pt (default $VRSHQ_MODEL_DIR)")
+    """--model / --sam2-config / --sam2-checkpoint / --device and the memory budget."""
+    add_model_option(parser, "model folder with sam2/config.yaml and sam2/model.pt", old_flag=True)
     parser.add_argument("--sam2-config", help="sam2 hydra YAML, or a config name packaged with sam2")
     parser.add_argument("--sam2-checkpoint", help="sam2 checkpoint ({'model': state_dict})")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -78,18 +78,19 @@ def checked_cache_dir(path: str | None) -> str | None:
 def load_sam2(args: argparse.Namespace, config: EngineConfig):
     """The sam2 model named by the options."""
     cfg, ckpt = args.sam2_config, args.sam2_checkpoint
-    if cfg is None and ckpt is not None and not args.model_dir:
-        raise ModelError("--sam2-checkpoint needs --sam2-config (or --model-dir with its config)")
+    model_dir = model_folder(args, old_env=True)
+    if cfg is None and ckpt is not None and not model_dir:
+        raise ModelError("--sam2-checkpoint needs --sam2-config (or --model with its config)")
     if cfg is not None and ckpt is None:
         # without weights sam2 would silently track with a randomly initialised model
         raise ModelError("--sam2-config needs --sam2-checkpoint")
     if cfg is None:
-        if not args.model_dir:
-            raise ModelError("no model: pass --model-dir (a folder made by `vrshq tiny-models`) "
-                             "or --sam2-config and --sam2-checkpoint")
-        if not Path(args.model_dir).is_dir():
-            raise ModelError(f"--model-dir {args.model_dir}: folder not found")
-        base = Path(args.model_dir) / "sam2"
+        if not model_dir:
+            raise ModelError("no model: pass --model (a folder made by `vrshq tiny-models` or "
+                             "`vrshq download`; or set VRSHQ_MODEL) or --sam2-config and --sam2-checkpoint")
+        if not Path(model_dir).is_dir():
+            raise ModelError(f"--model {model_dir}: folder not found (the model folder, --model or VRSHQ_MODEL)")
+        base = Path(model_dir) / "sam2"
         cfg, ckpt = str(base / "config.yaml"), ckpt or str(base / "model.pt")
         if not Path(cfg).is_file():
             raise ModelError(f"{cfg}: not found (expected a sam2 config in the model folder)")

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 
+from vrshq.cli.folders import add_data_dir_option, data_folder
 from vrshq.errors import VrshqError
 
 
@@ -59,9 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "with the prediction it started from, and logs what the log does not have yet (event "
         "SYNC). Safe to run again: it adds nothing the second time.")
     sy.add_argument("--project", required=True, help="the Label Studio project id")
-    sy.add_argument("--model-dir", default=None,
-                    help="the backend's MODEL_DIR: task states and corrections.sqlite3 (default $MODEL_DIR)")
-    sy.add_argument("--db", default=None, help="SQLAlchemy URL of the log, when it is not in MODEL_DIR")
+    add_data_dir_option(sy, "the backend's data folder: task states and corrections.sqlite3", old_flag=True)
+    sy.add_argument("--db", default=None, help="SQLAlchemy URL of the log, when it is not in the data folder")
     sy.add_argument("--label-studio-url", default=None, help="default $LABEL_STUDIO_URL")
     sy.add_argument("--api-key", default=None, help="default $LABEL_STUDIO_API_KEY")
     sy.set_defaults(run=run_sync)
@@ -69,8 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _add_source_options(p: argparse.ArgumentParser) -> None:
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--model-dir", default=None,
-                       help="folder holding corrections.sqlite3 (default $VRSHQ_MODEL_DIR)")
+    add_data_dir_option(group, "the backend's data folder, holding corrections.sqlite3", old_flag=True)  # type: ignore[arg-type]
     group.add_argument("--db", help="SQLAlchemy URL of the log, e.g. postgresql://host/db")
 
 
@@ -95,16 +94,16 @@ def _fraction(text: str) -> float:
 
 
 def _open_log(args: argparse.Namespace):
-    """The existing log named by --db / --model-dir / $VRSHQ_MODEL_DIR; never creates one."""
-    from backend.corrections import default_url
+    """The existing log named by --db / --data-dir / $MODEL_DIR; never creates one."""
+    from vrshq.backend.corrections import default_url
 
     if args.db:
         url = args.db
     else:
-        model_dir = args.model_dir or os.environ.get("VRSHQ_MODEL_DIR")
-        if not model_dir:
-            raise VrshqError("no corrections log: give --model-dir or --db, or set VRSHQ_MODEL_DIR")
-        url = default_url(model_dir)
+        data_dir = data_folder(args, old_env=True)
+        if not data_dir:
+            raise VrshqError("no corrections log: give --data-dir or --db, or set MODEL_DIR")
+        url = default_url(data_dir)
     return _open_url(url, create=False)
 
 
@@ -112,7 +111,7 @@ def _open_url(url: str, create: bool):
     """The log at ``url``, or a one-line error naming what is wrong with it."""
     from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-    from backend.corrections import CorrectionsLog, public_url
+    from vrshq.backend.corrections import CorrectionsLog, public_url
 
     try:
         return CorrectionsLog(url, create=create)
@@ -173,7 +172,7 @@ def run_export(args: argparse.Namespace) -> int:
     """``vrshq corrections export``."""
     from pathlib import Path
 
-    from backend.corrections import export_jsonl
+    from vrshq.backend.corrections import export_jsonl
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -200,8 +199,8 @@ def _run_dataset_export(args: argparse.Namespace, out) -> int:
 
     from tqdm import tqdm
 
-    from backend.corrections.training_export import NothingExportedError, export_training_set
-    from backend.media import MediaConfig
+    from vrshq.backend.corrections.training_export import NothingExportedError, export_training_set
+    from vrshq.backend.labelstudio.media import MediaConfig
 
     roots = tuple(args.media_root or ())
     for root in roots:
@@ -215,7 +214,7 @@ def _run_dataset_export(args: argparse.Namespace, out) -> int:
     if args.api_key is not None:
         overrides["api_key"] = args.api_key or None
     media = MediaConfig.from_env(**overrides)
-    state_root = args.model_dir or os.environ.get("VRSHQ_MODEL_DIR") or None
+    state_root = data_folder(args, old_env=True)
     with _open_log(args) as log, tqdm(desc="exporting", unit="video", disable=None) as bar:
         def progress(done: int, total: int) -> None:
             bar.total = total
@@ -259,22 +258,22 @@ def run_sync(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from backend.config import BackendConfig
-    from backend.corrections import CorrectionsLog
-    from backend.corrections.sync import sync_project
-    from backend.lsclient import LabelStudioError, LabelStudioWriter
-    from backend.projects import ProjectRegistry
-    from backend.state import TaskStateStore
-    from backend.task_inputs import project_id
+    from vrshq.backend.config import BackendConfig
+    from vrshq.backend.corrections import CorrectionsLog
+    from vrshq.backend.corrections.sync import sync_project
+    from vrshq.backend.labelstudio.writer import LabelStudioError, LabelStudioWriter
+    from vrshq.backend.tasks.projects import ProjectRegistry
+    from vrshq.backend.tasks.state import TaskStateStore
+    from vrshq.backend.tasks.inputs import project_id
 
-    config = BackendConfig.from_env(data_dir=args.model_dir, label_studio_url=args.label_studio_url,
+    config = BackendConfig.from_env(data_dir=data_folder(args, old_env=True), label_studio_url=args.label_studio_url,
                                     api_key=args.api_key)
     project = project_id(args.project)
     data = Path(config.data_dir)
     states = TaskStateStore(data)
     if not (data / "tasks" / project).is_dir():
         raise VrshqError(f"{data}: the backend has no predicted task of project {project} here "
-                         "(give the backend's MODEL_DIR with --model-dir)")
+                         "(give the backend's data folder with --data-dir or MODEL_DIR)")
     url, key = config.label_studio_url, config.api_key
     setup = ProjectRegistry(data).get(project)
     if setup is not None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from vrshq.cli import segment, track
+from vrshq.cli.folders import add_model_option, model_folder
 from vrshq.errors import VrshqError
 from vrshq.masks import TrackSet, write_palette_png
 
@@ -17,12 +18,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="track objects in a generated sample video",
                        description="Generate a synthetic video with exact ground truth, prompt its "
                        "objects with their frame-0 masks and run `vrshq track` on it, then `vrshq "
-                       "segment` with two text prompts. Without --model-dir the tiny random models "
+                       "segment` with two text prompts. Without --model (or $VRSHQ_MODEL) the tiny random models "
                        "are used: the pipeline is real, the weights are untrained, so the masks "
                        "are not meant to be good.")
     p.add_argument("--out", default="demo-out", help="output folder (default demo-out)")
     p.add_argument("--frames", type=int, default=60)
-    p.add_argument("--model-dir", help="folder with sam2/ (and vrshq/, clip/ for the text prompts)")
+    add_model_option(p, "model folder with sam2/ (and vrshq/, clip/ for the text prompts)", old_flag=True)
     p.set_defaults(run=run)
 
 
@@ -41,19 +42,20 @@ def run(args: argparse.Namespace) -> int:
     video = write_video(spec, out / "sample.mp4")
     gt = ground_truth(spec)
     write_palette_png(out / "prompt.png", gt[0])
-    model_dir = args.model_dir
+    given = model_folder(args)
+    model_dir = given
     if model_dir is None:
         model_dir = str(out / "models")
         write_tiny_vrshq(Path(model_dir))
     print(f"sample video: {video} ({spec.num_frames} frames, {spec.width}x{spec.height})")
     argv = [str(video), "--mask", str(out / "prompt.png"), "--frame", "0",
-            "--out", str(out / "track"), "--model-dir", model_dir]
+            "--out", str(out / "track"), "--model", model_dir]
     code = track.run(_track_args(argv))
     tracks = TrackSet.load(out / "track" / "track.json")
     for t in tracks:
         ious = [_iou(t.mask(f), gt[f] == t.obj_id) for f in t.frames()]
         print(f"object {t.obj_id}: mean IoU vs ground truth {np.mean(ious):.3f}"
-              + ("" if args.model_dir else " (tiny random weights: untrained)"))
+              + ("" if given else " (tiny random weights: untrained)"))
     print(f"outputs: {out / 'track'}/masks/*.png, track.json, labelstudio.json")
     if code == 0 and (Path(model_dir) / "vrshq" / "config.json").is_file():
         print("\nVRS-HQ from text prompts:")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+
 
 from vrshq.cli.common import resolve_device
+from vrshq.cli.folders import add_data_dir_option, data_folder
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,10 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-frames", type=int, default=12, help="frames per clip, at most (12)")
     p.add_argument("--device", default="auto")
     p.add_argument("--register", action="store_true",
-                   help="register the result as a model version of the backend's --model-dir and "
+                   help="register the result as a model version of the backend's --data-dir and "
                    "serve it when its J&F on the held-out split is not below the serving model's")
-    p.add_argument("--model-dir", default=os.environ.get("MODEL_DIR") or None,
-                   help="the backend's data folder, for --register (default $MODEL_DIR)")
+    add_data_dir_option(p, "the backend's data folder, for --register", old_flag=True)
     p.set_defaults(run=run)
 
 
@@ -54,8 +54,9 @@ def run(args: argparse.Namespace) -> int:
     from vrshq.finetune.run import check_inputs, register_if_not_worse, run_finetune
     from vrshq.finetune.trainer import TrainConfig
 
-    if args.register and not args.model_dir:
-        raise VrshqError("--register needs --model-dir (the backend's MODEL_DIR)")
+    data_dir = data_folder(args)
+    if args.register and not data_dir:
+        raise VrshqError("--register needs --data-dir (the backend's data folder) or MODEL_DIR")
     resolve_device(args, EngineConfig(device=args.device))
     check_inputs(args.data, args.base, args.out, args.min_frames, args.max_frames)
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
@@ -88,10 +89,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"saved {args.out} (loss {card['first_loss']:.4f} -> {card['last_loss']:.4f})")
     summary = {"out": str(args.out), "steps": card["steps"], "last_loss": card["last_loss"]}
     if args.register:
-        from backend.versions import VersionRegistry
+        from vrshq.versions import VersionRegistry
 
-        serving = VersionRegistry(args.model_dir).serving()
-        summary.update(register_if_not_worse(args.model_dir, args.out,
+        serving = VersionRegistry(data_dir).serving()
+        summary.update(register_if_not_worse(data_dir, args.out,
                                              serving.path if serving else args.base, args.data,
                                              device=args.device))
         print(f"registered {summary['version']}: " + ("serving it" if summary["served"] else

@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from vrshq.cli.common import (MiB, add_precision_option, checked_precision, open_video_quietly,
                               resolve_device)
+from vrshq.cli.folders import add_model_option, model_folder
 from vrshq.cli.out_folder import check_out_folder, staged_out_folder
 from vrshq.engine import EngineConfig
 from vrshq.errors import PromptError, VrshqError
@@ -28,8 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True,
                    help="output folder: new, empty or an earlier output, which the run replaces "
                    "whole at its end (any other folder is refused)")
-    p.add_argument("--model", default=os.environ.get("VRSHQ_MODEL"),
-                   help="model folder with vrshq/ (and sam2/, clip/); default $VRSHQ_MODEL")
+    add_model_option(p, "model folder with vrshq/ (and sam2/, clip/)")
     p.add_argument("--fps", type=float, help="frame rate of a frame folder (default 30)")
     p.add_argument("--direction", choices=["both", "forward", "backward"], default="both")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from vrshq.model.pipeline import VrshqConfig, results_to_trackset
     from vrshq.tracking import write_outputs
 
+    args.model = model_folder(args)
     if not args.model:
         raise VrshqError("no model: pass --model DIR (made by `vrshq tiny-models` or "
                          "`vrshq download`) or set VRSHQ_MODEL")

@@ -116,7 +116,7 @@ def _stop(proc: subprocess.Popen | None) -> None:
 
 
 def _project(api: Any, media: Path, backend_url: str) -> tuple[int, list[int]]:
-    from backend.labelconfig import shipped_config
+    from vrshq.backend.labelstudio.labelconfig import shipped_config
 
     found = [p for p in api.get("/api/projects/", params={"page_size": 1000}).get("results", [])
              if p.get("title") == PROJECT_TITLE]
@@ -154,7 +154,7 @@ def _wait_predictions(api: Any, pid: int, task_ids: list[int], timeout: float = 
 
 def run(args: argparse.Namespace) -> int:
     """Run the subcommand."""
-    from backend.labelstudio_local import LabelStudioServer, find_label_studio
+    from vrshq.backend.labelstudio.local import LabelStudioServer, find_label_studio
     from vrshq.model.tiny import write_tiny_vrshq
 
     folder = Path(args.dir).resolve()

@@ -4,33 +4,34 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
+
+from vrshq.cli.folders import add_data_dir_option, data_folder
 from vrshq.errors import VrshqError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the subcommand."""
     p = sub.add_parser("versions", help="list or switch the backend's model versions",
-                       description="Model versions registered under MODEL_DIR/versions/ (by `vrshq "
+                       description="Model versions registered under the backend's data folder (MODEL_DIR), in versions/ (by `vrshq "
                        "finetune --register` or Label Studio's Train button). `use VERSION` makes "
                        "running backends serve it without a restart; `use base` goes back to the "
                        "configured model.")
     p.add_argument("action", choices=("list", "use"))
     p.add_argument("version", nargs="?", help="for use: a version id, or base")
-    p.add_argument("--model-dir", default=os.environ.get("MODEL_DIR") or None,
-                   help="the backend's data folder (default $MODEL_DIR)")
+    add_data_dir_option(p, old_flag=True)
     p.add_argument("--json", action="store_true", help="list as JSON")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the subcommand."""
-    from backend.versions import VersionRegistry
+    from vrshq.versions import VersionRegistry
 
-    if not args.model_dir:
-        raise VrshqError("give --model-dir (the backend's MODEL_DIR)")
-    registry = VersionRegistry(args.model_dir)
+    data_dir = data_folder(args)
+    if not data_dir:
+        raise VrshqError("give --data-dir (the backend's data folder) or set MODEL_DIR")
+    registry = VersionRegistry(data_dir)
     if args.action == "use":
         if not args.version:
             raise VrshqError("use needs a VERSION (or base)")

@@ -6,7 +6,7 @@ import argparse
 import logging
 import os
 
-from vrshq.cli.common import add_precision_option
+from vrshq.cli.backend_options import add_backend_options, backend_config
 from vrshq.errors import VrshqError
 
 
@@ -19,8 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "API_KEY for write-back, ...). The model loads once; jobs run in this process, so "
         "start one worker per GPU (CUDA_VISIBLE_DEVICES). A worker killed mid-job leaves the "
         "job to be retried by another worker.")
+    add_backend_options(p)  # the same model, data folder, device and precision options as serve
     p.add_argument("--queue", help="queue name (default $VRSHQ_QUEUE or vrshq)")
-    add_precision_option(p, default=None)
     p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     p.add_argument("--maintenance-interval", type=int, default=30,
                    help="seconds between re-queueing jobs of dead workers (default 30)")
@@ -33,9 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the subcommand."""
-    from backend.config import BackendConfig
-
-    config = BackendConfig.from_env(queue=args.queue, precision=args.precision)
+    config = backend_config(args, queue=args.queue)
     if not config.redis_url:
         raise VrshqError("vrshq worker needs REDIS_URL (e.g. redis://127.0.0.1:6379/0)")
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
@@ -44,8 +42,8 @@ def run(args: argparse.Namespace) -> int:
     from redis.exceptions import ConnectionError as RedisConnectionError
     from rq import Queue
 
-    from backend.queue_rq import LeasedWorker, set_worker_backend
-    from backend.service import Backend
+    from vrshq.backend.jobs.redis_queue import LeasedWorker, set_worker_backend
+    from vrshq.backend.service import Backend
 
     redis = Redis.from_url(config.redis_url)
     try:

@@ -17,6 +17,7 @@ from vrshq.finetune.trainable import LoraSettings, merge_lora, prepare_trainable
 from vrshq.finetune.trainer import StepLog, TrainConfig, Trainer, history_json
 from vrshq.model.loading import load_vrshq
 from vrshq.model.pipeline import Vrshq, VrshqConfig
+from vrshq.versions import VersionRegistry
 
 
 def check_inputs(data: str | Path, base: str | Path, out: str | Path, min_frames: int = 8,
@@ -97,7 +98,6 @@ def register_if_not_worse(data_dir: str | Path, new_model: str | Path, serving_m
 
     Returns ``{"version", "served", "J&F", "baseline J&F", "reason"}``.
     """
-    from backend.versions import VersionRegistry
     from vrshq.finetune.evaluate import evaluate_model
 
     registry = VersionRegistry(data_dir)

@@ -305,7 +305,9 @@ def _load_file(path: Path) -> dict[str, torch.Tensor]:
         except RuntimeError:  # legacy (non-zip) pickle: no mmap
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
-        raise ModelError(f"{path}: cannot read weights ({exc})") from exc
+        # torch's unpickling errors run to a page of advice; the first sentence is the reason
+        reason = str(exc).strip().split(". ")[0].splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{path}: cannot read weights ({reason}; a truncated or foreign file?)") from exc
 
 
 def load_chatunivi_state_dict(folder: str | os.PathLike) -> dict[str, torch.Tensor]:

@@ -32,10 +32,10 @@ from typing import Any
 
 import requests
 
-from backend.labelstudio_api import LabelStudioAPI
+from vrshq.backend.labelstudio.api import LabelStudioAPI
 from vrshq.errors import VrshqError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]  # backend/labelstudio/local.py in a source tree
 LS_BIN = REPO_ROOT / ".venv-ls" / "bin" / "label-studio"
 SETUP_HINT = "run `bash scripts/setup_labelstudio.sh` at the repo root"
 

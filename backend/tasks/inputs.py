@@ -9,8 +9,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from backend.labelconfig import LabelConfigInfo, TaskDataError
-from plugins.base import ObjectPrompt
+from vrshq.backend.labelstudio.labelconfig import LabelConfigInfo, TaskDataError
+from vrshq.plugins.base import ObjectPrompt
 from vrshq.errors import VrshqError
 
 

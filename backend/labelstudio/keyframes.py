@@ -26,7 +26,7 @@ from urllib.parse import quote
 import numpy as np
 from PIL import Image
 
-from backend.media import local_files_path
+from vrshq.backend.labelstudio.media import local_files_path
 
 KEYFRAME_DIR = "vrshq-keyframes"
 log = logging.getLogger(__name__)

@@ -7,9 +7,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from backend.corrections.training_export import export_training_set
-from backend.jobs import Report
-from backend.task_inputs import RequestError
+from vrshq.backend.corrections.training_export import export_training_set
+from vrshq.backend.jobs.runner import Report
+from vrshq.backend.tasks.inputs import RequestError
 from vrshq.finetune.run import register_if_not_worse, run_finetune
 from vrshq.finetune.trainer import TrainConfig
 

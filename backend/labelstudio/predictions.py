@@ -7,7 +7,7 @@ which hid the masks when both used one id, seen in a browser on 1.23.2):
 * a ``videorectangle`` track (``from_name`` = the VideoRectangle, ``to_name`` = the Video),
   with the object's own label in ``value.labels`` (one label per object, not the label that
   happens to be selected in the editor: label-studio-ml-backend issue #664);
-* when the config has keyframe masks (see :mod:`backend.labelconfig`), a ``brushlabels``
+* when the config has keyframe masks (see :mod:`vrshq.backend.labelstudio.labelconfig`), a ``brushlabels``
   result on the keyframe image list, page ``item_index``, holding the object's mask on its
   keyframe as Label Studio brush RLE.
 
@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from backend.answers import shorten
-from backend.labelconfig import LabelConfigError, LabelConfigInfo
+from vrshq.backend.answers import shorten
+from vrshq.backend.labelstudio.labelconfig import LabelConfigError, LabelConfigInfo
 from vrshq.errors import MaskFormatError
 from vrshq.masks import (
     PercentBox,

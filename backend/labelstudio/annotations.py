@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from backend.labelconfig import LabelConfigInfo
-from backend.predictions import parse_annotation
-from backend.results import object_region_id, shown_mask, state_results
-from backend.state import TaskState
-from plugins.base import ObjectTrack
+from vrshq.backend.labelstudio.labelconfig import LabelConfigInfo
+from vrshq.backend.labelstudio.predictions import parse_annotation
+from vrshq.backend.labelstudio.results import object_region_id, shown_mask, state_results
+from vrshq.backend.tasks.state import TaskState
+from vrshq.plugins.base import ObjectTrack
 from vrshq.masks import videorectangle_to_boxes
 
 BOX_TOLERANCE = 1e-3  # percentage points; LS rounds nothing, but JSON floats may lose the last bit

@@ -38,6 +38,8 @@ from urllib.parse import unquote, urlsplit
 from gunicorn import http
 from gunicorn.workers.gthread import ThreadWorker
 
+from vrshq.backend.http.auth import OPEN_ROUTES, authorized, size_text
+
 MAX_HEADER_BYTES = 64 * 1024  # request line and header fields together
 LIGHT_THREADS = 2  # threads of the pool that answers /health, / and /metrics
 LIGHT_PATHS = ("/", "/health", "/metrics")
@@ -46,6 +48,7 @@ _RECV = 256 * 1024
 _REASONS = {400: "Bad Request", 401: "Unauthorized", 408: "Request Timeout", 411: "Length Required",
             413: "Content Too Large", 431: "Request Header Fields Too Large",
             503: "Service Unavailable"}
+
 
 
 class _TimedSocket(socket.socket):
@@ -130,7 +133,7 @@ def _answer(status: int, message: str, headers: dict[str, str]) -> bytes:
 
 class BufferedThreadWorker(ThreadWorker):
     """gthread with whole requests: see the module docstring. ``config`` is the backend's
-    :class:`backend.config.BackendConfig` (set by :func:`worker_class`)."""
+    :class:`vrshq.backend.config.BackendConfig` (set by :func:`worker_class`)."""
 
     config: Any = None
 
@@ -228,19 +231,17 @@ class BufferedThreadWorker(ThreadWorker):
 
     def _check(self, method: str, path: str, headers: dict[str, str], state: _Pending) -> None:
         """Before the body is read: its size for the route, credentials, the process's buffers."""
-        from backend.app import OPEN_ROUTES, _authorized, _size
-
         config = self.config
         if state.length == 0:
             return
         limit = config.body_limit(path)
         if state.length > limit:
-            raise Refusal(413, f"the request body is larger than {_size(limit)} ({path} takes at "
+            raise Refusal(413, f"the request body is larger than {size_text(limit)} ({path} takes at "
                                "most that much)")
         # A small body is read and refused by the app (which counts it in /metrics); a body
         # bigger than any route's default for small requests is refused unread.
         if config.auth_enabled and path not in OPEN_ROUTES and state.length > config.max_other_bytes \
-                and not _authorized(config, headers.get("authorization", "")):
+                and not authorized(config, headers.get("authorization", "")):
             raise Refusal(401, "authentication required (HTTP basic auth)",
                           {"WWW-Authenticate": 'Basic realm="vrshq"'})
         if self.buffered + state.length > config.max_buffered_bytes:

@@ -17,31 +17,27 @@ the queue's workers when ``REDIS_URL`` is set: the job's payload is plain JSON, 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from backend.annotation_diff import ObjectChange, frame_size
-from backend.labelconfig import LabelConfigInfo
-from backend.predictions import parse_annotation
-from backend.results import object_region_id, shown_mask, state_prediction
-from backend.state import TaskState
-from backend.task_inputs import (
+from vrshq.backend.corrections.changes import log_changes
+from vrshq.backend.jobs.add_objects import add_objects
+from vrshq.backend.jobs.payloads import correct_payload
+from vrshq.backend.labelstudio.annotations import ObjectChange, frame_size
+from vrshq.backend.labelstudio.labelconfig import LabelConfigInfo
+from vrshq.backend.labelstudio.predictions import parse_annotation
+from vrshq.backend.labelstudio.results import object_region_id, shown_mask, state_prediction
+from vrshq.backend.tasks.inputs import (
     RequestError,
     check_prompt_chars,
     check_prompt_tokens,
     malformed_input,
     task_data,
     task_id,
-    text_prompts,
 )
-from backend.webhook import log_changes
-from plugins.base import Correction, ObjectPrompt, ObjectTrack
-from vrshq.masks import videorectangle_to_boxes
-from vrshq.video.reader import VideoReader
-
-Work = Callable[[VideoReader, Any], set[int]]
+from vrshq.plugins.base import Correction
 
 
 def _of_type(results: list, kind: str, name: str | None) -> list[Mapping[str, Any]]:
@@ -111,8 +107,6 @@ def _correct(backend: Any, tid: int, info: LabelConfigInfo, project: str,
     corrections = [Correction(ch.obj.obj_id, int(ch.obj.keyframe), ch.mask) for ch in changes]
     ids = {c.obj_id for c in corrections}
     if state.frames_count > backend.config.sync_frame_budget:
-        from backend.job_functions import correct_payload
-
         backend.require_writer(project, tid)
         backend.submit("correct", f"correct:{uuid.uuid4().hex}",
                        correct_payload(project, tid, corrections, label_config), project=project, task=tid)
@@ -122,93 +116,6 @@ def _correct(backend: Any, tid: int, info: LabelConfigInfo, project: str,
 
 
 # ---------------------------------------------------------------------- new objects
-def _merge(backend: Any, project: str, tid: int, data: Mapping[str, Any], info: LabelConfigInfo,
-           video: VideoReader, new: list[ObjectTrack]) -> set[int]:
-    """Put new objects into the task's state (replacing same ids), write keyframes, save."""
-    state = backend.states.load(project, tid)
-    video_url = info.video(data)
-    if state is None:
-        state = TaskState(project=project, task=str(tid), plugin=backend.plugin.name,
-                          model_version=backend.model_version, video=video_url,
-                          fps=info.fps(data), frames_count=len(video))
-    ids = {o.obj_id for o in new}
-    kept = [o for o in state.objects if o.obj_id not in ids]
-    if len(kept) + len(new) > backend.config.max_objects:
-        raise RequestError(f"task {tid}: more than the {backend.config.max_objects} objects a task "
-                           "may have (VRSHQ_MAX_OBJECTS)")
-    replaced = {o.obj_id: o for o in new}
-    state.replace_objects([replaced.pop(o.obj_id, o) for o in state.objects] + list(replaced.values()))
-    backend.write_keyframes(state, video, info, data)
-    backend.states.save(state)
-    return ids
-
-
-def _next_id(backend: Any, project: str, tid: int) -> int:
-    state = backend.states.load(project, tid)
-    return 1 + max((o.obj_id for o in state.objects), default=0) if state else 1
-
-
-def _text_work(backend: Any, info: LabelConfigInfo, texts: list[str]) -> Callable[..., list]:
-    def predict(video: VideoReader, project: str, tid: int, report: Any) -> list[ObjectTrack]:
-        prompts = text_prompts(texts, info, first_id=_next_id(backend, project, tid))
-        with backend.model_lock:
-            return backend.plugin.predict(video, prompts, progress=report)
-    return predict
-
-
-def _box_prompt(result: Mapping[str, Any], info: LabelConfigInfo, obj_id: int,
-                video: VideoReader) -> ObjectPrompt:
-    value = result.get("value")
-    if not isinstance(value, Mapping):
-        raise RequestError(f"region {result.get('id')}: a videorectangle needs a 'value'")
-    with malformed_input(f"region {result.get('id')}: the videorectangle"):
-        boxes = videorectangle_to_boxes(dict(value), frames_count=len(video))
-    if not boxes:
-        raise RequestError(f"region {result.get('id')}: the track shows no box on the video")
-    frame = min(boxes)
-    b = boxes[frame]
-    w, h = video.width, video.height
-    x0, y0 = b["x"] / 100 * w, b["y"] / 100 * h
-    x1, y1 = x0 + b["width"] / 100 * w, y0 + b["height"] / 100 * h
-    labels = [lb for lb in value.get("labels") or [] if lb in info.labels]
-    return ObjectPrompt(obj_id=obj_id, label=labels[0] if labels else info.labels[0], frame=frame,
-                        box=(max(0.0, x0), max(0.0, y0), min(float(w), x1), min(float(h), y1)))
-
-
-def _box_work(backend: Any, info: LabelConfigInfo, boxes: list[Mapping[str, Any]]) -> Callable[..., list]:
-    def predict(video: VideoReader, project: str, tid: int, report: Any) -> list[ObjectTrack]:
-        state = backend.states.load(project, tid)
-        known = {object_region_id(state, o): o.obj_id for o in state.objects} if state else {}
-        next_id = _next_id(backend, project, tid)
-        prompts, rids = [], []
-        for r in boxes:
-            rid = str(r.get("id") or uuid.uuid4().hex[:10])
-            obj_id = known.get(rid)
-            if obj_id is None:
-                obj_id, next_id = next_id, next_id + 1
-            prompts.append(_box_prompt(r, info, obj_id, video))
-            rids.append(rid)
-        with backend.model_lock:
-            tracks = backend.plugin.predict(video, prompts, progress=report)
-        for t, rid in zip(tracks, rids):
-            t.details["region_id"] = rid
-        return tracks
-    return predict
-
-
-def _work(backend: Any, info: LabelConfigInfo, what: Mapping[str, Any]) -> Callable[..., list]:
-    if what.get("texts"):
-        return _text_work(backend, info, [str(t) for t in what["texts"]])
-    return _box_work(backend, info, list(what.get("boxes") or []))
-
-
-def _add(backend: Any, project: str, tid: int, data: Mapping[str, Any], info: LabelConfigInfo,
-         what: Mapping[str, Any], video: VideoReader, report: Any) -> set[int]:
-    predict = _work(backend, info, what)
-    with backend.states.lock(project, tid):
-        return _merge(backend, project, tid, data, info, video, predict(video, project, tid, report))
-
-
 def _check_object_count(backend: Any, project: str, tid: int, what: Mapping[str, Any]) -> None:
     """RequestError when the new objects would take the task past ``max_objects`` (before any
     video is opened or model run; :func:`_merge` checks again under the task's lock)."""
@@ -232,7 +139,7 @@ def _add_objects(backend: Any, tid: int, data: Mapping[str, Any], info: LabelCon
     video = backend.open_video(project, tid, info.video(data), info.fps(data))
     try:
         if len(video) <= backend.config.sync_frame_budget:
-            ids = _add(backend, project, tid, data, info, what, video, None)
+            ids = add_objects(backend, project, tid, data, info, what, video, None)
             return state_prediction(backend.states.load(project, tid), info, ids)
     finally:
         video.close()
@@ -242,19 +149,4 @@ def _add_objects(backend: Any, tid: int, data: Mapping[str, Any], info: LabelCon
     return []
 
 
-def add_job(backend: Any, payload: Mapping[str, Any], report: Any = None,
-            key: str | None = None) -> dict[str, Any]:
-    """The ``add`` job: track typed prompts or drawn tracks as new objects, write the prediction back."""
-    from backend.labelconfig import parse_label_config
-
-    info = parse_label_config(str(payload["label_config"]))
-    project, tid, data = str(payload["project"]), int(payload["task"]), dict(payload["data"])
-    video = backend.open_video(project, tid, info.video(data), info.fps(data))
-    try:
-        _add(backend, project, tid, data, info, payload, video, report)
-    finally:
-        video.close()
-    return backend.write_back(backend.states.load(project, tid), info, key)
-
-
-__all__ = ["add_job", "interactive_predict"]
+__all__ = ["interactive_predict"]

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from backend.corrections.export import write_atomic
+from vrshq.backend.corrections.export import write_atomic
 
 KEEP_S = 14 * 86400  # records older than a job's retries could be are dropped
 

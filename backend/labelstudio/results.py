@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from backend.labelconfig import LabelConfigInfo
-from backend.predictions import object_results, prediction, region_id
-from backend.state import TaskState
-from plugins.base import ObjectTrack
+from vrshq.backend.labelstudio.labelconfig import LabelConfigInfo
+from vrshq.backend.labelstudio.predictions import object_results, prediction, region_id
+from vrshq.backend.tasks.state import TaskState
+from vrshq.plugins.base import ObjectTrack
 
 
 def confidence(logit: float) -> float:

@@ -1,7 +1,7 @@
 """Jobs on Redis with RQ: the backend enqueues, ``vrshq worker`` processes (one per GPU) run them.
 
 Used when ``REDIS_URL`` is set; the same job code as the embedded runner
-(:func:`backend.job_functions.execute`) runs in the worker, on the worker's own Backend (its
+(:func:`vrshq.backend.jobs.execute.execute`) runs in the worker, on the worker's own Backend (its
 model loaded once per worker process). Jobs carry JSON payloads, report progress into their
 meta, are retried with backoff when they fail or their worker dies (RQ re-queues abandoned
 jobs that have retries left), and are deduplicated by key while queued or running. A bounded
@@ -9,7 +9,7 @@ queue makes ``/predict`` answer "busy, retry later" instead of timing out.
 
 Cancel: a queued job is cancelled in RQ (it never runs); a running one gets a flag in Redis
 that its worker reads at each progress report, so it stops there and keeps what it finished
-(see :mod:`backend.jobs`); it ends as RQ "finished" with ``cancelled`` in its meta.
+(see :mod:`vrshq.backend.jobs.runner`); it ends as RQ "finished" with ``cancelled`` in its meta.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import logging
 import uuid
 from typing import Any
 
-from backend.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Job, Report, wait_for
+from vrshq.backend.jobs.execute import execute
+from vrshq.backend.jobs.runner import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Job, Report, wait_for
 from vrshq.errors import Cancelled, VrshqError
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ class BusyError(VrshqError):
 
 
 class RQJobRunner:
-    """The job runner on a Redis queue (same interface as :class:`backend.jobs.JobRunner`)."""
+    """The job runner on a Redis queue (same interface as :class:`vrshq.backend.jobs.runner.JobRunner`)."""
 
     def __init__(self, redis_url: str, queue: str = "vrshq", max_queued: int = 100,
                  retries: int = 3) -> None:
@@ -69,7 +70,7 @@ class RQJobRunner:
             raise BusyError(f"busy: {self.queue.count} jobs are queued (VRSHQ_MAX_QUEUED="
                             f"{self.max_queued}); retry later")
         job_id = uuid.uuid4().hex[:16]
-        self.queue.enqueue("backend.queue_rq.run_job", kind, payload, job_id=job_id,
+        self.queue.enqueue("vrshq.backend.jobs.redis_queue.run_job", kind, payload, job_id=job_id,
                            retry=Retry(max=self.retries, interval=RETRY_INTERVALS),
                            job_timeout=JOB_TIMEOUT, result_ttl=7 * 86400, failure_ttl=7 * 86400,
                            meta={"kind": kind, "key": key, "info": info})
@@ -212,8 +213,6 @@ def set_worker_backend(backend: Any) -> None:
 def run_job(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
     """RQ's entry point: run one job on this worker's Backend, reporting progress into its meta."""
     from rq import get_current_job
-
-    from backend.job_functions import execute
 
     if _backend is None:
         raise VrshqError("no backend in this process: jobs run in `vrshq worker`")

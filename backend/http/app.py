@@ -1,4 +1,4 @@
-"""The Flask application: Label Studio's ML backend protocol over :class:`backend.service.Backend`.
+"""The Flask application: Label Studio's ML backend protocol over :class:`vrshq.backend.service.Backend`.
 
 Routes (JSON shapes as Label Studio 1.23 sends and expects them; label-studio-ml 2.x's API)::
 
@@ -27,9 +27,6 @@ model nor its lock: they answer while every model slot is busy.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 import json
 import logging
 import os
@@ -39,21 +36,21 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from backend.answers import cap, redact
-from backend.config import BackendConfig
-from backend.lsclient import LabelStudioError
-from backend.media import MediaError
-from backend.predict_request import handle_predict
-from backend.queue_rq import BusyError
-from backend.service import Backend
-from backend.task_inputs import RequestError
-from backend.webhook import handle_webhook
+from vrshq.backend.answers import cap, redact
+from vrshq.backend.http.auth import OPEN_ROUTES, authorized, size_text
+from vrshq.backend.config import BackendConfig
+from vrshq.backend.labelstudio.writer import LabelStudioError
+from vrshq.backend.labelstudio.media import MediaError
+from vrshq.backend.http.predict import handle_predict
+from vrshq.backend.jobs.redis_queue import BusyError
+from vrshq.backend.service import Backend
+from vrshq.backend.tasks.inputs import RequestError
+from vrshq.backend.http.webhook import handle_webhook
 from vrshq.errors import ModelError, VideoError, VrshqError
 
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 512 * 1024 * 1024  # no route takes more; each has its own, smaller limit
-OPEN_ROUTES = ("/health",)
 LIGHT_ROUTES = ("/", "/health", "/metrics")  # never load, swap or wait for the model
 
 
@@ -115,7 +112,7 @@ def create_app(config: BackendConfig | None = None, backend: Backend | None = No
         g.vrshq_config = config
         if request.path not in LIGHT_ROUTES:
             backend.refresh_model()  # a newly served model version, without a restart
-        if config.auth_enabled and request.path not in OPEN_ROUTES and not _authorized(config):
+        if config.auth_enabled and request.path not in OPEN_ROUTES and not authorized(config):
             response = _error(401, "authentication required (HTTP basic auth)")
             response.headers["WWW-Authenticate"] = 'Basic realm="vrshq"'
             return response
@@ -124,7 +121,7 @@ def create_app(config: BackendConfig | None = None, backend: Backend | None = No
         limit = min(config.body_limit(request.path), app.config["MAX_CONTENT_LENGTH"] or MAX_REQUEST_BYTES)
         request.max_content_length = limit
         if request.content_length is not None and request.content_length > limit:
-            return _error(413, f"the request body is larger than {_size(limit)} ({request.path} "
+            return _error(413, f"the request body is larger than {size_text(limit)} ({request.path} "
                                "takes at most that much)")
         return None
 
@@ -148,7 +145,7 @@ def create_app(config: BackendConfig | None = None, backend: Backend | None = No
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
         if exc.code == 413:
-            message = f"the request body is larger than {_size(request.max_content_length)}"
+            message = f"the request body is larger than {size_text(request.max_content_length)}"
         else:
             message = exc.description or exc.name
         return _error(exc.code or 500, message)
@@ -210,12 +207,6 @@ def create_app(config: BackendConfig | None = None, backend: Backend | None = No
     return app
 
 
-def _size(limit: int | None) -> str:
-    if not limit:
-        return "the limit"
-    return f"{limit // 2**20} MiB" if limit % 2**20 == 0 else f"{limit} bytes"
-
-
 def _current_config() -> BackendConfig | None:
     try:
         return g.get("vrshq_config")
@@ -226,22 +217,6 @@ def _current_config() -> BackendConfig | None:
 def _private_roots(config: BackendConfig) -> list[str]:
     """The folders whose absolute paths an answer never shows."""
     return [*config.local_roots, config.data_dir]
-
-
-def _authorized(config: BackendConfig, header: str | None = None) -> bool:
-    """Whether the request's (or ``header``'s) basic-auth credentials are the configured ones."""
-    if header is None:
-        header = request.headers.get("Authorization", "")
-    scheme, _, encoded = header.partition(" ")
-    if scheme.lower() != "basic" or not encoded:
-        return False
-    try:
-        user, _, password = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
-    except (binascii.Error, UnicodeDecodeError):
-        return False
-    ok_user = hmac.compare_digest(user.encode(), str(config.basic_auth_user).encode())
-    ok_pass = hmac.compare_digest(password.encode(), str(config.basic_auth_pass).encode())
-    return ok_user and ok_pass
 
 
 __all__ = ["create_app"]

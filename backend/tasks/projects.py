@@ -16,7 +16,7 @@ import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from backend.task_inputs import project_id
+from vrshq.backend.tasks.inputs import project_id
 
 
 @dataclass

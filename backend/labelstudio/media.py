@@ -36,7 +36,7 @@ from urllib.parse import parse_qs, quote, unquote, urljoin, urlsplit
 
 import requests
 
-from backend.answers import shorten
+from vrshq.backend.answers import shorten
 from vrshq.errors import VrshqError
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,13 @@ def local_files_path(url: str) -> str | None:
         return None
     values = parse_qs(parts.query, keep_blank_values=True).get("d")
     return values[0] if values else None
+
+
+def same_origin(a: str | None, b: str | None) -> bool:
+    """Whether two URLs have the same scheme, host and port (absent or empty: never)."""
+    if not a or not b:
+        return False
+    return _origin(a) == _origin(b)
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:

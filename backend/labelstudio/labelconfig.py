@@ -49,7 +49,7 @@ from typing import Any
 
 from label_studio_sdk.label_interface import LabelInterface
 
-from backend.answers import shorten
+from vrshq.backend.answers import shorten
 from vrshq.errors import VrshqError
 
 # Task data key of the optional keyframe frame numbers (1-based LS frames), parallel to the
@@ -172,7 +172,7 @@ def shipped_config(name: str) -> str:
     """A label config shipped in ``backend/configs`` by name ("video_text_prompt", "video_box_prompt")."""
     from importlib.resources import files
 
-    path = files("backend") / "configs" / f"{name}.xml"
+    path = files("vrshq.backend") / "configs" / f"{name}.xml"
     if not path.is_file():
         raise LabelConfigError(f"no shipped label config {name!r}")
     return path.read_text(encoding="utf-8")

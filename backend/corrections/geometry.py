@@ -19,8 +19,8 @@ import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from backend.answers import shorten
-from backend.task_inputs import RequestError
+from vrshq.backend.answers import shorten
+from vrshq.backend.tasks.inputs import RequestError
 
 LOW, HIGH = -100.0, 200.0  # percent: coordinates beyond these are not a box on this frame
 

@@ -8,7 +8,7 @@ Each task's inputs are read and checked (video, prompts, limits); videos within 
 frame budget are predicted in the request, longer ones become jobs that write their prediction
 back to Label Studio. A task asked again (reopened, *Retrieve Predictions* once more) gets the
 backend's saved prediction, with the corrections made since, when it still answers the request.
-A request with a ``context`` is interactive (:mod:`backend.interactive`).
+A request with a ``context`` is interactive (:mod:`vrshq.backend.http.interactive`).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from backend.answers import shorten
-from backend.interactive import interactive_predict
-from backend.task_inputs import RequestError, TaskInputs, check_prompt_budget, is_id, project_id, read_task
+from vrshq.backend.answers import shorten
+from vrshq.backend.http.interactive import interactive_predict
+from vrshq.backend.tasks.inputs import RequestError, TaskInputs, check_prompt_budget, is_id, project_id, read_task
 from vrshq.errors import VrshqError
 
 ERROR_CHARS = 500  # one task's error text in the answer's "errors" list

@@ -13,29 +13,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from backend.jobs import Report
-from backend.labelconfig import parse_label_config
-from backend.task_inputs import TaskInputs
-from plugins.base import Correction, ObjectPrompt
+from vrshq.backend.jobs.add_objects import add_job
+from vrshq.backend.jobs.runner import Report
+from vrshq.backend.labelstudio.labelconfig import parse_label_config
+from vrshq.backend.tasks.inputs import TaskInputs
+from vrshq.plugins.base import Correction, ObjectPrompt
 from vrshq.errors import VrshqError
-from vrshq.masks import decode_rle, encode_rle
+from vrshq.masks import decode_rle
 
 KINDS = ("predict", "correct", "add", "train")
-
-
-def predict_payload(inputs: TaskInputs, label_config: str) -> dict[str, Any]:
-    """The payload of a prediction job."""
-    return {"project": inputs.project, "task": inputs.task, "data": inputs.data,
-            "video_url": inputs.video_url, "fps": inputs.fps, "label_config": label_config,
-            "prompts": [[p.obj_id, p.text, p.label] for p in inputs.prompts]}
-
-
-def correct_payload(project: str, task: int, corrections: list[Correction],
-                    label_config: str) -> dict[str, Any]:
-    """The payload of a re-propagation job (masks as COCO RLE)."""
-    return {"project": project, "task": task, "label_config": label_config,
-            "corrections": [{"obj_id": c.obj_id, "frame": int(c.frame), "mask": encode_rle(c.mask)}
-                            for c in corrections]}
 
 
 def execute(backend: Any, kind: str, payload: dict[str, Any], report: Report | None = None,
@@ -47,7 +33,9 @@ def execute(backend: Any, kind: str, payload: dict[str, Any], report: Report | N
     prediction in Label Studio is always the task's newest state.
     """
     if kind == "train":
-        from backend.training import train_from_corrections
+        # Imported when a training job runs: the trainer's imports (peft, the fine-tuning loop)
+        # are heavy, and most processes never train.
+        from vrshq.backend.jobs.training import train_from_corrections
 
         return train_from_corrections(backend, str(payload["project"]), report)
     if kind not in KINDS:
@@ -80,9 +68,7 @@ def _task_job(backend: Any, kind: str, payload: dict[str, Any], report: Report |
             return {"task": int(payload["task"]), "prediction": None,
                     "skipped": "a newer correction of the same objects was logged since; its job writes it"}
         return backend.write_back(state, info, key)
-    from backend.interactive import add_job
-
     return add_job(backend, payload, report, key)
 
 
-__all__ = ["KINDS", "correct_payload", "execute", "predict_payload"]
+__all__ = ["KINDS", "execute"]

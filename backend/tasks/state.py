@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from backend.corrections.export import write_atomic
-from plugins.base import Correction, ObjectTrack
+from vrshq.backend.corrections.export import write_atomic
+from vrshq.plugins.base import Correction, ObjectTrack
 from vrshq.errors import MaskFormatError
 from vrshq.masks import Track, decode_rle, encode_rle
 

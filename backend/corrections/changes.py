@@ -1,0 +1,97 @@
+"""Logging what an annotator changed: an annotation's object changes -> rows of the corrections log.
+
+Shared by the webhook, interactive corrections and ``vrshq corrections sync``; every record is
+checked (geometry, row size) before any is written, and a repeat of the newest row is not logged.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from vrshq.backend.corrections.geometry import checked_sequence
+from vrshq.backend.corrections.record import Correction as LoggedCorrection
+from vrshq.backend.labelstudio.annotations import ObjectChange
+from vrshq.backend.labelstudio.labelconfig import LabelConfigInfo
+from vrshq.backend.labelstudio.results import object_label
+from vrshq.backend.tasks.inputs import RequestError
+from vrshq.backend.tasks.state import TaskState
+from vrshq.masks import encode_rle
+from vrshq.plugins.base import Correction
+
+
+def log_changes(log: Any, state: TaskState, info: LabelConfigInfo, changes: list[ObjectChange],
+                event: str, annotation: Mapping[str, Any] | None = None,
+                max_row_bytes: int | None = None) -> list[int]:
+    """Append the changed objects to the corrections log (one transaction); their ids.
+
+    A change identical to the newest logged correction of the same object and frame (the same
+    annotation submitted twice) is not logged again.
+    """
+    return [i for _, i in log_changes_each(log, state, info, changes, event, annotation,
+                                           max_row_bytes) if i is not None]
+
+
+def log_changes_each(log: Any, state: TaskState, info: LabelConfigInfo, changes: list[ObjectChange],
+                     event: str, annotation: Mapping[str, Any] | None = None,
+                     max_row_bytes: int | None = None) -> list[tuple[ObjectChange, int | None]]:
+    """Like :func:`log_changes`, per changed object: (change, its new id or None if a repeat).
+
+    Every record is checked before any is written: box tracks against the video (frames in
+    range, boxes clipped to the frame or refused, see :mod:`vrshq.backend.corrections.geometry`) and, with
+    ``max_row_bytes``, the size of its row.
+    """
+    annotation = annotation or {}
+    annotator = annotation.get("completed_by")
+    if isinstance(annotator, Mapping):
+        annotator = annotator.get("id")
+    records, changed = [], []
+    for ch in changes:
+        if not ch.changed:
+            continue
+        obj = ch.obj
+        corrected = ch.corrected_mask()
+        boxes = None if ch.boxes is None else checked_sequence(
+            ch.boxes, state.frames_count, f"object {obj.obj_id}'s box track")
+        record = LoggedCorrection(
+            project=state.project, task=state.task, annotation=annotation.get("id"),
+            annotator=annotator, video_path=state.video, video_sha256=None, fps=state.fps,
+            prompt=str(obj.details.get("prompt") or ""), obj_id=obj.obj_id,
+            label=object_label(obj, info), frame=int(obj.keyframe),
+            predicted_mask=encode_rle(ch.predicted_mask),
+            corrected_mask=None if corrected is None else encode_rle(corrected),
+            predicted_boxes=boxes_json(ch.predicted_boxes), corrected_boxes=boxes_json(boxes),
+            model_version=state.model_version, plugin=state.plugin, event=event,
+            annotated_at=annotation.get("updated_at") or annotation.get("created_at"))
+        if max_row_bytes is not None:
+            size = len(json.dumps(record.to_json()))
+            if size > max_row_bytes:
+                raise RequestError(f"object {obj.obj_id}: the correction is {size} bytes as a log row, "
+                                   f"more than the {max_row_bytes} a row may have (VRSHQ_MAX_ROW_BYTES)")
+        records.append(record)
+        changed.append(ch)
+    # The repeat check happens inside the log's write transaction: a duplicate delivery handled
+    # at the same time by another thread or process must not pass it too.
+    each = getattr(log, "append_new_each", None)
+    if each is not None:
+        return list(zip(changed, each(records)))
+    ids = log.append_new(records)
+    return list(zip(changed, ids)) if len(ids) == len(changed) else [(ch, None) for ch in changed]
+
+
+def boxes_json(sequence: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    """A box sequence as the log stores it (Label Studio's keyframe fields only)."""
+    if sequence is None:
+        return None
+    keys = ("frame", "x", "y", "width", "height", "enabled", "rotation", "time")
+    return [{k: v for k, v in item.items() if k in keys} for item in sequence]
+
+
+def mask_corrections(changes: list[ObjectChange]) -> list[Correction]:
+    """The re-propagation input: each changed keyframe mask of an object that was not deleted."""
+    return [Correction(ch.obj.obj_id, int(ch.obj.keyframe), ch.mask) for ch in changes
+            if ch.mask is not None and not ch.deleted]
+
+
+__all__ = ["boxes_json", "log_changes", "log_changes_each", "mask_corrections"]

@@ -1,0 +1,1 @@
+"""The HTTP face: routes, request handling (/predict, /webhook, interactive), errors and the server."""

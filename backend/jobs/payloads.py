@@ -1,0 +1,28 @@
+"""A job's payload: plain JSON (ids, URLs, label config text, COCO RLE masks), so that a queue can
+store it and another process (a `vrshq worker` with its own Backend) can run it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vrshq.backend.tasks.inputs import TaskInputs
+from vrshq.masks import encode_rle
+from vrshq.plugins.base import Correction
+
+
+def predict_payload(inputs: TaskInputs, label_config: str) -> dict[str, Any]:
+    """The payload of a prediction job."""
+    return {"project": inputs.project, "task": inputs.task, "data": inputs.data,
+            "video_url": inputs.video_url, "fps": inputs.fps, "label_config": label_config,
+            "prompts": [[p.obj_id, p.text, p.label] for p in inputs.prompts]}
+
+
+def correct_payload(project: str, task: int, corrections: list[Correction],
+                    label_config: str) -> dict[str, Any]:
+    """The payload of a re-propagation job (masks as COCO RLE)."""
+    return {"project": project, "task": task, "label_config": label_config,
+            "corrections": [{"obj_id": c.obj_id, "frame": int(c.frame), "mask": encode_rle(c.mask)}
+                            for c in corrections]}
+
+
+__all__ = ["correct_payload", "predict_payload"]
