@@ -123,6 +123,8 @@ def export_training_set(
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
         manifest = _export(tasks, tmp, media, fmt, frames, states, progress, holdout, seed)
+        if not manifest["counts"]["videos"]:  # an empty set would replace a good one at ``out``
+            raise NothingExportedError(manifest["skipped"])
         split = {v: entry["split"] for v, entry in manifest["videos"].items()}
         manifest.update({
             "format": MANIFEST_FORMAT, "version": 1, "layout": fmt, "created_at": utc_now(),
@@ -231,6 +233,16 @@ def _export(tasks: dict[str, _Task], root: Path, media: MediaConfig, fmt: str, f
                 (root / s / MASKS_FILENAME).write_text(json.dumps(masks) + "\n")
     counts.update({s: sum(1 for v in videos.values() if v["split"] == s) for s in SPLITS})
     return {"counts": counts, "videos": videos, "skipped": skipped, "warnings": warnings}
+
+
+class NothingExportedError(VrshqError):
+    """Every video of the log was skipped (``skipped``: their names and reasons)."""
+
+    def __init__(self, skipped: list[dict[str, Any]]) -> None:
+        self.skipped = skipped
+        first = skipped[0] if skipped else {"video": "-", "reason": "-"}
+        super().__init__(f"nothing exported: all {len(skipped)} video(s) skipped (first "
+                         f"{first['video']}: {str(first['reason']).splitlines()[0]})")
 
 
 class _Skip(Exception):
@@ -401,4 +413,4 @@ def _replace(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-__all__ = ["FORMATS", "FRAME_CHOICES", "export_training_set", "split_videos"]
+__all__ = ["FORMATS", "FRAME_CHOICES", "NothingExportedError", "export_training_set", "split_videos"]

@@ -30,7 +30,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     add_precision_option(parser, default=os.environ.get("VRSHQ_PRECISION") or "auto")
     parser.add_argument("--feature-budget-mib", type=int, default=1024,
                         help="image features kept in memory; the rest spill to disk")
-    parser.add_argument("--cache-dir", help="where spilled features go (default: system temp)")
+    parser.add_argument("--cache-dir", help="where spilled features go, made if missing "
+                        "(default: system temp)")
 
 
 def add_precision_option(parser: argparse.ArgumentParser, default: str | None) -> None:
@@ -53,7 +54,25 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
     if args.feature_budget_mib < 0:
         raise ModelError("--feature-budget-mib must be >= 0")
     return EngineConfig(device=args.device, precision=checked_precision(args.precision),
-                        feature_budget_bytes=args.feature_budget_mib * MiB, cache_dir=args.cache_dir)
+                        feature_budget_bytes=args.feature_budget_mib * MiB,
+                        cache_dir=checked_cache_dir(args.cache_dir))
+
+
+def checked_cache_dir(path: str | None) -> str | None:
+    """--cache-dir, made if missing and proven writable, or a one-line error.
+
+    Checked before any model loads: the engine first spills there seconds into tracking.
+    """
+    if path is None:
+        return None
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise VrshqError(f"--cache-dir {path}: cannot use it for spilled features "
+                         f"({exc.strerror or exc})") from None
+    return path
 
 
 def load_sam2(args: argparse.Namespace, config: EngineConfig):
