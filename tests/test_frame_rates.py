@@ -1,0 +1,164 @@
+"""Issue 15, section 2 ("Frame rates"): each defect reproduced, on real files written with PyAV.
+
+- A variable-frame-rate file is refused (one line naming the problem and the ffmpeg command to
+  convert it), decided from the container's timestamps before any frame is decoded; constant-rate
+  files from a real encoder (25 fps, 30000/1001 fps, millisecond time bases) pass, at their exact
+  rate.
+- ``/predict`` with a task ``fps`` that is not the file's rate is a 4xx naming both rates, or, with
+  ``VRSHQ_FPS_MISMATCH=use-file``, the file's rate is written into the task and predicted with.
+- ``vrshq track --fps`` on a video file must agree with the file's rate.
+- Small valid videos (16x16 H.264) decode to the same frames as PyAV's own decode.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from vrshq.errors import VideoError
+from vrshq.synthetic import SyntheticSpec, write_video
+from vrshq.video import open_video
+from vrshq.video.timing import (
+    CFR_TOLERANCE,
+    VariableFrameRateError,
+    probe_timing,
+    same_rate,
+    timing_from_pts,
+)
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def write_with_pts(path: Path, pts_ms: list[int], size: tuple[int, int] = (64, 48),
+                   codec: str = "libx264") -> Path:
+    """An H.264 file whose frame k is shown at pts_ms[k] milliseconds (irregular: a VFR file)."""
+    width, height = size
+    tb = Fraction(1, 1000)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.time_base = tb
+        for k, pts in enumerate(pts_ms):
+            image = np.full((height, width, 3), (37 * k) % 256, np.uint8)
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = pts, tb
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def pyav_frames(path: Path) -> np.ndarray:
+    """Every frame of PyAV's own in-order decode, RGB: the reference."""
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+# 25 fps for 12 frames, then 12 frames at 12.5 fps (a phone that slowed down in low light).
+VFR_PTS = [40 * k for k in range(12)] + [440 + 80 * k for k in range(1, 13)]
+
+
+# --- small videos ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("size", [(16, 16), (8, 8), (48, 48), (24, 16), (16, 32)])
+def test_a_small_h264_video_decodes_to_pyavs_frames(tmp_path, size):
+    # decord 0.6 hands narrow frames back with their row padding as extra "channels":
+    # (16, 16, 6) for a 16x16 video, which the reader called a corrupt file.
+    path = write_with_pts(tmp_path / f"small{size[0]}x{size[1]}.mp4", [40 * k for k in range(6)], size)
+    reference = pyav_frames(path)
+    with open_video(path) as reader:
+        assert (reader.width, reader.height, len(reader)) == (*size, 6)
+        # tolerance 0: both decode with the same ffmpeg, so the frames are equal bit for bit
+        for i in (5, 0, 3, 1, 4, 2):
+            np.testing.assert_array_equal(reader.frame(i), reference[i], err_msg=f"frame {i}")
+        np.testing.assert_array_equal(reader.frames(range(6)), reference)
+
+
+# --- constant and variable frame rates --------------------------------------------------------
+
+@pytest.mark.parametrize("ext,fps,exact", [
+    ("mp4", 25.0, Fraction(25)),
+    ("mp4", 30000 / 1001, Fraction(30000, 1001)),
+    ("mkv", 30000 / 1001, Fraction(30000, 1001)),  # a 1 ms time base: frames last 33 or 34 ms
+    ("webm", 30000 / 1001, Fraction(30000, 1001)),
+    ("mov", 24000 / 1001, Fraction(24000, 1001)),
+    ("avi", 25.0, Fraction(25)),
+])
+def test_constant_rate_files_from_a_real_encoder_pass_at_their_exact_rate(make_video, ext, fps, exact):
+    options = {"bf": "3", "g": "12"} if ext in ("mp4", "mkv", "mov") else None
+    path = make_video(ext, num_frames=60, width=64, height=48, fps=fps, options=options)
+    timing = probe_timing(path)
+    assert timing is not None and timing.constant and timing.frames == 60
+    assert timing.fps == exact
+    with open_video(path) as reader:
+        assert reader.fps == float(exact) and reader.file_fps == float(exact)
+
+
+@pytest.mark.parametrize("ext", ["mp4", "mkv"])
+def test_a_variable_frame_rate_file_is_refused_naming_the_problem_and_the_fix(tmp_path, ext):
+    path = write_with_pts(tmp_path / f"vfr.{ext}", VFR_PTS)
+    with pytest.raises(VariableFrameRateError) as err:
+        open_video(path)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(str(path))
+    assert "variable frame rate" in message
+    assert f"ffmpeg -i vfr.{ext} " in message and "fps=" in message and "vfr_cfr.mp4" in message
+    assert isinstance(err.value, VideoError)  # a 422 in the backend, exit 2 in the CLI
+
+
+def test_the_rate_is_checked_before_any_frame_is_decoded(tmp_path, monkeypatch):
+    import vrshq.video.decord_reader as decord_reader
+
+    def no_decoder(self):
+        raise AssertionError("the decoder was opened before the frame rate was checked")
+
+    monkeypatch.setattr(decord_reader.DecordVideoReader, "_open_decord", no_decoder)
+    with pytest.raises(VariableFrameRateError):
+        open_video(write_with_pts(tmp_path / "vfr.mp4", VFR_PTS))
+
+
+def test_one_dropped_frame_makes_a_file_variable_rate(tmp_path):
+    # 40 frames at 25 fps with frame 20's slot left empty: from there on every frame is one late
+    pts = [40 * k for k in range(20)] + [40 * k for k in range(21, 41)]
+    with pytest.raises(VariableFrameRateError, match="variable frame rate"):
+        open_video(write_with_pts(tmp_path / "dropped.mp4", pts))
+
+
+# --- the rule, on timestamps alone (ticks of the stream's time base) ---------------------------
+
+def test_the_constant_rate_rule_allows_time_base_rounding_and_jitter_within_the_tolerance():
+    ms = Fraction(1, 1000)
+    ntsc = [round(k * 1001 / 30) for k in range(3000)]  # 29.97 fps in milliseconds: 33/34 ms
+    timing = timing_from_pts(ntsc, ms, declared=[Fraction(30000, 1001)])
+    assert timing.constant and timing.fps == Fraction(30000, 1001)
+    # every frame up to just under a quarter frame early or late: still constant
+    jitter = [40 * k + (9 if k % 3 == 1 else -9 if k % 3 == 2 else 0) for k in range(100)]
+    assert timing_from_pts(jitter, ms).constant
+    assert CFR_TOLERANCE == Fraction(1, 4)
+    # one frame a third of a frame late, a drift to half a frame, a duplicate timestamp: variable
+    late = [40 * k + (14 if k == 50 else 0) for k in range(100)]
+    assert not timing_from_pts(late, ms).constant
+    drift = [40 * k + k // 4 for k in range(200)]  # 40.25 ms frames, then back to 40
+    drift += [drift[-1] + 40 * k for k in range(1, 200)]
+    assert not timing_from_pts(drift, ms).constant
+    duplicate = [40 * k for k in range(50)] + [40 * 49] + [40 * k for k in range(50, 100)]
+    assert not timing_from_pts(duplicate, ms).constant
+    # out-of-order timestamps (B-frames in decode order) are sorted first
+    assert timing_from_pts([0, 80, 40, 160, 120, 200], ms).constant
+
+
+def test_a_declared_rate_is_used_only_when_the_timestamps_agree_with_it():
+    ms = Fraction(1, 1000)
+    two = timing_from_pts([0, 40], ms, declared=[Fraction(30)])  # 2 frames 40 ms apart: 25 fps
+    assert two.fps == 25
+    ten = timing_from_pts([40 * k for k in range(10)], ms, declared=[Fraction(25)])
+    assert ten.fps == 25
+
+
+def test_rates_are_the_same_within_the_stated_tolerance():
+    assert same_rate(29.97, 30000 / 1001) and same_rate(23.976, 24000 / 1001)
+    assert same_rate(59.94, Fraction(60000, 1001)) and same_rate(25, 25.0)
+    assert not same_rate(30, 30000 / 1001) and not same_rate(30, 25) and not same_rate(23.98, 24000 / 1001)
