@@ -162,3 +162,65 @@ def test_rates_are_the_same_within_the_stated_tolerance():
     assert same_rate(29.97, 30000 / 1001) and same_rate(23.976, 24000 / 1001)
     assert same_rate(59.94, Fraction(60000, 1001)) and same_rate(25, 25.0)
     assert not same_rate(30, 30000 / 1001) and not same_rate(30, 25) and not same_rate(23.98, 24000 / 1001)
+
+
+# --- vrshq track --fps -------------------------------------------------------------------------
+
+CLIP = dict(num_frames=8, width=160, height=120, fps=25.0)
+
+
+@pytest.fixture(scope="module")
+def clip25(make_video, tiny_sam2_files, tmp_path_factory):
+    """A 25 fps mp4, a frame-0 palette prompt for it, and a tiny SAM-2 model folder."""
+    from types import SimpleNamespace
+
+    from vrshq.masks import write_palette_png
+    from vrshq.synthetic import ground_truth
+
+    root = tmp_path_factory.mktemp("clip25")
+    prompt = root / "prompt0.png"
+    write_palette_png(prompt, ground_truth(SyntheticSpec(**CLIP))[0])
+    config, _ = tiny_sam2_files
+    return SimpleNamespace(video=make_video("mp4", **CLIP), prompt=prompt, model_dir=config.parent.parent)
+
+
+def track_argv(c, out, *extra, video=None):
+    return ["track", video or c.video, "--mask", c.prompt, "--frame", 0, "--out", out,
+            "--model-dir", c.model_dir, *extra]
+
+
+def test_track_fps_that_disagrees_with_a_video_file_is_a_one_line_error(clip25, tmp_path, capfd):
+    from tests.cli_helpers import assert_one_line_error, run_cli
+
+    out = tmp_path / "out"
+    rc, _, err = run_cli(capfd, *track_argv(clip25, out, "--fps", "30"))
+    assert_one_line_error(rc, err, str(clip25.video), "--fps 30", "25 fps")
+    assert not out.exists()
+
+
+def test_track_fps_that_agrees_with_the_file_is_accepted_and_times_the_output(clip25, tmp_path, capfd):
+    import json
+
+    from tests.cli_helpers import run_cli
+
+    out = tmp_path / "out"
+    rc, _, err = run_cli(capfd, *track_argv(clip25, out, "--fps", "25.0", "--no-progress"))
+    assert rc == 0, err
+    for result in json.loads((out / "labelstudio.json").read_text()):
+        assert all(item["time"] == pytest.approx(item["frame"] / 25) for item in result["value"]["sequence"])
+
+
+def test_track_refuses_a_variable_frame_rate_video(clip25, tmp_path, capfd):
+    from tests.cli_helpers import assert_one_line_error, run_cli
+
+    vfr = write_with_pts(tmp_path / "vfr.mp4", VFR_PTS, size=(160, 120))
+    rc, _, err = run_cli(capfd, *track_argv(clip25, tmp_path / "out", video=vfr))
+    assert_one_line_error(rc, err, str(vfr), "variable frame rate", "ffmpeg -i vfr.mp4")
+
+
+def test_track_help_says_what_fps_does_on_a_video_file(capfd):
+    from tests.cli_helpers import run_cli
+
+    rc, out, _ = run_cli(capfd, "track", "--help")
+    text = " ".join(out.split())
+    assert rc == 0 and "frame folder" in text and "must agree with the file's own rate" in text

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from vrshq.cli.common import (MiB, add_precision_option, checked_precision, open_video_quietly,
+from vrshq.cli.common import (FPS_HELP, MiB, add_precision_option, checked_precision, open_video_quietly,
                               resolve_device)
 from vrshq.engine import EngineConfig
 from vrshq.errors import PromptError, VrshqError
@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--model", default=os.environ.get("VRSHQ_MODEL"),
                    help="model folder with vrshq/ (and sam2/, clip/); default $VRSHQ_MODEL")
-    p.add_argument("--fps", type=float, help="frame rate of a frame folder (default 30)")
+    p.add_argument("--fps", type=float, help=FPS_HELP)
     p.add_argument("--direction", choices=["both", "forward", "backward"], default="both")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     add_precision_option(p, default=os.environ.get("VRSHQ_PRECISION") or "auto")
