@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from backend.annotation_diff import ObjectChange, frame_size
+from backend.frame_rate import task_data_at_file_rate
 from backend.labelconfig import LabelConfigInfo
 from backend.predictions import parse_annotation
 from backend.results import object_region_id, shown_mask, state_prediction
@@ -231,6 +232,7 @@ def _add_objects(backend: Any, tid: int, data: Mapping[str, Any], info: LabelCon
     _check_object_count(backend, project, tid, what)
     video = backend.open_video(project, tid, info.video(data), info.fps(data))
     try:
+        data = task_data_at_file_rate(backend, project, tid, dict(data), info, video, info.video(data))
         if len(video) <= backend.config.sync_frame_budget:
             ids = _add(backend, project, tid, data, info, what, video, None)
             return state_prediction(backend.states.load(project, tid), info, ids)

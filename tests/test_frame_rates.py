@@ -224,3 +224,121 @@ def test_track_help_says_what_fps_does_on_a_video_file(capfd):
     rc, out, _ = run_cli(capfd, "track", "--help")
     text = " ".join(out.split())
     assert rc == 0 and "frame folder" in text and "must agree with the file's own rate" in text
+
+
+# --- the backend: /predict over HTTP (Flask's client), real videos -----------------------------
+
+def fps_task(task_id: int, video: str, fps: float) -> dict:
+    return {"id": task_id, "project": 1,
+            "data": {"video": f"/data/local-files/?d={video}", "fps": fps, "prompt": "the red disc"}}
+
+
+def post_predict(client, tasks, xml=None):
+    from tests.backend_fixtures import TEXT_XML
+
+    return client.post("/predict", json={"tasks": tasks, "project": "1", "label_config": xml or TEXT_XML})
+
+
+@pytest.fixture(scope="module")
+def rate_clips(media_root):
+    """clips/rate25.mp4 (25 fps), clips/rate2997.mp4 (30000/1001 fps), clips/vfr.mp4 (variable)."""
+    clips = media_root / "clips"
+    write_video(SyntheticSpec(**{**CLIP, "num_objects": 1}), clips / "rate25.mp4")
+    write_video(SyntheticSpec(**{**CLIP, "fps": 30000 / 1001, "num_objects": 1}), clips / "rate2997.mp4")
+    write_with_pts(clips / "vfr.mp4", VFR_PTS, size=(160, 120))
+    return clips
+
+
+@pytest.fixture()
+def no_model_work(vrshq_backend, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model ran on a task that had to be refused")
+
+    monkeypatch.setattr(vrshq_backend.plugin, "predict", refuse)
+
+
+def test_predict_with_a_task_fps_that_is_not_the_files_is_a_422_naming_both(client, rate_clips, no_model_work):
+    from tests.backend_fixtures import next_task_id
+
+    tid = next_task_id()
+    r = post_predict(client, [fps_task(tid, "clips/rate25.mp4", 30)])
+    assert r.status_code == 422, r.json
+    error = r.json["error"]
+    assert f"task {tid}" in error and "fps 30" in error and "25 fps" in error, error
+    assert "VRSHQ_FPS_MISMATCH" in error and "\n" not in error
+
+
+def test_predict_with_the_files_rate_within_the_tolerance_is_answered(client, rate_clips):
+    from tests.backend_fixtures import next_task_id
+
+    for video, fps in (("clips/rate2997.mp4", 29.97), ("clips/rate25.mp4", 25)):
+        r = post_predict(client, [fps_task(next_task_id(), video, fps)])
+        assert r.status_code == 200, r.json
+        (track,) = [x for x in r.json["results"][0]["result"] if x["type"] == "videorectangle"]
+        assert track["value"]["duration"] == pytest.approx(CLIP["num_frames"] / fps)
+
+
+def test_predict_of_a_variable_frame_rate_video_is_a_422_before_model_work(client, rate_clips, no_model_work):
+    from tests.backend_fixtures import next_task_id
+
+    r = post_predict(client, [fps_task(next_task_id(), "clips/vfr.mp4", 25)])
+    assert r.status_code == 422, r.json
+    assert "variable frame rate" in r.json["error"] and "ffmpeg -i vfr.mp4" in r.json["error"]
+
+
+def test_the_fps_mismatch_policy_comes_from_the_environment():
+    from backend.config import BackendConfig, ConfigError
+
+    assert BackendConfig().fps_mismatch == "refuse"
+    assert BackendConfig.from_env({"VRSHQ_FPS_MISMATCH": "use-file"}).fps_mismatch == "use-file"
+    with pytest.raises(ConfigError, match="VRSHQ_FPS_MISMATCH"):
+        BackendConfig.from_env({"VRSHQ_FPS_MISMATCH": "guess"})
+
+
+def test_use_file_writes_the_files_rate_into_the_task_in_label_studio(label_studio, ls_api, tiny_models, tmp_path):
+    from backend.app import create_app
+    from tests.backend_fixtures import TEXT_XML, make_backend
+
+    clips = label_studio.doc_root / "rates"
+    clips.mkdir(parents=True, exist_ok=True)
+    write_video(SyntheticSpec(**{**CLIP, "num_objects": 1}), clips / "v25.mp4")
+    pid = ls_api.create_project("vrshq fps use-file", TEXT_XML)
+    ls_api.add_local_storage(pid, clips)
+    (tid,) = ls_api.import_tasks(pid, [{"data": {"video": "/data/local-files/?d=rates/v25.mp4",
+                                                  "fps": 30, "prompt": "the red disc"}}])
+    backend = make_backend(tiny_models, label_studio.doc_root, tmp_path / "data", fps_mismatch="use-file",
+                           label_studio_url=label_studio.url, api_key=label_studio.token)
+    try:
+        client = create_app(backend=backend).test_client()
+        r = client.post("/predict", json={"tasks": [ls_api.get_task(tid)], "project": str(pid),
+                                          "label_config": TEXT_XML})
+        assert r.status_code == 200, r.json
+        (track,) = [x for x in r.json["results"][0]["result"] if x["type"] == "videorectangle"]
+        assert track["value"]["duration"] == pytest.approx(CLIP["num_frames"] / 25)
+        assert all(item["time"] == pytest.approx(item["frame"] / 25) for item in track["value"]["sequence"])
+        data = ls_api.get_task(tid)["data"]
+        assert data["fps"] == 25 and data["prompt"] == "the red disc"
+        assert data.get("keyframes"), data  # the keyframe write that follows kept the new rate
+        # Asked again with the task as Label Studio now holds it: the saved prediction, at 25 fps.
+        again = client.post("/predict", json={"tasks": [ls_api.get_task(tid)], "project": str(pid),
+                                              "label_config": TEXT_XML})
+        assert again.status_code == 200 and again.json["results"][0] == r.json["results"][0]
+    finally:
+        backend.close()
+
+
+def test_use_file_cannot_rewrite_a_frame_rate_fixed_in_the_label_config(tiny_models, media_root, rate_clips,
+                                                                     tmp_path):
+    from backend.app import create_app
+    from tests.backend_fixtures import TEXT_XML, make_backend, next_task_id
+
+    literal = TEXT_XML.replace('frameRate="$fps"', 'frameRate="30"')
+    assert literal != TEXT_XML
+    backend = make_backend(tiny_models, media_root, tmp_path / "data", fps_mismatch="use-file")
+    try:
+        r = post_predict(create_app(backend=backend).test_client(),
+                         [fps_task(next_task_id(), "clips/rate25.mp4", 30)], xml=literal)
+        assert r.status_code == 422, r.json
+        assert "frameRate" in r.json["error"] and "25 fps" in r.json["error"], r.json
+    finally:
+        backend.close()

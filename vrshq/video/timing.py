@@ -139,7 +139,7 @@ def check_constant_rate(path: str | os.PathLike) -> FrameTiming | None:
 
 def variable_rate_reason(path: str | os.PathLike, timing: FrameTiming) -> str:
     """One line: what is variable, why it matters, and the ffmpeg command that fixes it."""
-    target = max(1, round(1 / timing.typical))  # the rate most frames were made at
+    target = max(1, math.floor(1 / timing.typical + 0.5))  # the rate most frames were made at
     return (f"variable frame rate: frames last {timing.shortest * 1000:.4g} to "
             f"{timing.longest * 1000:.4g} ms, and frame {timing.worst_frame} is "
             f"{timing.worst_offset:.2f} frames away from where an even {format_rate(timing.fps)} "
