@@ -295,14 +295,22 @@ def test_the_fps_mismatch_policy_comes_from_the_environment():
         BackendConfig.from_env({"VRSHQ_FPS_MISMATCH": "guess"})
 
 
-def test_use_file_writes_the_files_rate_into_the_task_in_label_studio(label_studio, ls_api, tiny_models, tmp_path):
+def _boxes_only(xml: str) -> str:
+    """The text config without its keyframe masks: no keyframe write follows the prediction."""
+    return xml[:xml.index('  <Header value="Keyframe masks')] + "</View>"
+
+
+@pytest.mark.parametrize("masks", [True, False])
+def test_use_file_writes_the_files_rate_into_the_task_in_label_studio(label_studio, ls_api, tiny_models,
+                                                                      tmp_path, masks):
     from backend.app import create_app
     from tests.backend_fixtures import TEXT_XML, make_backend
 
+    xml = TEXT_XML if masks else _boxes_only(TEXT_XML)
     clips = label_studio.doc_root / "rates"
     clips.mkdir(parents=True, exist_ok=True)
     write_video(SyntheticSpec(**{**CLIP, "num_objects": 1}), clips / "v25.mp4")
-    pid = ls_api.create_project("vrshq fps use-file", TEXT_XML)
+    pid = ls_api.create_project(f"vrshq fps use-file {masks}", xml)
     ls_api.add_local_storage(pid, clips)
     (tid,) = ls_api.import_tasks(pid, [{"data": {"video": "/data/local-files/?d=rates/v25.mp4",
                                                   "fps": 30, "prompt": "the red disc"}}])
@@ -311,17 +319,17 @@ def test_use_file_writes_the_files_rate_into_the_task_in_label_studio(label_stud
     try:
         client = create_app(backend=backend).test_client()
         r = client.post("/predict", json={"tasks": [ls_api.get_task(tid)], "project": str(pid),
-                                          "label_config": TEXT_XML})
+                                          "label_config": xml})
         assert r.status_code == 200, r.json
         (track,) = [x for x in r.json["results"][0]["result"] if x["type"] == "videorectangle"]
         assert track["value"]["duration"] == pytest.approx(CLIP["num_frames"] / 25)
         assert all(item["time"] == pytest.approx(item["frame"] / 25) for item in track["value"]["sequence"])
         data = ls_api.get_task(tid)["data"]
         assert data["fps"] == 25 and data["prompt"] == "the red disc"
-        assert data.get("keyframes"), data  # the keyframe write that follows kept the new rate
+        assert bool(data.get("keyframes")) == masks, data  # the keyframe write kept the new rate
         # Asked again with the task as Label Studio now holds it: the saved prediction, at 25 fps.
         again = client.post("/predict", json={"tasks": [ls_api.get_task(tid)], "project": str(pid),
-                                              "label_config": TEXT_XML})
+                                              "label_config": xml})
         assert again.status_code == 200 and again.json["results"][0] == r.json["results"][0]
     finally:
         backend.close()
