@@ -286,6 +286,18 @@ def test_predict_of_a_variable_frame_rate_video_is_a_422_before_model_work(clien
     assert "variable frame rate" in r.json["error"] and "ffmpeg -i vfr.mp4" in r.json["error"]
 
 
+def test_an_interactive_prompt_on_a_task_with_a_wrong_fps_is_a_422_before_model_work(client, rate_clips,
+                                                                                   no_model_work):
+    from tests.backend_fixtures import TEXT_XML, next_task_id
+
+    typed = {"from_name": "prompt", "to_name": "video", "type": "textarea",
+             "value": {"text": ["the red disc"]}}
+    r = client.post("/predict", json={"tasks": [fps_task(next_task_id(), "clips/rate25.mp4", 30)],
+                                      "project": "1", "label_config": TEXT_XML,
+                                      "params": {"context": {"result": [typed]}}})
+    assert r.status_code == 422 and "fps 30" in r.json["error"] and "25 fps" in r.json["error"], r.json
+
+
 def test_the_fps_mismatch_policy_comes_from_the_environment():
     from backend.config import BackendConfig, ConfigError
 
