@@ -55,7 +55,7 @@ def timing_from_pts(
 ) -> FrameTiming | None:
     """The timing of frames presented at ``pts`` (ticks of ``time_base``, any order); None
     for fewer than two frames or a zero span. ``declared``: the container's rates, tried first."""
-    ticks = np.sort(np.fromiter((int(p) for p in pts), dtype=object))
+    ticks = np.sort(np.fromiter(pts, dtype=np.int64))  # ffmpeg's timestamps are int64
     n = len(ticks)
     span = int(ticks[-1] - ticks[0]) if n else 0
     if n < 2 or span <= 0:
@@ -63,10 +63,13 @@ def timing_from_pts(
     # The grid's period is span / (n - 1) ticks; measured in ticks * (n - 1), every offset from
     # it is an integer, and so is the bound: tolerance * span + one tick.
     steps = n - 1
-    offsets = (ticks - ticks[0]) * steps - np.arange(n, dtype=object) * span
+    tol = CFR_TOLERANCE
+    # int64 when every product fits (it does for hours of video), else Python's exact ints
+    exact = object if span * steps * tol.denominator >= 2**62 else np.int64
+    ticks = ticks.astype(exact) if exact is object else ticks
+    offsets = (ticks - ticks[0]) * steps - np.arange(n, dtype=exact) * span
     distance = np.abs(offsets)
     worst = int(np.argmax(distance))
-    tol = CFR_TOLERANCE
     constant = bool(distance[worst] * tol.denominator <= span * tol.numerator + steps * tol.denominator)
     durations = np.diff(ticks)
     tb = float(time_base)
