@@ -257,7 +257,8 @@ def no_model_work(vrshq_backend, monkeypatch):
     monkeypatch.setattr(vrshq_backend.plugin, "predict", refuse)
 
 
-def test_predict_with_a_task_fps_that_is_not_the_files_is_a_422_naming_both(client, rate_clips, no_model_work):
+def test_predict_with_a_task_fps_that_is_not_the_files_is_a_422_naming_both(client, rate_clips,
+                                                                             no_model_work):
     from tests.backend_fixtures import next_task_id
 
     tid = next_task_id()
