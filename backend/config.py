@@ -22,6 +22,9 @@ Every environment variable the backend reads is listed here, and only here::
     VRSHQ_MAX_PIXELS      width x height a task's video may have (default 16777216, 4096x4096)
     VRSHQ_MAX_FRAMES      frames a task's video may have (default 108000, an hour at 30 fps)
     VRSHQ_KEYFRAME_QUALITY  JPEG quality of keyframe images (default 90)
+    VRSHQ_FPS_MISMATCH    a task whose fps is not its video file's own rate: "refuse" (default,
+                          a 422 naming both) or "use-file" (write the file's rate into the task
+                          in Label Studio and predict with it); see backend.frame_rate
     REDIS_URL             run jobs on Redis with RQ (`vrshq worker` processes); unset: in-process
     VRSHQ_QUEUE / VRSHQ_MAX_QUEUED  the RQ queue name (vrshq) and its bound (100): past it,
                           /predict answers 503 "busy, retry later"
@@ -63,6 +66,8 @@ class ConfigError(VrshqError):
     """A setting that cannot be used (named, with the value)."""
 
 
+FPS_MISMATCH = ("refuse", "use-file")  # VRSHQ_FPS_MISMATCH's choices
+
 # The integer bounds on one request: field name -> environment variable.
 BOUNDS = {
     "max_buffered_bytes": "VRSHQ_MAX_BUFFERED_BYTES",
@@ -101,6 +106,7 @@ class BackendConfig:
     max_pixels: int = 4096 * 4096
     max_frames: int = 108_000
     keyframe_quality: int = 90
+    fps_mismatch: str = "refuse"
     redis_url: str | None = field(default=None, repr=False)
     queue: str = "vrshq"
     max_queued: int = 100
@@ -142,6 +148,9 @@ class BackendConfig:
                               f"{self.train_lr!r} and {self.train_holdout!r}")
         if not 1 <= int(self.keyframe_quality) <= 100:
             raise ConfigError(f"keyframe_quality must be 1..100, got {self.keyframe_quality!r}")
+        if self.fps_mismatch not in FPS_MISMATCH:
+            raise ConfigError(f"VRSHQ_FPS_MISMATCH must be one of {', '.join(FPS_MISMATCH)}, got "
+                              f"{self.fps_mismatch!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"VRSHQ_PRECISION must be one of {', '.join(PRECISIONS)}, got "
                               f"{self.precision!r}")
@@ -217,6 +226,7 @@ class BackendConfig:
             "max_pixels": integer("VRSHQ_MAX_PIXELS", 4096 * 4096),
             "max_frames": integer("VRSHQ_MAX_FRAMES", 108_000),
             "keyframe_quality": integer("VRSHQ_KEYFRAME_QUALITY", 90),
+            "fps_mismatch": get("VRSHQ_FPS_MISMATCH") or "refuse",
             "redis_url": get("REDIS_URL"),
             "queue": get("VRSHQ_QUEUE") or "vrshq",
             "max_queued": integer("VRSHQ_MAX_QUEUED", 100),
@@ -230,4 +240,4 @@ class BackendConfig:
         return cls(**values)  # type: ignore[arg-type]
 
 
-__all__ = ["BOUNDS", "BackendConfig", "ConfigError"]
+__all__ = ["BOUNDS", "FPS_MISMATCH", "BackendConfig", "ConfigError"]

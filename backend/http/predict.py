@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from vrshq.backend.answers import shorten
+from vrshq.backend.tasks.frame_rate import inputs_at_file_rate
 from vrshq.backend.http.interactive import interactive_predict
 from vrshq.backend.tasks.inputs import RequestError, TaskInputs, check_prompt_budget, is_id, project_id, read_task
 from vrshq.errors import VrshqError
@@ -65,6 +66,7 @@ def handle_predict(backend: Any, payload: Mapping[str, Any]) -> dict[str, Any]:
             check_capability(backend, inputs)
             video = backend.open_video(project, inputs.task, inputs.video_url, inputs.fps)
             try:
+                inputs = inputs_at_file_rate(backend, inputs, info, video)  # before model work
                 frames = len(video)
                 saved = backend.saved_prediction(inputs, frames, info)
                 if saved is not None:  # asked again: the prediction with its corrections, at once

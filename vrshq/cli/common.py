@@ -15,8 +15,13 @@ import torch
 
 from vrshq.cli.folders import add_model_option, model_folder
 from vrshq.engine import PRECISIONS, EngineConfig, apply_precision, build_model
-from vrshq.errors import ModelError, VrshqError
+from vrshq.errors import ModelError, VideoError, VrshqError
 from vrshq.video.reader import VideoReader, open_video
+from vrshq.video.timing import format_rate, same_rate
+
+# --fps of `track` and `segment`: what it means on each kind of input
+FPS_HELP = ("frame rate of a frame folder (default 30); on a video file it must agree with the "
+            "file's own rate (an error otherwise): the frames' timing comes from the file")
 
 MiB = 1024 * 1024
 
@@ -138,7 +143,8 @@ def quiet_native_stderr() -> Iterator[None]:
 
 
 def open_video_quietly(path: str, fps: float | None = None) -> VideoReader:
-    """``open_video`` without decord's and ffmpeg's own stderr lines on a bad file.
+    """``open_video`` without decord's and ffmpeg's own stderr lines on a bad file; ``fps``
+    (--fps) sets a frame folder's rate, and on a video file must be the file's own rate.
 
     On an error the half-opened decoder is freed before stderr comes back: ffmpeg logs
     again while it flushes, and the exception's tracebacks would keep it alive till later.
@@ -146,7 +152,9 @@ def open_video_quietly(path: str, fps: float | None = None) -> VideoReader:
     error: VrshqError | None = None
     with quiet_native_stderr():
         try:
-            return open_video(path, fps=fps)
+            reader = open_video(path, fps=fps)
+            _check_fps_option(reader, fps)
+            return reader
         except VrshqError as exc:
             error, chained = exc, exc
             while chained is not None:
@@ -155,3 +163,19 @@ def open_video_quietly(path: str, fps: float | None = None) -> VideoReader:
             error.__context__ = error.__cause__ = None
         gc.collect()
     raise error
+
+
+def _check_fps_option(reader: VideoReader, fps: float | None) -> None:
+    """A VideoError when --fps disagrees with a video file's own rate.
+
+    An override would only re-time labelstudio.json, and Label Studio would then draw every
+    box at the wrong moment of the real video: refused instead (FPS_HELP says so).
+    """
+    own = reader.file_fps
+    if fps is None or own is None or same_rate(fps, own):
+        return
+    reader.close()
+    raise VideoError(reader.path, f"--fps {fps:g} disagrees with the file's own rate, "
+                     f"{format_rate(own)} fps: leave --fps out for a video file (it sets a frame "
+                     f"folder's rate), or convert the video to {fps:g} fps first "
+                     f"(ffmpeg -i in.mp4 -vf fps={fps:g} out.mp4)")

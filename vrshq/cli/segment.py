@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from vrshq.cli.common import (MiB, add_precision_option, checked_precision, open_video_quietly,
+from vrshq.cli.common import (FPS_HELP, MiB, add_precision_option, checked_precision, open_video_quietly,
                               resolve_device)
 from vrshq.cli.folders import add_model_option, model_folder
 from vrshq.cli.out_folder import check_out_folder, staged_out_folder
@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="output folder: new, empty or an earlier output, which the run replaces "
                    "whole at its end (any other folder is refused)")
     add_model_option(p, "model folder with vrshq/ (and sam2/, clip/)")
-    p.add_argument("--fps", type=float, help="frame rate of a frame folder (default 30)")
+    p.add_argument("--fps", type=float, help=FPS_HELP)
     p.add_argument("--direction", choices=["both", "forward", "backward"], default="both")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     add_precision_option(p, default=os.environ.get("VRSHQ_PRECISION") or "auto")

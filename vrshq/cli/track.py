@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from vrshq.cli.common import add_model_options, engine_config, load_sam2, open_video_quietly
+from vrshq.cli.common import FPS_HELP, add_model_options, engine_config, load_sam2, open_video_quietly
 from vrshq.cli.out_folder import check_out_folder, staged_out_folder
 from vrshq.errors import PromptError, VrshqError
 from vrshq.tracking import (
@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resize", choices=["sam2", "vrshq"], default="sam2",
                    help="model input: sam2's square resize, or VRS-HQ's longest side + padding")
     p.add_argument("--direction", choices=["both", "forward", "backward"], default="both")
-    p.add_argument("--fps", type=float, help="frame rate of a frame folder (default 30)")
+    p.add_argument("--fps", type=float, help=FPS_HELP)
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="show a progress bar on stderr (default: when stderr is a terminal)")
     add_model_options(p)
