@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from backend.annotation_diff import ObjectChange, frame_size
+from backend.label_rules import clip_rule, record_label_rules
 from backend.labelconfig import LabelConfigInfo
 from backend.predictions import parse_annotation
 from backend.results import object_region_id, shown_mask, state_prediction
@@ -150,9 +151,12 @@ def _next_id(backend: Any, project: str, tid: int) -> int:
 
 def _text_work(backend: Any, info: LabelConfigInfo, texts: list[str]) -> Callable[..., list]:
     def predict(video: VideoReader, project: str, tid: int, report: Any) -> list[ObjectTrack]:
-        prompts = text_prompts(texts, info, first_id=_next_id(backend, project, tid))
+        prompts = text_prompts(texts, info, first_id=_next_id(backend, project, tid),
+                               clip=clip_rule(backend))
         with backend.model_lock:
-            return backend.plugin.predict(video, prompts, progress=report)
+            tracks = backend.plugin.predict(video, prompts, progress=report)
+        record_label_rules(tracks, prompts)
+        return tracks
     return predict
 
 

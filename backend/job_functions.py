@@ -27,7 +27,12 @@ def predict_payload(inputs: TaskInputs, label_config: str) -> dict[str, Any]:
     """The payload of a prediction job."""
     return {"project": inputs.project, "task": inputs.task, "data": inputs.data,
             "video_url": inputs.video_url, "fps": inputs.fps, "label_config": label_config,
-            "prompts": [[p.obj_id, p.text, p.label] for p in inputs.prompts]}
+            "prompts": [[p.obj_id, p.text, p.label, p.label_rule] for p in inputs.prompts]}
+
+
+def _text_prompt(obj_id: int, text: str, label: str | None, label_rule: str | None = None) -> ObjectPrompt:
+    """A prediction job's prompt (jobs queued before label rules were recorded have none)."""
+    return ObjectPrompt(obj_id=int(obj_id), text=text, label=label, label_rule=label_rule)
 
 
 def correct_payload(project: str, task: int, corrections: list[Correction],
@@ -62,7 +67,7 @@ def _task_job(backend: Any, kind: str, payload: dict[str, Any], report: Report |
         info = parse_label_config(payload["label_config"])
         inputs = TaskInputs(str(payload["project"]), int(payload["task"]), dict(payload["data"]),
                             str(payload["video_url"]), float(payload["fps"]),
-                            [ObjectPrompt(obj_id=int(o), text=t, label=lb) for o, t, lb in payload["prompts"]])
+                            [_text_prompt(*p) for p in payload["prompts"]])
         video = backend.open_video(inputs.project, inputs.task, inputs.video_url, inputs.fps)
         try:
             pred = backend.predict_task(inputs, video, info, report=report)

@@ -18,6 +18,7 @@ from typing import Any
 
 from backend.answers import shorten
 from backend.interactive import interactive_predict
+from backend.label_rules import clip_rule
 from backend.task_inputs import RequestError, TaskInputs, check_prompt_budget, is_id, project_id, read_task
 from vrshq.errors import VrshqError
 
@@ -50,9 +51,11 @@ def handle_predict(backend: Any, payload: Mapping[str, Any]) -> dict[str, Any]:
     errors: list[dict[str, Any]] = []  # one per failed task, by its position in 'tasks'
     jobs: list[dict[str, Any]] = []
     budget = backend.config.sync_frame_budget
+    clip = clip_rule(backend)
     for position, task in enumerate(tasks):
         try:
-            inputs = read_task(task, info, project, backend.config.max_objects, backend.config)
+            inputs = read_task(task, info, project, backend.config.max_objects, backend.config,
+                               clip=clip)
             check_prompt_budget(backend, inputs)
             if not inputs.prompts:
                 if "text" in backend.plugin.capabilities:

@@ -25,6 +25,7 @@ from backend.config import BackendConfig
 from backend.corrections import CorrectionsLog
 from backend.jobs import JobRunner, Report
 from backend.keyframes import keyframe_url
+from backend.label_rules import record_label_rules
 from backend.labelconfig import KEYFRAME_FRAMES_KEY, LabelConfigInfo, parse_label_config
 from backend.lsclient import LabelStudioWriter
 from backend.media import MediaConfig, resolve_media
@@ -309,6 +310,7 @@ class Backend:
         with self.states.lock(inputs.project, inputs.task):
             with self.model_lock:
                 objects = self.plugin.predict(video, inputs.prompts, progress=report)
+            record_label_rules(objects, inputs.prompts)
             state = TaskState(project=inputs.project, task=str(inputs.task), plugin=self.plugin.name,
                               model_version=self.model_version, video=inputs.video_url,
                               fps=inputs.fps, frames_count=len(video))
