@@ -224,6 +224,8 @@ ALL_ENV_CASES = {
     "VRSHQ_TRAIN_HOLDOUT": ("0.5", "train_holdout", 0.5),
     "VRSHQ_PRECISION": ("fp32", "precision", "fp32"),
     "VRSHQ_REQUEST_TIMEOUT": ("12.5", "request_timeout", 12.5),
+    "VRSHQ_LABEL_CLIP": ("on", "label_clip", "on"),
+    "VRSHQ_LABEL_CLIP_THRESHOLD": ("0.5", "label_clip_threshold", 0.5),
     # The per-request bounds, where the config has them: each read as an integer.
     **{var: ("7", name, 7) for name, var in getattr(backend.config, "BOUNDS", {}).items()},
 }

@@ -7,6 +7,7 @@ import logging
 import numpy as np
 import pytest
 
+from backend.config import BackendConfig, ConfigError
 from backend.job_functions import _text_prompt, predict_payload
 from backend.label_rules import (
     CLIP_TEMPLATE,
@@ -244,3 +245,14 @@ def test_results_carry_the_label_rule_as_meta():
     plain = object_results(tracks[1].track, 0, tracks[1].keyframe_mask, "Car", "r", SHIPPED, 10.0, 1,
                            item_index=0, score=0.5)
     assert all("meta" not in r for r in plain)
+
+
+def test_the_clip_settings_are_checked():
+    assert (BackendConfig().label_clip, BackendConfig().label_clip_threshold) == ("auto", 0.8)
+    assert BackendConfig.from_env({"VRSHQ_LABEL_CLIP": "OFF"}).label_clip == "off"
+    with pytest.raises(ConfigError, match="VRSHQ_LABEL_CLIP must be one of auto, on, off"):
+        BackendConfig(label_clip="maybe")
+    with pytest.raises(ConfigError, match="VRSHQ_LABEL_CLIP_THRESHOLD"):
+        BackendConfig(label_clip_threshold=1.5)
+    with pytest.raises(ConfigError, match="VRSHQ_LABEL_CLIP_THRESHOLD must be a number"):
+        BackendConfig.from_env({"VRSHQ_LABEL_CLIP_THRESHOLD": "high"})
