@@ -53,6 +53,7 @@ from typing import Any
 from label_studio_sdk.label_interface import LabelInterface
 
 from backend.answers import shorten
+from backend.label_rules import choose_label
 from vrshq.errors import VrshqError
 
 # Task data key of the optional keyframe frame numbers (1-based LS frames), parallel to the
@@ -158,8 +159,6 @@ class LabelConfigInfo:
 
         ``default`` (which must be a config label) replaces the config's fallback label.
         """
-        from backend.label_rules import choose_label
-
         choice = choose_label(prompt, self)
         if choice.rule == "fallback" and default is not None:
             self.check_label(default)

@@ -79,5 +79,5 @@ def state_prediction(state: TaskState, info: LabelConfigInfo,
     return prediction(state_results(state, info, obj_ids), state.model_version, state_score(state))
 
 
-__all__ = ["confidence", "object_label", "object_label_rule", "object_region_id", "shown_mask", "state_prediction",
-           "state_results", "state_score"]
+__all__ = ["confidence", "object_label", "object_label_rule", "object_region_id", "shown_mask",
+           "state_prediction", "state_results", "state_score"]

@@ -117,7 +117,8 @@ def test_earliest_word_wins_then_longer_value_then_config_order():
     assert _pick("the fire truck", longer)[0] == "Truck"  # same word: the longer value
     assert _pick("the fire trucks", longer)[0] == "Truck"
     assert _pick("the fire", longer)[0] == "Fire"
-    same = _config('<Label value="Pet" predicted_values="dog"/>', '<Label value="Animal" predicted_values="dog"/>')
+    same = _config('<Label value="Pet" predicted_values="dog"/>',
+                   '<Label value="Animal" predicted_values="dog"/>')
     assert _pick("the dog", same)[0] == "Pet"  # same word and length: config order
 
 
@@ -229,7 +230,8 @@ def _track(obj_id: int, label: str | None, details: dict) -> ObjectTrack:
 def test_results_carry_the_label_rule_as_meta():
     tracks = [_track(1, "Animal", {"prompt": "the dog"}), _track(2, "Car", {"prompt": "x"}),
               _track(3, None, {"prompt": "the red sedan"})]
-    record_label_rules(tracks, [ObjectPrompt(1, label="Animal", text="the dog", label_rule="predicted_values"),
+    record_label_rules(tracks, [ObjectPrompt(1, label="Animal", text="the dog",
+                                             label_rule="predicted_values"),
                                 ObjectPrompt(3, text="?")])
     assert tracks[0].details["label_rule"] == "predicted_values"
     assert "label_rule" not in tracks[1].details and "label_rule" not in tracks[2].details

@@ -58,7 +58,9 @@ def is_official(clip: ClipWeights) -> bool:
     if clip.config is not None:
         return False  # a custom architecture (<name>.json + <name>.pt)
     record = read_source(clip.weights.parent)
-    if record is None or (record.get("model"), record.get("pretrained")) != (OFFICIAL_MODEL, OFFICIAL_PRETRAINED):
+    if record is None:
+        return False
+    if (record.get("model"), record.get("pretrained")) != (OFFICIAL_MODEL, OFFICIAL_PRETRAINED):
         return False
     try:
         size = clip.weights.stat().st_size
