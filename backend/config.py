@@ -30,6 +30,9 @@ Every environment variable the backend reads is listed here, and only here::
                           /predict answers 503 "busy, retry later"
     VRSHQ_TRAIN_STEPS / VRSHQ_TRAIN_LR / VRSHQ_TRAIN_HOLDOUT  fine-tuning from Label Studio's
                           Train button: steps (500), learning rate (3e-4), held-out video share (0.2)
+    VRSHQ_LABEL_CLIP      the CLIP rule of a prompt's label (vrshq.backend.labelstudio.label_rules): "auto" (default:
+                          only with the official CLIP weights), "on" (any CLIP) or "off"
+    VRSHQ_LABEL_CLIP_THRESHOLD  the cosine similarity the nearest label must exceed (0.8)
 
 Bounds on what one request may hold or cost (a request past one is a 4xx that names it)::
 
@@ -58,6 +61,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vrshq.backend.labelstudio.label_rules import CLIP_MODES, DEFAULT_CLIP_THRESHOLD
 from vrshq.engine.config import PRECISIONS
 from vrshq.errors import VrshqError
 
@@ -113,6 +117,8 @@ class BackendConfig:
     train_steps: int = 500
     train_lr: float = 3e-4
     train_holdout: float = 0.2
+    label_clip: str = "auto"  # label_rules.CLIP_MODES
+    label_clip_threshold: float = DEFAULT_CLIP_THRESHOLD
     # Bounds on one request (see the module docstring for the variables).
     request_timeout: float = 30.0
     max_buffered_bytes: int = 256 * 2**20
@@ -151,6 +157,14 @@ class BackendConfig:
         if self.fps_mismatch not in FPS_MISMATCH:
             raise ConfigError(f"VRSHQ_FPS_MISMATCH must be one of {', '.join(FPS_MISMATCH)}, got "
                               f"{self.fps_mismatch!r}")
+        if self.label_clip not in CLIP_MODES:
+            raise ConfigError(f"VRSHQ_LABEL_CLIP must be one of {', '.join(CLIP_MODES)}, got "
+                              f"{self.label_clip!r}")
+        if isinstance(self.label_clip_threshold, bool) \
+                or not isinstance(self.label_clip_threshold, (int, float)) \
+                or not -1.0 <= self.label_clip_threshold <= 1.0:
+            raise ConfigError(f"VRSHQ_LABEL_CLIP_THRESHOLD must be a cosine similarity in [-1, 1], "
+                              f"got {self.label_clip_threshold!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"VRSHQ_PRECISION must be one of {', '.join(PRECISIONS)}, got "
                               f"{self.precision!r}")
@@ -233,6 +247,8 @@ class BackendConfig:
             "train_steps": integer("VRSHQ_TRAIN_STEPS", 500),
             "train_lr": number("VRSHQ_TRAIN_LR", 3e-4),
             "train_holdout": number("VRSHQ_TRAIN_HOLDOUT", 0.2),
+            "label_clip": (get("VRSHQ_LABEL_CLIP") or "auto").lower(),
+            "label_clip_threshold": number("VRSHQ_LABEL_CLIP_THRESHOLD", DEFAULT_CLIP_THRESHOLD),
             "request_timeout": number("VRSHQ_REQUEST_TIMEOUT", cls.request_timeout),
             **{name: integer(var, getattr(cls, name)) for name, var in BOUNDS.items()},
         }
