@@ -125,6 +125,24 @@ def test_the_log_appends_lists_and_exports_on_postgresql(pg_server, tmp_path):
         assert again.count() == 4
 
 
+def test_the_postgresql_log_is_append_only(pg_server):
+    import sqlalchemy as sa
+
+    url = pg_server()
+    with CorrectionsLog(url) as log:
+        (cid,) = log.append_many([make(project=1, task=1, frame=0)])
+        for statement in (f"UPDATE corrections SET label = 'x' WHERE id = {cid}",
+                          f"DELETE FROM corrections WHERE id = {cid}"):
+            with pytest.raises(sa.exc.DBAPIError, match="append-only"):
+                with log.engine.begin() as conn:
+                    conn.exec_driver_sql(statement)
+        assert log.count() == 1 and log.list()[0].label == make().label
+    with CorrectionsLog(url) as again:  # opening it again re-creates nothing and keeps the rule
+        with pytest.raises(sa.exc.DBAPIError, match="append-only"):
+            with again.engine.begin() as conn:
+                conn.exec_driver_sql("DELETE FROM corrections")
+
+
 def test_cli_lists_and_exports_a_postgresql_log(pg_server, tmp_path, capfd):
     url = pg_server()
     with CorrectionsLog(url) as log:
