@@ -8,6 +8,7 @@ import json
 
 from vrshq.cli.common import resolve_device
 from vrshq.cli.folders import add_data_dir_option, data_folder
+from vrshq.cli.progress import add_progress_option, progress_bar
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,13 +38,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="register the result as a model version of the backend's --data-dir and "
                    "serve it when its J&F on the held-out split is not below the serving model's")
     add_data_dir_option(p, "the backend's data folder, for --register", old_flag=True)
+    add_progress_option(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the subcommand."""
-    from tqdm import tqdm
-
     from vrshq.engine.config import EngineConfig
     from vrshq.errors import VrshqError
     from vrshq.finetune.run import check_inputs, register_if_not_worse, run_finetune
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
                          lr=args.lr, warmup_steps=args.warmup_steps, seed=args.seed,
                          checkpoint_every=args.checkpoint_every)
-    with tqdm(total=config.steps, desc="finetune", unit="step") as bar:
+    with progress_bar(args, "finetune", "step", config.steps) as bar:
         def on_step(log) -> None:
             bar.update(1)
             bar.set_postfix(loss=f"{log.loss:.4f}", ce=f"{log.ce:.3f}", mask=f"{log.bce:.3f}/{log.dice:.3f}")

@@ -6,12 +6,12 @@ import argparse
 import json
 import os
 from pathlib import Path
-
-from tqdm import tqdm
+from typing import Any
 
 from vrshq.cli.common import (MiB, add_precision_option, checked_precision, open_video_quietly,
                               resolve_device)
 from vrshq.cli.folders import add_model_option, model_folder
+from vrshq.cli.progress import add_progress_option, progress_bar
 from vrshq.engine import EngineConfig
 from vrshq.errors import PromptError, VrshqError
 from vrshq.model.anchor import DEFAULT_MODEL
@@ -37,8 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"open_clip architecture of --clip-pretrained (default {DEFAULT_MODEL})")
     p.add_argument("--clip-pretrained",
                    help="a CLIP checkpoint file for the anchor (default: the model folder's clip/)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bars (default: when stderr is a terminal)")
+    add_progress_option(p)
     p.set_defaults(run=run)
 
 
@@ -66,20 +65,18 @@ def run(args: argparse.Namespace) -> int:
     reader = open_video_quietly(args.video, fps=args.fps)
     model = load_vrshq(args.model, VrshqConfig(engine=engine), clip_model=args.clip_model,
                        clip_pretrained=args.clip_pretrained)
-    bars: dict[str, tqdm] = {}
-    disable = None if args.progress is None else not args.progress
+    bars: dict[str, Any] = {}  # one bar per stage, made when the stage starts
 
     def progress(stage: str, done: int, total: int) -> None:
-        bar = bars.get(stage)
-        if bar is None:
-            bar = bars[stage] = tqdm(total=total, desc=stage, unit="step", disable=disable)
-        bar.update(done - bar.n)
+        if stage not in bars:
+            bars[stage] = progress_bar(args, stage, "step", total)
+        bars[stage].update(done - bars[stage].n)
 
     try:
         results = model.segment(reader, args.prompt, direction=args.direction, progress=progress)
     finally:
-        for bar in bars.values():
-            bar.close()
+        for stage_bar in bars.values():
+            stage_bar.close()
     tracks = results_to_trackset(results, reader)
     try:
         write_outputs(tracks, out, labels={r.obj_id: r.prompt for r in results})

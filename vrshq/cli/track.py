@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tqdm import tqdm
-
 from vrshq.cli.common import add_model_options, engine_config, load_sam2, open_video_quietly
+from vrshq.cli.progress import add_progress_option, progress_bar
 from vrshq.errors import PromptError, VrshqError
 from vrshq.tracking import (
     add_prompts,
@@ -35,8 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="model input: sam2's square resize, or VRS-HQ's longest side + padding")
     p.add_argument("--direction", choices=["both", "forward", "backward"], default="both")
     p.add_argument("--fps", type=float, help="frame rate of a frame folder (default 30)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="show a progress bar on stderr (default: when stderr is a terminal)")
+    add_progress_option(p)
     add_model_options(p)
     p.set_defaults(run=run)
 
@@ -59,8 +57,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_sam2(args, config)
     with open_session(model, reader, args.resize, config) as session:
         add_prompts(session, prompts)
-        with tqdm(total=expected_steps(session, args.direction), unit="frame",
-                  desc="tracking", disable=None if args.progress is None else not args.progress) as bar:
+        with progress_bar(args, "tracking", "frame", expected_steps(session, args.direction)) as bar:
             tracks = collect_tracks(session, args.direction, progress=bar.update)
     try:
         paths = write_outputs(tracks, out)
