@@ -180,11 +180,11 @@ def test_finetuning_on_corrections_lowers_the_loss_and_raises_j_and_f(tiny_model
 
     scores = {}
     for name, model_dir in (("base", tiny_models), ("tuned", out)):
-        target = tmp_path / f"{name}.json"
+        target = tmp_path / name
         code, _, err = run_cli(capfd, *["evaluate", "--model", str(model_dir), "--data", str(exported),
                                 "--split", "train", "--device", "cpu", "--out", str(target)])
         assert code == 0, err
-        scores[name] = json.loads(target.read_text())
+        scores[name] = json.loads((target / "scores.json").read_text())
     assert scores["tuned"]["J&F"] > scores["base"]["J&F"] + 0.1, scores
     assert scores["tuned"]["J"] > scores["base"]["J"]
 
