@@ -11,6 +11,7 @@ from typing import Any
 from vrshq.cli.common import (MiB, add_precision_option, checked_precision, open_video_quietly,
                               resolve_device)
 from vrshq.cli.folders import add_model_option, model_folder
+from vrshq.cli.labelstudio_file import add_labelstudio_options, labelstudio_file
 from vrshq.cli.progress import add_progress_option, progress_bar
 from vrshq.engine import EngineConfig
 from vrshq.errors import PromptError, VrshqError
@@ -38,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clip-pretrained",
                    help="a CLIP checkpoint file for the anchor (default: the model folder's clip/)")
     add_progress_option(p)
+    add_labelstudio_options(p, default_config="video_text_prompt")
     p.set_defaults(run=run)
 
 
@@ -59,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
         raise VrshqError(f"--out {out}: exists and is not a folder")
     if args.feature_budget_mib < 0:
         raise VrshqError("--feature-budget-mib must be >= 0")
+    ls_file = labelstudio_file(args, list(range(1, len(args.prompt) + 1)),
+                               prompts=dict(enumerate(args.prompt, 1)))
     engine = EngineConfig(device=args.device, precision=checked_precision(args.precision),
                           feature_budget_bytes=args.feature_budget_mib * MiB)
     resolve_device(args, engine)
@@ -79,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
             stage_bar.close()
     tracks = results_to_trackset(results, reader)
     try:
-        write_outputs(tracks, out, labels={r.obj_id: r.prompt for r in results})
+        write_outputs(tracks, out, ls_file.task(tracks, model.version))
         (out / "keyframes.json").write_text(json.dumps(
             {"model_version": model.version, "prompts": [r.keyframe_json() for r in results]},
             indent=1))

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from vrshq.cli.common import add_model_options, engine_config, load_sam2, open_video_quietly
+from vrshq.cli.labelstudio_file import add_labelstudio_options, labelstudio_file, sam2_version
 from vrshq.cli.progress import add_progress_option, progress_bar
 from vrshq.errors import PromptError, VrshqError
 from vrshq.tracking import (
@@ -36,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fps", type=float, help="frame rate of a frame folder (default 30)")
     add_progress_option(p)
     add_model_options(p)
+    add_labelstudio_options(p, default_config="video_box_prompt")
     p.set_defaults(run=run)
 
 
@@ -54,13 +56,14 @@ def run(args: argparse.Namespace) -> int:
         if not 0 <= frame_idx < len(reader):
             raise PromptError(f"--frame {frame_idx} is outside the video (0..{len(reader) - 1})")
         prompts.extend(read_mask_prompts(path, frame_idx, hw))
+    ls_file = labelstudio_file(args, sorted({p.obj_id for p in prompts}))
     model = load_sam2(args, config)
     with open_session(model, reader, args.resize, config) as session:
         add_prompts(session, prompts)
         with progress_bar(args, "tracking", "frame", expected_steps(session, args.direction)) as bar:
             tracks = collect_tracks(session, args.direction, progress=bar.update)
     try:
-        paths = write_outputs(tracks, out)
+        paths = write_outputs(tracks, out, ls_file.task(tracks, sam2_version(args)))
     except OSError as exc:
         raise VrshqError(f"--out {out}: cannot write the outputs ({exc.strerror or exc})") from None
     print(f"tracked {len(tracks)} object(s) over {len(reader)} frames -> {paths['masks'].parent}")
