@@ -325,6 +325,7 @@ def test_demo_console_script(tmp_path):
     proc = _script("demo", "--frames", "12", "--out", out)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
+    assert "%|" not in proc.stderr  # stderr is a pipe: neither track nor segment draws a bar
     assert "mean IoU" in proc.stdout
     assert (out / "sample.mp4").is_file()
     assert (out / "models" / "sam2" / "model.pt").is_file()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 
 import numpy as np
 import pytest
@@ -187,6 +188,15 @@ def test_finetuning_on_corrections_lowers_the_loss_and_raises_j_and_f(tiny_model
         scores[name] = json.loads((target / "scores.json").read_text())
     assert scores["tuned"]["J&F"] > scores["base"]["J&F"] + 0.1, scores
     assert scores["tuned"]["J"] > scores["base"]["J"]
+
+
+def test_finetune_bar_only_when_asked(tiny_models, exported, tmp_path, capfd):
+    base = ["finetune", "--data", exported, "--base", tiny_models, "--steps", "1", "--warmup-steps", "0",
+            "--device", "cpu"]
+    code, _, err = run_cli(capfd, *base, "--out", tmp_path / "a")
+    assert code == 0 and err == "", err  # stderr is no terminal: no bar
+    code, _, err = run_cli(capfd, *base, "--out", tmp_path / "b", "--progress")
+    assert code == 0 and re.search(r"finetune: +100%\|", err), err
 
 
 def test_finetune_errors_are_one_line(tiny_models, exported, tmp_path, capfd):

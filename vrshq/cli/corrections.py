@@ -7,7 +7,7 @@ import json
 import os
 
 from vrshq.cli.folders import add_data_dir_option, data_folder
-from vrshq.cli.progress import add_progress_option, progress_bar
+from vrshq.cli.progress import DoneOfTotal, add_progress_option, progress_bar
 from vrshq.errors import VrshqError
 
 
@@ -207,12 +207,8 @@ def _run_dataset_export(args: argparse.Namespace, out) -> int:
         overrides["api_key"] = args.api_key or None
     media = MediaConfig.from_env(**overrides)
     state_root = data_folder(args, old_env=True)
-    with _open_log(args) as log, progress_bar(args, "exporting", "video") as bar:
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-
+    # the bar appears once the export knows its videos, after the checks that may fail
+    with _open_log(args) as log, DoneOfTotal(args, "exporting", "video") as progress:
         try:
             manifest = export_training_set(
                 log, out, media, fmt=args.format, holdout=args.holdout or 0.0,
