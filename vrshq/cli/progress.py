@@ -20,8 +20,8 @@ def wants_bars(args: argparse.Namespace) -> bool:
     chosen = getattr(args, "progress", None)
     if chosen is not None:
         return bool(chosen)
-    # Decided here, not by tqdm's disable=None: that checks the file tqdm writes to, and a
-    # bar made without file= would ask sys.stderr as it was when tqdm was imported.
+    # One explicit rule rather than tqdm's disable=None, so the bars of other libraries that
+    # a command switches (huggingface_hub's, in download) follow the same decision.
     isatty = getattr(sys.stderr, "isatty", None)
     return bool(isatty and isatty())
 

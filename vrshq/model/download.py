@@ -7,9 +7,9 @@ import os
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterator
 from typing import Callable
 
 from tqdm import tqdm
@@ -132,6 +132,7 @@ def _offline(what: str, where: str, exc: BaseException) -> ModelError:
                       "network access: download there and copy the folder here")
 
 
+# (target, sources, progress) -> path; the Hub's bars follow _hub_bars, ours the progress flag
 _FETCHERS: dict[str, Callable[[Path, DownloadSources, bool], Path]] = {
     "vrshq": _fetch_vrshq,
     "sam2": _fetch_sam2,
