@@ -76,7 +76,7 @@ def _check_outputs(out: Path, gt: np.ndarray, fps: float, obj_ids: list[int],
         np.testing.assert_array_equal(labels, expected)
 
     # One videorectangle per object: 1-based frames, time = frame / fps, labels present.
-    results = json.loads((out / "labelstudio.json").read_text())
+    results = _ls_results(out)
     assert isinstance(results, list) and len(results) == len(obj_ids)
     for result, t in zip(results, tracks):
         assert result["type"] == "videorectangle"
@@ -98,6 +98,13 @@ def _check_outputs(out: Path, gt: np.ndarray, fps: float, obj_ids: list[int],
             box = t.percent_box(f)
             assert max(abs(shown[f][k] - box[k]) for k in BOX_KEYS) <= 0.5 + 1e-6, f
     return tracks
+
+
+def _ls_results(out: Path) -> list[dict]:
+    """The prediction's results of the one Label Studio task in ``out/labelstudio.json``."""
+    [task] = json.loads((out / "labelstudio.json").read_text())
+    [prediction] = task["predictions"]
+    return prediction["result"]
 
 
 # --- fixtures -----------------------------------------------------------------------------
@@ -266,7 +273,7 @@ def test_track_forward_from_a_middle_frame(clip, model_dir, tmp_path, capfd):
     for f in range(start):
         labels = np.array(Image.open(out / "masks" / f"{f:05d}.png"))
         assert not labels.any(), f"frame {f} has object pixels before the prompt"
-    results = json.loads((out / "labelstudio.json").read_text())
+    results = _ls_results(out)
     assert all(r["value"]["sequence"][0]["frame"] == start + 1 for r in results)
 
 
@@ -318,13 +325,14 @@ def test_demo_console_script(tmp_path):
     proc = _script("demo", "--frames", "12", "--out", out)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
+    assert "%|" not in proc.stderr  # stderr is a pipe: neither track nor segment draws a bar
     assert "mean IoU" in proc.stdout
     assert (out / "sample.mp4").is_file()
     assert (out / "models" / "sam2" / "model.pt").is_file()
     assert sorted(p.name for p in (out / "track" / "masks").iterdir()) == [f"{f:05d}.png" for f in range(12)]
     tracks = TrackSet.load(out / "track" / "track.json")
     assert tracks.obj_ids() == [1, 2] and tracks.num_frames == 12
-    results = json.loads((out / "track" / "labelstudio.json").read_text())
+    results = _ls_results(out / "track")
     assert [r["value"]["framesCount"] for r in results] == [12, 12]
     # Then VRS-HQ from two text prompts on the same video, with the tiny VRS-HQ.
     keyframes = json.loads((out / "segment" / "keyframes.json").read_text())
@@ -333,8 +341,11 @@ def test_demo_console_script(tmp_path):
     segmented = TrackSet.load(out / "segment" / "track.json")
     assert segmented.obj_ids() == [1, 2]
     assert all(segmented[o].has(f) for o in (1, 2) for f in range(12))
-    labels = [r["value"]["labels"] for r in json.loads((out / "segment" / "labelstudio.json").read_text())]
-    assert labels == [["the red disc"], ["which shape leaves the frame?"]]
+    # The prompts are the task's prompt text; the labels are the config's (neither names one).
+    labels = [r["value"]["labels"] for r in _ls_results(out / "segment")]
+    assert labels == [["Object"], ["Object"]]
+    [task] = json.loads((out / "segment" / "labelstudio.json").read_text())
+    assert task["data"]["prompt"] == "the red disc\nwhich shape leaves the frame?"
 
 
 def test_demo_bad_frames(tmp_path, capfd):

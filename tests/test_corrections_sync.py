@@ -63,15 +63,17 @@ def test_sync_logs_the_corrections_no_webhook_brought(label_studio, ls_api, tiny
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", label_studio.token)
     rc, out, err = run_cli(capfd, "corrections", "sync", "--project", pid, "--data-dir", data)
     assert rc == 0, err
+    assert "%|" not in err  # stderr is no terminal: no progress bar
     assert "4 annotation(s) read, 1 correction(s) logged, 1 not started from a backend prediction" in out
     with CorrectionsLog.for_model_dir(data) as log:
         rows = log.list(project=pid, task=tid)
     assert [(r.annotation, r.obj_id, r.event) for r in rows] == [(seen, 2, "ANNOTATION_CREATED"), (missed, 1, "SYNC")]
     assert np.array_equal(decode_rle(rows[1].corrected_mask), fixed)
     assert rows[1].annotated_at and rows[1].prompt == "the red disc"
-    # Again: nothing new.
-    rc, out, _ = run_cli(capfd, "corrections", "sync", "--project", pid, "--data-dir", data)
+    # Again: nothing new (with the bar asked for).
+    rc, out, err = run_cli(capfd, "corrections", "sync", "--project", pid, "--data-dir", data, "--progress")
     assert rc == 0 and "0 correction(s) logged" in out
+    assert "sync: 100%|" in err, err
 
     # Clear errors: another project, no Label Studio credentials.
     rc, _, err = run_cli(capfd, "corrections", "sync", "--project", pid + 1000, "--data-dir", data)

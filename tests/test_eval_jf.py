@@ -323,7 +323,7 @@ def test_evaluate_folders_errors(tmp_path):
 
 def test_cli_end_to_end_table_and_json(tmp_path):
     pred, gt = make_pair(tmp_path)
-    out = tmp_path / "scores" / "jf.json"
+    out = tmp_path / "scores"
     proc = run_script("evaluate", "--pred", pred, "--gt", gt, "--out", out)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
@@ -334,8 +334,8 @@ def test_cli_end_to_end_table_and_json(tmp_path):
     j, f = (1 + 0.5 + 5 / 9) / 3, (1 + 0.5 + 9 / 10) / 3
     assert lines[4].startswith("overall (3 objects, 2 videos)")
     assert lines[4].split()[-3:] == [f"{j:.3f}", f"{f:.3f}", f"{(j + f) / 2:.3f}"]
-    assert lines[5] == f"wrote {out}"
-    data = json.loads(out.read_text())
+    assert lines[5] == f"wrote {out / 'scores.json'}"
+    data = json.loads((out / "scores.json").read_text())
     assert data == evaluate_folders(pred, gt)
     assert data["J&F"] == pytest.approx((j + f) / 2)
     assert data["videos"]["beta"]["objects"]["1"]["F"] == pytest.approx(0.9)
@@ -357,5 +357,6 @@ def test_cli_model_mode_and_missing_arguments(capfd, tmp_path):
     rc, _, err = run_cli(capfd, "evaluate", "--pred", tmp_path)
     assert_one_line_error(rc, err, "--pred DIR and --gt DIR")
     pred, gt = make_pair(tmp_path)
-    rc, _, err = run_cli(capfd, "evaluate", "--pred", pred, "--gt", gt, "--out", tmp_path)
-    assert_one_line_error(rc, err, "is a folder")
+    (tmp_path / "scores.json").write_text("{}")
+    rc, _, err = run_cli(capfd, "evaluate", "--pred", pred, "--gt", gt, "--out", tmp_path / "scores.json")
+    assert_one_line_error(rc, err, "is not a folder")

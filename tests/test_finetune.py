@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 
 import numpy as np
@@ -181,13 +182,22 @@ def test_finetuning_on_corrections_lowers_the_loss_and_raises_j_and_f(tiny_model
 
     scores = {}
     for name, model_dir in (("base", tiny_models), ("tuned", out)):
-        target = tmp_path / f"{name}.json"
+        target = tmp_path / name
         code, _, err = run_cli(capfd, *["evaluate", "--model", str(model_dir), "--data", str(exported),
                                 "--split", "train", "--device", "cpu", "--out", str(target)])
         assert code == 0, err
-        scores[name] = json.loads(target.read_text())
+        scores[name] = json.loads((target / "scores.json").read_text())
     assert scores["tuned"]["J&F"] > scores["base"]["J&F"] + 0.1, scores
     assert scores["tuned"]["J"] > scores["base"]["J"]
+
+
+def test_finetune_bar_only_when_asked(tiny_models, exported, tmp_path, capfd):
+    base = ["finetune", "--data", exported, "--base", tiny_models, "--steps", "1", "--warmup-steps", "0",
+            "--device", "cpu"]
+    code, _, err = run_cli(capfd, *base, "--out", tmp_path / "a")
+    assert code == 0 and err == "", err  # stderr is no terminal: no bar
+    code, _, err = run_cli(capfd, *base, "--out", tmp_path / "b", "--progress")
+    assert code == 0 and re.search(r"finetune: +100%\|", err), err
 
 
 def test_finetune_errors_are_one_line(tiny_models, exported, tmp_path, capfd):

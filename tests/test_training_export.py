@@ -254,6 +254,7 @@ def test_cli_end_to_end(world, tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("exported 3 video(s)") and str(out) in r.stdout
     assert "skipped p3_t13" in r.stderr
+    assert "%|" not in r.stderr  # stderr is a pipe: no progress bar
     m = load(out / "manifest.json")
     assert m["split"]["seed"] == 1 and m["counts"]["valid"] >= 1
     assert m["videos"]["p1_t10"]["state"] is True  # --data-dir is also the task-state root
@@ -263,6 +264,13 @@ def test_cli_end_to_end(world, tmp_path):
     r = run_script("corrections", "export", "--data-dir", world["model"], "--out", tmp_path / "z",
                    "--format", "revos", "--holdout", "1")
     assert_one_line_error(r.returncode, r.stderr, "--holdout", "[0, 1)")
+
+
+def test_cli_progress_bar_when_asked(world, tmp_path, capfd):
+    rc, _, err = run_cli(capfd, "corrections", "export", "--data-dir", world["model"], "--out",
+                         tmp_path / "d", "--format", "davis", "--media-root", world["media"], "--progress")
+    assert rc == 0, err
+    assert err.startswith("\rexporting:   0%|") and "exporting: 100%|" in err, err  # no bar before the total
 
 
 def test_cli_errors(world, tmp_path, capfd):

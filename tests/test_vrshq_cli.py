@@ -101,11 +101,15 @@ def test_segment_writes_masks_track_labelstudio_and_keyframes(segmented, capfd):
         np.testing.assert_array_equal(labels, expected)
     assert 2 in seen  # the tiny SAM-2 says "present": masks are not all empty
 
-    results = json.loads((out / "labelstudio.json").read_text())
+    [task] = json.loads((out / "labelstudio.json").read_text())
+    assert task["data"]["prompt"] == "\n".join(PROMPTS)  # the prompts, one per line
+    [prediction] = task["predictions"]
+    assert "untrained" in prediction["model_version"]
+    results = prediction["result"]
     assert isinstance(results, list) and len(results) == 2
-    for result, prompt in zip(results, PROMPTS):
+    for result in results:
         assert result["type"] == "videorectangle"
-        assert result["value"]["labels"] == [prompt]
+        assert result["value"]["labels"] == ["Object"]  # neither prompt names a config label
         assert result["value"]["framesCount"] == n
         assert result["value"]["sequence"]
 

@@ -37,6 +37,10 @@ class ModelError(VrshqError):
     """A model config or checkpoint that is missing, malformed or does not match."""
 
 
+class EvaluationError(VrshqError):
+    """Prediction and ground-truth folders that cannot be compared."""
+
+
 def one_line(message: str, limit: int = 2000) -> str:
     """An error message as one line (a library's multi-line reason folded), at most ``limit`` chars."""
     text = " ".join(message.split())

@@ -6,7 +6,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -16,7 +16,6 @@ from vrshq.masks import (
     TrackSet,
     labels_from_masks,
     read_palette_png,
-    track_to_videorectangle,
     write_palette_png,
 )
 from vrshq.video.reader import VideoReader
@@ -95,9 +94,12 @@ def expected_steps(session: TrackingSession, direction: str) -> int:
     return (n - min(firsts)) + max(firsts)
 
 
-def write_outputs(tracks: TrackSet, out_dir: str | os.PathLike, labels: dict[int, str] | None = None,
-                  tolerance: float = 0.5) -> dict[str, Path]:
-    """Write ``masks/<frame>.png``, ``track.json`` and ``labelstudio.json`` under ``out_dir``."""
+def write_outputs(tracks: TrackSet, out_dir: str | os.PathLike,
+                  labelstudio_task: Mapping[str, Any]) -> dict[str, Path]:
+    """Write ``masks/<frame>.png``, ``track.json`` and ``labelstudio.json`` under ``out_dir``.
+
+    ``labelstudio.json`` is a list holding ``labelstudio_task``: Label Studio imports a list of tasks.
+    """
     out = Path(out_dir)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     hw = (tracks.height, tracks.width)
@@ -106,14 +108,7 @@ def write_outputs(tracks: TrackSet, out_dir: str | os.PathLike, labels: dict[int
         masks = {t.obj_id: t.mask(frame_idx) for t in tracks if t.has(frame_idx)}
         write_palette_png(out / "masks" / f"{frame_idx:05d}.png", labels_from_masks(masks, hw))
     tracks.save(out / "track.json")
-    fps = float(tracks.fps or 0) or 1.0
-    results = [
-        track_to_videorectangle(t, fps=fps, frames_count=num_frames,
-                                labels=[(labels or {}).get(t.obj_id, f"object {t.obj_id}")],
-                                tolerance=tolerance)
-        for t in tracks
-    ]
-    (out / "labelstudio.json").write_text(json.dumps(results, indent=1))
+    (out / "labelstudio.json").write_text(json.dumps([labelstudio_task], indent=1))
     return {"masks": out / "masks", "track": out / "track.json", "labelstudio": out / "labelstudio.json"}
 
 

@@ -7,6 +7,7 @@ import json
 import os
 
 from vrshq.cli.folders import add_data_dir_option, data_folder
+from vrshq.cli.progress import DoneOfTotal, add_progress_option, progress_bar
 from vrshq.errors import VrshqError
 
 
@@ -51,6 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="Label Studio URL to download videos from (default $LABEL_STUDIO_URL)")
     ex.add_argument("--api-key", default=None,
                     help="Label Studio API key (default $LABEL_STUDIO_API_KEY)")
+    add_progress_option(ex)
     ex.set_defaults(run=run_export)
 
     sy = actions.add_parser(
@@ -64,6 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     sy.add_argument("--db", default=None, help="SQLAlchemy URL of the log, when it is not in the data folder")
     sy.add_argument("--label-studio-url", default=None, help="default $LABEL_STUDIO_URL")
     sy.add_argument("--api-key", default=None, help="default $LABEL_STUDIO_API_KEY")
+    add_progress_option(sy)
     sy.set_defaults(run=run_sync)
 
 
@@ -197,8 +200,6 @@ def _run_dataset_export(args: argparse.Namespace, out) -> int:
     """``vrshq corrections export --format revos|davis``."""
     import sys
 
-    from tqdm import tqdm
-
     from vrshq.backend.corrections.training_export import NothingExportedError, export_training_set
     from vrshq.backend.labelstudio.media import MediaConfig
 
@@ -215,12 +216,8 @@ def _run_dataset_export(args: argparse.Namespace, out) -> int:
         overrides["api_key"] = args.api_key or None
     media = MediaConfig.from_env(**overrides)
     state_root = data_folder(args, old_env=True)
-    with _open_log(args) as log, tqdm(desc="exporting", unit="video", disable=None) as bar:
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
-
+    # the bar appears once the export knows its videos, after the checks that may fail
+    with _open_log(args) as log, DoneOfTotal(args, "exporting", "video") as progress:
         try:
             manifest = export_training_set(
                 log, out, media, fmt=args.format, holdout=args.holdout or 0.0,
@@ -256,8 +253,6 @@ def run_sync(args: argparse.Namespace) -> int:
     """``vrshq corrections sync``."""
     from pathlib import Path
 
-    from tqdm import tqdm
-
     from vrshq.backend.config import BackendConfig
     from vrshq.backend.corrections import CorrectionsLog
     from vrshq.backend.corrections.sync import sync_project
@@ -285,7 +280,7 @@ def run_sync(args: argparse.Namespace) -> int:
     _check_reachable(url)
     log = _open_url(args.db, create=True) if args.db else CorrectionsLog.for_model_dir(data)
     try:
-        with log, tqdm(total=len(states.tasks(project)), unit="task", desc="sync") as bar:
+        with log, progress_bar(args, "sync", "task", len(states.tasks(project))) as bar:
             report = sync_project(log, states, writer, project,
                                   progress=lambda done, total: bar.update(done - bar.n))
     except LabelStudioError as exc:

@@ -9,6 +9,7 @@ import numpy as np
 
 from vrshq.cli import segment, track
 from vrshq.cli.folders import add_model_option, model_folder
+from vrshq.cli.progress import add_progress_option
 from vrshq.errors import VrshqError
 from vrshq.masks import TrackSet, write_palette_png
 
@@ -24,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="demo-out", help="output folder (default demo-out)")
     p.add_argument("--frames", type=int, default=60)
     add_model_option(p, "model folder with sam2/ (and vrshq/, clip/ for the text prompts)", old_flag=True)
+    add_progress_option(p)
     p.set_defaults(run=run)
 
 
@@ -48,8 +50,10 @@ def run(args: argparse.Namespace) -> int:
         model_dir = str(out / "models")
         write_tiny_vrshq(Path(model_dir))
     print(f"sample video: {video} ({spec.num_frames} frames, {spec.width}x{spec.height})")
+    # track and segment decide their bars as the demo does
+    bars = [] if args.progress is None else ["--progress" if args.progress else "--no-progress"]
     argv = [str(video), "--mask", str(out / "prompt.png"), "--frame", "0",
-            "--out", str(out / "track"), "--model", model_dir]
+            "--out", str(out / "track"), "--model", model_dir, *bars]
     code = track.run(_track_args(argv))
     tracks = TrackSet.load(out / "track" / "track.json")
     for t in tracks:
@@ -61,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         print("\nVRS-HQ from text prompts:")
         code = segment.run(_parse(["segment", str(video), "--prompt", "the red disc",
                                    "--prompt", "which shape leaves the frame?",
-                                   "--out", str(out / "segment"), "--model", model_dir]))
+                                   "--out", str(out / "segment"), "--model", model_dir, *bars]))
         print(f"outputs: {out / 'segment'}/masks/*.png, track.json, labelstudio.json, "
               "keyframes.json")
     return code

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from vrshq.cli.progress import add_progress_option, wants_bars
 from vrshq.model.download import PARTS, DownloadSources, download
 
 
@@ -21,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sam2-url", default=d.sam2_url, help="URL of sam2_hiera_large.pt")
     p.add_argument("--clip-model", default=d.clip_model, help="open_clip model name")
     p.add_argument("--clip-pretrained", default=d.clip_pretrained, help="open_clip pretrained tag")
+    add_progress_option(p)
     p.set_defaults(run=run)
 
 
@@ -30,5 +32,5 @@ def run(args: argparse.Namespace) -> int:
                               sam2_url=args.sam2_url, clip_model=args.clip_model,
                               clip_pretrained=args.clip_pretrained)
     parts = tuple(dict.fromkeys(args.only)) if args.only else PARTS
-    download(args.dir, parts, sources)
+    download(args.dir, parts, sources, progress=wants_bars(args))
     return 0

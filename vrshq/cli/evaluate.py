@@ -6,32 +6,43 @@ import argparse
 import json
 from pathlib import Path
 
+from vrshq.cli.progress import DoneOfTotal, add_progress_option
 from vrshq.errors import VrshqError
+
+SCORES_FILE = "scores.json"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the subcommand."""
     p = sub.add_parser("evaluate", help="J&F of predicted masks against ground truth",
-                       description="Score predicted masks with the DAVIS-2017 semi-supervised J&F: "
-                       "--pred and --gt are DAVIS-layout folders (one sub-folder per video, one "
-                       "palette PNG per frame whose pixel value is the object id). The first and "
-                       "last ground-truth frame of each video are not scored; the overall J and F "
-                       "are means over all objects of all videos.")
-    p.add_argument("--pred", help="folder of predicted videos (PRED/<video>/00000.png ...)")
-    p.add_argument("--gt", help="folder of ground-truth videos, same layout")
-    p.add_argument("--out", help="also write the scores to this JSON file")
+                       description="Score predicted masks with the DAVIS-2017 semi-supervised J&F. "
+                       "--gt is a DAVIS-layout folder (one sub-folder per video, one palette PNG "
+                       "per frame whose pixel value is the object id) or one video's folder of "
+                       "PNGs. --pred is the same layout, a folder of `vrshq track`/`segment` "
+                       "outputs (PRED/<video>/masks/), or one such output folder: videos are "
+                       "matched by name, and a single video with the same name or the only video "
+                       "of the other side. The first and last ground-truth frame of each video "
+                       "are not scored; the overall J and F are means over all objects of all "
+                       "videos.")
+    p.add_argument("--pred", help="predicted masks: PRED/<video>/00000.png ..., PRED/<video>/masks/ "
+                   "..., or the --out folder of one `vrshq track` or `segment` run")
+    p.add_argument("--gt", help="ground truth: GT/<video>/00000.png ..., or one video's PNG folder")
+    p.add_argument("--out", help=f"also write the scores into this folder ({SCORES_FILE}; created "
+                   "if missing)")
     p.add_argument("--model", help="model folder to run on --data instead of --pred/--gt")
     p.add_argument("--data", help="a `vrshq corrections export --format revos` folder, for --model")
     p.add_argument("--split", default="valid", help="the split of --data to score (default valid)")
     p.add_argument("--device", default="auto")
+    add_progress_option(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the subcommand."""
     out = Path(args.out) if args.out else None
-    if out is not None and out.is_dir():
-        raise VrshqError(f"--out {out}: is a folder, give a JSON file name")
+    if out is not None and out.exists() and not out.is_dir():
+        raise VrshqError(f"--out {out}: exists and is not a folder (--out is the folder "
+                         f"{SCORES_FILE} is written into)")
     if args.model or args.data:
         if not (args.model and args.data) or args.pred or args.gt:
             raise VrshqError("give --model DIR --data DIR, or --pred DIR --gt DIR")
@@ -41,32 +52,35 @@ def run(args: argparse.Namespace) -> int:
             raise VrshqError("evaluate needs both --pred DIR and --gt DIR")
         from vrshq.evaluation import evaluate_folders
 
-        result = evaluate_folders(args.pred, args.gt)
+        with DoneOfTotal(args, "evaluate", "video") as progress:
+            result = evaluate_folders(args.pred, args.gt, progress=progress)
     print_table(result)
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {out}")
+        path = out / SCORES_FILE
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise VrshqError(f"--out {out}: cannot write {SCORES_FILE} ({exc.strerror or exc})") from None
+        print(f"wrote {path}")
     return 0
 
 
 def _run_model(args: argparse.Namespace) -> dict:
-    from tqdm import tqdm
-
     from vrshq.cli.common import resolve_device
     from vrshq.engine.config import EngineConfig
-    from vrshq.finetune.evaluate import evaluate_model
+    from vrshq.finetune.evaluate import evaluate_model, split_root
+    from vrshq.model.layout import check_model_folder
     from vrshq.model.loading import load_vrshq
     from vrshq.model.pipeline import VrshqConfig
 
     engine = EngineConfig(device=args.device)
     resolve_device(args, engine)
+    # Both inputs are checked before the model loads (minutes for the real one).
+    check_model_folder(args.model)
+    split_root(args.data, args.split)
     model = load_vrshq(args.model, VrshqConfig(engine=engine))
-    with tqdm(desc="evaluate", unit="video") as bar:
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
+    with DoneOfTotal(args, "evaluate", "video") as progress:
         return evaluate_model(model, args.data, args.split, progress=progress)
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 
 from vrshq.cli.common import resolve_device
 from vrshq.cli.folders import add_data_dir_option, data_folder
+from vrshq.cli.progress import add_progress_option, progress_bar
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,13 +44,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="register the result as a model version of the backend's --data-dir and "
                    "serve it when its J&F on the held-out split is not below the serving model's")
     add_data_dir_option(p, "the backend's data folder, for --register", old_flag=True)
+    add_progress_option(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the subcommand."""
-    from tqdm import tqdm
-
     from vrshq.engine.config import EngineConfig
     from vrshq.errors import VrshqError
     from vrshq.finetune.run import check_inputs, register_if_not_worse, run_finetune
@@ -62,11 +63,11 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
                          lr=args.lr, warmup_steps=args.warmup_steps, seed=args.seed,
                          checkpoint_every=args.checkpoint_every)
-    bars: list[tqdm] = []  # made at the first step: a refused run prints its one line only
+    bars: list = []  # made at the first step: a refused run prints its one line only
 
-    def bar() -> tqdm:
+    def bar() -> Any:
         if not bars:
-            bars.append(tqdm(total=config.steps, desc="finetune", unit="step"))
+            bars.append(progress_bar(args, "finetune", "step", config.steps))
         return bars[0]
 
     def on_step(log) -> None:

@@ -6,13 +6,14 @@ import argparse
 import json
 import os
 from pathlib import Path
-
-from tqdm import tqdm
+from typing import Any
 
 from vrshq.cli.common import (FPS_HELP, MiB, add_precision_option, checked_precision, open_video_quietly,
                               resolve_device)
 from vrshq.cli.folders import add_model_option, model_folder
 from vrshq.cli.out_folder import check_out_folder, staged_out_folder
+from vrshq.cli.labelstudio_file import add_labelstudio_options, labelstudio_file
+from vrshq.cli.progress import add_progress_option, progress_bar
 from vrshq.engine import EngineConfig
 from vrshq.errors import PromptError, VrshqError
 from vrshq.model.anchor import DEFAULT_MODEL
@@ -40,8 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"open_clip architecture of --clip-pretrained (default {DEFAULT_MODEL})")
     p.add_argument("--clip-pretrained",
                    help="a CLIP checkpoint file for the anchor (default: the model folder's clip/)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bars (default: when stderr is a terminal)")
+    add_progress_option(p)
+    add_labelstudio_options(p, default_config="video_text_prompt")
     p.set_defaults(run=run)
 
 
@@ -62,30 +63,30 @@ def run(args: argparse.Namespace) -> int:
     check_out_folder(out)
     if args.feature_budget_mib < 0:
         raise VrshqError("--feature-budget-mib must be >= 0")
+    ls_file = labelstudio_file(args, list(range(1, len(args.prompt) + 1)),
+                               prompts=dict(enumerate(args.prompt, 1)))
     engine = EngineConfig(device=args.device, precision=checked_precision(args.precision),
                           feature_budget_bytes=args.feature_budget_mib * MiB)
     resolve_device(args, engine)
     reader = open_video_quietly(args.video, fps=args.fps)
     model = load_vrshq(args.model, VrshqConfig(engine=engine), clip_model=args.clip_model,
                        clip_pretrained=args.clip_pretrained)
-    bars: dict[str, tqdm] = {}
-    disable = None if args.progress is None else not args.progress
+    bars: dict[str, Any] = {}  # one bar per stage, made when the stage starts
 
     def progress(stage: str, done: int, total: int) -> None:
-        bar = bars.get(stage)
-        if bar is None:
-            bar = bars[stage] = tqdm(total=total, desc=stage, unit="step", disable=disable)
-        bar.update(done - bar.n)
+        if stage not in bars:
+            bars[stage] = progress_bar(args, stage, "step", total)
+        bars[stage].update(done - bars[stage].n)
 
     try:
         results = model.segment(reader, args.prompt, direction=args.direction, progress=progress)
     finally:
-        for bar in bars.values():
-            bar.close()
+        for stage_bar in bars.values():
+            stage_bar.close()
     tracks = results_to_trackset(results, reader)
     try:
         with staged_out_folder(out) as staging:
-            write_outputs(tracks, staging, labels={r.obj_id: r.prompt for r in results})
+            write_outputs(tracks, staging, ls_file.task(tracks, model.version))
             (staging / "keyframes.json").write_text(json.dumps(
                 {"model_version": model.version, "prompts": [r.keyframe_json() for r in results]},
                 indent=1))

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vrshq.cli.progress import add_progress_option, progress_bar
 from vrshq.errors import VrshqError
 
 PROJECT_TITLE = "vrshq sample: text-prompted tracks"
@@ -46,6 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--check", action="store_true",
                    help="stop once the sample tasks are pre-annotated (exit 0 when every object "
                    "has a track), instead of serving until Ctrl-C")
+    add_progress_option(p)
     p.set_defaults(run=run)
 
 
@@ -130,13 +132,12 @@ def _project(api: Any, media: Path, backend_url: str) -> tuple[int, list[int]]:
     return pid, task_ids
 
 
-def _wait_predictions(api: Any, pid: int, task_ids: list[int], timeout: float = 600) -> list[dict]:
-    from tqdm import tqdm
-
+def _wait_predictions(args: argparse.Namespace, api: Any, pid: int, task_ids: list[int],
+                      timeout: float = 600) -> list[dict]:
     api.retrieve_predictions(pid, task_ids)
     deadline = time.monotonic() + timeout
     done: dict[int, dict] = {}
-    with tqdm(total=len(task_ids), desc="pre-annotating", unit="task") as bar:
+    with progress_bar(args, "pre-annotating", "task", len(task_ids)) as bar:
         while len(done) < len(task_ids):
             for tid in task_ids:
                 if tid not in done:
@@ -190,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
         backend_url = f"http://127.0.0.1:{args.backend_port}"
         api = server.api()
         pid, task_ids = _project(api, media, backend_url)
-        preds = _wait_predictions(api, pid, task_ids)
+        preds = _wait_predictions(args, api, pid, task_ids)
         objects = sum(1 for p in preds for r in p["result"] if r["type"] == "videorectangle")
         version = preds[0].get("model_version", "?") if preds else "?"
         print(f"\nLabel Studio: {server.url}/projects/{pid}/data\n"

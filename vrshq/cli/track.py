@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tqdm import tqdm
-
 from vrshq.cli.common import FPS_HELP, add_model_options, engine_config, load_sam2, open_video_quietly
+from vrshq.cli.labelstudio_file import add_labelstudio_options, labelstudio_file, sam2_version
 from vrshq.cli.out_folder import check_out_folder, staged_out_folder
+from vrshq.cli.progress import add_progress_option, progress_bar
 from vrshq.errors import PromptError, VrshqError
 from vrshq.tracking import (
     add_prompts,
@@ -38,9 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="model input: sam2's square resize, or VRS-HQ's longest side + padding")
     p.add_argument("--direction", choices=["both", "forward", "backward"], default="both")
     p.add_argument("--fps", type=float, help=FPS_HELP)
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="show a progress bar on stderr (default: when stderr is a terminal)")
+    add_progress_option(p)
     add_model_options(p)
+    add_labelstudio_options(p, default_config="video_box_prompt")
     p.set_defaults(run=run)
 
 
@@ -58,15 +58,15 @@ def run(args: argparse.Namespace) -> int:
         if not 0 <= frame_idx < len(reader):
             raise PromptError(f"--frame {frame_idx} is outside the video (0..{len(reader) - 1})")
         prompts.extend(read_mask_prompts(path, frame_idx, hw))
+    ls_file = labelstudio_file(args, sorted({p.obj_id for p in prompts}))
     model = load_sam2(args, config)
     with open_session(model, reader, args.resize, config) as session:
         add_prompts(session, prompts)
-        with tqdm(total=expected_steps(session, args.direction), unit="frame",
-                  desc="tracking", disable=None if args.progress is None else not args.progress) as bar:
+        with progress_bar(args, "tracking", "frame", expected_steps(session, args.direction)) as bar:
             tracks = collect_tracks(session, args.direction, progress=bar.update)
     try:
         with staged_out_folder(out) as staging:
-            write_outputs(tracks, staging)
+            write_outputs(tracks, staging, ls_file.task(tracks, sam2_version(args)))
     except OSError as exc:
         raise VrshqError(f"--out {out}: cannot write the outputs ({exc.strerror or exc})") from None
     print(f"tracked {len(tracks)} object(s) over {len(reader)} frames -> {out}")

@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vrshq.errors import MaskFormatError, VrshqError
+from vrshq.errors import EvaluationError, MaskFormatError
+from vrshq.evaluation.layout import VideoPair, pair_videos
 from vrshq.masks.palette import read_palette_folder
 
 BOUND_TH = 0.008
@@ -33,10 +34,6 @@ BOUND_TH = 0.008
 
 VOID_ID = 255
 """The DAVIS void label: ``davis.py`` turns 255 in the ground truth into background."""
-
-
-class EvaluationError(VrshqError):
-    """Prediction and ground-truth folders that cannot be compared."""
 
 
 # --- one frame, one object ---------------------------------------------------------------
@@ -242,14 +239,16 @@ def _size(a: np.ndarray) -> str:
 
 
 def evaluate_folders(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, *,
-                     bound_th: float = BOUND_TH) -> dict[str, Any]:
+                     bound_th: float = BOUND_TH,
+                     progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """J, F and J&F of a folder of predicted videos against a folder of ground truth.
 
-    Both are DAVIS layouts: one sub-folder per video, one ``<frame>.png`` label map per
-    frame (pixel value = object id). Every GT video must have a predicted folder (extra
-    predicted videos are ignored, as the toolkit only walks the GT); the scored frames are
-    the GT frames but the first and last, and the prediction must have each of them and no
-    frame the GT lacks.
+    The layouts and how videos are matched: :mod:`vrshq.evaluation.layout` (DAVIS folders,
+    one sub-folder per video with one ``<frame>.png`` label map per frame, pixel value =
+    object id; or ``vrshq track``/``segment`` outputs). Every GT video must have a prediction
+    (extra predicted videos are ignored, as the toolkit only walks the GT); the scored frames
+    are the GT frames but the first and last, and the prediction must have each of them and
+    no frame the GT lacks. ``progress(done, total)`` is called after each video.
 
     Means, as ``davis2017/evaluation.py`` + ``evaluation_method.py`` take them: an object's
     J (F) is the mean over its scored frames; a video's J (F) is the mean over its objects;
@@ -260,55 +259,53 @@ def evaluate_folders(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, *,
          "videos": {name: {"J", "F", "J&F", "frames": [scored frame indices],
                            "objects": {"<id>": {"J", "F", "J&F"}}}}}
     """
-    pred_root, gt_root = Path(pred_dir), Path(gt_dir)
-    for what, root in (("prediction", pred_root), ("ground-truth", gt_root)):
-        if not root.is_dir():
-            raise EvaluationError(f"{root}: the {what} folder does not exist")
-    videos = sorted(p.name for p in gt_root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not videos:
-        raise EvaluationError(f"{gt_root}: no video sub-folders (DAVIS layout: GT/<video>/00000.png)")
-    missing = [v for v in videos if not (pred_root / v).is_dir()]
-    if missing:
-        raise EvaluationError(f"{pred_root}: no predictions for ground-truth video(s) {', '.join(missing)}")
-
+    pairs = pair_videos(pred_dir, gt_dir)
     out_videos: dict[str, Any] = {}
     all_scores: list[ObjectScores] = []
-    for video in videos:
-        gt = _read_folder(gt_root / video)
-        if not gt:
-            raise EvaluationError(f"{gt_root / video}: no label-map PNGs")
-        pred = _read_folder(pred_root / video)
-        gt_idx = sorted(gt)
-        scored = gt_idx[1:-1]
-        if len(gt_idx) < 3:
-            raise EvaluationError(f"{gt_root / video}: {len(gt_idx)} frame(s); the semi-supervised "
-                                  "protocol skips the first and last, so a video needs at least 3")
-        lacking = [t for t in scored if t not in pred]
-        unknown = sorted(set(pred) - set(gt))
-        if lacking or unknown:
-            detail = "; ".join(part for part in (
-                f"missing frame(s) {_frames(lacking)}" if lacking else "",
-                f"frame(s) {_frames(unknown)} not in the ground truth" if unknown else "") if part)
-            raise EvaluationError(f"{pred_root / video}: {len(pred)} predicted frame(s) for "
-                                  f"{len(gt)} ground-truth frame(s): {detail}")
-        for t in scored:
-            if pred[t].shape != gt[t].shape:
-                raise EvaluationError(f"{pred_root / video}: frame {t} is {_size(pred[t])} but the "
-                                      f"ground truth is {_size(gt[t])}")
-        ids = gt_object_ids(gt.values())
-        try:
-            scores = evaluate_video([pred[t] for t in scored], [gt[t] for t in scored], ids,
-                                    bound_th=bound_th, skip_first_and_last=False)
-        except EvaluationError as exc:
-            raise EvaluationError(f"{pred_root / video}: {exc}") from None
+    for done, pair in enumerate(pairs, 1):
+        scored, scores = _score_video(pair, bound_th)
         objects = {str(i): _jf(s.J, s.F) for i, s in scores.items()}
-        out_videos[video] = {**_jf_mean(list(scores.values())), "frames": scored, "objects": objects}
+        out_videos[pair.name] = {**_jf_mean(list(scores.values())), "frames": scored, "objects": objects}
         all_scores.extend(scores.values())
+        if progress is not None:
+            progress(done, len(pairs))
 
     if not all_scores:
-        raise EvaluationError(f"{gt_root}: the ground truth has no objects (every pixel is 0 or 255)")
-    return {**_jf_mean(all_scores), "num_videos": len(videos), "num_objects": len(all_scores),
+        raise EvaluationError(f"{Path(gt_dir)}: the ground truth has no objects (every pixel is 0 or 255)")
+    return {**_jf_mean(all_scores), "num_videos": len(pairs), "num_objects": len(all_scores),
             "videos": out_videos}
+
+
+def _score_video(pair: VideoPair, bound_th: float) -> tuple[list[int], dict[int, ObjectScores]]:
+    """The scored GT frames of one video and its objects' scores; EvaluationError on a mismatch."""
+    gt = _read_folder(pair.gt)
+    if not gt:
+        raise EvaluationError(f"{pair.gt}: no label-map PNGs")
+    pred = _read_folder(pair.pred)
+    gt_idx = sorted(gt)
+    scored = gt_idx[1:-1]
+    if len(gt_idx) < 3:
+        raise EvaluationError(f"{pair.gt}: {len(gt_idx)} frame(s); the semi-supervised "
+                              "protocol skips the first and last, so a video needs at least 3")
+    lacking = [t for t in scored if t not in pred]
+    unknown = sorted(set(pred) - set(gt))
+    if lacking or unknown:
+        detail = "; ".join(part for part in (
+            f"missing frame(s) {_frames(lacking)}" if lacking else "",
+            f"frame(s) {_frames(unknown)} not in the ground truth" if unknown else "") if part)
+        raise EvaluationError(f"{pair.pred}: {len(pred)} predicted frame(s) for "
+                              f"{len(gt)} ground-truth frame(s): {detail}")
+    for t in scored:
+        if pred[t].shape != gt[t].shape:
+            raise EvaluationError(f"{pair.pred}: frame {t} is {_size(pred[t])} but the "
+                                  f"ground truth is {_size(gt[t])}")
+    ids = gt_object_ids(gt.values())
+    try:
+        scores = evaluate_video([pred[t] for t in scored], [gt[t] for t in scored], ids,
+                                bound_th=bound_th, skip_first_and_last=False)
+    except EvaluationError as exc:
+        raise EvaluationError(f"{pair.pred}: {exc}") from None
+    return scored, scores
 
 
 def _read_folder(directory: Path) -> dict[int, np.ndarray]:

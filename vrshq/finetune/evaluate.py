@@ -23,8 +23,9 @@ from vrshq.model.pipeline import Vrshq
 from vrshq.video.reader import open_video
 
 
-def _split_root(data: Path, split: str) -> Path:
-    root = data / split
+def split_root(data: str | Path, split: str) -> Path:
+    """``data/split``, checked to be an exported split (it has ``meta_expressions.json``)."""
+    root = Path(data) / split
     if not (root / "meta_expressions.json").is_file():
         raise VrshqError(f"{root}: no meta_expressions.json (export with --holdout for a valid split)")
     return root
@@ -62,7 +63,7 @@ def evaluate_model(model: Vrshq, data: str | Path, split: str = "valid",
                    work: str | Path | None = None,
                    progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """J&F of ``model`` on ``data/split`` (the evaluate_folders result, plus the split)."""
-    root = _split_root(Path(data), split)
+    root = split_root(data, split)
     with tempfile.TemporaryDirectory(prefix="vrshq-eval-") as tmp:
         base = Path(work) if work is not None else Path(tmp)
         gt_dir, pred_dir = base / "gt", base / "pred"
@@ -89,4 +90,4 @@ def evaluate_model(model: Vrshq, data: str | Path, split: str = "valid",
     return result
 
 
-__all__ = ["evaluate_model", "write_ground_truth"]
+__all__ = ["evaluate_model", "split_root", "write_ground_truth"]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -32,8 +35,11 @@ class DownloadSources:
 
 def download(out_dir: str | os.PathLike, parts: tuple[str, ...] = PARTS,
              sources: DownloadSources = DownloadSources(),
-             log: Callable[[str], None] = print) -> dict[str, Path]:
-    """Download ``parts`` into ``out_dir`` (vrshq/, sam2/, clip/); returns where each went."""
+             log: Callable[[str], None] = print, progress: bool = True) -> dict[str, Path]:
+    """Download ``parts`` into ``out_dir`` (vrshq/, sam2/, clip/); returns where each went.
+
+    ``progress``: draw download bars on stderr (ours and the Hugging Face Hub's).
+    """
     unknown = [p for p in parts if p not in PARTS]
     if unknown:
         raise ModelError(f"unknown part(s) {', '.join(unknown)} (choose from {', '.join(PARTS)})")
@@ -44,12 +50,28 @@ def download(out_dir: str | os.PathLike, parts: tuple[str, ...] = PARTS,
     done: dict[str, Path] = {}
     for part in parts:
         log(f"downloading {part} ...")
-        done[part] = _FETCHERS[part](out / part, sources)
+        with _hub_bars(progress):
+            done[part] = _FETCHERS[part](out / part, sources, progress)
         log(f"  -> {done[part]}")
     return done
 
 
-def _fetch_vrshq(target: Path, sources: DownloadSources) -> Path:
+@contextlib.contextmanager
+def _hub_bars(show: bool) -> Iterator[None]:
+    """The Hugging Face Hub's own bars on or off meanwhile (a global switch of huggingface_hub)."""
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    was_disabled = are_progress_bars_disabled()
+    if not show:
+        disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not show and not was_disabled:
+            enable_progress_bars()
+
+
+def _fetch_vrshq(target: Path, sources: DownloadSources, progress: bool) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
@@ -60,7 +82,7 @@ def _fetch_vrshq(target: Path, sources: DownloadSources) -> Path:
     return Path(path)
 
 
-def _fetch_sam2(target: Path, sources: DownloadSources) -> Path:
+def _fetch_sam2(target: Path, sources: DownloadSources, progress: bool) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     dest = target / Path(sources.sam2_url).name
     partial = dest.with_suffix(dest.suffix + ".part")
@@ -68,7 +90,7 @@ def _fetch_sam2(target: Path, sources: DownloadSources) -> Path:
         with urllib.request.urlopen(sources.sam2_url, timeout=30) as response, \
                 open(partial, "wb") as f, \
                 tqdm(total=int(response.headers.get("Content-Length") or 0) or None, unit="B",
-                     unit_scale=True, desc=dest.name) as bar:
+                     unit_scale=True, desc=dest.name, file=sys.stderr, disable=not progress) as bar:
             while chunk := response.read(1 << 20):
                 f.write(chunk)
                 bar.update(len(chunk))
@@ -79,7 +101,7 @@ def _fetch_sam2(target: Path, sources: DownloadSources) -> Path:
     return dest
 
 
-def _fetch_clip(target: Path, sources: DownloadSources) -> Path:
+def _fetch_clip(target: Path, sources: DownloadSources, progress: bool) -> Path:
     import shutil
 
     from open_clip.pretrained import download_pretrained, get_pretrained_cfg
@@ -114,7 +136,8 @@ def _offline(what: str, where: str, exc: BaseException) -> ModelError:
                       "network access: download there and copy the folder here")
 
 
-_FETCHERS: dict[str, Callable[[Path, DownloadSources], Path]] = {
+# (target, sources, progress) -> path; the Hub's bars follow _hub_bars, ours the progress flag
+_FETCHERS: dict[str, Callable[[Path, DownloadSources, bool], Path]] = {
     "vrshq": _fetch_vrshq,
     "sam2": _fetch_sam2,
     "clip": _fetch_clip,
