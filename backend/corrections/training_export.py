@@ -112,7 +112,7 @@ def export_training_set(
     if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not 0.0 <= holdout < 1.0:
         raise VrshqError(f"holdout must be a fraction in [0, 1), got {holdout!r}")
     out = Path(out)
-    _check_out(out)
+    check_out(out)
 
     tasks, n_log = _collect(log)
     if not tasks:
@@ -132,7 +132,7 @@ def export_training_set(
                       **{s: sorted(v for v in split if split[v] == s) for s in SPLITS}},
         })
         (tmp / MANIFEST_FILENAME).write_text(json.dumps(manifest, indent=2) + "\n")
-        _replace(tmp, out)
+        replace_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -375,21 +375,27 @@ def _export_ids(source_ids: list[Any]) -> list[int]:
     return out
 
 
-def _check_out(out: Path) -> None:
+def check_out(out: Path, manifest: str = MANIFEST_FILENAME, fmt: str = MANIFEST_FORMAT,
+              what: str = "training-set export") -> None:
+    """Refuse an ``out`` that is a file, or a non-empty folder that is not a previous export.
+
+    A previous export is recognised by its ``manifest`` file naming ``fmt``: only then may
+    :func:`replace_folder` replace it (never a folder of someone's other files).
+    """
     if out.exists() and not out.is_dir():
         raise VrshqError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not _is_previous_export(out):
-        raise VrshqError(f"{out}: the folder is not empty and holds no previous training-set export")
+    if out.is_dir() and any(out.iterdir()) and not _is_previous_export(out, manifest, fmt):
+        raise VrshqError(f"{out}: the folder is not empty and holds no previous {what}")
 
 
-def _is_previous_export(out: Path) -> bool:
+def _is_previous_export(out: Path, manifest: str, fmt: str) -> bool:
     try:
-        return json.loads((out / MANIFEST_FILENAME).read_text()).get("format") == MANIFEST_FORMAT
+        return json.loads((out / manifest).read_text()).get("format") == fmt
     except (OSError, ValueError, AttributeError):
         return False
 
 
-def _replace(tmp: Path, out: Path) -> None:
+def replace_folder(tmp: Path, out: Path) -> None:
     """Move the finished export into place; a previous export is removed only after the swap."""
     os.chmod(tmp, 0o755)  # mkdtemp makes it private
     old = None
@@ -401,4 +407,4 @@ def _replace(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-__all__ = ["FORMATS", "FRAME_CHOICES", "export_training_set", "split_videos"]
+__all__ = ["FORMATS", "FRAME_CHOICES", "check_out", "export_training_set", "replace_folder", "split_videos"]

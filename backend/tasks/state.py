@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from vrshq.backend.corrections.export import write_atomic
+from vrshq.backend.tasks.provenance import Review
 from vrshq.plugins.base import Correction, ObjectTrack
 from vrshq.errors import MaskFormatError
 from vrshq.masks import Track, decode_rle, encode_rle
@@ -49,6 +50,10 @@ class TaskState:
     # obj_id -> the box sequences (Label Studio keyframes) the backend predicted before the
     # current track: an annotation still showing one of them did not edit the boxes.
     earlier_tracks: dict[str, list[list[dict[str, Any]]]] = field(default_factory=dict)
+    # What annotators submitted (see vrshq.backend.tasks.provenance): the annotation ids, and
+    # per object and shown frame the newest verdict. Absent from states written before 0.1.
+    submissions: list[str] = field(default_factory=list)
+    reviews: list[Review] = field(default_factory=list)
 
     def object(self, obj_id: int) -> ObjectTrack | None:
         """The object with ``obj_id``, or None."""
@@ -75,6 +80,7 @@ class TaskState:
             "frames_count": self.frames_count, "keyframe_urls": list(self.keyframe_urls),
             "objects": [_object_json(o) for o in self.objects],
             "earlier_tracks": self.earlier_tracks,
+            "submissions": list(self.submissions), "reviews": [r.to_json() for r in self.reviews],
         }
 
     @classmethod
@@ -88,6 +94,8 @@ class TaskState:
             frames_count=int(doc["frames_count"]), keyframe_urls=list(doc.get("keyframe_urls", [])),
             objects=[_object_from_json(o) for o in doc["objects"]],
             earlier_tracks={str(k): list(v) for k, v in (doc.get("earlier_tracks") or {}).items()},
+            submissions=[str(a) for a in doc.get("submissions") or []],
+            reviews=[Review.from_json(r) for r in doc.get("reviews") or []],
         )
 
 
