@@ -24,7 +24,7 @@ from typing import Any
 from PIL import Image
 
 from vrshq.backend.corrections.record import utc_now
-from vrshq.backend.corrections.training_export import check_out, replace_folder
+from vrshq.backend.corrections.swap import check_out, replace_folder
 from vrshq.backend.export import coco, davis, labelstudio, youtube_vis
 from vrshq.backend.export.final import FinalTask, categories, counts, project_tasks
 from vrshq.backend.labelstudio.labelconfig import LabelConfigInfo
