@@ -85,6 +85,44 @@ def test_a_submitted_annotation_records_what_was_corrected_and_reviewed(client, 
     assert np.array_equal(o2.mask(state.object(2).keyframe, hw), fixed)
 
 
+def test_corrections_sync_records_what_the_missed_annotations_submitted(tmp_path):
+    """Annotations whose webhook never arrived: ``corrections sync`` records their verdicts too."""
+    from vrshq.backend.corrections import CorrectionsLog
+    from vrshq.backend.corrections.sync import sync_project
+    from vrshq.backend.labelstudio.results import state_results
+
+    store = TaskStateStore(tmp_path)
+    store.save(_state("1", "6", submitted=False))
+    predicted = state_results(store.load("1", "6"), parse_label_config(TEXT_XML))
+    drawn = _square(10, 10)
+    corrected = copy.deepcopy(predicted)
+    for r in corrected:
+        if r["type"] == "brushlabels" and r["id"] == "vrshq-6-1-mask":
+            r["value"]["rle"] = encode_brush(drawn)
+
+    class LabelStudio:  # what sync_project reads of Label Studio
+        def project_label_config(self, project):
+            return TEXT_XML
+
+        def annotations(self, task):
+            return [{"id": 31, "result": corrected, "parent_prediction": 5, "updated_at": "2026-12-01"},
+                    {"id": 32, "result": [], "parent_prediction": 5, "was_cancelled": True}]
+
+        def prediction_result(self, prediction):
+            return predicted
+
+    with CorrectionsLog.for_model_dir(tmp_path) as log:
+        report = sync_project(log, store, LabelStudio(), "1")
+    assert report.logged == 1
+    state = store.load("1", "6")
+    assert state.submissions == ["31"]
+    by_obj = {r.obj_id: r for r in state.reviews}
+    assert (by_obj[1].status, by_obj[2].status) == (CORRECTED, REVIEWED)
+    assert np.array_equal(by_obj[1].mask, drawn)
+    final = final_task(state)
+    assert [o.provenance[0] for o in final.objects] == [CORRECTED, REVIEWED]
+
+
 def test_a_state_written_before_provenance_still_loads():
     doc = _state("1", "5", submitted=False).to_json()
     del doc["submissions"], doc["reviews"]

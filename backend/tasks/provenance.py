@@ -13,15 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from vrshq.masks import decode_rle, encode_rle
-
-if TYPE_CHECKING:  # annotations imports the task state, which imports this module
-    from vrshq.backend.labelstudio.annotations import ObjectChange
-    from vrshq.backend.tasks.state import TaskState
 
 CORRECTED, REVIEWED, PROPAGATED, DELETED = "corrected", "reviewed", "propagated", "deleted"
 PROVENANCE = (CORRECTED, REVIEWED, PROPAGATED)  # the per-frame values an export writes
@@ -52,11 +48,12 @@ class Review:
                    d.get("annotation"), d.get("prompt"))
 
 
-def record_submission(state: TaskState, changes: Sequence[ObjectChange],
-                      annotation: Mapping[str, Any], has_masks: bool) -> int:
+def record_submission(state: Any, changes: Sequence[Any], annotation: Mapping[str, Any],
+                      has_masks: bool) -> int:
     """Record a submitted annotation's verdict on each shown object in ``state``; how many.
 
-    ``changes`` is :func:`~vrshq.backend.labelstudio.annotations.diff_annotation`'s answer
+    ``state`` is a :class:`~vrshq.backend.tasks.state.TaskState` (which imports this module, so
+    it is not imported here); ``changes`` is :func:`~vrshq.backend.labelstudio.annotations.diff_annotation`'s answer
     (unchanged objects included). A newer verdict on an (object, frame) replaces the older one.
     Without masks in the label config the annotator saw no mask, so nothing is reviewed.
     """
@@ -84,7 +81,7 @@ def record_submission(state: TaskState, changes: Sequence[ObjectChange],
     return n
 
 
-def record_submitted(states: Any, project: str, task: Any, changes: Sequence[ObjectChange],
+def record_submitted(states: Any, project: str, task: Any, changes: Sequence[Any],
                      annotation: Mapping[str, Any], has_masks: bool) -> int:
     """:func:`record_submission` on the stored state, under the task's lock; objects recorded."""
     with states.lock(project, task):
