@@ -383,14 +383,21 @@ def test_the_training_export_says_which_frames_are_verified(mostly_propagated, t
     from vrshq.evaluation.verified import count_verified, read_verified
 
     w = mostly_propagated
+    reviewed_only = _state("1", "5", submitted=True)  # no correction logged: in by its review
+    reviewed_only.reviews = [Review(2, 0, REVIEWED, w["gt"][0] == 2, 9, "the car")]
+    TaskStateStore(w["data"]).save(reviewed_only)
     with CorrectionsLog.for_model_dir(w["data"]) as log:
         m = export_training_set(log, tmp_path / "set", w["media"], "revos", state_root=w["data"])
+    (o5,) = m["videos"]["p1_t5"]["objects"]
+    assert (o5["obj_id"], o5["exp"], o5["label"], o5["corrected_frames"], o5["reviewed_frames"]) == \
+        (2, "the car", "Car", [], [0])
+    del m["videos"]["p1_t5"]
     (o1,) = m["videos"]["p1_t4"]["objects"]  # the log's objects (object 2 has no correction)
     assert (o1["corrected_frames"], o1["reviewed_frames"]) == ([0], [3])
     assert o1["propagated_frames"] == [1, 2, 4, 5, 6, 7]
-    assert (m["counts"]["verified_masks"], m["counts"]["propagated_masks"]) == (2, 6)
+    assert (m["counts"]["verified_masks"], m["counts"]["propagated_masks"]) == (3, 13)
     verified = read_verified(tmp_path / "set" / "train")
-    assert verified == {"p1_t4": {1: [0, 3]}} and count_verified(verified) == 2
+    assert verified == {"p1_t4": {1: [0, 3]}, "p1_t5": {2: [0]}} and count_verified(verified) == 3
 
 
 def test_evaluate_says_how_many_verified_frames_it_scored(mostly_propagated, tiny_models, tmp_path, capsys):

@@ -149,6 +149,27 @@ def project_tasks(states: TaskStateStore, project: str, include_unreviewed: bool
             progress(done, len(tasks))
 
 
+def reviewed_objects(states: TaskStateStore) -> Iterator[tuple[FinalTask, FinalObject]]:
+    """Every object, of every project, with a frame an annotator reviewed (unreadable states skipped)."""
+    projects = sorted(p.name for p in states.root.iterdir() if p.is_dir()) if states.root.is_dir() else []
+    for project in projects:
+        try:
+            tasks = states.tasks(project)
+        except ValueError:  # not a project folder of ours
+            continue
+        for task in tasks:
+            try:
+                state = states.load(project, task)
+            except (ValueError, KeyError, TypeError, VrshqError):
+                continue
+            if state is None or not state.submissions:
+                continue
+            final = final_task(state)
+            for obj in final.objects:
+                if REVIEWED in obj.provenance:
+                    yield final, obj
+
+
 def categories(tasks: list[FinalTask]) -> dict[str, int]:
     """Category ids 1..N of the objects' labels, in sorted label order (stable across exports)."""
     labels = sorted({o.label for t in tasks for o in t.objects})
@@ -164,4 +185,4 @@ def counts(tasks: list[FinalTask]) -> dict[str, Any]:
 
 
 __all__ = ["DEFAULT_LABEL", "FinalObject", "FinalTask", "categories", "counts", "final_task",
-           "project_tasks"]
+           "project_tasks", "reviewed_objects"]
