@@ -85,6 +85,40 @@ def test_a_submitted_annotation_records_what_was_corrected_and_reviewed(client, 
     assert np.array_equal(o2.mask(state.object(2).keyframe, hw), fixed)
 
 
+def test_a_submission_is_recorded_while_a_job_holds_the_task(client, vrshq_backend):
+    """A re-propagation holds the task's lock for minutes: the webhook must not wait for it, and
+    the job's save of the state it loaded before must not erase the submission."""
+    import threading
+
+    tid = next_task_id()
+    pred = _predict(client, tid)
+    states = vrshq_backend.states
+    held, release = threading.Event(), threading.Event()
+
+    def job():
+        with states.lock(1, tid):
+            stale = states.load(1, tid)
+            held.set()
+            release.wait(30)
+            states.save(stale)
+
+    worker = threading.Thread(target=job)
+    worker.start()
+    assert held.wait(10)
+    answer = {}
+    hook = threading.Thread(target=lambda: answer.update(r=_webhook(client, tid, pred["result"], 80)))
+    hook.start()
+    hook.join(20)
+    finished = not hook.is_alive()
+    release.set()
+    worker.join(10)
+    hook.join(10)
+    assert finished, "the webhook waited for the job's lock"
+    assert answer["r"].status_code == 201
+    state = states.load(1, tid)
+    assert state.submissions == ["80"] and [r.status for r in state.reviews] == [REVIEWED, REVIEWED]
+
+
 def test_corrections_sync_records_what_the_missed_annotations_submitted(tmp_path):
     """Annotations whose webhook never arrived: ``corrections sync`` records their verdicts too."""
     from vrshq.backend.corrections import CorrectionsLog

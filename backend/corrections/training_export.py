@@ -14,7 +14,8 @@
 ``fmt="davis"`` writes ``<split>/JPEGImages/<video>/%05d.jpg`` and ``<split>/Annotations/<video>/%05d.png``
 (palette PNGs, pixel value = object id) for evaluation tools, with the same split.
 
-One video per (project, task); one expression per object (its prompt, else its label). On each
+One video per (project, task); one expression per logged object (its prompt, else its label),
+and per object an annotator reviewed without correcting (from the task states). On each
 frame the latest logged corrected mask of an object wins (box-only corrections carry no mask and
 are skipped; a deleted object is an empty mask); other frames take the backend's latest track
 from the task state (``state_root`` = MODEL_DIR) when there is one, else no mask (``null``).
@@ -41,7 +42,7 @@ from PIL import Image
 from vrshq.backend.corrections.record import utc_now
 from vrshq.backend.corrections.store import CorrectionsLog, public_url
 from vrshq.backend.corrections.swap import check_out, replace_folder
-from vrshq.backend.export.final import final_task
+from vrshq.backend.export.final import final_task, reviewed_objects
 from vrshq.backend.labelstudio.media import MediaConfig, resolve_media
 from vrshq.backend.tasks.provenance import REVIEWED
 from vrshq.backend.tasks.state import TaskState, TaskStateStore
@@ -123,9 +124,11 @@ def export_training_set(
     check_out(out, MANIFEST_FILENAME, MANIFEST_FORMAT, "training-set export")
 
     tasks, n_log = _collect(log)
-    if not tasks:
-        raise VrshqError("no corrections to export")
     states = TaskStateStore(state_root) if state_root is not None else None
+    if states is not None:
+        _add_reviewed(tasks, states)
+    if not tasks:
+        raise VrshqError("no corrections to export (and no annotator-reviewed objects)")
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
@@ -166,6 +169,17 @@ def _collect(log: CorrectionsLog) -> tuple[dict[str, _Task], int]:
             obj.masks[c.frame] = (c.id, c.corrected_mask)  # later ids overwrite earlier ones
             obj.correction_ids.append(c.id)
     return tasks, n
+
+
+def _add_reviewed(tasks: dict[str, _Task], states: TaskStateStore) -> None:
+    """Add the objects annotators reviewed but never corrected: their reviewed frames are ground truth too."""
+    for final, obj in reviewed_objects(states):
+        project, task = (int(x) if x.isdigit() else x for x in (final.project, final.task))
+        t = tasks.setdefault(f"p{project}_t{task}", _Task(project, task))
+        if not t.video_paths:
+            t.video_paths.append(final.video)
+        o = t.objects.setdefault(str(obj.obj_id), _Object(obj.obj_id))
+        o.prompt, o.label = o.prompt or obj.prompt, o.label or obj.label
 
 
 def split_videos(names: list[str], holdout: float, seed: int) -> dict[str, str]:

@@ -83,13 +83,16 @@ def record_submission(state: Any, changes: Sequence[Any], annotation: Mapping[st
 
 def record_submitted(states: Any, project: str, task: Any, changes: Sequence[Any],
                      annotation: Mapping[str, Any], has_masks: bool) -> int:
-    """:func:`record_submission` on the stored state, under the task's lock; objects recorded."""
-    with states.lock(project, task):
-        state = states.load(project, task)  # re-read: a job may have saved it since
+    """:func:`record_submission` into the task's stored record of submissions; objects recorded.
+
+    Only the record's own short lock is taken, not the task's (a job may hold that for minutes).
+    """
+    with states.reviews_lock(project, task):
+        state = states.load(project, task)  # the record as it is now, under its lock
         if state is None:
             return 0
         n = record_submission(state, changes, annotation, has_masks)
-        states.save(state)
+        states.save_reviews(state)
         return n
 
 
