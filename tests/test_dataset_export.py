@@ -256,6 +256,15 @@ def test_youtube_vis_round_trip_and_schema(project, tmp_path):
         for name in v["file_names"]:  # the frames are there, at the video's size
             with Image.open(out / "JPEGImages" / name) as im:
                 assert im.size == (SMALL.width, SMALL.height)
+    # What the YouTube-VIS API (ytvos.py) indexes and decodes: unique ids, references that
+    # resolve, RLE decoded by pycocotools at the video's size.
+    from pycocotools import mask as mask_utils
+
+    for key in ("videos", "annotations", "categories"):
+        ids = [x["id"] for x in doc[key]]
+        assert len(set(ids)) == len(ids) and all(isinstance(i, int) for i in ids), key
+    cat_ids = {c["id"] for c in doc["categories"]}
+    assert all(a["video_id"] in videos and a["category_id"] in cat_ids for a in doc["annotations"])
     seen = set()
     for a in doc["annotations"]:
         assert {"id", "video_id", "category_id", "segmentations", "areas", "bboxes", "iscrowd"} <= set(a)
@@ -268,7 +277,8 @@ def test_youtube_vis_round_trip_and_schema(project, tmp_path):
             if not masks[f].any():
                 assert seg is None and area is None and box is None
                 continue
-            assert np.array_equal(decode_rle(seg), masks[f]) and area == masks[f].sum()
+            assert tuple(seg["size"]) == (v["height"], v["width"])
+            assert np.array_equal(mask_utils.decode(seg).astype(bool), masks[f]) and area == masks[f].sum()
             ys, xs = np.nonzero(masks[f])
             assert box == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
         seen.add((v["file_names"][0].split("/")[0], a["obj_id"]))

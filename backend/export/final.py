@@ -120,8 +120,11 @@ def _final_state(state: TaskState, final: FinalTask, hw: tuple[int, int]) -> Tas
             continue
         track = Track(obj.obj_id, hw[0], hw[1])
         for f, rle in enumerate(fo.masks):
-            if obj.track.has(f) or rle is not None:
-                track.set(f, _decoded(rle, hw), score=obj.track.score(f) if obj.track.has(f) else None)
+            score = obj.track.score(f) if obj.track.has(f) else None
+            if rle is not None:
+                track.set_rle(f, rle, score=score)
+            elif obj.track.has(f):
+                track.set(f, np.zeros(hw, bool), score=score)
         # The keyframe page shows the final keyframe mask (a submitted correction the backend
         # has not re-propagated yet included).
         objects.append(replace(obj, track=track, keyframe_mask=fo.mask(obj.keyframe, hw)
@@ -136,6 +139,7 @@ def project_tasks(states: TaskStateStore, project: str, include_unreviewed: bool
 
     ``include_unreviewed`` adds the tasks that have predictions only. A submission is what the
     task state recorded when the webhook or ``vrshq corrections sync`` handled the annotation.
+    A task left without objects (every one deleted) has nothing to export and is left out.
     """
     tasks = states.tasks(project)
     for done, task in enumerate(tasks, 1):
@@ -144,7 +148,9 @@ def project_tasks(states: TaskStateStore, project: str, include_unreviewed: bool
         except (ValueError, KeyError, TypeError, VrshqError) as exc:
             raise VrshqError(f"task {task}: its state cannot be read ({exc})") from None
         if state is not None and (state.submissions or include_unreviewed):
-            yield final_task(state)
+            final = final_task(state)
+            if final.objects:
+                yield final
         if progress is not None:
             progress(done, len(tasks))
 

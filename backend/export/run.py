@@ -68,7 +68,10 @@ def export_dataset(data_dir: str | os.PathLike, project: str, fmt: str, out: str
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
         if fmt == "labelstudio":
-            labelstudio.write(tasks, tmp, label_config)  # type: ignore[arg-type]
+            try:
+                labelstudio.write(tasks, tmp, label_config)  # type: ignore[arg-type]
+            except ValueError as exc:  # a label the project's config does not have
+                raise VrshqError(f"--format labelstudio: {exc}") from None
         else:
             {"youtube-vis": youtube_vis, "coco": coco, "davis": davis}[fmt].write(tasks, tmp, cats, info)
             if images:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Any
 
 from vrshq.cli.folders import add_data_dir_option, data_folder
 from vrshq.errors import VrshqError
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _label_config(data_dir: str, project: str, config) -> object:
+def _label_config(data_dir: str, project: str, config: Any) -> Any:
     """The project's label config: from its /setup in the data folder, else from Label Studio."""
     from vrshq.backend.labelstudio.labelconfig import parse_label_config
     from vrshq.backend.labelstudio.writer import LabelStudioWriter
