@@ -2,7 +2,7 @@
 #
 # The environment is built by scripts/setup.sh itself, the script .ci/run uses, so the image has
 # exactly the pinned set CI tests: torch 2.14.1 + torchvision 0.29.1, sam2 1.1.0 built with
-# SAM2_BUILD_CUDA=0 --no-build-isolation, then `pip install -e .[test]` (pyproject.toml's pins).
+# SAM2_BUILD_CUDA=0 --no-build-isolation, then `pip install -e .[test,postgres]` (pyproject.toml's pins).
 # The torch wheel from PyPI is a CUDA build on x86_64 (the CUDA runtime comes as nvidia-* wheels),
 # so this slim base runs on a GPU under the NVIDIA container runtime (docker-compose.yml's worker
 # reserves one); decord and av wheels carry their own ffmpeg, and OpenCV is the headless build.

@@ -22,11 +22,17 @@ Every environment variable the backend reads is listed here, and only here::
     VRSHQ_MAX_PIXELS      width x height a task's video may have (default 16777216, 4096x4096)
     VRSHQ_MAX_FRAMES      frames a task's video may have (default 108000, an hour at 30 fps)
     VRSHQ_KEYFRAME_QUALITY  JPEG quality of keyframe images (default 90)
+    VRSHQ_FPS_MISMATCH    a task whose fps is not its video file's own rate: "refuse" (default,
+                          a 422 naming both) or "use-file" (write the file's rate into the task
+                          in Label Studio and predict with it); see backend.frame_rate
     REDIS_URL             run jobs on Redis with RQ (`vrshq worker` processes); unset: in-process
     VRSHQ_QUEUE / VRSHQ_MAX_QUEUED  the RQ queue name (vrshq) and its bound (100): past it,
                           /predict answers 503 "busy, retry later"
     VRSHQ_TRAIN_STEPS / VRSHQ_TRAIN_LR / VRSHQ_TRAIN_HOLDOUT  fine-tuning from Label Studio's
                           Train button: steps (500), learning rate (3e-4), held-out video share (0.2)
+    VRSHQ_LABEL_CLIP      the CLIP rule of a prompt's label (vrshq.backend.labelstudio.label_rules): "auto" (default:
+                          only with the official CLIP weights), "on" (any CLIP) or "off"
+    VRSHQ_LABEL_CLIP_THRESHOLD  the cosine similarity the nearest label must exceed (0.8)
 
 Bounds on what one request may hold or cost (a request past one is a 4xx that names it)::
 
@@ -55,6 +61,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vrshq.backend.labelstudio.label_rules import CLIP_MODES, DEFAULT_CLIP_THRESHOLD
 from vrshq.engine.config import PRECISIONS
 from vrshq.errors import VrshqError
 
@@ -62,6 +69,8 @@ from vrshq.errors import VrshqError
 class ConfigError(VrshqError):
     """A setting that cannot be used (named, with the value)."""
 
+
+FPS_MISMATCH = ("refuse", "use-file")  # VRSHQ_FPS_MISMATCH's choices
 
 # The integer bounds on one request: field name -> environment variable.
 BOUNDS = {
@@ -101,12 +110,15 @@ class BackendConfig:
     max_pixels: int = 4096 * 4096
     max_frames: int = 108_000
     keyframe_quality: int = 90
+    fps_mismatch: str = "refuse"
     redis_url: str | None = field(default=None, repr=False)
     queue: str = "vrshq"
     max_queued: int = 100
     train_steps: int = 500
     train_lr: float = 3e-4
     train_holdout: float = 0.2
+    label_clip: str = "auto"  # label_rules.CLIP_MODES
+    label_clip_threshold: float = DEFAULT_CLIP_THRESHOLD
     # Bounds on one request (see the module docstring for the variables).
     request_timeout: float = 30.0
     max_buffered_bytes: int = 256 * 2**20
@@ -142,6 +154,17 @@ class BackendConfig:
                               f"{self.train_lr!r} and {self.train_holdout!r}")
         if not 1 <= int(self.keyframe_quality) <= 100:
             raise ConfigError(f"keyframe_quality must be 1..100, got {self.keyframe_quality!r}")
+        if self.fps_mismatch not in FPS_MISMATCH:
+            raise ConfigError(f"VRSHQ_FPS_MISMATCH must be one of {', '.join(FPS_MISMATCH)}, got "
+                              f"{self.fps_mismatch!r}")
+        if self.label_clip not in CLIP_MODES:
+            raise ConfigError(f"VRSHQ_LABEL_CLIP must be one of {', '.join(CLIP_MODES)}, got "
+                              f"{self.label_clip!r}")
+        if isinstance(self.label_clip_threshold, bool) \
+                or not isinstance(self.label_clip_threshold, (int, float)) \
+                or not -1.0 <= self.label_clip_threshold <= 1.0:
+            raise ConfigError(f"VRSHQ_LABEL_CLIP_THRESHOLD must be a cosine similarity in [-1, 1], "
+                              f"got {self.label_clip_threshold!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"VRSHQ_PRECISION must be one of {', '.join(PRECISIONS)}, got "
                               f"{self.precision!r}")
@@ -217,12 +240,15 @@ class BackendConfig:
             "max_pixels": integer("VRSHQ_MAX_PIXELS", 4096 * 4096),
             "max_frames": integer("VRSHQ_MAX_FRAMES", 108_000),
             "keyframe_quality": integer("VRSHQ_KEYFRAME_QUALITY", 90),
+            "fps_mismatch": get("VRSHQ_FPS_MISMATCH") or "refuse",
             "redis_url": get("REDIS_URL"),
             "queue": get("VRSHQ_QUEUE") or "vrshq",
             "max_queued": integer("VRSHQ_MAX_QUEUED", 100),
             "train_steps": integer("VRSHQ_TRAIN_STEPS", 500),
             "train_lr": number("VRSHQ_TRAIN_LR", 3e-4),
             "train_holdout": number("VRSHQ_TRAIN_HOLDOUT", 0.2),
+            "label_clip": (get("VRSHQ_LABEL_CLIP") or "auto").lower(),
+            "label_clip_threshold": number("VRSHQ_LABEL_CLIP_THRESHOLD", DEFAULT_CLIP_THRESHOLD),
             "request_timeout": number("VRSHQ_REQUEST_TIMEOUT", cls.request_timeout),
             **{name: integer(var, getattr(cls, name)) for name, var in BOUNDS.items()},
         }
@@ -230,4 +256,4 @@ class BackendConfig:
         return cls(**values)  # type: ignore[arg-type]
 
 
-__all__ = ["BOUNDS", "BackendConfig", "ConfigError"]
+__all__ = ["BOUNDS", "FPS_MISMATCH", "BackendConfig", "ConfigError"]

@@ -25,6 +25,7 @@ from vrshq.backend.jobs.redis_queue import RQJobRunner
 from vrshq.backend.jobs.runner import JobRunner, Report
 from vrshq.backend.labelstudio.connections import project_media, project_writer, setup_project
 from vrshq.backend.labelstudio.keyframes import keyframe_url
+from vrshq.backend.labelstudio.label_rules import record_label_rules
 from vrshq.backend.labelstudio.labelconfig import KEYFRAME_FRAMES_KEY, LabelConfigInfo, parse_label_config
 from vrshq.backend.labelstudio.media import MediaConfig
 from vrshq.backend.labelstudio.results import state_prediction
@@ -167,6 +168,7 @@ class Backend:
         with self.states.lock(inputs.project, inputs.task):
             with self.model_lock:
                 objects = self.plugin.predict(video, inputs.prompts, progress=report)
+            record_label_rules(objects, inputs.prompts)
             state = TaskState(project=inputs.project, task=str(inputs.task), plugin=self.plugin.name,
                               model_version=self.model_version, video=inputs.video_url,
                               fps=inputs.fps, frames_count=len(video))

@@ -36,6 +36,8 @@ class ObjectPrompt:
     are 1 (positive) or 0 (negative), one per point; ``mask`` is boolean HxW at the video size.
     ``frame`` is the 0-based frame the geometric prompt lies on. Several prompts may share an
     ``obj_id`` (on different frames): the first is the object's keyframe, the others refine it.
+    ``label_rule`` is the backend's note of why a text prompt got ``label``
+    (:mod:`vrshq.backend.labelstudio.label_rules`); plugins need not read it.
     """
 
     obj_id: int
@@ -46,6 +48,7 @@ class ObjectPrompt:
     box: tuple[float, float, float, float] | None = None
     points: list[tuple[float, float]] | None = None
     point_labels: list[int] | None = None
+    label_rule: str | None = None
 
     def kinds(self) -> set[str]:
         """The prompt kinds this prompt carries (a subset of ``PROMPT_KINDS``)."""
@@ -170,6 +173,14 @@ class ModelPlugin(ABC):
 
     def prompt_token_room(self) -> int | None:
         """The most prompt tokens one object's model pass has room for (None: unknown)."""
+        return None
+
+    def label_text_scores(self, texts: list[str], labels: list[str],
+                          official_only: bool = True) -> list[list[float]] | None:
+        """Cosine similarity of each text's embedding to each label text's, by the model's text
+        encoder (one row per text); None without one, or with ``official_only`` when its weights
+        are not the official release's. The backend's CLIP label rule reads it.
+        """
         return None
 
     # ------------------------------------------------------------------ helpers

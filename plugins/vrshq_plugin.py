@@ -15,6 +15,7 @@ from vrshq.plugins.base import (
 from vrshq.plugins.repropagate import repropagate
 from vrshq.errors import ModelError, PromptError
 from vrshq.masks.track import Track
+from vrshq.model.clip_source import is_official
 from vrshq.model.layout import check_model_folder
 from vrshq.model.loading import load_vrshq
 from vrshq.model.pipeline import Vrshq, VrshqConfig
@@ -39,6 +40,7 @@ class VrshqPlugin(ModelPlugin):
     def __init__(self) -> None:
         self.model: Vrshq | None = None
         self._room: int | None = None
+        self._official_clip = False
 
     @property
     def version(self) -> str:
@@ -57,6 +59,15 @@ class VrshqPlugin(ModelPlugin):
         self.check_model(config.model_dir)
         self.model = load_vrshq(config.model_dir, VrshqConfig(engine=config.engine_config()))
         self._room = None
+        self._official_clip = is_official(check_model_folder(config.model_dir).clip)
+
+    def label_text_scores(self, texts: list[str], labels: list[str],
+                          official_only: bool = True) -> list[list[float]] | None:
+        """Cosine similarities by the anchor CLIP's text tower; None unless it is loaded (and, with
+        ``official_only``, holds the official weights `vrshq download` recorded)."""
+        if self.model is None or not texts or not labels or (official_only and not self._official_clip):
+            return None
+        return self.model.anchor_scorer.text_similarities(list(texts), list(labels)).tolist()
 
     def prompt_tokens(self, text: str) -> int | None:
         """The expression's tokens as the MLLM reads it (lower-cased, whitespace collapsed)."""

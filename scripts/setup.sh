@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv at the repo root (if missing) and install vrshq with its test extras into it.
+# Create .venv at the repo root (if missing) and install vrshq with its test and postgres extras.
 # Idempotent: a second run only checks what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,8 +28,8 @@ if ! "$VENV/bin/python" -c "import sam2.build_sam" >/dev/null 2>&1; then
     echo "setup: building sam2 1.1.0 (no CUDA extension)" >&2
     SAM2_BUILD_CUDA=0 pip_install --no-build-isolation "sam2==1.1.0"
 fi
-pip_install -e ".[test]"
-"$VENV/bin/python" -c "import torch, sam2.build_sam, decord, av, vrshq.cli" || {
+pip_install -e ".[test,postgres]"
+"$VENV/bin/python" -c "import torch, sam2.build_sam, decord, av, psycopg, vrshq.cli" || {
     echo "setup: the environment in $VENV is incomplete" >&2
     exit 1
 }

@@ -80,9 +80,11 @@ def test_predict_returns_a_track_and_a_keyframe_mask_per_object(client, vrshq_ba
     assert [t["id"] for t in tracks] == [f"vrshq-{tid}-1", f"vrshq-{tid}-2"]
     assert [m["id"] for m in masks] == [t["id"] + "-mask" for t in tracks]  # paired region ids
     assert [m["item_index"] for m in masks] == [0, 1]
-    # "the car" names the Car label; "the red disc" names none -> the first label.
-    assert [t["value"]["labels"] for t in tracks] == [["Person"], ["Car"]]
-    assert [m["value"]["brushlabels"] for m in masks] == [["Person"], ["Car"]]
+    # "the car" names the Car label; "the red disc" names none -> the config's fallback label
+    # (Object; the first label, Person, before issue 13 §4 called that a bug).
+    assert [t["value"]["labels"] for t in tracks] == [["Object"], ["Car"]]
+    assert [m["value"]["brushlabels"] for m in masks] == [["Object"], ["Car"]]
+    assert [t["meta"] for t in tracks] == [{"label_rule": "fallback"}, {"label_rule": "predicted_values"}]
     for t in tracks:
         assert t["value"]["framesCount"] == SPEC.num_frames
         frames = [k["frame"] for k in t["value"]["sequence"]]
@@ -104,6 +106,27 @@ def test_predict_returns_a_track_and_a_keyframe_mask_per_object(client, vrshq_ba
         assert url.startswith("/data/local-files/?d=clips/vrshq-keyframes/")
         path = media_root / unquote(url.split("?d=", 1)[1])
         assert path.is_file() and path.name == f"obj{obj.obj_id}-f{obj.keyframe + 1}.jpg"
+
+
+def test_each_prompt_gets_the_label_it_names_and_says_which_rule_chose_it(client, vrshq_backend):
+    """Issue 13 §4 through /predict: the README's promise, with the rule in each region's meta."""
+    tid = next_task_id()
+    prompts = ["the dog", "a red sedan", "the man in red", "Object: the lamp", "the red disc"]
+    r = predict(client, [text_task(tid, "\n".join(prompts))])
+    assert r.status_code == 200, r.json
+    (pred,) = r.json["results"]
+    tracks = [x for x in pred["result"] if x["type"] == "videorectangle"]
+    masks = [x for x in pred["result"] if x["type"] == "brushlabels"]
+    assert [t["value"]["labels"][0] for t in tracks] == ["Animal", "Car", "Person", "Object", "Object"]
+    assert [m["value"]["brushlabels"][0] for m in masks] == ["Animal", "Car", "Person", "Object", "Object"]
+    rules = ["predicted_values", "predicted_values", "predicted_values", "explicit", "fallback"]
+    assert [t["meta"] for t in tracks] == [m["meta"] for m in masks] == [{"label_rule": x} for x in rules]
+    # The model read the prompt without its "Object:" label.
+    state = vrshq_backend.states.load("1", tid)
+    assert [o.details["prompt"] for o in state.objects] == [*prompts[:3], "the lamp", prompts[4]]
+    assert [o.details["label_rule"] for o in state.objects] == rules
+    # Asked again: the saved prediction, the same labels and meta.
+    assert predict(client, [text_task(tid, "\n".join(prompts))]).json["results"][0] == pred
 
 
 def test_predicting_twice_gives_the_same_prediction(client):
@@ -192,6 +215,7 @@ ALL_ENV_CASES = {
     "VRSHQ_MAX_PIXELS": ("921600", "max_pixels", 921600),
     "VRSHQ_MAX_FRAMES": ("9000", "max_frames", 9000),
     "VRSHQ_KEYFRAME_QUALITY": ("80", "keyframe_quality", 80),
+    "VRSHQ_FPS_MISMATCH": ("use-file", "fps_mismatch", "use-file"),
     "REDIS_URL": ("redis://:redis-pass-6e2f@127.0.0.1:6379/0", "redis_url",
                   "redis://:redis-pass-6e2f@127.0.0.1:6379/0"),
     "VRSHQ_QUEUE": ("q2", "queue", "q2"),
@@ -201,6 +225,8 @@ ALL_ENV_CASES = {
     "VRSHQ_TRAIN_HOLDOUT": ("0.5", "train_holdout", 0.5),
     "VRSHQ_PRECISION": ("fp32", "precision", "fp32"),
     "VRSHQ_REQUEST_TIMEOUT": ("12.5", "request_timeout", 12.5),
+    "VRSHQ_LABEL_CLIP": ("on", "label_clip", "on"),
+    "VRSHQ_LABEL_CLIP_THRESHOLD": ("0.5", "label_clip_threshold", 0.5),
     # The per-request bounds, where the config has them: each read as an integer.
     **{var: ("7", name, 7) for name, var in getattr(backend_config, "BOUNDS", {}).items()},
 }

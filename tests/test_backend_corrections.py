@@ -167,6 +167,7 @@ def test_an_interactive_text_prompt_adds_an_object(client, vrshq_backend):
     (out,) = r.json["results"]
     track = next(x for x in out["result"] if x["type"] == "videorectangle")
     assert track["id"] == f"vrshq-{tid}-3" and track["value"]["labels"] == ["Animal"]
+    assert track["meta"] == {"label_rule": "predicted_values"}  # "animal" is an Animal value
     mask = next(x for x in out["result"] if x["type"] == "brushlabels")
     assert mask["item_index"] == 2
     state = vrshq_backend.states.load(1, tid)

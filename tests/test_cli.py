@@ -431,3 +431,54 @@ def test_track_cuda_device_that_is_not_there(short, model_dir, tmp_path, capfd):
     rc, _, err = _cli(capfd, "track", short.video, "--mask", short.prompt, "--frame", 0,
                       "--out", tmp_path / "o", "--model", model_dir, "--device", device)
     _assert_one_line_error(rc, err, f"--device {device}", needle)
+
+
+# --- re-runs into the same --out, and --cache-dir (issue 15 §3) -------------------------------
+
+
+def test_track_rerun_into_the_same_out_keeps_only_the_new_run(clip, short, model_dir, tmp_path, capfd):
+    out = tmp_path / "out"
+    out.mkdir()  # an empty folder is fine
+    rc, _, err = _cli(capfd, "track", clip.video, "--mask", clip.prompt, "--frame", 0, "--out", out,
+                      "--model", model_dir)
+    assert rc == 0, err
+    assert len(list((out / "masks").iterdir())) == LONG["num_frames"]
+    rc, stdout, err = _cli(capfd, "track", short.video, "--mask", short.prompt, "--frame", 0,
+                           "--out", out, "--model", model_dir)
+    assert rc == 0, err
+    _check_outputs(out, short.gt, short.fps, [1, 2])  # the 8 masks of this run, none of the 24
+    assert sorted(p.name for p in out.iterdir()) == ["labelstudio.json", "masks", "track.json"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no staging folder left behind
+    assert str(out) in stdout
+
+
+def test_track_refuses_an_out_that_holds_other_files(short, tmp_path, capfd, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    # No model at --model: the refusal comes first, before anything loads.
+    rc, _, err = _cli(capfd, "track", short.video, "--mask", short.prompt, "--frame", 0, "--out", out,
+                      "--model", tmp_path / "no-model")
+    _assert_one_line_error(rc, err, f"--out {out}", "not empty")
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    # The folder the command runs in is never swapped away, even empty.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    rc, _, err = _cli(capfd, "track", short.video, "--mask", short.prompt, "--frame", 0, "--out", ".",
+                      "--model", tmp_path / "no-model")
+    _assert_one_line_error(rc, err, "--out .", "current folder")
+
+
+def test_track_cache_dir_is_checked_or_made_before_the_model_loads(short, bad, model_dir, tmp_path, capfd):
+    blocked = bad.a_file / "cache"  # its parent is a file: it can never be made
+    rc, _, err = _cli(capfd, "track", short.video, "--mask", short.prompt, "--frame", 0,
+                      "--out", tmp_path / "o", "--model", tmp_path / "no-model", "--cache-dir", blocked)
+    _assert_one_line_error(rc, err, f"--cache-dir {blocked}")
+    assert not (tmp_path / "o").exists()
+    cache = tmp_path / "new" / "cache"
+    rc, _, err = _cli(capfd, "track", short.video, "--mask", short.prompt, "--frame", 0,
+                      "--out", tmp_path / "o", "--model", model_dir, "--cache-dir", cache,
+                      "--feature-budget-mib", 0)
+    assert rc == 0, err
+    assert cache.is_dir()

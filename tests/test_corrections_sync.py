@@ -79,3 +79,18 @@ def test_sync_logs_the_corrections_no_webhook_brought(label_studio, ls_api, tiny
     monkeypatch.delenv("LABEL_STUDIO_API_KEY")
     rc, _, err = run_cli(capfd, "corrections", "sync", "--project", pid, "--data-dir", data)
     assert rc != 0 and "LABEL_STUDIO_API_KEY" in err and len(err.strip().splitlines()) == 1
+
+
+def test_sync_with_label_studio_down_names_the_url_it_tried(tmp_path, capfd):
+    from vrshq.backend.tasks.state import TaskState, TaskStateStore
+    from tests.cli_helpers import assert_one_line_error
+    from tests.test_serve import free_port
+
+    data = tmp_path / "model-dir"
+    TaskStateStore(data).save(TaskState(project="1", task="5", plugin="vrshq", model_version="m",
+                                        video="/data/local-files/?d=v.mp4", fps=10.0, frames_count=8))
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    rc, _, err = run_cli(capfd, "corrections", "sync", "--project", "1", "--data-dir", data,
+                         "--label-studio-url", url, "--api-key", "some-token")
+    assert_one_line_error(rc, err, url, "LABEL_STUDIO_URL")
+    assert "some-token" not in err

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 
 import numpy as np
 import pytest
 import torch
 
 from tests.backend_fixtures import seed_corrections
-from tests.cli_helpers import run_cli
+from tests.cli_helpers import assert_one_line_error, run_cli
 from vrshq.engine.config import EngineConfig
 from vrshq.finetune.data import RevosClips
 from vrshq.finetune.step import IGNORE_INDEX, answer_labels, clip_forward, dice_loss, sam_window
@@ -199,3 +200,86 @@ def test_finetune_errors_are_one_line(tiny_models, exported, tmp_path, capfd):
     code, _, err = run_cli(capfd, *["finetune", "--data", str(exported), "--base", str(tiny_models),
                             "--out", str(tmp_path / "o"), "--steps", "0"])
     assert code == 2 and "steps must be >= 1" in err
+
+
+# --- re-runs on the same --out (issue 15 §3) -----------------------------------------------------
+
+def _finetune(capfd, data, base, out, *extra):
+    return run_cli(capfd, "finetune", "--data", data, "--base", base, "--out", out, "--lr", "1e-3",
+                   "--warmup-steps", "1", "--checkpoint-every", "1", "--device", "cpu", *extra)
+
+
+def _card(out):
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["steps"] == len(card["losses"]), card  # the card never disagrees with itself
+    return card
+
+
+def test_a_rerun_resumes_and_the_card_tells_the_truth(tiny_models, exported, tmp_path, capfd):
+    out = tmp_path / "tuned"
+    code, _, err = _finetune(capfd, exported, tiny_models, out, "--steps", "2")
+    assert code == 0, err
+    first = _card(out)
+    assert first["steps"] == 2
+    clip_files = [p for p in (tiny_models / "clip").iterdir() if p.is_file()]
+    assert clip_files and all((out / "clip" / p.name).samefile(p) for p in clip_files)  # hard links
+
+    # The same command again: it resumes from the finished checkpoint and saves the same model.
+    code, _, err = _finetune(capfd, exported, tiny_models, out, "--steps", "2")
+    assert code == 0 and "Traceback" not in err, err
+    assert _card(out)["losses"] == first["losses"]
+    assert sorted(p.name for p in (out / "clip").iterdir()) == sorted(p.name for p in clip_files)
+    assert all((out / "clip" / p.name).samefile(p) for p in clip_files)
+
+    # A larger --steps extends the run: the card holds every step, the first ones unchanged.
+    code, _, err = _finetune(capfd, exported, tiny_models, out, "--steps", "3")
+    assert code == 0, err
+    extended = _card(out)
+    assert extended["steps"] == 3 and extended["losses"][:2] == first["losses"]
+    assert extended["resumed_at"] == [2]  # steps 1-2 in one process, step 3 after resuming
+    assert "fine-tuned from" in load(out).version and "for 3 steps" in load(out).version
+
+    # A smaller --steps cannot undo trained steps: one line, and the saved model is untouched.
+    code, _, err = _finetune(capfd, exported, tiny_models, out, "--steps", "1")
+    assert_one_line_error(code, err, "--steps 1", "3 steps", "--overwrite")
+    assert _card(out) == extended
+
+
+def test_a_rerun_on_another_base_data_or_setting_refuses(tiny_models, exported, tmp_path, capfd):
+    from vrshq.model.tiny import write_tiny_vrshq
+
+    out = tmp_path / "tuned"
+    code, _, err = _finetune(capfd, exported, tiny_models, out, "--steps", "1")
+    assert code == 0, err
+    before = _card(out)
+    other_base = write_tiny_vrshq(tmp_path / "other-base", seed=1).parent
+    code, _, err = _finetune(capfd, exported, other_base, out, "--steps", "2")
+    assert_one_line_error(code, err, "--base", "--overwrite", "new --out")
+    other_data = tmp_path / "other-data"
+    shutil.copytree(exported, other_data)
+    meta = other_data / "train" / "meta_expressions.json"
+    meta.write_text(meta.read_text().replace("the red disc", "the round thing"))
+    code, _, err = _finetune(capfd, other_data, tiny_models, out, "--steps", "2")
+    assert_one_line_error(code, err, "--data", "--overwrite")
+    code, _, err = _finetune(capfd, exported, tiny_models, out, "--steps", "2", "--seed", "7")
+    assert_one_line_error(code, err, "--seed", "--overwrite")
+    assert _card(out) == before  # nothing was trained or saved by a refused run
+
+    # --overwrite starts over on the other base: a fresh run of its own steps.
+    code, _, err = _finetune(capfd, exported, other_base, out, "--steps", "2", "--overwrite")
+    assert code == 0, err
+    card = _card(out)
+    assert card["steps"] == 2 and card["base_dir"] == str(other_base.resolve())
+    assert card["resumed_at"] == [] and card["losses"][0] != before["losses"][0]  # not resumed
+    assert all((out / "clip" / p.name).samefile(p) for p in (other_base / "clip").iterdir() if p.is_file())
+
+
+def test_finetune_refuses_an_out_that_holds_something_else(tiny_models, exported, tmp_path, capfd):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    code, _, err = _finetune(capfd, exported, tiny_models, out, "--steps", "1")
+    assert_one_line_error(code, err, "--out", "not empty")
+    code, _, err = _finetune(capfd, exported, tiny_models, out, "--steps", "1", "--overwrite")
+    assert_one_line_error(code, err, "--out", "not empty")
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]

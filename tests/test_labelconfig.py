@@ -40,6 +40,11 @@ def test_shipped_configs_are_valid_label_studio_configs(name: str) -> None:
     assert (info.box_name, info.labels_name, info.labels) == ("box", "labels", LABELS)
     assert (info.keyframes_name, info.keyframes_key, info.mask_name) == ("keyframes", "keyframes", "mask")
     assert info.has_masks and info.mask_labels == LABELS
+    values = dict(zip(info.labels, info.predicted_values))
+    assert {"man", "woman", "people"} <= set(values["Person"])
+    assert {"sedan", "truck", "bicycle"} <= set(values["Car"])
+    assert {"dog", "cat", "horse"} <= set(values["Animal"])
+    assert values["Object"] == ("*",)  # the fallback label
 
 
 def test_text_config_has_prompt_parts_box_config_does_not() -> None:
@@ -134,8 +139,11 @@ def test_label_for_prompt() -> None:
     assert info.label_for_prompt("the red car on the left") == "Car"
     assert info.label_for_prompt("two Cars") == "Car"
     assert info.label_for_prompt("a person walking") == "Person"
-    assert info.label_for_prompt("the carpet") == "Person"  # no whole-word match: first label
-    assert info.label_for_prompt("the carpet", default="Object") == "Object"
+    # No whole-word match: the config's fallback label (Object, predicted_values="*"); it was
+    # the first label (Person) before issue 13 called that a bug.
+    assert info.label_for_prompt("the carpet") == "Object"
+    assert info.label_for_prompt("the carpet", default="Car") == "Car"
+    assert info.label_for_prompt("the dog", default="Car") == "Animal"  # default: only for the fallback
     with pytest.raises(LabelConfigError, match="not in"):
         info.label_for_prompt("x", default="Tree")
     assert isinstance(info, LabelConfigInfo)

@@ -127,7 +127,9 @@ def test_predictions_are_stored_with_frames_boxes_and_masks(ls_api, project, pre
     tracks = [r for r in pred["result"] if r["type"] == "videorectangle"]
     masks = [r for r in pred["result"] if r["type"] == "brushlabels"]
     assert [t["id"] for t in tracks] == [f"vrshq-{tid}-1", f"vrshq-{tid}-2"]
-    assert [t["value"]["labels"] for t in tracks] == [["Person"], ["Car"]]
+    # "the red disc" names no label: the config's fallback, Object (issue 13 §4; Person before).
+    assert [t["value"]["labels"] for t in tracks] == [["Object"], ["Car"]]
+    assert [t["meta"] for t in tracks] == [{"label_rule": "fallback"}, {"label_rule": "predicted_values"}]
     for t in tracks:
         assert t["value"]["framesCount"] == spec.num_frames
         for k in t["value"]["sequence"]:
@@ -173,7 +175,7 @@ def test_the_browser_shows_the_backends_tracks_and_masks(label_studio, project, 
     tracks = sorted(r["label"] for r in seen["regions"] if r["type"] == "videorectangleregion")
     masks = sorted(r["label"] for r in seen["regions"] if r["type"] == "brushregion")
     assert seen["videoCanvas"] and seen["videoTimeline"] and seen["timelineRows"] == 2, seen
-    assert tracks == ["Car", "Person"] and masks == ["Car", "Person"], seen
+    assert tracks == ["Car", "Object"] and masks == ["Car", "Object"], seen
     assert seen["keyframeImageSize"] == [SHORT.width, SHORT.height], seen
     assert shot.stat().st_size > 10_000
 
@@ -227,7 +229,7 @@ def test_a_submitted_correction_is_logged_and_re_propagated(ls_api, project, pre
     assert {r["id"] for r in repropagated["result"]} == {r["id"] for r in pred["result"]}
     parsed = parse_annotation(repropagated["result"], INFO)
     assert np.array_equal(parsed[f"vrshq-{tid}-2"].mask, fixed)
-    assert parsed[f"vrshq-{tid}-2"].label == "Car" and parsed[f"vrshq-{tid}-1"].label == "Person"
+    assert parsed[f"vrshq-{tid}-2"].label == "Car" and parsed[f"vrshq-{tid}-1"].label == "Object"
     # Object 1 was not corrected: its track is unchanged.
     old = parse_annotation(pred["result"], INFO)
     assert parsed[f"vrshq-{tid}-1"].boxes == old[f"vrshq-{tid}-1"].boxes

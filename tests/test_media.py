@@ -17,11 +17,11 @@ import pytest
 from vrshq.backend.labelstudio.media import (
     MediaConfig,
     MediaError,
-    _fetch_to,
     cache_path,
     local_files_path,
     resolve_media,
 )
+from vrshq.backend.labelstudio.media_download import _fetch_to
 from vrshq.errors import VrshqError
 
 TOKEN = "legacy-secret-token-123"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from vrshq.errors import ModelError
+from vrshq.model.clip_source import is_official
 from vrshq.model.layout import check_model_folder
 from vrshq.model.tiny import write_tiny_vrshq
 
@@ -148,5 +150,11 @@ def test_downloaded_clip_lies_flat_where_the_loader_looks(tmp_path, monkeypatch)
     done = download(tmp_path / "models", ("clip",), log=lambda _: None)
     flat = tmp_path / "models" / "clip" / "open_clip_model.safetensors"
     assert done["clip"] == flat and flat.read_bytes() == b"weights" and not flat.is_symlink()
-    assert [p.name for p in (tmp_path / "models" / "clip").iterdir()] == [flat.name]
-    assert find_clip_weights(tmp_path / "models" / "clip").weights == flat
+    # The file and the download's record of it (issue 13 §4: what makes it the official CLIP).
+    assert sorted(p.name for p in (tmp_path / "models" / "clip").iterdir()) == [flat.name, "source.json"]
+    found = find_clip_weights(tmp_path / "models" / "clip")
+    assert found.weights == flat
+    record = json.loads((flat.parent / "source.json").read_text())
+    assert record == {"model": "ViT-L-14-336-quickgelu", "pretrained": "openai", "file": flat.name,
+                      "bytes": 7, "sha256": hashlib.sha256(b"weights").hexdigest()}
+    assert is_official(found)

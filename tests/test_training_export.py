@@ -284,3 +284,20 @@ def test_cli_errors(world, tmp_path, capfd):
     rc, _, err = run_cli(capfd, *base, "--out", tmp_path / "j", "--format", "revos", "--holdout", "x")
     assert_one_line_error(rc, err, "--holdout", "not a number")
     assert not (tmp_path / "j").exists()
+
+
+def test_cli_export_that_skips_every_video_fails_and_names_media_root(world, tmp_path, capfd,
+                                                                        monkeypatch):
+    for name in ("LOCAL_FILES_DOCUMENT_ROOT", "LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    out = tmp_path / "set"
+    base = ("corrections", "export", "--data-dir", world["model"], "--out", out, "--format", "revos")
+    rc, _, err = run_cli(capfd, *base, "--media-root", world["media"])
+    assert rc == 0, err
+    before = (out / "manifest.json").read_text()
+    # No --media-root: not one task video can be read.
+    rc, stdout, err = run_cli(capfd, *base)
+    assert_one_line_error(rc, err, "--media-root", "all 4 video(s) skipped")
+    assert "exported" not in stdout
+    assert (out / "manifest.json").read_text() == before  # the earlier export is kept
+    assert [p.name for p in tmp_path.iterdir()] == ["set"]

@@ -214,3 +214,21 @@ def test_error_out_is_a_file(run_error, tmp_path):
 def test_error_bad_device(run_error):
     rc, _, err = run_error("--prompt", "a dog", "--device", "tpu")
     _assert_one_line_error(rc, err, "--device tpu")
+
+
+def test_segment_rerun_into_an_earlier_longer_run_keeps_only_its_own(segmented, model_dir, make_video,
+                                                                       tmp_path, capfd):
+    import shutil
+
+    earlier, rc = segmented
+    assert rc == 0
+    out = tmp_path / "out"
+    shutil.copytree(earlier, out)  # 24 frames of masks
+    short = make_video("mp4", num_frames=6, width=160, height=120, fps=10.0)
+    rc, _, err = _cli(capfd, "segment", short, "--prompt", "a dog", "--out", out, "--model", model_dir,
+                      "--device", "cpu", "--direction", "forward")
+    assert rc == 0, err
+    assert sorted(p.name for p in (out / "masks").iterdir()) == [f"{f:05d}.png" for f in range(6)]
+    assert TrackSet.load(out / "track.json").num_frames == 6
+    assert [p["prompt"] for p in json.loads((out / "keyframes.json").read_text())["prompts"]] == ["a dog"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]

@@ -62,6 +62,15 @@ _SQLITE_TRIGGERS = tuple(
     for op, verb in (("UPDATE", "updated"), ("DELETE", "deleted"))
 )
 
+# PostgreSQL (14+): one trigger function for both; TG_OP is UPDATE or DELETE.
+_POSTGRES_TRIGGERS = (
+    f"CREATE OR REPLACE FUNCTION {TABLE}_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ "
+    f"BEGIN RAISE EXCEPTION USING MESSAGE = '{TABLE} is append-only: rows cannot be ' "
+    f"|| lower(TG_OP) || 'd'; END $$",  # no %: the driver reads it as a placeholder
+    f"CREATE OR REPLACE TRIGGER {TABLE}_no_change BEFORE UPDATE OR DELETE ON {TABLE} "
+    f"FOR EACH ROW EXECUTE FUNCTION {TABLE}_append_only()",
+)
+
 
 def _to_row(c: Correction, created_at: str) -> dict[str, Any]:
     row: dict[str, Any] = {}
@@ -148,6 +157,9 @@ class CorrectionsLog:
                     _metadata.create_all(conn, checkfirst=True)
                     if self.is_sqlite:
                         for ddl in _SQLITE_TRIGGERS:
+                            conn.exec_driver_sql(ddl)
+                    elif self.engine.dialect.name == "postgresql":
+                        for ddl in _POSTGRES_TRIGGERS:
                             conn.exec_driver_sql(ddl)
                 return
             except sa.exc.DBAPIError:

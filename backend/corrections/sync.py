@@ -13,11 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from vrshq.backend.corrections.changes import boxes_json, log_changes
 from vrshq.backend.labelstudio.annotations import diff_annotation
 from vrshq.backend.labelstudio.labelconfig import parse_label_config
 from vrshq.backend.tasks.provenance import record_submitted
 from vrshq.backend.tasks.state import TaskStateStore
-from vrshq.backend.corrections.changes import boxes_json, log_changes
 from vrshq.masks import encode_rle
 
 SYNC_EVENT = "SYNC"

@@ -134,6 +134,8 @@ def export_training_set(
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
         manifest = _export(tasks, tmp, media, fmt, frames, states, progress, holdout, seed)
+        if not manifest["counts"]["videos"]:  # an empty set would replace a good one at ``out``
+            raise NothingExportedError(manifest["skipped"])
         split = {v: entry["split"] for v, entry in manifest["videos"].items()}
         manifest.update({
             "format": MANIFEST_FORMAT, "version": 1, "layout": fmt, "created_at": utc_now(),
@@ -269,6 +271,16 @@ def _verified(entry: dict[str, Any]) -> dict[str, list[int]]:
     position = {f: k for k, f in enumerate(entry["frames"])}
     return {str(o["obj_id"]): sorted(position[f] for f in {*o["corrected_frames"], *o["reviewed_frames"]})
             for o in entry["objects"]}
+
+
+class NothingExportedError(VrshqError):
+    """Every video of the log was skipped (``skipped``: their names and reasons)."""
+
+    def __init__(self, skipped: list[dict[str, Any]]) -> None:
+        self.skipped = skipped
+        first = skipped[0] if skipped else {"video": "-", "reason": "-"}
+        super().__init__(f"nothing exported: all {len(skipped)} video(s) skipped (first "
+                         f"{first['video']}: {str(first['reason']).splitlines()[0]})")
 
 
 class _Skip(Exception):
@@ -418,4 +430,4 @@ def _export_ids(source_ids: list[Any]) -> list[int]:
     return out
 
 
-__all__ = ["FORMATS", "FRAME_CHOICES", "export_training_set", "split_videos"]
+__all__ = ["FORMATS", "FRAME_CHOICES", "NothingExportedError", "export_training_set", "split_videos"]

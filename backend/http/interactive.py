@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from vrshq.backend.corrections.changes import log_changes
+from vrshq.backend.tasks.frame_rate import task_data_at_file_rate
 from vrshq.backend.jobs.add_objects import add_objects
 from vrshq.backend.jobs.payloads import correct_payload
 from vrshq.backend.labelstudio.annotations import ObjectChange, frame_size
@@ -138,6 +139,7 @@ def _add_objects(backend: Any, tid: int, data: Mapping[str, Any], info: LabelCon
     _check_object_count(backend, project, tid, what)
     video = backend.open_video(project, tid, info.video(data), info.fps(data))
     try:
+        data = task_data_at_file_rate(backend, project, tid, dict(data), info, video, info.video(data))
         if len(video) <= backend.config.sync_frame_budget:
             ids = add_objects(backend, project, tid, data, info, what, video, None)
             return state_prediction(backend.states.load(project, tid), info, ids)

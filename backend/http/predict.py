@@ -17,8 +17,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from vrshq.backend.answers import shorten
+from vrshq.backend.tasks.frame_rate import inputs_at_file_rate
 from vrshq.backend.http.interactive import interactive_predict
 from vrshq.backend.tasks.inputs import RequestError, TaskInputs, check_prompt_budget, is_id, project_id, read_task
+from vrshq.backend.labelstudio.label_rules import clip_rule
 from vrshq.errors import VrshqError
 
 ERROR_CHARS = 500  # one task's error text in the answer's "errors" list
@@ -50,9 +52,11 @@ def handle_predict(backend: Any, payload: Mapping[str, Any]) -> dict[str, Any]:
     errors: list[dict[str, Any]] = []  # one per failed task, by its position in 'tasks'
     jobs: list[dict[str, Any]] = []
     budget = backend.config.sync_frame_budget
+    clip = clip_rule(backend)
     for position, task in enumerate(tasks):
         try:
-            inputs = read_task(task, info, project, backend.config.max_objects, backend.config)
+            inputs = read_task(task, info, project, backend.config.max_objects, backend.config,
+                               clip=clip)
             check_prompt_budget(backend, inputs)
             if not inputs.prompts:
                 if "text" in backend.plugin.capabilities:
@@ -65,6 +69,7 @@ def handle_predict(backend: Any, payload: Mapping[str, Any]) -> dict[str, Any]:
             check_capability(backend, inputs)
             video = backend.open_video(project, inputs.task, inputs.video_url, inputs.fps)
             try:
+                inputs = inputs_at_file_rate(backend, inputs, info, video)  # before model work
                 frames = len(video)
                 saved = backend.saved_prediction(inputs, frames, info)
                 if saved is not None:  # asked again: the prediction with its corrections, at once

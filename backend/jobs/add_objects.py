@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from vrshq.backend.labelstudio.label_rules import clip_rule, record_label_rules
 from vrshq.backend.labelstudio.labelconfig import LabelConfigInfo, parse_label_config
 from vrshq.backend.labelstudio.results import object_region_id
 from vrshq.backend.tasks.inputs import RequestError, malformed_input, text_prompts
@@ -47,9 +48,12 @@ def _next_id(backend: Any, project: str, tid: int) -> int:
 
 def _text_work(backend: Any, info: LabelConfigInfo, texts: list[str]) -> Callable[..., list]:
     def predict(video: VideoReader, project: str, tid: int, report: Any) -> list[ObjectTrack]:
-        prompts = text_prompts(texts, info, first_id=_next_id(backend, project, tid))
+        prompts = text_prompts(texts, info, first_id=_next_id(backend, project, tid),
+                               clip=clip_rule(backend))
         with backend.model_lock:
-            return backend.plugin.predict(video, prompts, progress=report)
+            tracks = backend.plugin.predict(video, prompts, progress=report)
+        record_label_rules(tracks, prompts)
+        return tracks
     return predict
 
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 from typing import Any
 
 from vrshq.backend.jobs.add_objects import add_job
+from vrshq.backend.jobs.payloads import payload_prompt
 from vrshq.backend.jobs.runner import Report
 from vrshq.backend.labelstudio.labelconfig import parse_label_config
 from vrshq.backend.tasks.inputs import TaskInputs
-from vrshq.plugins.base import Correction, ObjectPrompt
+from vrshq.plugins.base import Correction
 from vrshq.errors import VrshqError
 from vrshq.masks import decode_rle
 
@@ -50,7 +51,7 @@ def _task_job(backend: Any, kind: str, payload: dict[str, Any], report: Report |
         info = parse_label_config(payload["label_config"])
         inputs = TaskInputs(str(payload["project"]), int(payload["task"]), dict(payload["data"]),
                             str(payload["video_url"]), float(payload["fps"]),
-                            [ObjectPrompt(obj_id=int(o), text=t, label=lb) for o, t, lb in payload["prompts"]])
+                            [payload_prompt(*p) for p in payload["prompts"]])
         video = backend.open_video(inputs.project, inputs.task, inputs.video_url, inputs.fps)
         try:
             pred = backend.predict_task(inputs, video, info, report=report)

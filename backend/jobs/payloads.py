@@ -7,14 +7,19 @@ from typing import Any
 
 from vrshq.backend.tasks.inputs import TaskInputs
 from vrshq.masks import encode_rle
-from vrshq.plugins.base import Correction
+from vrshq.plugins.base import Correction, ObjectPrompt
 
 
 def predict_payload(inputs: TaskInputs, label_config: str) -> dict[str, Any]:
     """The payload of a prediction job."""
     return {"project": inputs.project, "task": inputs.task, "data": inputs.data,
             "video_url": inputs.video_url, "fps": inputs.fps, "label_config": label_config,
-            "prompts": [[p.obj_id, p.text, p.label] for p in inputs.prompts]}
+            "prompts": [[p.obj_id, p.text, p.label, p.label_rule] for p in inputs.prompts]}
+
+
+def payload_prompt(obj_id: int, text: str, label: str | None, label_rule: str | None = None) -> ObjectPrompt:
+    """A prediction job's prompt (jobs queued before label rules were recorded have none)."""
+    return ObjectPrompt(obj_id=int(obj_id), text=text, label=label, label_rule=label_rule)
 
 
 def correct_payload(project: str, task: int, corrections: list[Correction],
@@ -25,4 +30,4 @@ def correct_payload(project: str, task: int, corrections: list[Correction],
                             for c in corrections]}
 
 
-__all__ = ["correct_payload", "predict_payload"]
+__all__ = ["correct_payload", "payload_prompt", "predict_payload"]

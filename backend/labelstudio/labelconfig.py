@@ -14,7 +14,10 @@ Tags the config must have (names are free; the variables name the task data keys
 
     <Video name="video" value="$video" frameRate="$fps"/>      required; frameRate a number or $var
     <VideoRectangle name="box" toName="video"/>                required
-    <Labels name="labels" toName="video">...</Labels>          required, at least one <Label>
+    <Labels name="labels" toName="video">...</Labels>          required, at least one <Label>;
+                                                               <Label predicted_values="dog,cat">
+                                                               lists words that pick it for a
+                                                               prompt (backend.label_rules)
     <TextArea name="prompt" toName="video"/>                   optional: extra prompts typed in LS
     <Text name="prompt_text" value="$prompt"/>                 optional: shows the task's prompt
     <Image name="keyframes" valueList="$keyframes"/>           optional, with the next tag:
@@ -50,6 +53,7 @@ from typing import Any
 from label_studio_sdk.label_interface import LabelInterface
 
 from vrshq.backend.answers import shorten
+from vrshq.backend.labelstudio.label_rules import choose_label
 from vrshq.errors import VrshqError
 
 # Task data key of the optional keyframe frame numbers (1-based LS frames), parallel to the
@@ -85,6 +89,8 @@ class LabelConfigInfo:
     keyframes_key: str | None = None  # task data key of the keyframe image list
     mask_name: str | None = None  # <BrushLabels name>, the from_name of the mask results
     mask_labels: tuple[str, ...] = ()
+    # Each label's <Label predicted_values="dog,cat"> entries, parallel to labels (backend.label_rules).
+    predicted_values: tuple[tuple[str, ...], ...] = ()
 
     @property
     def has_masks(self) -> bool:
@@ -149,18 +155,15 @@ class LabelConfigInfo:
         return out
 
     def label_for_prompt(self, prompt: str, default: str | None = None) -> str:
-        """The config label a prompt names (whole word, case-insensitive, longest label first).
+        """The config label of a prompt by :mod:`vrshq.backend.labelstudio.label_rules` (without the CLIP rule).
 
-        Falls back to ``default`` (which must be a config label) or the first label.
+        ``default`` (which must be a config label) replaces the config's fallback label.
         """
-        text = prompt.lower()
-        for label in sorted(self.labels, key=len, reverse=True):
-            if re.search(rf"(?<!\w){re.escape(label.lower())}(?:s|es)?(?!\w)", text):
-                return label
-        if default is not None:
+        choice = choose_label(prompt, self)
+        if choice.rule == "fallback" and default is not None:
             self.check_label(default)
             return default
-        return self.labels[0]
+        return choice.label
 
     def check_label(self, label: str) -> None:
         """Raise :class:`LabelConfigError` when ``label`` is not one of the config's labels."""
@@ -272,6 +275,7 @@ def parse_label_config(xml: str) -> LabelConfigInfo:
         box_name=box.name,
         labels_name=labels_control.name,
         labels=tuple(labels_control.labels),
+        predicted_values=tuple(_predicted_values(labels_control, lb) for lb in labels_control.labels),
         fps_value=fps_value,
         fps_key=fps_key,
         prompt_name=prompt_name,
@@ -281,6 +285,13 @@ def parse_label_config(xml: str) -> LabelConfigInfo:
         mask_name=mask_name,
         mask_labels=mask_labels,
     )
+
+
+def _predicted_values(control: Any, label: str) -> tuple[str, ...]:
+    """A <Label>'s comma-separated ``predicted_values``, stripped, empty entries dropped."""
+    tag = (getattr(control, "labels_attrs", None) or {}).get(label)
+    raw = (getattr(tag, "attr", None) or {}).get("predicted_values") or ""
+    return tuple(v.strip() for v in str(raw).split(",") if v.strip())
 
 
 def _variable(value: Any) -> str | None:

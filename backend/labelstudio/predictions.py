@@ -70,13 +70,16 @@ def object_results(
     item_index: int,
     score: float,
     tolerance: float = 0.5,
+    meta: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """The results of one object: its track and, when the config has masks, its keyframe mask.
 
     ``keyframe`` is the 0-based decoded frame the mask belongs to (its LS frame is
     ``keyframe + 1``; the task's ``keyframe_frames`` records it for the correction path).
     ``item_index`` is the object's page in the keyframe image list. ``score`` (0..1) is set
-    on both results. ``tolerance`` is the track compression in percentage points.
+    on both results. ``tolerance`` is the track compression in percentage points. ``meta``
+    (e.g. ``{"label_rule": "predicted_values"}``) becomes both results' ``meta``: Label Studio
+    keeps a result's meta with its region.
     """
     info.check_label(label)
     _check_score(score)
@@ -117,6 +120,9 @@ def object_results(
                 "score": float(score),
             }
         )
+    if meta:
+        for result in results:
+            result["meta"] = dict(meta)
     return results
 
 

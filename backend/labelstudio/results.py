@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from vrshq.backend.labelstudio.label_rules import choose_label
 from vrshq.backend.labelstudio.labelconfig import LabelConfigInfo
 from vrshq.backend.labelstudio.predictions import object_results, prediction, region_id
 from vrshq.backend.tasks.state import TaskState
@@ -34,10 +35,19 @@ def shown_mask(obj: ObjectTrack) -> np.ndarray:
 
 
 def object_label(obj: ObjectTrack, info: LabelConfigInfo) -> str:
-    """The object's label if the config has it, else the label its prompt names."""
+    """The object's label if the config has it, else the label its prompt gets."""
+    return object_label_rule(obj, info)[0]
+
+
+def object_label_rule(obj: ObjectTrack, info: LabelConfigInfo) -> tuple[str, str | None]:
+    """The object's label and the rule that chose it (None: not a text prompt's, e.g. a drawn box).
+
+    A label the config no longer has is chosen again from the prompt (without the CLIP rule).
+    """
     if obj.label in info.labels:
-        return str(obj.label)
-    return info.label_for_prompt(str(obj.details.get("prompt") or ""))
+        return str(obj.label), obj.details.get("label_rule")
+    choice = choose_label(str(obj.details.get("prompt") or ""), info)
+    return choice.label, choice.rule
 
 
 def state_results(state: TaskState, info: LabelConfigInfo,
@@ -47,10 +57,12 @@ def state_results(state: TaskState, info: LabelConfigInfo,
     for index, obj in enumerate(state.objects):
         if obj_ids is not None and obj.obj_id not in obj_ids:
             continue
+        label, rule = object_label_rule(obj, info)
         out += object_results(
-            obj.track, obj.keyframe, shown_mask(obj), object_label(obj, info),
+            obj.track, obj.keyframe, shown_mask(obj), label,
             object_region_id(state, obj), info, state.fps, state.frames_count,
-            item_index=index, score=confidence(obj.score))
+            item_index=index, score=confidence(obj.score),
+            meta={"label_rule": rule} if rule else None)
     return out
 
 
@@ -67,5 +79,5 @@ def state_prediction(state: TaskState, info: LabelConfigInfo,
     return prediction(state_results(state, info, obj_ids), state.model_version, state_score(state))
 
 
-__all__ = ["confidence", "object_label", "object_region_id", "shown_mask", "state_prediction",
-           "state_results", "state_score"]
+__all__ = ["confidence", "object_label", "object_label_rule", "object_region_id", "shown_mask",
+           "state_prediction", "state_results", "state_score"]

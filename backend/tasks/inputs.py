@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from vrshq.backend.labelstudio.label_rules import ClipRule, choose_labels
 from vrshq.backend.labelstudio.labelconfig import LabelConfigInfo, TaskDataError
 from vrshq.plugins.base import ObjectPrompt
 from vrshq.errors import VrshqError
@@ -92,18 +93,20 @@ class TaskInputs:
     prompts: list[ObjectPrompt]
 
 
-def text_prompts(texts: list[str], info: LabelConfigInfo, first_id: int = 1) -> list[ObjectPrompt]:
-    """One text prompt per object, ids from ``first_id``, each labelled with the label it names."""
-    return [ObjectPrompt(obj_id=first_id + i, text=t, label=info.label_for_prompt(t))
-            for i, t in enumerate(texts)]
+def text_prompts(texts: list[str], info: LabelConfigInfo, first_id: int = 1,
+                 clip: ClipRule | None = None) -> list[ObjectPrompt]:
+    """One text prompt per object, ids from ``first_id``, labelled by :mod:`vrshq.backend.labelstudio.label_rules`."""
+    return [ObjectPrompt(obj_id=first_id + i, text=c.text, label=c.label, label_rule=c.rule)
+            for i, c in enumerate(choose_labels(texts, info, clip))]
 
 
 def read_task(task: Mapping[str, Any], info: LabelConfigInfo, project: str,
-              max_objects: int, limits: Any = None) -> TaskInputs:
+              max_objects: int, limits: Any = None, clip: ClipRule | None = None) -> TaskInputs:
     """The task's video, fps and text prompts; TaskDataError/RequestError name what is wrong.
 
     ``limits`` (a BackendConfig) bounds the prompts' characters, checked here before any
-    model work (their tokens: :func:`check_prompt_budget`, which needs the plugin).
+    model work (their tokens: :func:`check_prompt_budget`, which needs the plugin). ``clip``
+    is the CLIP label rule, when the backend has one.
     """
     tid = task_id(task)
     data = task_data(task)
@@ -125,7 +128,7 @@ def read_task(task: Mapping[str, Any], info: LabelConfigInfo, project: str,
                            "a task may have (VRSHQ_MAX_OBJECTS)")
     if limits is not None:
         check_prompt_chars(texts, limits, f"task {tid}")
-    return TaskInputs(project, tid, data, video, fps, text_prompts(texts, info))
+    return TaskInputs(project, tid, data, video, fps, text_prompts(texts, info, clip=clip))
 
 
 def check_prompt_chars(texts: list[str], limits: Any, where: str) -> None:

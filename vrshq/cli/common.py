@@ -15,8 +15,13 @@ import torch
 
 from vrshq.cli.folders import add_model_option, model_folder
 from vrshq.engine import PRECISIONS, EngineConfig, apply_precision, build_model
-from vrshq.errors import ModelError, VrshqError
+from vrshq.errors import ModelError, VideoError, VrshqError
 from vrshq.video.reader import VideoReader, open_video
+from vrshq.video.timing import format_rate, same_rate
+
+# --fps of `track` and `segment`: what it means on each kind of input
+FPS_HELP = ("frame rate of a frame folder (default 30); on a video file it must agree with the "
+            "file's own rate (an error otherwise): the frames' timing comes from the file")
 
 MiB = 1024 * 1024
 
@@ -30,7 +35,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     add_precision_option(parser, default=os.environ.get("VRSHQ_PRECISION") or "auto")
     parser.add_argument("--feature-budget-mib", type=int, default=1024,
                         help="image features kept in memory; the rest spill to disk")
-    parser.add_argument("--cache-dir", help="where spilled features go (default: system temp)")
+    parser.add_argument("--cache-dir", help="where spilled features go, made if missing "
+                        "(default: system temp)")
 
 
 def add_precision_option(parser: argparse.ArgumentParser, default: str | None) -> None:
@@ -53,7 +59,25 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
     if args.feature_budget_mib < 0:
         raise ModelError("--feature-budget-mib must be >= 0")
     return EngineConfig(device=args.device, precision=checked_precision(args.precision),
-                        feature_budget_bytes=args.feature_budget_mib * MiB, cache_dir=args.cache_dir)
+                        feature_budget_bytes=args.feature_budget_mib * MiB,
+                        cache_dir=checked_cache_dir(args.cache_dir))
+
+
+def checked_cache_dir(path: str | None) -> str | None:
+    """--cache-dir, made if missing and proven writable, or a one-line error.
+
+    Checked before any model loads: the engine first spills there seconds into tracking.
+    """
+    if path is None:
+        return None
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise VrshqError(f"--cache-dir {path}: cannot use it for spilled features "
+                         f"({exc.strerror or exc})") from None
+    return path
 
 
 def load_sam2(args: argparse.Namespace, config: EngineConfig):
@@ -119,7 +143,8 @@ def quiet_native_stderr() -> Iterator[None]:
 
 
 def open_video_quietly(path: str, fps: float | None = None) -> VideoReader:
-    """``open_video`` without decord's and ffmpeg's own stderr lines on a bad file.
+    """``open_video`` without decord's and ffmpeg's own stderr lines on a bad file; ``fps``
+    (--fps) sets a frame folder's rate, and on a video file must be the file's own rate.
 
     On an error the half-opened decoder is freed before stderr comes back: ffmpeg logs
     again while it flushes, and the exception's tracebacks would keep it alive till later.
@@ -127,7 +152,9 @@ def open_video_quietly(path: str, fps: float | None = None) -> VideoReader:
     error: VrshqError | None = None
     with quiet_native_stderr():
         try:
-            return open_video(path, fps=fps)
+            reader = open_video(path, fps=fps)
+            _check_fps_option(reader, fps)
+            return reader
         except VrshqError as exc:
             error, chained = exc, exc
             while chained is not None:
@@ -136,3 +163,19 @@ def open_video_quietly(path: str, fps: float | None = None) -> VideoReader:
             error.__context__ = error.__cause__ = None
         gc.collect()
     raise error
+
+
+def _check_fps_option(reader: VideoReader, fps: float | None) -> None:
+    """A VideoError when --fps disagrees with a video file's own rate.
+
+    An override would only re-time labelstudio.json, and Label Studio would then draw every
+    box at the wrong moment of the real video: refused instead (FPS_HELP says so).
+    """
+    own = reader.file_fps
+    if fps is None or own is None or same_rate(fps, own):
+        return
+    reader.close()
+    raise VideoError(reader.path, f"--fps {fps:g} disagrees with the file's own rate, "
+                     f"{format_rate(own)} fps: leave --fps out for a video file (it sets a frame "
+                     f"folder's rate), or convert the video to {fps:g} fps first "
+                     f"(ffmpeg -i in.mp4 -vf fps={fps:g} out.mp4)")

@@ -95,9 +95,7 @@ def _fraction(text: str) -> float:
 
 def _open_log(args: argparse.Namespace):
     """The existing log named by --db / --data-dir / $MODEL_DIR; never creates one."""
-    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-
-    from vrshq.backend.corrections import CorrectionsLog, default_url, public_url
+    from vrshq.backend.corrections import default_url
 
     if args.db:
         url = args.db
@@ -106,14 +104,25 @@ def _open_log(args: argparse.Namespace):
         if not data_dir:
             raise VrshqError("no corrections log: give --data-dir or --db, or set MODEL_DIR")
         url = default_url(data_dir)
+    return _open_url(url, create=False)
+
+
+def _open_url(url: str, create: bool):
+    """The log at ``url``, or a one-line error naming what is wrong with it."""
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+    from vrshq.backend.corrections import CorrectionsLog, public_url
+
     try:
-        return CorrectionsLog(url, create=False)
+        return CorrectionsLog(url, create=create)
     except FileNotFoundError as exc:
         raise VrshqError(str(exc)) from None
     except (ArgumentError, ValueError) as exc:
         raise VrshqError(f"--db: {exc}") from None
     except ModuleNotFoundError as exc:
-        raise VrshqError(f"--db: the database driver is not installed ({exc.name})") from None
+        hint = (": pip install 'vrshq[postgres]' (psycopg 3, which postgresql:// URLs use)"
+                if (exc.name or "").startswith("psycopg") else "")
+        raise VrshqError(f"--db: the database driver {exc.name} is not installed{hint}") from None
     except SQLAlchemyError as exc:
         raise VrshqError(f"cannot open the corrections log {public_url(url)}: "
                          f"{str(exc).splitlines()[0]}") from None
@@ -190,7 +199,7 @@ def _run_dataset_export(args: argparse.Namespace, out) -> int:
 
     from tqdm import tqdm
 
-    from vrshq.backend.corrections.training_export import export_training_set
+    from vrshq.backend.corrections.training_export import NothingExportedError, export_training_set
     from vrshq.backend.labelstudio.media import MediaConfig
 
     roots = tuple(args.media_root or ())
@@ -219,6 +228,9 @@ def _run_dataset_export(args: argparse.Namespace, out) -> int:
                 frames=args.frames or "all")
         except OSError as exc:
             raise VrshqError(f"--out {out}: cannot write the export ({exc.strerror or exc})") from None
+        except NothingExportedError as exc:
+            raise VrshqError(f"{exc}; pass --media-root DIR, the folder the task videos are in "
+                             "(or --label-studio-url and --api-key to download them)") from None
     counts = manifest["counts"]
     for item in manifest["skipped"]:
         print(f"vrshq: warning: skipped {item['video']}: {item['reason']}", file=sys.stderr)
@@ -227,6 +239,18 @@ def _run_dataset_export(args: argparse.Namespace, out) -> int:
           f"{counts['verified_masks']} annotator-verified mask(s) (the only ground truth "
           f"evaluation scores); skipped {len(manifest['skipped'])} -> {out}")
     return 0
+
+
+def _check_reachable(url: str) -> None:
+    """One plain request first: a Label Studio that is down is one line naming the URL tried,
+    not a minute of retries (any HTTP answer, even an error, means it is up)."""
+    import requests
+
+    try:
+        requests.get(url, timeout=10, allow_redirects=False).close()
+    except requests.RequestException as exc:
+        raise VrshqError(f"cannot reach Label Studio at {url} ({type(exc).__name__}): is it running "
+                         "there? Give its URL with --label-studio-url or LABEL_STUDIO_URL") from None
 
 
 def run_sync(args: argparse.Namespace) -> int:
@@ -238,7 +262,7 @@ def run_sync(args: argparse.Namespace) -> int:
     from vrshq.backend.config import BackendConfig
     from vrshq.backend.corrections import CorrectionsLog
     from vrshq.backend.corrections.sync import sync_project
-    from vrshq.backend.labelstudio.writer import LabelStudioWriter
+    from vrshq.backend.labelstudio.writer import LabelStudioError, LabelStudioWriter
     from vrshq.backend.tasks.projects import ProjectRegistry
     from vrshq.backend.tasks.state import TaskStateStore
     from vrshq.backend.tasks.inputs import project_id
@@ -259,10 +283,14 @@ def run_sync(args: argparse.Namespace) -> int:
     if not writer.configured:
         raise VrshqError("sync reads Label Studio: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY "
                          "(or --label-studio-url and --api-key)")
-    log = CorrectionsLog(args.db) if args.db else CorrectionsLog.for_model_dir(data)
-    with log, tqdm(total=len(states.tasks(project)), unit="task", desc="sync") as bar:
-        report = sync_project(log, states, writer, project,
-                              progress=lambda done, total: bar.update(done - bar.n))
+    _check_reachable(url)
+    log = _open_url(args.db, create=True) if args.db else CorrectionsLog.for_model_dir(data)
+    try:
+        with log, tqdm(total=len(states.tasks(project)), unit="task", desc="sync") as bar:
+            report = sync_project(log, states, writer, project,
+                                  progress=lambda done, total: bar.update(done - bar.n))
+    except LabelStudioError as exc:
+        raise VrshqError(f"Label Studio at {url}: {str(exc).splitlines()[0]}") from None
     print(f"project {project}: {report.tasks} task(s), {report.annotations} annotation(s) read, "
           f"{report.logged} correction(s) logged"
           + (f", {report.without_parent} not started from a backend prediction (not compared)"

@@ -19,10 +19,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "mask decoder and the projection trainable; loss = CE + 2 BCE + 0.5 DICE on SAM-2's 3 "
         "frames around the keyframe; AdamW 3e-4 (0.9, 0.95), 100 warm-up steps then linear "
         "decay, clipping 1.0. The LoRA is merged and the model saved in the official checkpoint "
-        "layout with a model card. Running again on the same --out resumes.")
+        "layout with a model card. Running again on the same --out resumes that run from its "
+        "checkpoint when the base, the data and the settings are the same (a larger --steps "
+        "extends it) and refuses otherwise; --overwrite starts over.")
     p.add_argument("--data", required=True, help="exported folder (with train/)")
     p.add_argument("--base", required=True, help="the model folder to start from (vrshq/, sam2/, clip/)")
-    p.add_argument("--out", required=True, help="the new model folder")
+    p.add_argument("--out", required=True,
+                   help="the new model folder (new, empty, or an earlier run's to resume)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="discard an earlier fine-tuning run in --out and start over")
     p.add_argument("--steps", type=int, default=100, help="optimizer steps (default 100)")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
@@ -57,21 +62,32 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
                          lr=args.lr, warmup_steps=args.warmup_steps, seed=args.seed,
                          checkpoint_every=args.checkpoint_every)
-    with tqdm(total=config.steps, desc="finetune", unit="step") as bar:
-        def on_step(log) -> None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{log.loss:.4f}", ce=f"{log.ce:.3f}", mask=f"{log.bce:.3f}/{log.dice:.3f}")
+    bars: list[tqdm] = []  # made at the first step: a refused run prints its one line only
 
-        def on_resume(step: int) -> None:
-            bar.update(step)
-            bar.write(f"resuming at step {step} of {config.steps}")
+    def bar() -> tqdm:
+        if not bars:
+            bars.append(tqdm(total=config.steps, desc="finetune", unit="step"))
+        return bars[0]
 
+    def on_step(log) -> None:
+        bar().update(1)
+        bar().set_postfix(loss=f"{log.loss:.4f}", ce=f"{log.ce:.3f}", mask=f"{log.bce:.3f}/{log.dice:.3f}")
+
+    def on_resume(step: int) -> None:
+        bar().update(step)
+        bar().write(f"resuming at step {step} of {config.steps}" + (
+            "" if step < config.steps else ": nothing left to train, saving the model again"))
+
+    try:
         card = run_finetune(args.data, args.base, args.out, config, device=args.device,
                             min_frames=args.min_frames, max_frames=args.max_frames,
-                            on_step=on_step, on_resume=on_resume)
+                            on_step=on_step, on_resume=on_resume, overwrite=args.overwrite)
+    finally:
+        for b in bars:
+            b.close()
     if card["first_loss"] is not None:
         print(f"saved {args.out} (loss {card['first_loss']:.4f} -> {card['last_loss']:.4f})")
-    summary = {"out": str(args.out), "steps": config.steps, "last_loss": card["last_loss"]}
+    summary = {"out": str(args.out), "steps": card["steps"], "last_loss": card["last_loss"]}
     if args.register:
         from vrshq.versions import VersionRegistry
 

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from vrshq.cli.common import (MiB, add_precision_option, checked_precision, open_video_quietly,
+from vrshq.cli.common import (FPS_HELP, MiB, add_precision_option, checked_precision, open_video_quietly,
                               resolve_device)
 from vrshq.cli.folders import add_model_option, model_folder
+from vrshq.cli.out_folder import check_out_folder, staged_out_folder
 from vrshq.engine import EngineConfig
 from vrshq.errors import PromptError, VrshqError
 from vrshq.model.anchor import DEFAULT_MODEL
@@ -25,9 +26,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "prompt, in order.")
     p.add_argument("video", help="a video file or a folder of JPEG/PNG frames")
     p.add_argument("--prompt", action="append", required=True, help="text prompt (repeatable)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True,
+                   help="output folder: new, empty or an earlier output, which the run replaces "
+                   "whole at its end (any other folder is refused)")
     add_model_option(p, "model folder with vrshq/ (and sam2/, clip/)")
-    p.add_argument("--fps", type=float, help="frame rate of a frame folder (default 30)")
+    p.add_argument("--fps", type=float, help=FPS_HELP)
     p.add_argument("--direction", choices=["both", "forward", "backward"], default="both")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     add_precision_option(p, default=os.environ.get("VRSHQ_PRECISION") or "auto")
@@ -56,8 +59,7 @@ def run(args: argparse.Namespace) -> int:
         if not prompt.strip():
             raise PromptError(f"--prompt {prompt!r}: a prompt must be non-empty text")
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise VrshqError(f"--out {out}: exists and is not a folder")
+    check_out_folder(out)
     if args.feature_budget_mib < 0:
         raise VrshqError("--feature-budget-mib must be >= 0")
     engine = EngineConfig(device=args.device, precision=checked_precision(args.precision),
@@ -82,10 +84,11 @@ def run(args: argparse.Namespace) -> int:
             bar.close()
     tracks = results_to_trackset(results, reader)
     try:
-        write_outputs(tracks, out, labels={r.obj_id: r.prompt for r in results})
-        (out / "keyframes.json").write_text(json.dumps(
-            {"model_version": model.version, "prompts": [r.keyframe_json() for r in results]},
-            indent=1))
+        with staged_out_folder(out) as staging:
+            write_outputs(tracks, staging, labels={r.obj_id: r.prompt for r in results})
+            (staging / "keyframes.json").write_text(json.dumps(
+                {"model_version": model.version, "prompts": [r.keyframe_json() for r in results]},
+                indent=1))
     except OSError as exc:
         raise VrshqError(f"--out {out}: cannot write the outputs ({exc.strerror or exc})") from None
     for r in results:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from vrshq.cli.common import add_model_options, engine_config, load_sam2, open_video_quietly
+from vrshq.cli.common import FPS_HELP, add_model_options, engine_config, load_sam2, open_video_quietly
+from vrshq.cli.out_folder import check_out_folder, staged_out_folder
 from vrshq.errors import PromptError, VrshqError
 from vrshq.tracking import (
     add_prompts,
@@ -30,11 +31,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mask", action="append", required=True, help="mask PNG (repeatable)")
     p.add_argument("--frame", action="append", type=int, required=True,
                    help="0-based frame of the matching --mask (repeatable)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True,
+                   help="output folder: new, empty or an earlier output, which the run replaces "
+                   "whole at its end (any other folder is refused)")
     p.add_argument("--resize", choices=["sam2", "vrshq"], default="sam2",
                    help="model input: sam2's square resize, or VRS-HQ's longest side + padding")
     p.add_argument("--direction", choices=["both", "forward", "backward"], default="both")
-    p.add_argument("--fps", type=float, help="frame rate of a frame folder (default 30)")
+    p.add_argument("--fps", type=float, help=FPS_HELP)
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="show a progress bar on stderr (default: when stderr is a terminal)")
     add_model_options(p)
@@ -47,8 +50,7 @@ def run(args: argparse.Namespace) -> int:
         raise PromptError(f"{len(args.mask)} --mask but {len(args.frame)} --frame: give them in pairs")
     config = engine_config(args)
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise VrshqError(f"--out {out}: exists and is not a folder")
+    check_out_folder(out)
     reader = open_video_quietly(args.video, fps=args.fps)
     hw = (reader.height, reader.width)
     prompts = []
@@ -63,8 +65,9 @@ def run(args: argparse.Namespace) -> int:
                   desc="tracking", disable=None if args.progress is None else not args.progress) as bar:
             tracks = collect_tracks(session, args.direction, progress=bar.update)
     try:
-        paths = write_outputs(tracks, out)
+        with staged_out_folder(out) as staging:
+            write_outputs(tracks, staging)
     except OSError as exc:
         raise VrshqError(f"--out {out}: cannot write the outputs ({exc.strerror or exc})") from None
-    print(f"tracked {len(tracks)} object(s) over {len(reader)} frames -> {paths['masks'].parent}")
+    print(f"tracked {len(tracks)} object(s) over {len(reader)} frames -> {out}")
     return 0

@@ -11,6 +11,7 @@ import torch
 from vrshq.engine.config import EngineConfig
 from vrshq.errors import VrshqError
 from vrshq.finetune.data import RevosClips
+from vrshq.finetune.resume import TRAIN_DIR, prepare_out, run_record
 from vrshq.finetune.save import save_finetuned
 from vrshq.finetune.trainable import LoraSettings, merge_lora, prepare_trainable
 from vrshq.finetune.trainer import StepLog, TrainConfig, Trainer, history_json
@@ -49,24 +50,33 @@ def _load_for_training(base: str | Path, device: str) -> Vrshq:
 def run_finetune(data: str | Path, base: str | Path, out: str | Path, train: TrainConfig,
                  device: str = "auto", min_frames: int = 8, max_frames: int = 12,
                  on_step: Callable[[StepLog], None] | None = None,
-                 on_resume: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Fine-tune ``base`` on ``data`` into ``out`` (resuming a run there); the model card."""
+                 on_resume: Callable[[int], None] | None = None,
+                 overwrite: bool = False) -> dict[str, Any]:
+    """Fine-tune ``base`` on ``data`` into ``out``; the model card.
+
+    A run already in ``out`` is resumed when it had the same base, data and settings, and
+    refused otherwise (``vrshq.finetune.resume``); ``overwrite`` starts over.
+    """
     out = Path(out)
     source = check_inputs(data, base, out, min_frames, max_frames)
+    record = run_record(base, data, train, min_frames, max_frames)
+    prepare_out(out, record, train.steps, overwrite)  # before the model loads: refusals are quick
     model = _load_for_training(base, device)
     base_version = model.version
     lora = LoraSettings()
     wrapped = prepare_trainable(model, lora, seed=train.seed)
-    trainer = Trainer(model, source, train, out / ".train")
+    trainer = Trainer(model, source, train, out / TRAIN_DIR, record=record)
     if trainer.resume() and on_resume is not None:
         on_resume(trainer.step)
     history = trainer.run(on_step)
-    (out / ".train" / "history.jsonl").write_text(history_json(history))
+    (out / TRAIN_DIR / "history.jsonl").write_text(history_json(history))
     merge_lora(model, wrapped)
+    # The steps the saved weights went through: every one of them has its loss below.
     card = {"name": out.resolve().name, "base_version": base_version,
             "base_dir": str(Path(base).resolve()), "data": str(Path(data).resolve()),
             "clips": len(source), "videos": len({e.video for e in source.expressions}),
-            "steps": train.steps, "batch_size": train.batch_size, "grad_accum": train.grad_accum,
+            "steps": trainer.step, "resumed_at": trainer.resumed_at,
+            "batch_size": train.batch_size, "grad_accum": train.grad_accum,
             "lr": train.lr, "lora_r": lora.r, "lora_alpha": lora.alpha, "lora_dropout": lora.dropout,
             "first_loss": history[0].loss if history else None,
             "last_loss": history[-1].loss if history else None,

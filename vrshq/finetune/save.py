@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from vrshq.errors import VrshqError
 from vrshq.model.chatunivi.modeling import save_chatunivi_state_dict
 from vrshq.model.loading import PROJECTION_PREFIX
 from vrshq.model.pipeline import Vrshq
@@ -27,10 +28,16 @@ _WEIGHTS = ("pytorch_model", "model.safetensors", "model-0")
 
 
 def _link_or_copy(src: str, dst: str) -> None:
+    """``dst`` becomes ``src``'s content: a hard link when the file system allows, else a copy."""
+    if os.path.exists(dst) and os.path.samefile(src, dst):
+        return  # already a link to this very file (an earlier save of the same run)
+    tmp = f"{dst}.tmp"
+    Path(tmp).unlink(missing_ok=True)
     try:
-        os.link(src, dst)
+        os.link(src, tmp)
     except OSError:
-        shutil.copy2(src, dst)
+        shutil.copy2(src, tmp)
+    os.replace(tmp, dst)  # over an older file of that name, never beside it
 
 
 def save_finetuned(model: Vrshq, base_dir: Path, out_dir: Path, card: dict[str, Any],
@@ -46,7 +53,11 @@ def save_finetuned(model: Vrshq, base_dir: Path, out_dir: Path, card: dict[str, 
             shutil.copy2(item, folder / item.name)
     for sub in ("clip", "sam2"):
         if (base / sub).is_dir() and base_folder != base:
-            shutil.copytree(base / sub, out / sub, copy_function=_link_or_copy, dirs_exist_ok=True)
+            try:
+                shutil.copytree(base / sub, out / sub, copy_function=_link_or_copy, dirs_exist_ok=True)
+            except shutil.Error as exc:  # its message is a list of every failed file: name one
+                src, _, why = exc.args[0][0]
+                raise VrshqError(f"{out / sub}: cannot copy {src} there ({why})") from None
     state = {k: v.detach().cpu() for k, v in model.mllm.state_dict().items()}
     state.update({PROJECTION_PREFIX + k: v.detach().cpu() for k, v in model.projection.state_dict().items()})
     state.update({k: v.detach().cpu() for k, v in with_prefix(model.sam2.state_dict()).items()})

@@ -18,7 +18,7 @@ import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -87,8 +87,9 @@ class Trainer:
     """Runs ``TrainConfig.steps`` optimizer steps on clips from a source; resumable from ``out``."""
 
     def __init__(self, model: Vrshq, source: ClipSource, config: TrainConfig, out: Path,
-                 weights: LossWeights = LossWeights()) -> None:
+                 weights: LossWeights = LossWeights(), record: dict[str, Any] | None = None) -> None:
         self.model = model
+        self.record = record  # what the run was started with, kept in its checkpoints
         self.source = source
         self.config = config
         self.out = Path(out)
@@ -103,6 +104,7 @@ class Trainer:
         self.step = 0
         self.rng = random.Random(config.seed)
         self.history: list[StepLog] = []
+        self.resumed_at: list[int] = []  # the steps a run was resumed at (the schedule may change)
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self) -> Path:
@@ -114,6 +116,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "rng": self.rng.getstate(), "torch_rng": torch.get_rng_state(),
             "history": [asdict(h) for h in self.history],
+            "run": self.record, "resumed_at": self.resumed_at,
         }
         path = self.out / CHECKPOINT
         tmp = path.with_suffix(".tmp")
@@ -146,6 +149,7 @@ class Trainer:
         self.rng.setstate(_as_rng_state(state["rng"]))
         torch.set_rng_state(state["torch_rng"])
         self.history = [StepLog(**h) for h in state.get("history", [])]
+        self.resumed_at = [int(s) for s in state.get("resumed_at", [])] + [self.step]
         return True
 
     # ------------------------------------------------------------------ loop
@@ -190,6 +194,14 @@ class Trainer:
         return self.history
 
 
+def checkpoint_info(path: Path) -> tuple[int, dict[str, Any] | None]:
+    """The step of a checkpoint and the record of the run that wrote it, without its tensors."""
+    # mmap: the tensors stay on disk, only the small entries are read.
+    with torch.serialization.safe_globals([tuple]):
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return int(state["step"]), state.get("run")
+
+
 def _as_rng_state(state: object) -> tuple:
     # random.Random.setstate wants (version, tuple_of_ints, gauss); torch.load gives lists back
     version, internal, gauss = state  # type: ignore[misc]
@@ -201,5 +213,5 @@ def history_json(history: list[StepLog]) -> str:
     return "\n".join(json.dumps(asdict(h)) for h in history) + "\n"
 
 
-__all__ = ["CHECKPOINT", "ClipSource", "StepLog", "TrainConfig", "Trainer", "history_json",
-           "warmup_decay"]
+__all__ = ["CHECKPOINT", "ClipSource", "StepLog", "TrainConfig", "Trainer", "checkpoint_info",
+           "history_json", "warmup_decay"]

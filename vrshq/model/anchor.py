@@ -254,6 +254,22 @@ class AnchorScorer:
         """The anchor frame: the first maximum of ``prob_per_frame`` (the release's argmax)."""
         return first_argmax(self.probabilities_from_embeddings(image_embeddings, text))
 
+    @torch.inference_mode()
+    def text_embeddings(self, texts: list[str]) -> torch.Tensor:
+        """L2-normalised CLIP text embeddings [N, D] (CPU, float32; the tower runs in the scorer's dtype).
+
+        Normalised in float32, not the scorer's dtype: the backend's label rule compares cosine
+        similarities against a threshold, and bf16 would round them to steps of about 0.004.
+        """
+        if not texts:
+            raise ValueError("no texts to embed")
+        tokens = self.tokenizer(list(texts)).to(self.device)
+        return _normalise(self.model.encode_text(tokens).float()).cpu()
+
+    def text_similarities(self, texts: list[str], others: list[str]) -> torch.Tensor:
+        """Cosine similarity [N, M] of each text's CLIP text embedding to each of ``others``'."""
+        return self.text_embeddings(texts) @ self.text_embeddings(others).t()
+
     def frame_logits(self, frames: Iterable[np.ndarray], text: str) -> np.ndarray:
         """``logits_per_image`` [T] as float32, frames fed in batches."""
         return self.logits_from_embeddings(self.image_embeddings(frames), text).float().numpy()

@@ -101,6 +101,10 @@ def _fetch_clip(target: Path, sources: DownloadSources) -> Path:
     shutil.copyfile(path.resolve(), dest.with_suffix(dest.suffix + ".part"))
     dest.with_suffix(dest.suffix + ".part").replace(dest)
     shutil.rmtree(cache, ignore_errors=True)
+    # The record that tells the backend these are the official weights (vrshq.model.clip_source).
+    from vrshq.model.clip_source import write_source
+
+    write_source(dest, sources.clip_model, sources.clip_pretrained)
     return dest
 
 

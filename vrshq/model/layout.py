@@ -10,7 +10,8 @@ A model folder (``vrshq download DIR`` or ``vrshq tiny-models DIR``) holds three
                 model.visual_model.* weights
     DIR/clip/   the anchor CLIP: open_clip's copy of OpenAI's ViT-L/14-336
                 (open_clip_model.safetensors or open_clip_pytorch_model.bin), or a custom
-                open_clip model as <name>.json + <name>.pt
+                open_clip model as <name>.json + <name>.pt; `vrshq download` adds
+                source.json, its record of the official weights (vrshq.model.clip_source)
 
 A part that is missing is one error naming it and this layout: the loader never falls back to a
 download (only ``vrshq download`` touches the network).

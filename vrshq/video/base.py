@@ -40,6 +40,9 @@ class VideoReader(ABC):
     fps: float
     width: int
     height: int
+    # The rate the file itself has (its timestamps), whatever fps= a caller set; None for a
+    # source without one (a folder of frames gets its rate from the caller).
+    file_fps: float | None = None
 
     _closed: bool = False
 

@@ -13,6 +13,7 @@ import numpy as np
 from vrshq.errors import VideoError
 from vrshq.video.base import VideoReader, check_fps
 from vrshq.video.container import check_video_file
+from vrshq.video.timing import check_constant_rate
 
 _DECORD_PREFIX = re.compile(r"^\s*\[[\d:]+\]\s+\S+:\d+:\s*")
 _DECORD_CHECK = re.compile(r"^Check failed: .*?\(-?\d+ vs\. -?\d+\)\s*(.*)$")
@@ -50,6 +51,12 @@ def _decord_reason(e: BaseException) -> str:
 def _to_numpy(raw: Any) -> np.ndarray:
     # sam2's mp4 loader switches decord's global bridge to torch, so accept either output
     arr = raw.asnumpy() if hasattr(raw, "asnumpy") else np.asarray(raw)
+    if arr.ndim == 3 and arr.shape[2] > 3:
+        # ffmpeg pads each RGB row (to 32 pixels here); when the padded row is a whole multiple
+        # of the width, decord 0.6 shapes the frame (h, w, row_bytes // w): (16, 16, 6) for a
+        # 16x16 video. Each row still starts with its w RGB pixels, so keep those.
+        h, w = arr.shape[:2]
+        arr = arr.reshape(h, -1)[:, : 3 * w].reshape(h, w, 3)
     return np.ascontiguousarray(arr, dtype=np.uint8)
 
 
@@ -80,6 +87,9 @@ class DecordVideoReader(VideoReader):
         check_video_file(self.path)
         if fps is not None:
             fps = check_fps(self.path, fps, "the requested")
+        # From the packets' timestamps, before any decoding: a variable-rate file is refused,
+        # a constant-rate one gets its exact rate (30000/1001, not decord's rounded average).
+        timing = check_constant_rate(self.path)
         self._num_threads = num_threads
         self._lock = threading.RLock()
         self._vr: Any = self._open_decord()
@@ -87,9 +97,8 @@ class DecordVideoReader(VideoReader):
         if n <= 0:
             raise VideoError(self.path, "the video has no frames")
         self.num_frames = n
-        self.fps = (
-            fps if fps is not None else check_fps(self.path, self._native_fps(), "the file's")
-        )
+        self.file_fps = float(timing.fps) if timing is not None else self._native_fps()
+        self.fps = fps if fps is not None else check_fps(self.path, self.file_fps, "the file's")
         self._prints = np.zeros(n, dtype=np.uint32)
         self._frontier = 0  # frames [0, frontier) have a recorded CRC
         self._cursor: int | None = 0  # index the next decord next() returns; None if unknown
