@@ -176,6 +176,9 @@ class Backend:
             if previous is not None and (previous.video, previous.frames_count) == \
                     (state.video, state.frames_count):
                 state.objects, state.earlier_tracks = previous.objects, previous.earlier_tracks
+                # What annotators submitted stays true of the video; a reviewed mask the new
+                # prediction changes is no longer reviewed (vrshq.backend.export.final checks).
+                state.submissions, state.reviews = previous.submissions, previous.reviews
             state.replace_objects(list(objects))
             self.write_keyframes(state, video, info, inputs.data)
             self.states.save(state)

@@ -80,10 +80,13 @@ def text_task(task_id: int, prompt: str = "the red disc\nthe car", video: str = 
 def seed_corrections(data_dir: Path, media: Path, specs: list[SyntheticSpec], name: str = "v") -> None:
     """What annotators leave in a backend: per synthetic video (object 1, "the red disc"), a
     corrected keyframe mask in the corrections log and the re-propagated track in the task state
-    (both from the exact ground truth), the videos written under ``media/clips``."""
+    (both from the exact ground truth), the videos written under ``media/clips``. The state
+    records every frame as reviewed (an annotator checked them all), so evaluation scores every
+    frame of these exact tracks as ground truth."""
     import numpy as np
 
     from vrshq.backend.corrections import Correction, CorrectionsLog
+    from vrshq.backend.tasks.provenance import REVIEWED, Review
     from vrshq.backend.tasks.state import TaskState, TaskStateStore
     from vrshq.plugins.base import ObjectTrack
     from vrshq.masks import Track, encode_rle
@@ -105,4 +108,6 @@ def seed_corrections(data_dir: Path, media: Path, specs: list[SyntheticSpec], na
             TaskStateStore(data_dir).save(TaskState(
                 project="1", task=str(t), plugin="vrshq", model_version="tiny", video=url, fps=spec.fps,
                 frames_count=spec.num_frames,
-                objects=[ObjectTrack(1, "Object", track, 0, gt[0] == 1, 1.0, {"prompt": "the red disc"})]))
+                objects=[ObjectTrack(1, "Object", track, 0, gt[0] == 1, 1.0, {"prompt": "the red disc"})],
+                submissions=["1"], reviews=[Review(1, f, REVIEWED, gt[f] == 1, 1, "the red disc")
+                                            for f in range(spec.num_frames)]))

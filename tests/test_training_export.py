@@ -110,7 +110,8 @@ def test_revos_layout_frames_expressions_and_masks(world, log, tmp_path):
     videos = ["p1_t10", "p1_t11", "p2_t12"]
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "train"]
     assert sorted(p.name for p in (out / "train").iterdir()) == ["JPEGImages", "mask_dict.json",
-                                                                  "meta_expressions.json"]
+                                                                  "meta_expressions.json",
+                                                                  "verified_frames.json"]
     assert sorted(p.name for p in (out / "train" / "JPEGImages").iterdir()) == videos
     names = [f"{i:05d}" for i in range(N)]
     for v in videos:
@@ -151,7 +152,8 @@ def test_revos_layout_frames_expressions_and_masks(world, log, tmp_path):
 
     assert m == load(out / "manifest.json")
     assert m["counts"] == {"videos": 3, "expressions": 5, "frames": 3 * N, "corrected_masks": 5,
-                           "propagated_masks": 2 * N - 1, "train": 3, "valid": 0}
+                           "reviewed_masks": 0, "propagated_masks": 2 * N - 1, "verified_masks": 5,
+                           "train": 3, "valid": 0}
     assert m["corrections"] == 9 and m["layout"] == "revos" and m["source"].startswith("sqlite:///")
     o1, o2 = m["videos"]["p1_t10"]["objects"]
     assert o1["corrected_frames"] == [2] and o1["propagated_frames"] == [f for f in range(N) if f != 2]
@@ -210,7 +212,8 @@ def test_holdout_writes_disjoint_train_and_valid(world, log, tmp_path):
 def test_davis_pngs_equal_the_masks(world, log, tmp_path):
     out = tmp_path / "davis"
     m = export_training_set(log, out, media(world), "davis", state_root=world["model"])
-    assert sorted(p.name for p in (out / "train").iterdir()) == ["Annotations", "JPEGImages"]
+    assert sorted(p.name for p in (out / "train").iterdir()) == ["Annotations", "JPEGImages",
+                                                                  "verified_frames.json"]
     assert sorted(p.name for p in (out / "train" / "Annotations").iterdir()) == ["p1_t10", "p1_t11", "p2_t12"]
     gt = world["gt_a"]
     for f in range(N):

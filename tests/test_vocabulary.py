@@ -25,7 +25,7 @@ from vrshq.cli.folders import data_folder, model_folder
 from vrshq.model.tiny import write_tiny_vrshq
 
 MODEL_COMMANDS = ("track", "segment", "demo", "serve", "worker", "studio", "evaluate")
-DATA_COMMANDS = ("serve", "worker", "versions", "finetune")
+DATA_COMMANDS = ("serve", "worker", "versions", "finetune", "export")
 
 
 @pytest.fixture(autouse=True)

@@ -16,6 +16,7 @@ from typing import Any
 from vrshq.backend.corrections.changes import boxes_json, log_changes
 from vrshq.backend.labelstudio.annotations import diff_annotation
 from vrshq.backend.labelstudio.labelconfig import parse_label_config
+from vrshq.backend.tasks.provenance import record_submitted
 from vrshq.backend.tasks.state import TaskStateStore
 from vrshq.masks import encode_rle
 
@@ -72,6 +73,8 @@ def sync_project(log: Any, states: TaskStateStore, writer: Any, project: str,
             changes = diff_annotation(state, info, annotation["result"], predicted_results=predicted)
             new = [ch for ch in changes if ch.changed and _change_key(annotation["id"], ch) not in logged]
             report.logged += len(log_changes(log, state, info, new, SYNC_EVENT, annotation))
+            # Annotations in id/time order: the newest verdict per (object, frame) wins.
+            record_submitted(states, project, task, changes, annotation, info.has_masks)
             logged |= {_change_key(annotation["id"], ch) for ch in new}
         if progress is not None:
             progress(n, len(tasks))

@@ -14,11 +14,15 @@
 ``fmt="davis"`` writes ``<split>/JPEGImages/<video>/%05d.jpg`` and ``<split>/Annotations/<video>/%05d.png``
 (palette PNGs, pixel value = object id) for evaluation tools, with the same split.
 
-One video per (project, task); one expression per object (its prompt, else its label). On each
+One video per (project, task); one expression per logged object (its prompt, else its label),
+and per object an annotator reviewed without correcting (from the task states). On each
 frame the latest logged corrected mask of an object wins (box-only corrections carry no mask and
 are skipped; a deleted object is an empty mask); other frames take the backend's latest track
 from the task state (``state_root`` = MODEL_DIR) when there is one, else no mask (``null``).
-The manifest records, per object, which frames are annotator-corrected and which propagated.
+The manifest records, per object, which frames are annotator-corrected, which reviewed (shown to
+an annotator who submitted them unchanged: the task state's record) and which propagated; each
+split's ``verified_frames.json`` lists the corrected and reviewed ones, the only ground truth
+``vrshq evaluate --model --data`` and the Train button score (:mod:`vrshq.evaluation.verified`).
 """
 
 from __future__ import annotations
@@ -37,9 +41,14 @@ from PIL import Image
 
 from vrshq.backend.corrections.record import utc_now
 from vrshq.backend.corrections.store import CorrectionsLog, public_url
+from vrshq.backend.corrections.swap import check_out, replace_folder
+from vrshq.backend.export.final import final_task, reviewed_objects
 from vrshq.backend.labelstudio.media import MediaConfig, resolve_media
+from vrshq.backend.tasks.provenance import REVIEWED
 from vrshq.backend.tasks.state import TaskState, TaskStateStore
 from vrshq.errors import VrshqError
+from vrshq.evaluation.verified import FILENAME as VERIFIED_FILENAME
+from vrshq.evaluation.verified import FORMAT as VERIFIED_FORMAT
 from vrshq.masks import decode_rle, labels_from_masks, rle_size, write_palette_png
 from vrshq.video.reader import open_video
 
@@ -112,12 +121,14 @@ def export_training_set(
     if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not 0.0 <= holdout < 1.0:
         raise VrshqError(f"holdout must be a fraction in [0, 1), got {holdout!r}")
     out = Path(out)
-    _check_out(out)
+    check_out(out, MANIFEST_FILENAME, MANIFEST_FORMAT, "training-set export")
 
     tasks, n_log = _collect(log)
-    if not tasks:
-        raise VrshqError("no corrections to export")
     states = TaskStateStore(state_root) if state_root is not None else None
+    if states is not None:
+        _add_reviewed(tasks, states)
+    if not tasks:
+        raise VrshqError("no corrections to export (and no annotator-reviewed objects)")
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
@@ -134,7 +145,7 @@ def export_training_set(
                       **{s: sorted(v for v in split if split[v] == s) for s in SPLITS}},
         })
         (tmp / MANIFEST_FILENAME).write_text(json.dumps(manifest, indent=2) + "\n")
-        _replace(tmp, out)
+        replace_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -160,6 +171,17 @@ def _collect(log: CorrectionsLog) -> tuple[dict[str, _Task], int]:
             obj.masks[c.frame] = (c.id, c.corrected_mask)  # later ids overwrite earlier ones
             obj.correction_ids.append(c.id)
     return tasks, n
+
+
+def _add_reviewed(tasks: dict[str, _Task], states: TaskStateStore) -> None:
+    """Add the objects annotators reviewed but never corrected: their reviewed frames are ground truth too."""
+    for final, obj in reviewed_objects(states):
+        project, task = (int(x) if x.isdigit() else x for x in (final.project, final.task))
+        t = tasks.setdefault(f"p{project}_t{task}", _Task(project, task))
+        if not t.video_paths:
+            t.video_paths.append(final.video)
+        o = t.objects.setdefault(str(obj.obj_id), _Object(obj.obj_id))
+        o.prompt, o.label = o.prompt or obj.prompt, o.label or obj.label
 
 
 def split_videos(names: list[str], holdout: float, seed: int) -> dict[str, str]:
@@ -189,7 +211,8 @@ def _export(tasks: dict[str, _Task], root: Path, media: MediaConfig, fmt: str, f
     videos: dict[str, Any] = {}
     skipped: list[dict[str, Any]] = []
     warnings: list[str] = []
-    counts = {"videos": 0, "expressions": 0, "frames": 0, "corrected_masks": 0, "propagated_masks": 0}
+    counts = {"videos": 0, "expressions": 0, "frames": 0, "corrected_masks": 0, "reviewed_masks": 0,
+              "propagated_masks": 0, "verified_masks": 0}
     next_anno = 0
     names = sorted(tasks)
     if progress is not None:
@@ -212,7 +235,9 @@ def _export(tasks: dict[str, _Task], root: Path, media: MediaConfig, fmt: str, f
             counts["frames"] += len(entry["frames"])
             for o in entry["objects"]:
                 counts["corrected_masks"] += len(o["corrected_frames"])
+                counts["reviewed_masks"] += len(o["reviewed_frames"])
                 counts["propagated_masks"] += len(o["propagated_frames"])
+                counts["verified_masks"] += len(o["corrected_frames"]) + len(o["reviewed_frames"])
         if progress is not None:
             progress(done, len(names))
     split = split_videos(sorted(videos), holdout, seed)
@@ -223,6 +248,12 @@ def _export(tasks: dict[str, _Task], root: Path, media: MediaConfig, fmt: str, f
                 (root / split[name] / kind).mkdir(parents=True, exist_ok=True)
                 os.replace(stage / kind / name, root / split[name] / kind / name)
     shutil.rmtree(stage, ignore_errors=True)
+    for s in SPLITS:
+        names_s = [v for v in sorted(videos) if split[v] == s]
+        if names_s:  # the ground truth evaluation may use (vrshq.evaluation.verified)
+            (root / s).mkdir(parents=True, exist_ok=True)
+            (root / s / VERIFIED_FILENAME).write_text(json.dumps(
+                {"format": VERIFIED_FORMAT, "videos": {v: _verified(videos[v]) for v in names_s}}) + "\n")
     if fmt == "revos":
         for s in SPLITS:
             names_s = [v for v in sorted(videos) if split[v] == s]
@@ -233,6 +264,13 @@ def _export(tasks: dict[str, _Task], root: Path, media: MediaConfig, fmt: str, f
                 (root / s / MASKS_FILENAME).write_text(json.dumps(masks) + "\n")
     counts.update({s: sum(1 for v in videos.values() if v["split"] == s) for s in SPLITS})
     return {"counts": counts, "videos": videos, "skipped": skipped, "warnings": warnings}
+
+
+def _verified(entry: dict[str, Any]) -> dict[str, list[int]]:
+    """Per object, the positions (in the video's exported frames) of its annotator-verified masks."""
+    position = {f: k for k, f in enumerate(entry["frames"])}
+    return {str(o["obj_id"]): sorted(position[f] for f in {*o["corrected_frames"], *o["reviewed_frames"]})
+            for o in entry["objects"]}
 
 
 class NothingExportedError(VrshqError):
@@ -265,6 +303,9 @@ def _export_video(t: _Task, root: Path, media: MediaConfig, fmt: str, frames_cho
         n, h, w = reader.num_frames, reader.height, reader.width
         state = _load_state(t, states, n, video_path, warnings)
         tracks = {str(o.obj_id): o.track for o in state.objects} if state is not None else {}
+        # Frames an annotator was shown and submitted unchanged (the state's record of submissions).
+        reviewed = {str(o.obj_id): {f for f, p in enumerate(o.provenance) if p == REVIEWED}
+                    for o in final_task(state).objects} if state is not None else {}
 
         # per object: frame -> (rle, "corrected" | "propagated")
         objects: list[tuple[_Object, dict[int, tuple[dict[str, Any], str]]]] = []
@@ -277,7 +318,8 @@ def _export_video(t: _Task, root: Path, media: MediaConfig, fmt: str, frames_cho
                     warnings.append(f"{name}: object {key}: the state's track is {track.width}x{track.height}, "
                                     f"the video {w}x{h}; not used")
                 else:
-                    known.update({f: (track.rle(f), "propagated") for f in track.frames() if f < n})
+                    known.update({f: (track.rle(f), "reviewed" if f in reviewed.get(key, ()) else "propagated")
+                                  for f in track.frames() if f < n})
             for f, (cid, rle) in sorted(obj.masks.items()):
                 if f >= n:
                     warnings.append(f"{name}: correction {cid} is on frame {f}, the video has {n} frames; skipped")
@@ -323,6 +365,7 @@ def _export_video(t: _Task, root: Path, media: MediaConfig, fmt: str, frames_cho
             "obj_id": oid, "source_obj_id": obj.source_id, "exp_id": str(k), "anno_id": anno,
             "exp": obj.expression(), "label": obj.label, "correction_ids": obj.correction_ids,
             "corrected_frames": [f for f in frame_ids if f in known and known[f][1] == "corrected"],
+            "reviewed_frames": [f for f in frame_ids if f in known and known[f][1] == "reviewed"],
             "propagated_frames": [f for f in frame_ids if f in known and known[f][1] == "propagated"],
         })
     if fmt == "davis":
@@ -385,32 +428,6 @@ def _export_ids(source_ids: list[Any]) -> list[int]:
         own.add(free)
         out.append(free)
     return out
-
-
-def _check_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise VrshqError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not _is_previous_export(out):
-        raise VrshqError(f"{out}: the folder is not empty and holds no previous training-set export")
-
-
-def _is_previous_export(out: Path) -> bool:
-    try:
-        return json.loads((out / MANIFEST_FILENAME).read_text()).get("format") == MANIFEST_FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def _replace(tmp: Path, out: Path) -> None:
-    """Move the finished export into place; a previous export is removed only after the swap."""
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".old"))
-        os.replace(out, old / "export")
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 __all__ = ["FORMATS", "FRAME_CHOICES", "NothingExportedError", "export_training_set", "split_videos"]

@@ -16,6 +16,7 @@ from vrshq.backend.corrections.changes import log_changes_each, mask_corrections
 from vrshq.backend.jobs.payloads import correct_payload
 from vrshq.backend.labelstudio.annotations import diff_annotation
 from vrshq.backend.tasks.inputs import RequestError, is_id, malformed_input, project_id
+from vrshq.backend.tasks.provenance import record_submitted
 
 CORRECTION_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED")
 TRAIN_EVENT = "START_TRAINING"
@@ -57,6 +58,8 @@ def handle_webhook(backend: Any, payload: Mapping[str, Any]) -> tuple[int, dict[
         # Each record is checked (geometry against the video, row size) before any is written.
         logged = log_changes_each(backend.corrections, state, info, changes, action, annotation,
                                   backend.config.max_row_bytes)
+    # The submission itself (what was shown, what changed) is the provenance of the task's masks.
+    record_submitted(backend.states, pid, tid, changes, annotation, info.has_masks)
     ids = [i for _, i in logged if i is not None]
     # Only what this delivery logged anew is re-propagated: a re-delivered annotation (or the
     # same one delivered twice at once: the log lets one of them in) queues no second job.

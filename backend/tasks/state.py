@@ -8,6 +8,12 @@ log). One JSON file per task, ``<data_dir>/tasks/<project>/<task>.json``, writte
 read-modified-written, so two requests on one task never interleave: a thread lock within the
 process and a file lock (``flock``) across the processes sharing the folder (gunicorn workers,
 queue workers).
+
+What annotators submitted (:mod:`vrshq.backend.tasks.provenance`) lives beside the state in
+``<task>.reviews.json`` under a lock of its own, held only to record one annotation: a webhook
+must not wait for a re-propagation that holds the task's lock for minutes, and a job that saves
+the state it loaded before never overwrites a submission recorded meanwhile. Loading a state
+takes that record over the (older) copy in the state file.
 """
 
 from __future__ import annotations
@@ -24,11 +30,13 @@ from typing import Any
 import numpy as np
 
 from vrshq.backend.corrections.export import write_atomic
+from vrshq.backend.tasks.provenance import Review
 from vrshq.plugins.base import Correction, ObjectTrack
 from vrshq.errors import MaskFormatError
 from vrshq.masks import Track, decode_rle, encode_rle
 
 FORMAT = "vrshq-task-state/1"
+REVIEWS_FORMAT = "vrshq-task-reviews/1"
 EARLIER_TRACKS = 8  # box tracks kept per object from the backend's earlier predictions
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -49,6 +57,10 @@ class TaskState:
     # obj_id -> the box sequences (Label Studio keyframes) the backend predicted before the
     # current track: an annotation still showing one of them did not edit the boxes.
     earlier_tracks: dict[str, list[list[dict[str, Any]]]] = field(default_factory=dict)
+    # What annotators submitted (see vrshq.backend.tasks.provenance): the annotation ids, and
+    # per object and shown frame the newest verdict. Absent from states written before 0.1.
+    submissions: list[str] = field(default_factory=list)
+    reviews: list[Review] = field(default_factory=list)
 
     def object(self, obj_id: int) -> ObjectTrack | None:
         """The object with ``obj_id``, or None."""
@@ -75,6 +87,7 @@ class TaskState:
             "frames_count": self.frames_count, "keyframe_urls": list(self.keyframe_urls),
             "objects": [_object_json(o) for o in self.objects],
             "earlier_tracks": self.earlier_tracks,
+            "submissions": list(self.submissions), "reviews": [r.to_json() for r in self.reviews],
         }
 
     @classmethod
@@ -88,6 +101,8 @@ class TaskState:
             frames_count=int(doc["frames_count"]), keyframe_urls=list(doc.get("keyframe_urls", [])),
             objects=[_object_from_json(o) for o in doc["objects"]],
             earlier_tracks={str(k): list(v) for k, v in (doc.get("earlier_tracks") or {}).items()},
+            submissions=[str(a) for a in doc.get("submissions") or []],
+            reviews=[Review.from_json(r) for r in doc.get("reviews") or []],
         )
 
 
@@ -152,7 +167,7 @@ class TaskStateStore:
 
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root) / "tasks"
-        self._locks: dict[tuple[str, str], TaskLock] = {}
+        self._locks: dict[tuple[str, ...], TaskLock] = {}
         self._guard = threading.Lock()
 
     def lock(self, project: str | int, task: str | int) -> TaskLock:
@@ -160,6 +175,12 @@ class TaskStateStore:
         path = self.path(project, task).with_suffix(".lock")
         with self._guard:
             return self._locks.setdefault((str(project), str(task)), TaskLock(path))
+
+    def reviews_lock(self, project: str | int, task: str | int) -> TaskLock:
+        """The lock of a task's record of submissions, held briefly (see the module docstring)."""
+        path = self.path(project, task).with_suffix(".reviews.lock")
+        with self._guard:
+            return self._locks.setdefault((str(project), str(task), "reviews"), TaskLock(path))
 
     def path(self, project: str | int, task: str | int) -> Path:
         """The state file of a task (ids checked: they become path parts)."""
@@ -181,12 +202,26 @@ class TaskStateStore:
             doc = json.loads(path.read_text())
         except FileNotFoundError:
             return None
-        return TaskState.from_json(doc)
+        state = TaskState.from_json(doc)
+        try:
+            reviews = json.loads(path.with_suffix(".reviews.json").read_text())
+        except FileNotFoundError:
+            return state
+        state.submissions = [str(a) for a in reviews.get("submissions") or []]
+        state.reviews = [Review.from_json(r) for r in reviews.get("reviews") or []]
+        return state
 
     def save(self, state: TaskState) -> None:
         """Write the state atomically (readers see the old or the new file, never a mix)."""
         path = self.path(state.project, state.task)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, [json.dumps(state.to_json())])
+
+    def save_reviews(self, state: TaskState) -> None:
+        """Write the state's record of submissions atomically (hold :meth:`reviews_lock`)."""
+        path = self.path(state.project, state.task).with_suffix(".reviews.json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, [json.dumps({"format": REVIEWS_FORMAT, "submissions": list(state.submissions),
+                                        "reviews": [r.to_json() for r in state.reviews]})])
 
 __all__ = ["TaskLock", "TaskState", "TaskStateStore"]

@@ -16,14 +16,14 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser with every subcommand registered."""
-    from vrshq.cli import (corrections, demo, download, evaluate, finetune, segment, serve, studio,
-                           tiny_models, track, versions, worker)
+    from vrshq.cli import (corrections, demo, download, evaluate, export, finetune, segment, serve,
+                           studio, tiny_models, track, versions, worker)
 
     parser = _Parser(prog="vrshq", description="Text-prompted video object tracks for Label Studio.")
     parser.add_argument("--version", action="version", version=f"vrshq {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for module in (track, segment, tiny_models, demo, download, corrections, serve, studio, evaluate,
-                   finetune, versions, worker):
+    for module in (track, segment, tiny_models, demo, download, corrections, export, serve, studio,
+                   evaluate, finetune, versions, worker):
         module.register(sub)
     return parser
 

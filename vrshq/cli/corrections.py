@@ -232,8 +232,9 @@ def _run_dataset_export(args: argparse.Namespace, out) -> int:
     for item in manifest["skipped"]:
         print(f"vrshq: warning: skipped {item['video']}: {item['reason']}", file=sys.stderr)
     print(f"exported {counts['videos']} video(s) (train {counts['train']}, valid {counts['valid']}), "
-          f"{counts['expressions']} expression(s), {counts['frames']} frame(s); "
-          f"skipped {len(manifest['skipped'])} -> {out}")
+          f"{counts['expressions']} expression(s), {counts['frames']} frame(s), "
+          f"{counts['verified_masks']} annotator-verified mask(s) (the only ground truth "
+          f"evaluation scores); skipped {len(manifest['skipped'])} -> {out}")
     return 0
 
 

@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     if args.model or args.data:
         if not (args.model and args.data) or args.pred or args.gt:
             raise VrshqError("give --model DIR --data DIR, or --pred DIR --gt DIR")
+        _check_verified(args)
         result = _run_model(args)
     else:
         if not args.pred or not args.gt:
@@ -55,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
         with DoneOfTotal(args, "evaluate", "video") as progress:
             result = evaluate_folders(args.pred, args.gt, progress=progress)
     print_table(result)
+    if args.model:
+        print(_ground_truth_line(result))
     if out is not None:
         path = out / SCORES_FILE
         try:
@@ -64,6 +67,18 @@ def run(args: argparse.Namespace) -> int:
             raise VrshqError(f"--out {out}: cannot write {SCORES_FILE} ({exc.strerror or exc})") from None
         print(f"wrote {path}")
     return 0
+
+
+def _check_verified(args: argparse.Namespace) -> None:
+    """Refuse a split without annotator-verified frames before loading a model: its masks are
+    the backend's own propagation, and a model scored against them is scored against itself."""
+    from vrshq.evaluation.verified import count_verified, read_verified
+
+    verified = read_verified(Path(args.data) / args.split)
+    if verified is not None and count_verified(verified) == 0:
+        raise VrshqError(f"--data {args.data}: the {args.split} split has no annotator-verified "
+                         "frames (corrected or reviewed), only the backend's own propagation: "
+                         "nothing to score")
 
 
 def _run_model(args: argparse.Namespace) -> dict:
@@ -82,6 +97,15 @@ def _run_model(args: argparse.Namespace) -> dict:
     model = load_vrshq(args.model, VrshqConfig(engine=engine))
     with DoneOfTotal(args, "evaluate", "video") as progress:
         return evaluate_model(model, args.data, args.split, progress=progress)
+
+
+def _ground_truth_line(result: dict) -> str:
+    """What the scores were measured against."""
+    n = result.get("verified_frames")
+    if n is None:
+        return ("ground truth: every exported frame (the export records no annotator-verified "
+                "frames; export again to score only those)")
+    return f"J&F over {n} annotator-verified frame(s)"
 
 
 def print_table(result: dict) -> None:

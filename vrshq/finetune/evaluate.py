@@ -1,5 +1,8 @@
 """J&F of a model on an exported split: run VRS-HQ on each video's expressions and score it.
 
+Only the split's annotator-verified frames are scored (``verified_frames.json``, see
+:mod:`vrshq.evaluation.verified`): the rest of its masks are the backend's own propagation.
+
 The split's frames and masks (``vrshq corrections export --format revos``) become DAVIS-layout
 palette folders (ground truth from ``mask_dict.json``, a null mask counting as background as
 the official evaluation reads it; predictions from ``Vrshq.segment``, object id = the
@@ -18,6 +21,7 @@ import numpy as np
 
 from vrshq.errors import VrshqError
 from vrshq.evaluation import evaluate_folders
+from vrshq.evaluation.verified import evaluate_verified, read_verified
 from vrshq.masks import decode_rle, write_palette_folder
 from vrshq.model.pipeline import Vrshq
 from vrshq.video.reader import open_video
@@ -84,7 +88,15 @@ def evaluate_model(model: Vrshq, data: str | Path, split: str = "valid",
             write_palette_folder(pred_dir / video, frames)
             if progress is not None:
                 progress(k + 1, len(objects))
-        result = evaluate_folders(pred_dir, gt_dir)
+        # Only annotator-verified frames are ground truth (see vrshq.evaluation.verified); an
+        # export made before they were recorded is scored on every frame, and says so.
+        verified = read_verified(root)
+        if verified is None:
+            result = evaluate_folders(pred_dir, gt_dir)
+            result.update({"verified_frames": None, "ground_truth": "every exported frame "
+                           "(the export records no annotator-verified frames)"})
+        else:
+            result = evaluate_verified(pred_dir, gt_dir, verified)
     result["split"] = split
     result["model_version"] = model.version
     return result

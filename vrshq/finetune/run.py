@@ -87,7 +87,8 @@ def run_finetune(data: str | Path, base: str | Path, out: str | Path, train: Tra
         scores = evaluate_model(model, data, "valid")
         card["evaluation"] = {"split": "valid", "J": scores["J"], "F": scores["F"],
                               "J&F": scores["J&F"], "videos": scores["num_videos"],
-                              "objects": scores["num_objects"]}
+                              "objects": scores["num_objects"],
+                              "verified_frames": scores.get("verified_frames")}
     save_finetuned(model, Path(base), out, card)
     return card
 
@@ -96,7 +97,8 @@ def register_if_not_worse(data_dir: str | Path, new_model: str | Path, serving_m
                           data: str | Path, device: str = "auto", split: str = "valid") -> dict[str, Any]:
     """Register ``new_model``; serve it when its held-out J&F is not below the serving model's.
 
-    Returns ``{"version", "served", "J&F", "baseline J&F", "reason"}``.
+    Only the split's annotator-verified frames are scored; with none it is not served.
+    Returns ``{"version", "served", "J&F", "baseline J&F", "verified_frames", "reason"}``.
     """
     from vrshq.finetune.evaluate import evaluate_model
 
@@ -110,25 +112,33 @@ def register_if_not_worse(data_dir: str | Path, new_model: str | Path, serving_m
         card_path = Path(new_model) / "model_card.json"
         card = json.loads(card_path.read_text()) if card_path.is_file() else {}
         new = card.get("evaluation") if (card.get("evaluation") or {}).get("split") == split else None
-        if new is None:  # not scored at the end of its run
+        if new is None or "verified_frames" not in new:  # not scored (so) at the end of its run
             new = evaluate_model(load_vrshq(new_model, config), data, split)
-        metrics.update({"J&F": new["J&F"], "J": new["J"], "F": new["F"]})
-        if serving_model is not None:
+        metrics.update({"J&F": new["J&F"], "J": new["J"], "F": new["F"],
+                        "verified_frames": new.get("verified_frames")})
+        if serving_model is not None and metrics["verified_frames"] != 0:
             old = evaluate_model(load_vrshq(serving_model, config), data, split)
             metrics["baseline J&F"] = old["J&F"]
     version = registry.register(new_model, metrics, name=Path(new_model).resolve().name)
     baseline = metrics.get("baseline J&F")
     if not have_split:
         served, reason = False, f"no {split} split to compare on (export with --holdout)"
+    elif metrics["verified_frames"] == 0:  # comparing two models on their own output is noise
+        served, reason = False, (f"no annotator-verified frames in the {split} split (corrected or "
+                                 "reviewed): not promoted")
     elif baseline is not None and metrics["J&F"] < baseline:
         served, reason = False, f"J&F {metrics['J&F']:.4f} is below the serving model's {baseline:.4f}"
     else:
         served = True
         reason = (f"J&F {metrics['J&F']:.4f} >= {baseline:.4f} (serving)" if baseline is not None
                   else f"J&F {metrics['J&F']:.4f}")
+        if metrics["verified_frames"] is not None:
+            reason += f" over {metrics['verified_frames']} annotator-verified frame(s)"
+
         registry.use(version.id, reason=reason)
     return {"version": version.id, "served": served, "J&F": metrics.get("J&F"),
-            "baseline J&F": baseline, "reason": reason}
+            "baseline J&F": baseline, "verified_frames": metrics.get("verified_frames"),
+            "reason": reason}
 
 
 __all__ = ["check_inputs", "register_if_not_worse", "run_finetune"]

@@ -1,0 +1,1 @@
+"""The labeled dataset out: a project's final per-frame masks, with provenance, in four formats."""

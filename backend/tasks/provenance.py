@@ -1,0 +1,100 @@
+"""What an annotator saw and submitted: the provenance of each object's mask on each frame.
+
+Label Studio shows an annotator each object's keyframe mask (its page of the keyframe images);
+the rest of the track is the backend's propagation, never looked at mask by mask. When a
+submitted annotation arrives (webhook, ``vrshq corrections sync``) the task state records, per
+object and shown frame, what became of it: ``corrected`` (the annotator drew a different mask),
+``reviewed`` (shown and submitted unchanged) or ``deleted`` (the object was removed). Every
+other frame is ``propagated``. Only corrected and reviewed frames are ground truth: the model's
+own output scored against itself says nothing about the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from vrshq.masks import decode_rle, encode_rle
+
+CORRECTED, REVIEWED, PROPAGATED, DELETED = "corrected", "reviewed", "propagated", "deleted"
+PROVENANCE = (CORRECTED, REVIEWED, PROPAGATED)  # the per-frame values an export writes
+VERIFIED = frozenset({CORRECTED, REVIEWED})  # ground truth: an annotator looked at it
+
+
+@dataclass
+class Review:
+    """One object on one shown frame, as the newest submitted annotation left it."""
+
+    obj_id: int
+    frame: int
+    status: str  # CORRECTED, REVIEWED or DELETED
+    mask: np.ndarray  # the submitted mask: the drawn one, or the one shown (boolean HxW)
+    annotation: Any = None  # the Label Studio annotation id
+    prompt: str | None = None  # the object's prompt then: an object re-prompted since is another
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (the mask as COCO RLE)."""
+        return {"obj_id": self.obj_id, "frame": self.frame, "status": self.status,
+                "mask": encode_rle(np.asarray(self.mask, dtype=bool)),
+                "annotation": self.annotation, "prompt": self.prompt}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Review:
+        """The inverse of :meth:`to_json`."""
+        return cls(int(d["obj_id"]), int(d["frame"]), str(d["status"]), decode_rle(d["mask"]),
+                   d.get("annotation"), d.get("prompt"))
+
+
+def record_submission(state: Any, changes: Sequence[Any], annotation: Mapping[str, Any],
+                      has_masks: bool) -> int:
+    """Record a submitted annotation's verdict on each shown object in ``state``; how many.
+
+    ``state`` is a :class:`~vrshq.backend.tasks.state.TaskState` (which imports this module, so
+    it is not imported here); ``changes`` is :func:`~vrshq.backend.labelstudio.annotations.diff_annotation`'s answer
+    (unchanged objects included). A newer verdict on an (object, frame) replaces the older one.
+    Without masks in the label config the annotator saw no mask, so nothing is reviewed.
+    """
+    aid = annotation.get("id")
+    if aid is not None and str(aid) not in state.submissions:
+        state.submissions.append(str(aid))
+    elif aid is None and "?" not in state.submissions:
+        state.submissions.append("?")  # a submission without an id still counts as one
+    if not has_masks:
+        return 0
+    n = 0
+    for ch in changes:
+        obj = ch.obj
+        if ch.deleted:
+            status, mask = DELETED, np.zeros_like(ch.predicted_mask, dtype=bool)
+        elif ch.mask is not None:
+            status, mask = CORRECTED, ch.mask
+        else:
+            status, mask = REVIEWED, ch.predicted_mask
+        review = Review(obj.obj_id, int(obj.keyframe), status, np.asarray(mask, dtype=bool), aid,
+                        obj.details.get("prompt"))
+        state.reviews = [r for r in state.reviews
+                         if (r.obj_id, r.frame) != (review.obj_id, review.frame)] + [review]
+        n += 1
+    return n
+
+
+def record_submitted(states: Any, project: str, task: Any, changes: Sequence[Any],
+                     annotation: Mapping[str, Any], has_masks: bool) -> int:
+    """:func:`record_submission` into the task's stored record of submissions; objects recorded.
+
+    Only the record's own short lock is taken, not the task's (a job may hold that for minutes).
+    """
+    with states.reviews_lock(project, task):
+        state = states.load(project, task)  # the record as it is now, under its lock
+        if state is None:
+            return 0
+        n = record_submission(state, changes, annotation, has_masks)
+        states.save_reviews(state)
+        return n
+
+
+__all__ = ["CORRECTED", "DELETED", "PROPAGATED", "PROVENANCE", "REVIEWED", "VERIFIED", "Review",
+           "record_submission", "record_submitted"]
