@@ -86,10 +86,10 @@ def test_evaluate_says_how_many_verified_frames_it_scored(mostly_propagated, tin
     with CorrectionsLog.for_model_dir(w["data"]) as log:
         export_training_set(log, tmp_path / "set", w["media"], "revos", state_root=w["data"])
     code = main(["evaluate", "--model", str(tiny_models), "--data", str(tmp_path / "set"), "--split",
-                 "train", "--device", "cpu", "--out", str(tmp_path / "s.json")])
+                 "train", "--device", "cpu", "--out", str(tmp_path / "scores")])
     assert code == 0, capsys.readouterr().err
     assert "J&F over 2 annotator-verified frame(s)" in capsys.readouterr().out
-    scores = json.loads((tmp_path / "s.json").read_text())
+    scores = json.loads((tmp_path / "scores" / "scores.json").read_text())
     assert scores["verified_frames"] == 2 and scores["videos"]["p1_t4"]["frames"] == [0, 3]
 
 
