@@ -20,6 +20,7 @@ import io
 import logging
 import os
 import posixpath
+import shutil
 from pathlib import Path
 from urllib.parse import quote
 
@@ -85,10 +86,11 @@ def _open_dirs(base: Path, parts: list[str]) -> int:
         raise
 
 
-def _write_inside(base: Path, rel_dir: str, name: str, data: bytes) -> None:
+def _write_inside(base: Path, rel_dir: str, name: str, data: bytes | Path) -> None:
     """Write ``base/rel_dir/name`` without leaving ``base``: no symlinked folder is followed,
     the temp file is created exclusively and not through a link, and the rename replaces
-    whatever entry (a planted link included) has the final name, inside the folder."""
+    whatever entry (a planted link included) has the final name, inside the folder.
+    ``data``: the bytes, or a file (outside the root) to copy, for what is too big to hold."""
     fd = _open_dirs(base, [p for p in rel_dir.split("/") if p])
     try:
         tmp = f".{name}.{os.getpid()}.tmp"
@@ -100,13 +102,35 @@ def _write_inside(base: Path, rel_dir: str, name: str, data: bytes) -> None:
                       dir_fd=fd)
         try:
             with os.fdopen(out, "wb") as fh:
-                fh.write(data)
+                if isinstance(data, Path):
+                    with open(data, "rb") as src:
+                        shutil.copyfileobj(src, fh, 1 << 20)
+                else:
+                    fh.write(data)
         except BaseException:
             os.unlink(tmp, dir_fd=fd)
             raise
         os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
     finally:
         os.close(fd)
+
+
+def _remove_others(base: Path, rel_dir: str, keep: str, prefix: str, suffix: str) -> list[str]:
+    """Remove the files ``prefix*suffix`` in ``base/rel_dir`` other than ``keep`` (an older
+    version of the same file), through the same no-symlink walk; the names removed."""
+    fd = _open_dirs(base, [p for p in rel_dir.split("/") if p])
+    removed = []
+    try:
+        for entry in os.listdir(fd):
+            if entry != keep and entry.startswith(prefix) and entry.endswith(suffix):
+                try:
+                    os.unlink(entry, dir_fd=fd)  # unlink never follows a link: removes the link
+                    removed.append(entry)
+                except (FileNotFoundError, IsADirectoryError, PermissionError):
+                    pass  # gone already (another worker), or not ours to remove
+    finally:
+        os.close(fd)
+    return removed
 
 
 def keyframe_url(video_url: str, project: str | int, task: str | int, obj_id: int, frame: int,
