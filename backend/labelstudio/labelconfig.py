@@ -1,7 +1,8 @@
 """What the backend needs from a project's label config, found with label-studio-sdk's LabelInterface.
 
 Shipped configs: ``backend/configs/video_text_prompt.xml`` (VRS-HQ, text prompts) and
-``backend/configs/video_box_prompt.xml`` (the sam2 plugin, box prompts on a track).
+``backend/configs/video_box_prompt.xml`` (the sam2 plugin, box prompts on a track);
+``backend/configs/video_text_prompt_overlay.xml`` (text prompts plus the overlay video).
 
 Label Studio OSS (1.23.2) has no brush or mask regions on ``<Video>``: ``BrushLabels`` binds to
 ``<Image>`` only. So the keyframe mask of each object lives on a multi-image
