@@ -24,13 +24,14 @@ from vrshq.backend.jobs.payloads import predict_payload
 from vrshq.backend.jobs.redis_queue import RQJobRunner
 from vrshq.backend.jobs.runner import JobRunner, Report
 from vrshq.backend.labelstudio.connections import project_media, project_writer, setup_project
-from vrshq.backend.labelstudio.keyframes import keyframe_url
+from vrshq.backend.labelstudio.keyframes import image_url, keyframe_url
 from vrshq.backend.labelstudio.label_rules import record_label_rules
 from vrshq.backend.labelstudio.labelconfig import KEYFRAME_FRAMES_KEY, LabelConfigInfo, parse_label_config
 from vrshq.backend.labelstudio.media import MediaConfig
 from vrshq.backend.labelstudio.overlay import encode_overlay, label_color
 from vrshq.backend.labelstudio.overlay_files import write_overlay_file
 from vrshq.backend.labelstudio.results import state_prediction
+from vrshq.backend.labelstudio.strips import object_strip
 from vrshq.backend.labelstudio.task_video import open_task_video
 from vrshq.backend.labelstudio.writer import LabelStudioWriter
 from vrshq.backend.metrics import Metrics, RedisFrames
@@ -242,26 +243,41 @@ class Backend:
 
     def write_overlay(self, state: TaskState, video: VideoReader, info: LabelConfigInfo,
                       data: Mapping[str, Any] | None = None) -> None:
-        """Write the overlay video of the state's tracks and put its URL into the task's data."""
+        """Write the overlay video and thumbnail strips of the state's tracks; put their URLs
+        into the task's data."""
         new = self._overlay_data(state, video, info)
         if new:
             self.update_task_data(state, data, new)
 
     def _overlay_data(self, state: TaskState, video: VideoReader, info: LabelConfigInfo) -> dict[str, Any]:
-        """``{overlay_key: url}`` after encoding the overlay; {} when the config has none, or
-        when its URL could not reach the task (no LS client: skip the encoding, seconds a video)."""
-        if info.overlay_key is None:
+        """The task data keys of the overlay video and the strips, after writing them; {} when
+        the config has neither, or when no URL could reach the task (no LS client: skip the
+        work, which decodes the video)."""
+        if info.overlay_key is None and (info.strips_key is None or not self.config.strip_frames):
             return {}
         if not self.writer(state.project).configured:
-            log.warning("task %s: no overlay video: no Label Studio URL/key to put it into the "
-                        "task data", state.task)
+            log.warning("task %s: no overlay video or strips: no Label Studio URL/key to put "
+                        "them into the task data", state.task)
             return {}
         colors = [label_color(o.label, o.obj_id, info.label_colors) for o in state.objects]
-        url = write_overlay_file(
-            state.video, state.project, state.task,
-            lambda path: encode_overlay(video, state.objects, colors, state.fps, path),
-            tuple(self.config.local_roots))
-        return {} if url is None else {info.overlay_key: url}
+        roots = tuple(self.config.local_roots)
+        new: dict[str, Any] = {}
+        if info.strips_key is not None and self.config.strip_frames:
+            urls = []
+            for o, color in zip(state.objects, colors):
+                img = object_strip(video, o, color, self.config.strip_frames)
+                # A content hash in the name: a new strip gets a new URL; the old one goes.
+                name = f"strip-obj{o.obj_id}-{hashlib.sha256(img.tobytes()).hexdigest()[:16]}.jpg"
+                urls.append(image_url(state.video, state.project, state.task, name, img, roots,
+                                      self.config.keyframe_quality, replaces=f"strip-obj{o.obj_id}-"))
+            new[info.strips_key] = urls
+        if info.overlay_key is not None:
+            url = write_overlay_file(
+                state.video, state.project, state.task,
+                lambda path: encode_overlay(video, state.objects, colors, state.fps, path), roots)
+            if url is not None:
+                new[info.overlay_key] = url
+        return new
 
     def update_task_data(self, state: TaskState, data: Mapping[str, Any] | None,
                          changes: Mapping[str, Any]) -> None:

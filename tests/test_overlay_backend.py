@@ -1,5 +1,6 @@
-"""The overlay video through the backend: /predict writes it beside the local-file video and puts
-its URL into the task data; a re-propagation writes a new one and removes the old.
+"""The overlay video and thumbnail strips through the backend: /predict writes them beside the
+local-file video and puts their URLs into the task data; a re-propagation writes new ones and
+removes the old.
 
 Label Studio is a fake writer here (it records the task data the backend sets); the real one is
 in test_labelstudio_e2e.py.
@@ -14,9 +15,11 @@ from urllib.parse import unquote
 import av
 import numpy as np
 import pytest
+from PIL import Image
 
 from vrshq.backend.http.app import create_app
 from vrshq.backend.labelstudio.labelconfig import LabelConfigError, parse_label_config, shipped_config
+from vrshq.backend.labelstudio.strips import GAP, THUMB_HEIGHT
 from vrshq.plugins.base import Correction
 from tests.backend_fixtures import SPEC, TEXT_XML, next_task_id, text_task
 
@@ -71,6 +74,12 @@ def test_predict_writes_the_overlay_and_a_correction_replaces_it(client, vrshq_b
     assert _frames(path) == SPEC.num_frames
     assert ls.data[tid]["prompt"] == task["data"]["prompt"]  # the rest of the data kept
     assert len(ls.data[tid]["keyframes"]) == 2
+    strips = ls.data[tid]["strips"]  # one strip per object, beside the keyframe images
+    assert len(strips) == 2
+    for k, url in enumerate(strips, start=1):
+        assert url.startswith(f"/data/local-files/?d=clips/vrshq-keyframes/1-{tid}/strip-obj{k}-")
+        with Image.open(media_root / unquote(url.split("?d=", 1)[1])) as im:
+            assert im.height == THUMB_HEIGHT and im.width == 6 * round(SPEC.width * THUMB_HEIGHT / SPEC.height) + 5 * GAP
 
     # A re-propagation (a corrected keyframe mask) writes a new overlay under a new name, and
     # the old one goes.
@@ -84,6 +93,11 @@ def test_predict_writes_the_overlay_and_a_correction_replaces_it(client, vrshq_b
     assert second != first
     assert _file(media_root, second).is_file() and not path.exists()
     assert sorted(p.name for p in path.parent.iterdir()) == [_file(media_root, second).name]
+    # The corrected object's strip is new; its old one is gone.
+    new_strip = ls.data[tid]["strips"][0]
+    assert new_strip != strips[0]
+    folder = media_root / unquote(strips[0].split("?d=", 1)[1]).rsplit("/", 1)[0]
+    assert sorted(p.name for p in folder.glob("strip-obj1-*")) == [new_strip.rsplit("/", 1)[1]]
 
 
 def test_no_overlay_without_the_overlay_tag_or_for_a_remote_video(client, vrshq_backend, ls, caplog):
@@ -116,4 +130,6 @@ def test_the_overlay_config_parses_its_label_colours():
     info = parse_label_config(OVERLAY_XML)
     assert (info.overlay_name, info.overlay_key) == ("overlay", "overlay")
     assert info.label_colors["Car"] == "#3cb44b"
+    assert (info.strips_name, info.strips_key) == ("strips", "strips")
     assert parse_label_config(TEXT_XML).overlay_key is None
+    assert parse_label_config(TEXT_XML).strips_key is None  # keyframes is bound to BrushLabels

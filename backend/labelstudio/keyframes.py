@@ -141,19 +141,28 @@ def keyframe_url(video_url: str, project: str | int, task: str | int, obj_id: in
     containment as reads, and no symlink below the root followed); where that is not possible
     it becomes a ``data:`` URL.
     """
+    return image_url(video_url, project, task, f"obj{int(obj_id)}-f{int(frame) + 1}.jpg", image,
+                     roots, quality)
+
+
+def image_url(video_url: str, project: str | int, task: str | int, name: str, image: np.ndarray,
+              roots: tuple[str, ...], quality: int = 90, replaces: str | None = None) -> str:
+    """Write a task's image ``name`` beside the video (as :func:`keyframe_url`); its URL, or a
+    ``data:`` URL. ``replaces``: a name prefix whose other images in the folder are removed."""
     rel = local_files_path(video_url)
     base = _writable_root(rel, roots) if rel else None
     if base is None or rel is None:
         return data_url(image, quality)
     rel_dir = posixpath.join(posixpath.dirname(rel), KEYFRAME_DIR, f"{project}-{task}")
-    name = f"obj{int(obj_id)}-f{int(frame) + 1}.jpg"
     try:
         _write_inside(base, rel_dir, name, jpeg_bytes(image, quality))
+        if replaces:
+            _remove_others(base, rel_dir, name, replaces, ".jpg")
     except UnsafePath as exc:
-        log.warning("task %s: keyframe image not written under the media root (%s); sent as a "
-                    "data: URL instead", task, exc)
+        log.warning("task %s: image %s not written under the media root (%s); sent as a "
+                    "data: URL instead", task, name, exc)
         return data_url(image, quality)
     return "/data/local-files/?d=" + quote(posixpath.join(rel_dir, name), safe="/")
 
 
-__all__ = ["KEYFRAME_DIR", "data_url", "jpeg_bytes", "keyframe_url"]
+__all__ = ["KEYFRAME_DIR", "data_url", "image_url", "jpeg_bytes", "keyframe_url"]

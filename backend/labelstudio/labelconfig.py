@@ -25,6 +25,10 @@ Tags the config must have (names are free; the variables name the task data keys
     <BrushLabels name="mask" toName="keyframes">...            keyframe masks; without both, masks
                                                                are off (tracks only). It must hold
                                                                every <Labels> value.
+    <Image name="strips" valueList="$strips"/>                 optional, bound to no control: per
+                                                               object, thumbnails of the frames
+                                                               most worth checking (backend.
+                                                               labelstudio.strips)
     <Video name="overlay" value="$overlay" frameRate="$fps"    optional: the overlay video (every
            sync="video"/>                                      frame's masks drawn in, written by
                                                                the backend); the main <Video> then
@@ -104,6 +108,8 @@ class LabelConfigInfo:
     label_backgrounds: tuple[str, ...] = ()
     overlay_name: str | None = None  # the second <Video>, synced with the main one
     overlay_key: str | None = None  # task data key of the overlay video's URL
+    strips_name: str | None = None  # an <Image valueList> no control binds to: thumbnail strips
+    strips_key: str | None = None  # task data key of the strip image list
 
     @property
     def label_colors(self) -> dict[str, str]:
@@ -288,6 +294,9 @@ def parse_label_config(xml: str) -> LabelConfigInfo:
         keyframes_name, mask_name, mask_labels = image.name, brush.name, tuple(brush.labels)
 
     overlay_name, overlay_key = _overlay(video, videos)
+    bound = {n for c in controls for n in c.to_name}
+    strips = [o for o in objects.values() if o.tag.lower() == "image" and o.name not in bound
+              and _variable((o.attr or {}).get("valueList"))]
 
     return LabelConfigInfo(
         video_name=video.name,
@@ -307,6 +316,8 @@ def parse_label_config(xml: str) -> LabelConfigInfo:
         label_backgrounds=tuple(_label_attr(labels_control, lb, "background") for lb in labels_control.labels),
         overlay_name=overlay_name,
         overlay_key=overlay_key,
+        strips_name=strips[0].name if strips else None,
+        strips_key=_variable(strips[0].attr["valueList"]) if strips else None,
     )
 
 
