@@ -7,9 +7,8 @@ both pictures say which decoded frame they show. Typing Label Studio frame N int
 video's frame counter must show decoded frame N - 1 in both, and both currentTimes must agree
 within half a frame. LS's "Step backward"/"Step forward" buttons (which moved 10 frames here)
 must leave both on the same frame. Playing, the two times must stay within one frame; after
-pausing, within half a frame, and the pictures read back within one frame (the first run read the
-main <video> one frame behind the overlay after a pause, with both times in the same frame:
-Label Studio draws the main video through its own canvas; not investigated further).
+pausing, within half a frame, and the pictures read back within one frame (one early run read
+the two one frame apart after a pause, with both times in the same frame; not investigated).
 """
 
 from __future__ import annotations
@@ -86,7 +85,8 @@ def test_the_overlay_follows_the_video_in_the_editor(label_studio, ls_api, tmp_p
     ids = ls_api.import_tasks(pid, tasks)
 
     args = {"url": label_studio.url, "email": label_studio.username, "password": label_studio.password,
-            "project": pid, "tasks": ids, "frames": SEEK, "bits": BITS, "timeout_ms": 120000}
+            "project": pid, "tasks": ids, "frames": SEEK, "bits": BITS, "main": "overlay_sync/v", "overlay": "overlay_sync/o",
+            "timeout_ms": 120000}
     proc = subprocess.run(["node", str(SCRIPT), json.dumps(args)], cwd=str(SCRIPT.parent),
                           capture_output=True, text=True, timeout=600, check=False)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]

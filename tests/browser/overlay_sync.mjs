@@ -3,7 +3,8 @@
 // show: their currentTime and the frame index burned into their pictures as bits.
 //
 // Usage: node overlay_sync.mjs '{"url", "email", "password", "project", "tasks": [id, ...],
-//   "frames": [1, 2, ...], "bits": {"y": 60, "x0": 10, "dx": 20, "n": 5}, "timeout_ms"}'
+//   "frames": [1, 2, ...], "bits": {"y": 60, "x0": 10, "dx": 20, "n": 5}, "main": "src part",
+//   "overlay": "src part", "timeout_ms"}'
 // Prints ONE JSON line: {"tasks": {id: {"videos": 2, "samples": [{how, frame, main: {t, bits},
 // overlay: {t, bits}}, ...]}}}. bits: the frame index read from the picture (block k white = bit k).
 import { chromium } from 'playwright-core';
@@ -40,19 +41,36 @@ try {
     page.click('button[type=submit], input[type=submit]'),
   ]);
 
-  // Both videos' time and the frame index their pictures show (drawn on a canvas: same origin).
-  const read = () => page.evaluate((b) => [...document.querySelectorAll('video')].map((v) => {
-    const c = document.createElement('canvas');
-    c.width = v.videoWidth; c.height = v.videoHeight;
-    const ctx = c.getContext('2d');
-    ctx.drawImage(v, 0, 0);
-    let bits = 0;
-    for (let k = 0; k < b.n; k++) {
-      const d = ctx.getImageData(b.x0 + k * b.dx, b.y, 1, 1).data;
-      if (d[0] + d[1] + d[2] > 3 * 128) bits |= 1 << k;
+  // Each video's time and the frame index its picture shows (drawn on a canvas: same origin),
+  // by role: the main video's src has args.main in it, the overlay's args.overlay. (DOM order is
+  // no guide: the overlay's <video> came first in LS 1.23.2.)
+  const read = () => page.evaluate(({ b, roles }) => {
+    const out = {};
+    for (const v of document.querySelectorAll('video')) {
+      const role = Object.keys(roles).find((r) => (v.currentSrc || v.src || '').includes(roles[r]));
+      if (!role) continue;
+      const c = document.createElement('canvas');
+      c.width = v.videoWidth; c.height = v.videoHeight;
+      const ctx = c.getContext('2d');
+      ctx.drawImage(v, 0, 0);
+      let bits = 0;
+      for (let k = 0; k < b.n; k++) {
+        const d = ctx.getImageData(b.x0 + k * b.dx, b.y, 1, 1).data;
+        if (d[0] + d[1] + d[2] > 3 * 128) bits |= 1 << k;
+      }
+      out[role] = { t: v.currentTime, bits, paused: v.paused };
     }
-    return { t: v.currentTime, bits, paused: v.paused };
-  }), args.bits);
+    return out;
+  }, { b: args.bits, roles: { main: args.main, overlay: args.overlay } });
+  // Mark the main video's own controls. The <video> elements hang off <body> (LS draws the
+  // picture on its own canvas), so go by the config's order: the first <Video> block is the main
+  // one (the overlay tag comes after it in the shipped config).
+  const markMain = () => page.evaluate(() => {
+    const blocks = document.querySelectorAll('.lsf-video-segmentation');
+    if (blocks.length !== 2) return false;
+    blocks[0].setAttribute('data-vrshq-main', '1');
+    return true;
+  });
   const settle = async () => {
     await page.waitForFunction(() => [...document.querySelectorAll('video')].every((v) => !v.seeking && v.readyState >= 2));
     await page.waitForTimeout(400);
@@ -66,23 +84,24 @@ try {
       return vs.length >= 2 && vs.every((v) => v.readyState >= 2 && v.duration > 0);
     });
     await page.waitForTimeout(1500);
+    if (!(await markMain())) throw new Error('expected two <Video> blocks (main and overlay)');
     const samples = [];
     const sample = async (how, frame) => {
       await settle();
-      const [main, overlay] = await read();
+      const { main, overlay } = await read();
       samples.push({ how, frame, main, overlay });
     };
     // Seek: type each frame into the main video's frame counter (the first one on the page).
     for (const frame of args.frames) {
-      await page.locator('.lsf-frames-control').first().click();
-      const input = page.locator('.lsf-frames-control input').first();
+      await page.locator('[data-vrshq-main] .lsf-frames-control').first().click();
+      const input = page.locator('[data-vrshq-main] .lsf-frames-control input').first();
       await input.fill(String(frame));
       await input.press('Enter');
       await sample('seek', frame);
     }
     // LS's step buttons (the first of each: the main video's), when they are enabled.
     const step = async (label) => {
-      const button = page.locator(`[aria-label="${label}"]`).first();
+      const button = page.locator(`[data-vrshq-main] [aria-label="${label}"]`).first();
       if (await button.isEnabled().catch(() => false)) {
         await button.click();
         await sample(label, null);
@@ -94,16 +113,15 @@ try {
     await step('Step backward');
     await step('Step forward');
     // Play from frame 1 for about a second, then pause: the two must be within a frame.
-    await page.locator('.lsf-frames-control').first().click();
-    await page.locator('.lsf-frames-control input').first().fill('1');
-    await page.locator('.lsf-frames-control input').first().press('Enter');
+    await page.locator('[data-vrshq-main] .lsf-frames-control').first().click();
+    await page.locator('[data-vrshq-main] .lsf-frames-control input').first().fill('1');
+    await page.locator('[data-vrshq-main] .lsf-frames-control input').first().press('Enter');
     await settle();
-    const play = page.locator('[data-testid="playback-button:play"]').first();
+    const play = page.locator('[data-vrshq-main] [data-testid="playback-button:play"]').first();
     await play.click();
     await page.waitForTimeout(1000);
-    const during = await read();
-    samples.push({ how: 'playing', main: during[0], overlay: during[1] });
-    const pause = page.locator('[data-testid="playback-button:pause"]').first();
+    samples.push({ how: 'playing', ...(await read()) });
+    const pause = page.locator('[data-vrshq-main] [data-testid="playback-button:pause"]').first();
     if (await pause.count()) await pause.click();
     await sample('paused', null);
     out[task] = { videos: await page.evaluate(() => document.querySelectorAll('video').length), samples };
