@@ -22,6 +22,8 @@ Every environment variable the backend reads is listed here, and only here::
     VRSHQ_MAX_PIXELS      width x height a task's video may have (default 16777216, 4096x4096)
     VRSHQ_MAX_FRAMES      frames a task's video may have (default 108000, an hour at 30 fps)
     VRSHQ_KEYFRAME_QUALITY  JPEG quality of keyframe images (default 90)
+    VRSHQ_STRIP_FRAMES    thumbnails per object in a thumbnail strip (default 6; 0: no strips;
+                          see backend.labelstudio.strips)
     VRSHQ_FPS_MISMATCH    a task whose fps is not its video file's own rate: "refuse" (default,
                           a 422 naming both) or "use-file" (write the file's rate into the task
                           in Label Studio and predict with it); see backend.frame_rate
@@ -110,6 +112,7 @@ class BackendConfig:
     max_pixels: int = 4096 * 4096
     max_frames: int = 108_000
     keyframe_quality: int = 90
+    strip_frames: int = 6
     fps_mismatch: str = "refuse"
     redis_url: str | None = field(default=None, repr=False)
     queue: str = "vrshq"
@@ -154,6 +157,9 @@ class BackendConfig:
                               f"{self.train_lr!r} and {self.train_holdout!r}")
         if not 1 <= int(self.keyframe_quality) <= 100:
             raise ConfigError(f"keyframe_quality must be 1..100, got {self.keyframe_quality!r}")
+        if isinstance(self.strip_frames, bool) or not isinstance(self.strip_frames, int) \
+                or not 0 <= self.strip_frames <= 50:
+            raise ConfigError(f"strip_frames must be an integer in 0..50, got {self.strip_frames!r}")
         if self.fps_mismatch not in FPS_MISMATCH:
             raise ConfigError(f"VRSHQ_FPS_MISMATCH must be one of {', '.join(FPS_MISMATCH)}, got "
                               f"{self.fps_mismatch!r}")
@@ -240,6 +246,7 @@ class BackendConfig:
             "max_pixels": integer("VRSHQ_MAX_PIXELS", 4096 * 4096),
             "max_frames": integer("VRSHQ_MAX_FRAMES", 108_000),
             "keyframe_quality": integer("VRSHQ_KEYFRAME_QUALITY", 90),
+            "strip_frames": integer("VRSHQ_STRIP_FRAMES", 6),
             "fps_mismatch": get("VRSHQ_FPS_MISMATCH") or "refuse",
             "redis_url": get("REDIS_URL"),
             "queue": get("VRSHQ_QUEUE") or "vrshq",

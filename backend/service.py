@@ -24,11 +24,14 @@ from vrshq.backend.jobs.payloads import predict_payload
 from vrshq.backend.jobs.redis_queue import RQJobRunner
 from vrshq.backend.jobs.runner import JobRunner, Report
 from vrshq.backend.labelstudio.connections import project_media, project_writer, setup_project
-from vrshq.backend.labelstudio.keyframes import keyframe_url
+from vrshq.backend.labelstudio.keyframes import image_url, keyframe_url
 from vrshq.backend.labelstudio.label_rules import record_label_rules
 from vrshq.backend.labelstudio.labelconfig import KEYFRAME_FRAMES_KEY, LabelConfigInfo, parse_label_config
 from vrshq.backend.labelstudio.media import MediaConfig
+from vrshq.backend.labelstudio.overlay import encode_overlay, label_color
+from vrshq.backend.labelstudio.overlay_files import write_overlay_file
 from vrshq.backend.labelstudio.results import state_prediction
+from vrshq.backend.labelstudio.strips import object_strip
 from vrshq.backend.labelstudio.task_video import open_task_video
 from vrshq.backend.labelstudio.writer import LabelStudioWriter
 from vrshq.backend.metrics import Metrics, RedisFrames
@@ -224,45 +227,89 @@ class Backend:
                              project=inputs.project, task=inputs.task)
         return {"id": job.id, "task": inputs.task, "state": job.state}
 
-    # ------------------------------------------------------------------ keyframes
+    # ------------------------------------------------------------------ keyframes, overlay
     def write_keyframes(self, state: TaskState, video: VideoReader, info: LabelConfigInfo,
-                        data: Mapping[str, Any]) -> None:
-        """Write each object's keyframe image and put the list into the task's data in LS."""
-        if not info.has_masks or info.keyframes_key is None:
-            return
-        urls = [keyframe_url(state.video, state.project, state.task, o.obj_id, o.keyframe,
+                        data: Mapping[str, Any] | None) -> None:
+        """Write each object's keyframe image and the overlay video; put their URLs into the
+        task's data in LS (``data``: the task's data; None reads it from Label Studio)."""
+        new: dict[str, Any] = {}
+        if info.has_masks and info.keyframes_key is not None:
+            state.keyframe_urls = [
+                keyframe_url(state.video, state.project, state.task, o.obj_id, o.keyframe,
                              video.frame(o.keyframe), tuple(self.config.local_roots),
                              self.config.keyframe_quality) for o in state.objects]
-        state.keyframe_urls = urls
-        self.update_task_keyframes(state, info, data)
+            new[info.keyframes_key] = list(state.keyframe_urls)
+            new[KEYFRAME_FRAMES_KEY] = [o.keyframe + 1 for o in state.objects]
+        new.update(self._overlay_data(state, video, info))
+        if new:
+            self.update_task_data(state, data, new)
 
-    def update_task_keyframes(self, state: TaskState, info: LabelConfigInfo,
-                              data: Mapping[str, Any]) -> None:
-        """Set the task data's keyframe list (and frames) in Label Studio when it differs."""
-        new = dict(data)
-        new[info.keyframes_key] = list(state.keyframe_urls)
-        new[KEYFRAME_FRAMES_KEY] = [o.keyframe + 1 for o in state.objects]
-        if new == dict(data):
-            return
+    def write_overlay(self, state: TaskState, video: VideoReader, info: LabelConfigInfo,
+                      data: Mapping[str, Any] | None = None) -> None:
+        """Write the overlay video and thumbnail strips of the state's tracks; put their URLs
+        into the task's data."""
+        new = self._overlay_data(state, video, info)
+        if new:
+            self.update_task_data(state, data, new)
+
+    def _overlay_data(self, state: TaskState, video: VideoReader, info: LabelConfigInfo) -> dict[str, Any]:
+        """The task data keys of the overlay video and the strips, after writing them; {} when
+        the config has neither, or when no URL could reach the task (no LS client: skip the
+        work, which decodes the video)."""
+        if info.overlay_key is None and (info.strips_key is None or not self.config.strip_frames):
+            return {}
+        if not self.writer(state.project).configured:
+            log.warning("task %s: no overlay video or strips: no Label Studio URL/key to put "
+                        "them into the task data", state.task)
+            return {}
+        colors = [label_color(o.label, o.obj_id, info.label_colors) for o in state.objects]
+        roots = tuple(self.config.local_roots)
+        new: dict[str, Any] = {}
+        if info.strips_key is not None and self.config.strip_frames:
+            urls = []
+            for o, color in zip(state.objects, colors):
+                img = object_strip(video, o, color, self.config.strip_frames)
+                # A content hash in the name: a new strip gets a new URL; the old one goes.
+                name = f"strip-obj{o.obj_id}-{hashlib.sha256(img.tobytes()).hexdigest()[:16]}.jpg"
+                urls.append(image_url(state.video, state.project, state.task, name, img, roots,
+                                      self.config.keyframe_quality, replaces=f"strip-obj{o.obj_id}-"))
+            new[info.strips_key] = urls
+        if info.overlay_key is not None:
+            url = write_overlay_file(
+                state.video, state.project, state.task,
+                lambda path: encode_overlay(video, state.objects, colors, state.fps, path), roots)
+            if url is not None:
+                new[info.overlay_key] = url
+        return new
+
+    def update_task_data(self, state: TaskState, data: Mapping[str, Any] | None,
+                         changes: Mapping[str, Any]) -> None:
+        """Set keys of the task's data in Label Studio (keyframes, overlay) when they differ."""
         writer = self.writer(state.project)
         if not writer.configured:
-            log.warning("task %s: cannot show keyframe masks: no Label Studio URL/key to write "
-                        "the keyframe images into the task data", state.task)
+            log.warning("task %s: cannot show keyframe masks or the overlay: no Label Studio "
+                        "URL/key to write their URLs into the task data", state.task)
             return
         try:
-            writer.update_task_data(int(state.task), new)
+            old = dict(writer.get_task_data(int(state.task)) if data is None else data)
+            new = {**old, **changes}
+            if new != old:
+                writer.update_task_data(int(state.task), new)
         except VrshqError as exc:
-            log.warning("task %s: keyframe images not written to the task: %s", state.task, exc)
+            log.warning("task %s: keyframe images or overlay not written to the task: %s",
+                        state.task, exc)
 
     # ------------------------------------------------------------------ corrections
     def correct_task(self, project: str, task: int, corrections: list,
-                     report: Report | None = None, latest_only: bool = False) -> TaskState | None:
+                     report: Report | None = None, latest_only: bool = False,
+                     info: LabelConfigInfo | None = None) -> TaskState | None:
         """Re-propagate corrections (plugin Correction list) on the task's state and save it.
 
         With ``latest_only`` (queued jobs), a correction that is no longer its object's newest
         in the corrections log is skipped: jobs may run out of order (two workers, a re-run
         after a killed worker), and an older mask must not overwrite a newer one. None when
-        nothing was left to apply.
+        nothing was left to apply. With the label config's ``info``, the overlay video is
+        written again for the new tracks.
         """
         with self.states.lock(project, task):
             state = self.states.load(project, task)
@@ -277,9 +324,11 @@ class Backend:
                 with self.model_lock:
                     objects: list[ObjectTrack] = self.plugin.correct(
                         video, state.objects, corrections, progress=report)
+                state.replace_objects(list(objects))
+                if info is not None:
+                    self.write_overlay(state, video, info)
             finally:
                 video.close()
-            state.replace_objects(list(objects))
             state.model_version = self.model_version
             self.states.save(state)
             self.metrics.frames(state.frames_count * len({c.obj_id for c in corrections}))

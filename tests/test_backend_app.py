@@ -215,6 +215,7 @@ ALL_ENV_CASES = {
     "VRSHQ_MAX_PIXELS": ("921600", "max_pixels", 921600),
     "VRSHQ_MAX_FRAMES": ("9000", "max_frames", 9000),
     "VRSHQ_KEYFRAME_QUALITY": ("80", "keyframe_quality", 80),
+    "VRSHQ_STRIP_FRAMES": ("4", "strip_frames", 4),
     "VRSHQ_FPS_MISMATCH": ("use-file", "fps_mismatch", "use-file"),
     "REDIS_URL": ("redis://:redis-pass-6e2f@127.0.0.1:6379/0", "redis_url",
                   "redis://:redis-pass-6e2f@127.0.0.1:6379/0"),

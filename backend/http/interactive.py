@@ -112,7 +112,7 @@ def _correct(backend: Any, tid: int, info: LabelConfigInfo, project: str,
         backend.submit("correct", f"correct:{uuid.uuid4().hex}",
                        correct_payload(project, tid, corrections, label_config), project=project, task=tid)
         return []
-    new_state = backend.correct_task(project, tid, corrections)
+    new_state = backend.correct_task(project, tid, corrections, info=info)
     return state_prediction(new_state, info, ids)
 
 

@@ -64,7 +64,7 @@ def _task_job(backend: Any, kind: str, payload: dict[str, Any], report: Report |
         corrections = [Correction(int(c["obj_id"]), int(c["frame"]), decode_rle(c["mask"]))
                        for c in payload["corrections"]]
         state = backend.correct_task(str(payload["project"]), int(payload["task"]), corrections, report,
-                                     latest_only=True)
+                                     latest_only=True, info=info)
         if state is None:
             return {"task": int(payload["task"]), "prediction": None,
                     "skipped": "a newer correction of the same objects was logged since; its job writes it"}

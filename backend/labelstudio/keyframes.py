@@ -20,6 +20,7 @@ import io
 import logging
 import os
 import posixpath
+import shutil
 from pathlib import Path
 from urllib.parse import quote
 
@@ -85,10 +86,11 @@ def _open_dirs(base: Path, parts: list[str]) -> int:
         raise
 
 
-def _write_inside(base: Path, rel_dir: str, name: str, data: bytes) -> None:
+def _write_inside(base: Path, rel_dir: str, name: str, data: bytes | Path) -> None:
     """Write ``base/rel_dir/name`` without leaving ``base``: no symlinked folder is followed,
     the temp file is created exclusively and not through a link, and the rename replaces
-    whatever entry (a planted link included) has the final name, inside the folder."""
+    whatever entry (a planted link included) has the final name, inside the folder.
+    ``data``: the bytes, or a file (outside the root) to copy, for what is too big to hold."""
     fd = _open_dirs(base, [p for p in rel_dir.split("/") if p])
     try:
         tmp = f".{name}.{os.getpid()}.tmp"
@@ -100,13 +102,35 @@ def _write_inside(base: Path, rel_dir: str, name: str, data: bytes) -> None:
                       dir_fd=fd)
         try:
             with os.fdopen(out, "wb") as fh:
-                fh.write(data)
+                if isinstance(data, Path):
+                    with open(data, "rb") as src:
+                        shutil.copyfileobj(src, fh, 1 << 20)
+                else:
+                    fh.write(data)
         except BaseException:
             os.unlink(tmp, dir_fd=fd)
             raise
         os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
     finally:
         os.close(fd)
+
+
+def _remove_others(base: Path, rel_dir: str, keep: str, prefix: str, suffix: str) -> list[str]:
+    """Remove the files ``prefix*suffix`` in ``base/rel_dir`` other than ``keep`` (an older
+    version of the same file), through the same no-symlink walk; the names removed."""
+    fd = _open_dirs(base, [p for p in rel_dir.split("/") if p])
+    removed = []
+    try:
+        for entry in os.listdir(fd):
+            if entry != keep and entry.startswith(prefix) and entry.endswith(suffix):
+                try:
+                    os.unlink(entry, dir_fd=fd)  # unlink never follows a link: removes the link
+                    removed.append(entry)
+                except (FileNotFoundError, IsADirectoryError, PermissionError):
+                    pass  # gone already (another worker), or not ours to remove
+    finally:
+        os.close(fd)
+    return removed
 
 
 def keyframe_url(video_url: str, project: str | int, task: str | int, obj_id: int, frame: int,
@@ -117,19 +141,28 @@ def keyframe_url(video_url: str, project: str | int, task: str | int, obj_id: in
     containment as reads, and no symlink below the root followed); where that is not possible
     it becomes a ``data:`` URL.
     """
+    return image_url(video_url, project, task, f"obj{int(obj_id)}-f{int(frame) + 1}.jpg", image,
+                     roots, quality)
+
+
+def image_url(video_url: str, project: str | int, task: str | int, name: str, image: np.ndarray,
+              roots: tuple[str, ...], quality: int = 90, replaces: str | None = None) -> str:
+    """Write a task's image ``name`` beside the video (as :func:`keyframe_url`); its URL, or a
+    ``data:`` URL. ``replaces``: a name prefix whose other images in the folder are removed."""
     rel = local_files_path(video_url)
     base = _writable_root(rel, roots) if rel else None
     if base is None or rel is None:
         return data_url(image, quality)
     rel_dir = posixpath.join(posixpath.dirname(rel), KEYFRAME_DIR, f"{project}-{task}")
-    name = f"obj{int(obj_id)}-f{int(frame) + 1}.jpg"
     try:
         _write_inside(base, rel_dir, name, jpeg_bytes(image, quality))
+        if replaces:
+            _remove_others(base, rel_dir, name, replaces, ".jpg")
     except UnsafePath as exc:
-        log.warning("task %s: keyframe image not written under the media root (%s); sent as a "
-                    "data: URL instead", task, exc)
+        log.warning("task %s: image %s not written under the media root (%s); sent as a "
+                    "data: URL instead", task, name, exc)
         return data_url(image, quality)
     return "/data/local-files/?d=" + quote(posixpath.join(rel_dir, name), safe="/")
 
 
-__all__ = ["KEYFRAME_DIR", "data_url", "jpeg_bytes", "keyframe_url"]
+__all__ = ["KEYFRAME_DIR", "data_url", "image_url", "jpeg_bytes", "keyframe_url"]

@@ -1,7 +1,8 @@
 """What the backend needs from a project's label config, found with label-studio-sdk's LabelInterface.
 
 Shipped configs: ``backend/configs/video_text_prompt.xml`` (VRS-HQ, text prompts) and
-``backend/configs/video_box_prompt.xml`` (the sam2 plugin, box prompts on a track).
+``backend/configs/video_box_prompt.xml`` (the sam2 plugin, box prompts on a track);
+``backend/configs/video_text_prompt_overlay.xml`` (text prompts plus the overlay video).
 
 Label Studio OSS (1.23.2) has no brush or mask regions on ``<Video>``: ``BrushLabels`` binds to
 ``<Image>`` only. So the keyframe mask of each object lives on a multi-image
@@ -24,6 +25,15 @@ Tags the config must have (names are free; the variables name the task data keys
     <BrushLabels name="mask" toName="keyframes">...            keyframe masks; without both, masks
                                                                are off (tracks only). It must hold
                                                                every <Labels> value.
+    <Image name="strips" valueList="$strips"/>                 optional, bound to no control: per
+                                                               object, thumbnails of the frames
+                                                               most worth checking (backend.
+                                                               labelstudio.strips)
+    <Video name="overlay" value="$overlay" frameRate="$fps"    optional: the overlay video (every
+           sync="video"/>                                      frame's masks drawn in, written by
+                                                               the backend); the main <Video> then
+                                                               needs sync="overlay" (backend.
+                                                               labelstudio.overlay)
 
 Task data contract (keys as in the shipped configs; the config's variables decide them)::
 
@@ -35,8 +45,11 @@ Task data contract (keys as in the shipped configs; the config's variables decid
       "keyframes": ["/data/local-files/?d=kf/a_1.jpg", ...],  # one image per object, in
                                                       # item_index order; filled by the backend
                                                       # (write-back); may be absent or [] before
-      "keyframe_frames": [12, 40]                     # optional: LS frame number (1-based) of
+      "keyframe_frames": [12, 40],                    # optional: LS frame number (1-based) of
                                                       # each keyframe image, same order
+      "overlay": "/data/local-files/?d=clips/vrshq-overlays/1-7/overlay-<hash>.mp4"
+                                                      # filled by the backend when the config
+                                                      # has the overlay <Video>
     }
 
 Frames follow Label Studio: LS frame N (1-based) is decoded frame N - 1; time = N / fps.
@@ -91,6 +104,17 @@ class LabelConfigInfo:
     mask_labels: tuple[str, ...] = ()
     # Each label's <Label predicted_values="dog,cat"> entries, parallel to labels (backend.label_rules).
     predicted_values: tuple[tuple[str, ...], ...] = ()
+    # Each label's <Label background> colour ("" when none), parallel to labels: the overlay's colours.
+    label_backgrounds: tuple[str, ...] = ()
+    overlay_name: str | None = None  # the second <Video>, synced with the main one
+    overlay_key: str | None = None  # task data key of the overlay video's URL
+    strips_name: str | None = None  # an <Image valueList> no control binds to: thumbnail strips
+    strips_key: str | None = None  # task data key of the strip image list
+
+    @property
+    def label_colors(self) -> dict[str, str]:
+        """Each label's ``background`` colour from the config (labels without one left out)."""
+        return {lb: c for lb, c in zip(self.labels, self.label_backgrounds) if c}
 
     @property
     def has_masks(self) -> bool:
@@ -269,6 +293,11 @@ def parse_label_config(xml: str) -> LabelConfigInfo:
             )
         keyframes_name, mask_name, mask_labels = image.name, brush.name, tuple(brush.labels)
 
+    overlay_name, overlay_key = _overlay(video, videos)
+    bound = {n for c in controls for n in c.to_name}
+    strips = [o for o in objects.values() if o.tag.lower() == "image" and o.name not in bound
+              and _variable((o.attr or {}).get("valueList"))]
+
     return LabelConfigInfo(
         video_name=video.name,
         video_key=video_key,
@@ -284,7 +313,42 @@ def parse_label_config(xml: str) -> LabelConfigInfo:
         keyframes_key=keyframes_key,
         mask_name=mask_name,
         mask_labels=mask_labels,
+        label_backgrounds=tuple(_label_attr(labels_control, lb, "background") for lb in labels_control.labels),
+        overlay_name=overlay_name,
+        overlay_key=overlay_key,
+        strips_name=strips[0].name if strips else None,
+        strips_key=_variable(strips[0].attr["valueList"]) if strips else None,
     )
+
+
+def _overlay(video: Any, videos: list[Any]) -> tuple[str | None, str | None]:
+    """The overlay ``<Video>`` (one whose ``sync`` names the main video): its name and data key.
+
+    Label Studio keeps two videos in step only when each names the other (checked in 1.23.2),
+    and both must play at one frame rate, so a half-wired pair is an error, not a silent
+    overlay that drifts.
+    """
+    others = [v for v in videos if v.name != video.name and (v.attr or {}).get("sync") == video.name]
+    if not others:
+        return None, None
+    overlay = others[0]
+    key = _variable(overlay.value)
+    if key is None:
+        raise LabelConfigError(f"<Video name=\"{overlay.name}\"> (the overlay) must take its value "
+                               "from task data (value=\"$overlay\")")
+    if (video.attr or {}).get("sync") != overlay.name:
+        raise LabelConfigError(f"<Video name=\"{video.name}\"> needs sync=\"{overlay.name}\" to stay "
+                               f"in step with the overlay <Video name=\"{overlay.name}\">")
+    if (overlay.attr or {}).get("frameRate") != (video.attr or {}).get("frameRate"):
+        raise LabelConfigError(f"<Video name=\"{overlay.name}\"> (the overlay) needs the main video's "
+                               f"frameRate={(video.attr or {}).get('frameRate')!r}")
+    return overlay.name, key
+
+
+def _label_attr(control: Any, label: str, name: str) -> str:
+    """A <Label>'s attribute as text, "" when absent."""
+    tag = (getattr(control, "labels_attrs", None) or {}).get(label)
+    return str((getattr(tag, "attr", None) or {}).get(name) or "").strip()
 
 
 def _predicted_values(control: Any, label: str) -> tuple[str, ...]:

@@ -1,0 +1,101 @@
+"""Thumbnail strips: per object, the few frames most worth checking, side by side, numbered.
+
+Shown by an ``<Image name="strips" valueList="$strips"/>`` that no control binds to (one page
+per object, in the state's order, like the keyframe images); written beside the video or as a
+``data:`` URL by the keyframe images' writer. ``valueList`` is not a required task data key in
+Label Studio, so tasks need no ``strips`` at import.
+
+Which frames (:func:`frames_to_check`), from the track alone, three signals:
+
+1. *events*: frames where the mask appears (present, and absent or untracked on the frame
+   before) or disappears (absent or untracked, present before); a track's start at frame 0
+   is not an event;
+2. *jumps*: frames whose mask area differs most from the frame before's, relative to the larger
+   of the two (only frames present on both);
+3. *far*: frames farthest from every anchor frame (the keyframe and the corrected frames: where
+   the track was told what the object is), present or not.
+
+Each signal's list is ordered by its strength, ties to the lower frame; the strip takes from
+the three lists in turn (event, jump, far, event, ...), skipping a frame already taken, until it
+has N or the frames run out; the thumbnails are then shown in frame order. Each carries its
+Label Studio frame number (1-based), ``F<n>``, drawn in its top-left corner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from vrshq.backend.labelstudio.overlay import draw_masks
+from vrshq.masks import Track
+from vrshq.plugins.base import ObjectTrack
+from vrshq.video.base import VideoReader
+
+THUMB_HEIGHT = 96  # pixels; the width follows the video's aspect ratio
+GAP = 4  # pixels of dark grey between thumbnails
+GAP_COLOR = (32, 32, 32)
+
+
+def _areas(track: Track, frames_count: int) -> list[int]:
+    """Each frame's mask area; 0 where absent or never tracked."""
+    return [int(track.mask(f).sum()) if track.is_present(f) else 0 for f in range(frames_count)]
+
+
+def frames_to_check(track: Track, frames_count: int, anchors: Sequence[int], n: int) -> list[int]:
+    """The ``n`` frames (0-based, in frame order) most worth checking, by the module's rule."""
+    if n <= 0 or frames_count <= 0:
+        return []
+    present = [track.is_present(f) for f in range(frames_count)]
+    areas = _areas(track, frames_count)
+    events = [f for f in range(1, frames_count) if present[f] != present[f - 1]]
+    jumps = sorted((f for f in range(1, frames_count) if present[f] and present[f - 1]
+                    and areas[f] != areas[f - 1]),
+                   key=lambda f: (-abs(areas[f] - areas[f - 1]) / max(areas[f], areas[f - 1]), f))
+    marks = sorted({int(a) for a in anchors if 0 <= int(a) < frames_count}) or [0]
+    far = sorted(range(frames_count), key=lambda f: (-min(abs(f - a) for a in marks), f))
+    chosen: list[int] = []
+    lists = [events, jumps, far]
+    while len(chosen) < min(n, frames_count):
+        for frames in lists:
+            while frames and frames[0] in chosen:
+                frames.pop(0)
+            if frames and len(chosen) < n:
+                chosen.append(frames.pop(0))
+    return sorted(chosen)
+
+
+def object_anchors(obj: ObjectTrack) -> list[int]:
+    """The frames the object's track was conditioned on: its keyframe and corrected frames."""
+    return [int(obj.keyframe)] + [int(c.frame) for c in obj.corrections]
+
+
+def strip_image(video: VideoReader, obj: ObjectTrack, frames: Sequence[int],
+                color: tuple[int, int, int], height: int = THUMB_HEIGHT) -> np.ndarray:
+    """One RGB strip: each frame with the object's mask drawn in, ``F<n>`` (1-based) on it."""
+    width = max(1, round(video.width * height / video.height))
+    thumbs = []
+    for f in frames:
+        masks = [(obj.track.mask(f), color)] if obj.track.is_present(f) else []
+        thumb = Image.fromarray(draw_masks(video.frame(f), masks)).resize((width, height), Image.BILINEAR)
+        draw = ImageDraw.Draw(thumb)
+        text = f"F{f + 1}"
+        box = draw.textbbox((3, 2), text)
+        draw.rectangle((box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2), fill=(0, 0, 0))
+        draw.text((3, 2), text, fill=(255, 255, 255))
+        thumbs.append(np.asarray(thumb))
+    if not thumbs:
+        return np.full((height, width, 3), GAP_COLOR, dtype=np.uint8)
+    out = np.full((height, len(thumbs) * width + (len(thumbs) - 1) * GAP, 3), GAP_COLOR, dtype=np.uint8)
+    for i, t in enumerate(thumbs):
+        out[:, i * (width + GAP):i * (width + GAP) + width] = t
+    return out
+
+
+def object_strip(video: VideoReader, obj: ObjectTrack, color: tuple[int, int, int], n: int) -> np.ndarray:
+    """The object's strip: its ``n`` frames most worth checking, drawn by :func:`strip_image`."""
+    return strip_image(video, obj, frames_to_check(obj.track, len(video), object_anchors(obj), n), color)
+
+
+__all__ = ["GAP", "THUMB_HEIGHT", "frames_to_check", "object_anchors", "object_strip", "strip_image"]
