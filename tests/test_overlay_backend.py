@@ -9,7 +9,6 @@ in test_labelstudio_e2e.py.
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 from urllib.parse import unquote
 
 import av
@@ -17,7 +16,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vrshq.backend.http.app import create_app
 from vrshq.backend.labelstudio.labelconfig import LabelConfigError, parse_label_config, shipped_config
 from vrshq.backend.labelstudio.strips import GAP, THUMB_HEIGHT
 from vrshq.plugins.base import Correction
