@@ -10,7 +10,10 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from vrshq.errors import VrshqError
 
@@ -34,6 +37,22 @@ def _is_previous_export(out: Path, manifest: str, fmt: str) -> bool:
         return False
 
 
+@contextmanager
+def staged_export(out: Path, manifest_name: str) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """A temporary folder beside ``out`` and a manifest dict to fill: on success the manifest is
+    written into the folder and the folder replaces ``out``; on any error it is removed."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    manifest: dict[str, Any] = {}
+    try:
+        yield tmp, manifest
+        (tmp / manifest_name).write_text(json.dumps(manifest, indent=2) + "\n")
+        replace_folder(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def replace_folder(tmp: Path, out: Path) -> None:
     """Move the finished export into place; a previous export is removed only after the swap."""
     os.chmod(tmp, 0o755)  # mkdtemp makes it private
@@ -46,4 +65,4 @@ def replace_folder(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-__all__ = ["check_out", "replace_folder"]
+__all__ = ["check_out", "replace_folder", "staged_export"]

@@ -27,13 +27,10 @@ split's ``verified_frames.json`` lists the corrected and reviewed ones, the only
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,8 +38,15 @@ from PIL import Image
 
 from vrshq.backend.corrections.record import utc_now
 from vrshq.backend.corrections.store import CorrectionsLog, public_url
-from vrshq.backend.corrections.swap import check_out, replace_folder
-from vrshq.backend.export.final import final_task, reviewed_objects
+from vrshq.backend.corrections.swap import check_out, staged_export
+from vrshq.backend.corrections.training_tasks import (
+    LoggedObject,
+    LoggedTask,
+    add_reviewed,
+    collect_tasks,
+    split_videos,
+)
+from vrshq.backend.export.final import final_task
 from vrshq.backend.labelstudio.media import MediaConfig, resolve_media
 from vrshq.backend.tasks.provenance import REVIEWED
 from vrshq.backend.tasks.state import TaskState, TaskStateStore
@@ -63,32 +67,6 @@ MANIFEST_FORMAT = "vrshq-training-set"
 
 # progress(done, total): videos done of the videos to export
 Progress = Callable[[int, int], None]
-
-
-@dataclass
-class _Object:
-    """One object of one task, as the log and the task state describe it."""
-
-    source_id: Any  # the obj_id of the log (an int for backend objects)
-    prompt: str = ""
-    label: str = ""
-    masks: dict[int, tuple[int, dict[str, Any]]] = field(default_factory=dict)  # frame -> (id, rle)
-    correction_ids: list[int] = field(default_factory=list)
-
-    def expression(self) -> str:
-        return self.prompt.strip() or self.label.strip() or f"object {self.source_id}"
-
-
-@dataclass
-class _Task:
-    project: Any
-    task: Any
-    video_paths: list[str] = field(default_factory=list)  # newest last
-    objects: dict[str, _Object] = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return f"p{self.project}_t{self.task}"
 
 
 def export_training_set(
@@ -123,17 +101,15 @@ def export_training_set(
     out = Path(out)
     check_out(out, MANIFEST_FILENAME, MANIFEST_FORMAT, "training-set export")
 
-    tasks, n_log = _collect(log)
+    tasks, n_log = collect_tasks(log)
     states = TaskStateStore(state_root) if state_root is not None else None
     if states is not None:
-        _add_reviewed(tasks, states)
+        add_reviewed(tasks, states)
     if not tasks:
         raise VrshqError("no corrections to export (and no annotator-reviewed objects)")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
-    try:
-        manifest = _export(tasks, tmp, media, fmt, frames, states, progress, holdout, seed)
+    with staged_export(out, MANIFEST_FILENAME) as (tmp, manifest):
+        manifest.update(_export(tasks, tmp, media, fmt, frames, states, progress, holdout, seed))
         if not manifest["counts"]["videos"]:  # an empty set would replace a good one at ``out``
             raise NothingExportedError(manifest["skipped"])
         split = {v: entry["split"] for v, entry in manifest["videos"].items()}
@@ -144,64 +120,13 @@ def export_training_set(
                       "method": "sha256(f'{seed}:{video}') / 2**256 < holdout",
                       **{s: sorted(v for v in split if split[v] == s) for s in SPLITS}},
         })
-        (tmp / MANIFEST_FILENAME).write_text(json.dumps(manifest, indent=2) + "\n")
-        replace_folder(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest
-
-
-# --- reading the log ----------------------------------------------------------------------------
-
-
-def _collect(log: CorrectionsLog) -> tuple[dict[str, _Task], int]:
-    """Group the log by task and object; the newest mask correction per frame wins (id order)."""
-    tasks: dict[str, _Task] = {}
-    n = 0
-    for c in log.iter():
-        n += 1
-        t = tasks.setdefault(f"p{c.project}_t{c.task}", _Task(c.project, c.task))
-        if not t.video_paths or t.video_paths[-1] != c.video_path:
-            t.video_paths.append(c.video_path)
-        obj = t.objects.setdefault(str(c.obj_id), _Object(c.obj_id))
-        obj.prompt = c.prompt or obj.prompt
-        obj.label = c.label or obj.label
-        if c.corrected_mask is not None:
-            obj.masks[c.frame] = (c.id, c.corrected_mask)  # later ids overwrite earlier ones
-            obj.correction_ids.append(c.id)
-    return tasks, n
-
-
-def _add_reviewed(tasks: dict[str, _Task], states: TaskStateStore) -> None:
-    """Add the objects annotators reviewed but never corrected: their reviewed frames are ground truth too."""
-    for final, obj in reviewed_objects(states):
-        project, task = (int(x) if x.isdigit() else x for x in (final.project, final.task))
-        t = tasks.setdefault(f"p{project}_t{task}", _Task(project, task))
-        if not t.video_paths:
-            t.video_paths.append(final.video)
-        o = t.objects.setdefault(str(obj.obj_id), _Object(obj.obj_id))
-        o.prompt, o.label = o.prompt or obj.prompt, o.label or obj.label
-
-
-def split_videos(names: list[str], holdout: float, seed: int) -> dict[str, str]:
-    """``{video: "train" | "valid"}``: held out when its seeded hash fraction is below ``holdout``."""
-    score = {v: int.from_bytes(hashlib.sha256(f"{seed}:{v}".encode()).digest(), "big") / 2**256
-             for v in names}
-    split = {v: "valid" if score[v] < holdout else "train" for v in names}
-    if holdout > 0 and len(names) >= 2:
-        by_score = sorted(names, key=lambda v: (score[v], v))
-        if "valid" not in split.values():
-            split[by_score[0]] = "valid"
-        elif "train" not in split.values():
-            split[by_score[-1]] = "train"
-    return split
 
 
 # --- writing ------------------------------------------------------------------------------------
 
 
-def _export(tasks: dict[str, _Task], root: Path, media: MediaConfig, fmt: str, frames_choice: str,
+def _export(tasks: dict[str, LoggedTask], root: Path, media: MediaConfig, fmt: str, frames_choice: str,
             states: TaskStateStore | None, progress: Progress | None, holdout: float,
             seed: int) -> dict[str, Any]:
     """Export every video into ``root/.staging``, then split the exported ones into train/valid."""
@@ -287,7 +212,7 @@ class _Skip(Exception):
     """This video cannot be exported (the reason is listed in the manifest)."""
 
 
-def _export_video(t: _Task, root: Path, media: MediaConfig, fmt: str, frames_choice: str,
+def _export_video(t: LoggedTask, root: Path, media: MediaConfig, fmt: str, frames_choice: str,
                   states: TaskStateStore | None, first_anno: int,
                   warnings: list[str]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     name = t.name
@@ -308,7 +233,7 @@ def _export_video(t: _Task, root: Path, media: MediaConfig, fmt: str, frames_cho
                     for o in final_task(state).objects} if state is not None else {}
 
         # per object: frame -> (rle, "corrected" | "propagated")
-        objects: list[tuple[_Object, dict[int, tuple[dict[str, Any], str]]]] = []
+        objects: list[tuple[LoggedObject, dict[int, tuple[dict[str, Any], str]]]] = []
         for key in sorted(t.objects, key=_id_order):
             obj = t.objects[key]
             known: dict[int, tuple[dict[str, Any], str]] = {}
@@ -391,7 +316,7 @@ def _write_davis(folder: Path, kept, obj_ids: list[int], frame_ids: list[int], h
         write_palette_png(folder / f"{f:05d}.png", labels_from_masks(masks, hw))
 
 
-def _load_state(t: _Task, states: TaskStateStore | None, n: int, video_path: str,
+def _load_state(t: LoggedTask, states: TaskStateStore | None, n: int, video_path: str,
                 warnings: list[str]) -> TaskState | None:
     if states is None:
         return None

@@ -13,10 +13,7 @@ It works offline from the data folder (the task states); only the frame images n
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +21,7 @@ from typing import Any
 from PIL import Image
 
 from vrshq.backend.corrections.record import utc_now
-from vrshq.backend.corrections.swap import check_out, replace_folder
+from vrshq.backend.corrections.swap import check_out, staged_export
 from vrshq.backend.export import coco, davis, labelstudio, youtube_vis
 from vrshq.backend.export.final import FinalTask, categories, counts, project_tasks
 from vrshq.backend.labelstudio.labelconfig import LabelConfigInfo
@@ -64,9 +61,7 @@ def export_dataset(data_dir: str | os.PathLike, project: str, fmt: str, out: str
                          + ("" if include_unreviewed else " (--include-unreviewed adds predicted ones)"))
     cats = categories(tasks)
     info = {"description": f"vrshq export of Label Studio project {project}", "date_created": utc_now()}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
-    try:
+    with staged_export(out, MANIFEST_FILENAME) as (tmp, manifest):
         if fmt == "labelstudio":
             try:
                 labelstudio.write(tasks, tmp, label_config)  # type: ignore[arg-type]
@@ -76,18 +71,13 @@ def export_dataset(data_dir: str | os.PathLike, project: str, fmt: str, out: str
             {"youtube-vis": youtube_vis, "coco": coco, "davis": davis}[fmt].write(tasks, tmp, cats, info)
             if images:
                 _write_images(tasks, tmp / "JPEGImages", media or MediaConfig(), progress)
-        manifest = {
+        manifest.update({
             "format": MANIFEST_FORMAT, "version": 1, "layout": fmt, "project": str(project),
             "created_at": info["date_created"], "include_unreviewed": include_unreviewed,
             "images": images and fmt != "labelstudio", "counts": counts(tasks), "categories": cats,
             "tasks": [{"task": t.task, "video": t.name, "source": t.video, "submitted": t.submitted,
                        "frames": t.frames_count, "objects": len(t.objects)} for t in tasks],
-        }
-        (tmp / MANIFEST_FILENAME).write_text(json.dumps(manifest, indent=2) + "\n")
-        replace_folder(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        })
     return manifest
 
 
