@@ -48,38 +48,35 @@ def add_data_dir_option(parser: argparse.ArgumentParser, what: str = "the backen
         parser.add_argument("--model-dir", dest="old_data_dir", default=None, help=argparse.SUPPRESS)
 
 
+def _folder(args: argparse.Namespace, new: tuple[str, str, str], old_attr: str, old_env: bool,
+            environ: Mapping[str, str] | None) -> str | None:
+    """The flag, else its old spelling (``old_attr``), else the variable, else (``old_env``) the
+    old variable; ``new`` is (attribute, flag, variable)."""
+    env = os.environ if environ is None else environ
+    attr, flag, var = new
+    if getattr(args, attr, None):
+        return getattr(args, attr)
+    if getattr(args, old_attr, None):
+        deprecated("--model-dir", flag)
+        return getattr(args, old_attr)
+    if env.get(var):
+        return env[var]
+    if old_env and env.get(OLD_ENV):
+        deprecated(f"${OLD_ENV}", f"${var}")
+        return env[OLD_ENV]
+    return None
+
+
 def model_folder(args: argparse.Namespace, old_env: bool = False,
                  environ: Mapping[str, str] | None = None) -> str | None:
     """The model folder: --model, else the old --model-dir, else $VRSHQ_MODEL (else the old env)."""
-    env = os.environ if environ is None else environ
-    if getattr(args, "model", None):
-        return args.model
-    if getattr(args, "old_model_dir", None):
-        deprecated("--model-dir", "--model")
-        return args.old_model_dir
-    if env.get(MODEL_ENV):
-        return env[MODEL_ENV]
-    if old_env and env.get(OLD_ENV):
-        deprecated(f"${OLD_ENV}", f"${MODEL_ENV}")
-        return env[OLD_ENV]
-    return None
+    return _folder(args, ("model", "--model", MODEL_ENV), "old_model_dir", old_env, environ)
 
 
 def data_folder(args: argparse.Namespace, old_env: bool = False,
                 environ: Mapping[str, str] | None = None) -> str | None:
     """The data folder: --data-dir, else the old --model-dir, else $MODEL_DIR (else the old env)."""
-    env = os.environ if environ is None else environ
-    if getattr(args, "data_dir", None):
-        return args.data_dir
-    if getattr(args, "old_data_dir", None):
-        deprecated("--model-dir", "--data-dir")
-        return args.old_data_dir
-    if env.get(DATA_ENV):
-        return env[DATA_ENV]
-    if old_env and env.get(OLD_ENV):
-        deprecated(f"${OLD_ENV}", f"${DATA_ENV}")
-        return env[OLD_ENV]
-    return None
+    return _folder(args, ("data_dir", "--data-dir", DATA_ENV), "old_data_dir", old_env, environ)
 
 
 __all__ = ["add_data_dir_option", "add_model_option", "data_folder", "deprecated", "model_folder"]
