@@ -20,7 +20,7 @@ import torch
 TINY_IMAGE_SIZE = 112
 TINY_PATCH = 14
 # Detection thresholds of the tiny model (see tiny_sam3_config).
-TINY_DETECTION_THRESHOLD = 0.25
+TINY_DETECTION_THRESHOLD = 0.5
 # CLIP's vocabulary size (256 bytes + their </w> forms + 48894 merges + 2 specials).
 CLIP_VOCAB_SIZE = 49408
 _BOS, _EOS = "<|startoftext|>", "<|endoftext|>"
@@ -101,12 +101,24 @@ def tiny_sam3_config() -> Any:
                              low_res_mask_size=4 * grid,
                              # hot-start thresholds must not exceed the delay (config check)
                              hotstart_delay=2, hotstart_unmatch_thresh=2, hotstart_dup_thresh=2,
-                             # random weights score every query near sigmoid(0)^2 = 0.25 (logit x
-                             # presence); this keeps a few of them, as a trained model keeps objects
+                             # with present_biases a random query scores about sigmoid(0) = 0.5:
+                             # admitting new instances from 0.5 (release: 0.7) keeps a few of them
                              score_threshold_detection=TINY_DETECTION_THRESHOLD,
                              new_det_thresh=TINY_DETECTION_THRESHOLD)
     config.image_size = TINY_IMAGE_SIZE
     return config
+
+
+def present_biases(model: torch.nn.Module) -> None:
+    """Make a random SAM 3 say "present", so the tiny model finds and keeps tracking instances.
+
+    Random presence and object-score heads say about 0 (sigmoid 0.5): the detector then scores
+    every query near 0.25 and the tracker blanks every mask, so no instance lives past its frame.
+    A +10 bias on both (as vrshq.engine.tiny.present_bias does for sam2) gives non-empty tracks.
+    """
+    with torch.no_grad():
+        model.detector_model.detr_decoder.presence_head.layer3.bias.fill_(10.0)
+        model.tracker_model.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(10.0)
 
 
 def write_tiny_sam3(out: Path | str, seed: int = 0) -> Path:
@@ -118,6 +130,7 @@ def write_tiny_sam3(out: Path | str, seed: int = 0) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     model = Sam3VideoModel(tiny_sam3_config()).eval()
+    present_biases(model)
     model.save_pretrained(out)
     write_clip_tokenizer_files(out)
     tokenizer = CLIPTokenizer(str(out / "vocab.json"), str(out / "merges.txt"),

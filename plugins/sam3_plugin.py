@@ -1,0 +1,176 @@
+"""The ``sam3`` plugin: text concepts -> every instance SAM 3 finds, each its own tracked object.
+
+It runs transformers' own ``Sam3VideoModel`` (detector + tracker) with ``Sam3VideoProcessor``
+on the decoded frames, one session per concept (the practical limit users report for SAM 3
+video), and turns each instance into an :class:`ObjectTrack`. Corrections re-propagate with
+``Sam3TrackerVideoModel``, loaded from the same checkpoint (:mod:`vrshq.plugins.sam3_tracker`).
+
+Offline, transformers cannot fetch its ``cv-utils`` kernel, so SAM 3's detection NMS and its
+hole filling / sprinkle removal are skipped (with a warning); this plugin runs exactly that
+path, so its masks are transformers' offline masks (tests/test_sam3_plugin.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vrshq.errors import ModelError, PromptError
+from vrshq.masks.track import Track
+from vrshq.plugins.base import (
+    Correction,
+    ModelPlugin,
+    ObjectPrompt,
+    ObjectTrack,
+    PluginConfig,
+    Progress,
+)
+from vrshq.video.reader import VideoReader
+
+SUBDIR = "sam3"
+
+
+@dataclass
+class Instance:
+    """One instance of a concept as SAM 3 reported it: masks and scores by frame."""
+
+    sam3_id: int
+    masks: dict[int, np.ndarray] = field(default_factory=dict)
+    scores: dict[int, float] = field(default_factory=dict)
+
+    def keyframe(self) -> int:
+        """The frame of the highest score (the earliest such frame on a tie)."""
+        return max(sorted(self.scores), key=lambda f: self.scores[f])
+
+    def first_frame(self) -> int:
+        """The first frame the instance is reported on."""
+        return min(self.masks)
+
+
+def _logit(p: float) -> float:
+    """The logit of a probability, clipped away from 0 and 1 (ObjectTrack.score is a logit)."""
+    p = min(max(float(p), 1e-6), 1 - 1e-6)
+    return math.log(p / (1 - p))
+
+
+def concept_instances(model: Any, processor: Any, frames: list[np.ndarray], concept: str,
+                      progress: Progress | None = None) -> list[Instance]:
+    """Every instance SAM 3 finds for ``concept`` over ``frames``, ordered deterministically.
+
+    Order: by the first frame an instance appears on, then by SAM 3's instance id (the order
+    its detector admitted them on that frame), so equal inputs give equal object ids.
+    """
+    device = next(model.parameters()).device
+    session = processor.init_video_session(video=frames, inference_device=device,
+                                           processing_device="cpu", video_storage_device="cpu",
+                                           dtype=next(model.parameters()).dtype)
+    session = processor.add_text_prompt(session, concept)
+    found: dict[int, Instance] = {}
+    with torch.inference_mode():
+        for done, out in enumerate(model.propagate_in_video_iterator(inference_session=session), 1):
+            result = processor.postprocess_outputs(session, out)
+            frame = int(out.frame_idx)
+            for sam3_id, score, mask in zip(result["object_ids"].tolist(), result["scores"].tolist(),
+                                            result["masks"].cpu().numpy()):
+                inst = found.setdefault(int(sam3_id), Instance(int(sam3_id)))
+                inst.masks[frame] = mask.astype(bool)
+                inst.scores[frame] = float(score)
+            if progress is not None:
+                progress("propagate", done, len(frames))
+    return sorted(found.values(), key=lambda i: (i.first_frame(), i.sam3_id))
+
+
+def instance_track(inst: Instance, obj_id: int, label: str | None, concept: str,
+                   height: int, width: int) -> ObjectTrack:
+    """The ObjectTrack of one instance: its masks, its keyframe (highest score) and label."""
+    track = Track(obj_id, height, width)
+    for frame in sorted(inst.masks):
+        track.set(frame, inst.masks[frame], score=_logit(inst.scores[frame]))
+    key = inst.keyframe()
+    return ObjectTrack(obj_id=obj_id, label=label, track=track, keyframe=key,
+                       keyframe_mask=inst.masks[key], score=_logit(inst.scores[key]),
+                       details={"concept": concept, "sam3_instance": inst.sam3_id,
+                                "keyframe_probability": inst.scores[key]})
+
+
+class Sam3Plugin(ModelPlugin):
+    """SAM 3 through transformers: concepts find instances; corrections go to its tracker."""
+
+    name = "sam3"
+    capabilities = frozenset({"text"})
+
+    def __init__(self) -> None:
+        self.model: Any = None
+        self.processor: Any = None
+        self.model_path: Path | None = None
+        self.tracker: tuple[Any, Any] | None = None  # loaded on the first correction
+        self.device = torch.device("cpu")
+        self._version: str | None = None
+
+    @property
+    def version(self) -> str:
+        if self._version is None:
+            raise ModelError("the sam3 plugin is not loaded")
+        return self._version
+
+    @classmethod
+    def check_model(cls, model_dir: str | None) -> None:
+        if not model_dir:
+            raise ModelError("the sam3 plugin needs a model folder (model_dir with sam3/config.json)")
+        base = Path(model_dir) / SUBDIR
+        missing = [n for n in ("config.json", "processor_config.json") if not (base / n).is_file()]
+        if missing:
+            raise ModelError(f"{base}: no {', '.join(missing)} (the facebook/sam3 release layout)")
+
+    def load(self, config: PluginConfig) -> None:
+        self.check_model(config.model_dir)
+        from transformers import Sam3VideoModel, Sam3VideoProcessor
+
+        base = Path(config.model_dir) / SUBDIR
+        self.device = config.engine_config().resolved_device()
+        try:
+            self.model = Sam3VideoModel.from_pretrained(base).to(self.device).eval()
+            self.processor = Sam3VideoProcessor.from_pretrained(base)
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{base}: cannot load SAM 3: {exc}") from None
+        self.model_path = base
+        self._version = f"sam3-{Path(config.model_dir).resolve().name}"
+
+    def _loaded(self) -> tuple[Any, Any]:
+        if self.model is None:
+            raise ModelError("the sam3 plugin is not loaded: call load() first")
+        return self.model, self.processor
+
+    def predict(self, video: VideoReader, prompts: list[ObjectPrompt],
+                progress: Progress | None = None) -> list[ObjectTrack]:
+        """One track per instance of each concept (prompt order, then instance order)."""
+        model, processor = self._loaded()
+        self.check_prompts(video, prompts)
+        concepts: dict[str, str | None] = {}  # a repeated concept is one concept
+        for p in prompts:
+            if p.frame is not None:
+                raise PromptError(f"object {p.obj_id}: a sam3 concept covers the whole video; "
+                                  "give no frame")
+            concepts.setdefault(p.text.strip(), p.label)
+        frames = [video.frame(i) for i in range(len(video))]
+        results: list[ObjectTrack] = []
+        for concept, label in concepts.items():
+            for inst in concept_instances(model, processor, frames, concept, progress):
+                results.append(instance_track(inst, len(results) + 1, label, concept,
+                                              video.height, video.width))
+        return results
+
+    def correct(self, video: VideoReader, previous: list[ObjectTrack], corrections: list[Correction],
+                progress: Progress | None = None) -> list[ObjectTrack]:
+        """Re-propagate each corrected object both ways with SAM 3's tracker."""
+        from vrshq.plugins.sam3_tracker import load_tracker, repropagate_sam3
+
+        self._loaded()
+        if self.tracker is None:
+            self.tracker = load_tracker(self.model_path, self.device)
+        return repropagate_sam3(self.tracker, video, previous, corrections, progress)
