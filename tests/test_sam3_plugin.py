@@ -166,3 +166,14 @@ def test_mask_correction_repropagates_both_ways_like_the_reference(plugin, video
         assert ref[f].any()  # a non-trivial comparison
         np.testing.assert_array_equal(track.mask(f), ref[f])
     assert out[0].corrections[0].frame == 1
+
+
+def test_keyframe_is_the_highest_score_earliest_on_a_tie():
+    from vrshq.plugins.sam3_plugin import Instance
+
+    mask = np.ones((2, 2), dtype=bool)
+    inst = Instance(7, masks={f: mask for f in range(4)}, scores={0: 0.3, 1: 0.9, 2: 0.9, 3: 0.1})
+    assert inst.keyframe() == 1
+    assert inst.first_frame() == 0
+    # the tiny model's instances score the same on every frame: the rule's tie case
+    assert Instance(1, masks={2: mask, 5: mask}, scores={5: 0.5, 2: 0.5}).keyframe() == 2
