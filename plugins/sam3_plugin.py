@@ -5,9 +5,9 @@ on the decoded frames, one session per concept (the practical limit users report
 video), and turns each instance into an :class:`ObjectTrack`. Corrections re-propagate with
 ``Sam3TrackerVideoModel``, loaded from the same checkpoint (:mod:`vrshq.plugins.sam3_tracker`).
 
-Offline, transformers cannot fetch its ``cv-utils`` kernel, so SAM 3's detection NMS and its
-hole filling / sprinkle removal are skipped (with a warning); this plugin runs exactly that
-path, so its masks are transformers' offline masks (tests/test_sam3_plugin.py).
+transformers fetches a Hub kernel (``cv-utils``) for SAM 3's detection NMS, hole filling and
+sprinkle removal, and skips all three without it; :meth:`Sam3Plugin.load` installs ours instead
+(:mod:`vrshq.plugins.sam3_kernels`), so they run offline and on CPU too.
 """
 
 from __future__ import annotations
@@ -131,6 +131,9 @@ class Sam3Plugin(ModelPlugin):
         self.check_model(config.model_dir)
         from transformers import Sam3VideoModel, Sam3VideoProcessor
 
+        from vrshq.plugins.sam3_kernels import install
+
+        install()
         base = Path(config.model_dir) / SUBDIR
         self.device = config.engine_config().resolved_device()
         try:

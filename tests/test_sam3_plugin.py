@@ -1,9 +1,10 @@
 """The sam3 plugin against transformers' own documented SAM 3 loops, on the same tiny weights.
 
 Reference loops are written here as transformers' docs show them (``Sam3VideoModel`` for text
-prompts; ``Sam3TrackerVideoModel`` with a mask prompt for corrections). Both sides run offline,
-so transformers skips its Hub kernel (NMS, hole filling, sprinkle removal) on both: the
-comparison is of the same post-processing, and masks must be bit-exact.
+prompts; ``Sam3TrackerVideoModel`` with a mask prompt for corrections). Offline, transformers
+would skip its Hub kernel (NMS, hole filling, sprinkle removal); the plugin installs ours
+(vrshq.plugins.sam3_kernels) and the reference installs the same, so both sides run the same
+post-processing and masks must be bit-exact.
 """
 
 from __future__ import annotations
@@ -63,10 +64,18 @@ def test_sam3_is_registered_like_the_other_plugins():
         load_plugin("sam3", PluginConfig(model_dir=None))
 
 
-def reference_concept(model_dir, frames, text):
+def reference_concept(model_dir, frames, text, kernel=True):
     """transformers' documented Sam3VideoModel loop: {frame: {object id: (mask, score)}}."""
     from transformers import Sam3VideoModel, Sam3VideoProcessor
 
+    from vrshq.plugins import sam3_kernels
+
+    if kernel:
+        sam3_kernels.install()  # our NMS + connected components, as the plugin runs them
+    else:
+        from transformers.models.sam3_video import modeling_sam3_video
+
+        modeling_sam3_video.cv_utils_kernel = False  # transformers' own offline path: skipped
     model = Sam3VideoModel.from_pretrained(model_dir).eval()
     processor = Sam3VideoProcessor.from_pretrained(model_dir)
     inference_session = processor.init_video_session(video=frames, inference_device="cpu",
@@ -100,6 +109,19 @@ def test_concept_masks_equal_transformers_reference(predicted, video, tiny_sam3_
         scores = {f: ref[f][sam3_id][1] for f in ref_frames}
         assert t.keyframe == max(ref_frames, key=lambda f: (scores[f], -f))
         np.testing.assert_array_equal(t.keyframe_mask, ref[t.keyframe][sam3_id][0])
+
+
+def test_our_kernel_changes_the_masks_transformers_would_leave(predicted, video, tiny_sam3_dir):  # noqa: F811
+    """Without a kernel transformers skips NMS and hole filling: our stand-in is not a no-op."""
+    frames = [video.frame(i) for i in range(len(video))]
+    skipped = reference_concept(tiny_sam3_dir / "sam3", frames, "cat", kernel=False)
+    from vrshq.plugins import sam3_kernels
+
+    sam3_kernels.install()  # back to the plugin's state for the tests that follow
+    ours = {(f, t.details["sam3_instance"]): t.track.mask(f) for t in predicted for f in t.track.frames()}
+    theirs = {(f, i): m for f, per in skipped.items() for i, (m, _) in per.items()}
+    assert ours.keys() != theirs.keys() or any(
+        not np.array_equal(ours[k], theirs[k]) for k in ours)
 
 
 def test_every_instance_is_its_own_object_with_the_concept_label(predicted):
