@@ -85,17 +85,21 @@ def concept_instances(model: Any, processor: Any, frames: list[np.ndarray], conc
     return sorted(found.values(), key=lambda i: (i.first_frame(), i.sam3_id))
 
 
-def instance_track(inst: Instance, obj_id: int, label: str | None, concept: str,
+def instance_track(inst: Instance, obj_id: int, prompt: ObjectPrompt, concept: str,
                    height: int, width: int) -> ObjectTrack:
-    """The ObjectTrack of one instance: its masks, its keyframe (highest score) and label."""
+    """The ObjectTrack of one instance: its masks, its keyframe (highest score), and the label
+    (and label rule) of the prompt that named its concept."""
     track = Track(obj_id, height, width)
     for frame in sorted(inst.masks):
         track.set(frame, inst.masks[frame], score=_logit(inst.scores[frame]))
     key = inst.keyframe()
-    return ObjectTrack(obj_id=obj_id, label=label, track=track, keyframe=key,
-                       keyframe_mask=inst.masks[key], score=_logit(inst.scores[key]),
-                       details={"concept": concept, "sam3_instance": inst.sam3_id,
-                                "keyframe_probability": inst.scores[key]})
+    details: dict[str, Any] = {"concept": concept, "prompt": prompt.text, "prompt_obj_id": prompt.obj_id,
+                               "sam3_instance": inst.sam3_id, "keyframe_probability": inst.scores[key]}
+    if prompt.label_rule:
+        # instances are numbered anew, so the backend cannot find the rule by the prompt's id
+        details["label_rule"] = prompt.label_rule
+    return ObjectTrack(obj_id=obj_id, label=prompt.label, track=track, keyframe=key,
+                       keyframe_mask=inst.masks[key], score=_logit(inst.scores[key]), details=details)
 
 
 class Sam3Plugin(ModelPlugin):
@@ -154,17 +158,17 @@ class Sam3Plugin(ModelPlugin):
         """One track per instance of each concept (prompt order, then instance order)."""
         model, processor = self._loaded()
         self.check_prompts(video, prompts)
-        concepts: dict[str, str | None] = {}  # a repeated concept is one concept
+        concepts: dict[str, ObjectPrompt] = {}  # a repeated concept is one concept (its first prompt)
         for p in prompts:
             if p.frame is not None:
                 raise PromptError(f"object {p.obj_id}: a sam3 concept covers the whole video; "
                                   "give no frame")
-            concepts.setdefault(p.text.strip(), p.label)
+            concepts.setdefault(p.text.strip(), p)
         frames = [video.frame(i) for i in range(len(video))]
         results: list[ObjectTrack] = []
-        for concept, label in concepts.items():
+        for concept, prompt in concepts.items():
             for inst in concept_instances(model, processor, frames, concept, progress):
-                results.append(instance_track(inst, len(results) + 1, label, concept,
+                results.append(instance_track(inst, len(results) + 1, prompt, concept,
                                               video.height, video.width))
         return results
 

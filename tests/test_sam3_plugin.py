@@ -132,6 +132,26 @@ def test_every_instance_is_its_own_object_with_the_concept_label(predicted):
     assert keys == sorted(keys)
 
 
+def test_two_concepts_keep_their_own_labels_and_label_rules(plugin, video, predicted):
+    from vrshq.backend.labelstudio.label_rules import record_label_rules
+
+    # prompt ids unlike the instances' new ids: the rules must follow concepts, not ids
+    prompts = [ObjectPrompt(obj_id=2, text="dog", label="Dog", label_rule="explicit"),
+               ObjectPrompt(obj_id=1, text="cat", label="Cat", label_rule="word")]
+    tracks = plugin.predict(video, prompts)
+    record_label_rules(tracks, prompts)  # as the backend does after predict
+    dogs = [t for t in tracks if t.details["concept"] == "dog"]
+    cats = [t for t in tracks if t.details["concept"] == "cat"]
+    assert dogs and cats and tracks == dogs + cats  # concepts in prompt order
+    assert {(t.label, t.details["label_rule"]) for t in dogs} == {("Dog", "explicit")}
+    assert {(t.label, t.details["label_rule"]) for t in cats} == {("Cat", "word")}
+    # one session per concept: the cats are the cat-only prediction's, renumbered after the dogs
+    assert [t.details["sam3_instance"] for t in cats] == [t.details["sam3_instance"] for t in predicted]
+    for mine, alone in zip(cats, predicted):
+        assert mine.obj_id == alone.obj_id + len(dogs)
+        assert all(np.array_equal(mine.track.mask(f), alone.track.mask(f)) for f in alone.track.frames())
+
+
 def test_prediction_is_deterministic_and_a_repeated_concept_runs_once(plugin, video, predicted):
     again = plugin.predict(video, [ObjectPrompt(obj_id=1, text="cat", label="Cat"),
                                    ObjectPrompt(obj_id=2, text=" cat ", label="Cat")])
