@@ -82,7 +82,12 @@ def concept_instances(model: Any, processor: Any, frames: list[np.ndarray], conc
                 inst.scores[frame] = float(score)
             if progress is not None:
                 progress("propagate", done, len(frames))
-    return sorted(found.values(), key=lambda i: (i.first_frame(), i.sam3_id))
+    return order_instances(found.values())
+
+
+def order_instances(instances: Any) -> list[Instance]:
+    """Instances by the first frame they appear on, then by SAM 3's instance id."""
+    return sorted(instances, key=lambda i: (i.first_frame(), i.sam3_id))
 
 
 def instance_track(inst: Instance, obj_id: int, prompt: ObjectPrompt, concept: str,

@@ -219,3 +219,15 @@ def test_keyframe_is_the_highest_score_earliest_on_a_tie():
     assert inst.first_frame() == 0
     # the tiny model's instances score the same on every frame: the rule's tie case
     assert Instance(1, masks={2: mask, 5: mask}, scores={5: 0.5, 2: 0.5}).keyframe() == 2
+
+
+def test_instances_are_ordered_by_first_frame_then_sam3_id():
+    from vrshq.plugins.sam3_plugin import Instance, order_instances
+
+    mask = np.ones((2, 2), dtype=bool)
+
+    def inst(sam3_id, frames):
+        return Instance(sam3_id, masks={f: mask for f in frames}, scores={f: 0.5 for f in frames})
+
+    found = [inst(5, [0, 1]), inst(2, [1, 2]), inst(9, [0]), inst(1, [2])]
+    assert [i.sam3_id for i in order_instances(found)] == [5, 9, 2, 1]
