@@ -231,3 +231,16 @@ def test_instances_are_ordered_by_first_frame_then_sam3_id():
 
     found = [inst(5, [0, 1]), inst(2, [1, 2]), inst(9, [0]), inst(1, [2])]
     assert [i.sam3_id for i in order_instances(found)] == [5, 9, 2, 1]
+
+
+def test_a_later_correction_keeps_the_earlier_ones_exact(plugin, video, predicted):
+    first = np.zeros((H, W), dtype=bool)
+    first[5:20, 5:25] = True
+    second = np.zeros((H, W), dtype=bool)
+    second[30:45, 40:60] = True
+    once = plugin.correct(video, predicted, [Correction(predicted[0].obj_id, 0, first)])
+    twice = plugin.correct(video, once, [Correction(predicted[0].obj_id, 2, second)])
+    track = twice[0].track
+    np.testing.assert_array_equal(track.mask(0), first)
+    np.testing.assert_array_equal(track.mask(2), second)
+    assert [c.frame for c in twice[0].corrections] == [0, 2]
