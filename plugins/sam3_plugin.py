@@ -13,6 +13,7 @@ sprinkle removal, and skips all three without it; :meth:`Sam3Plugin.load` instal
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,7 @@ def _logit(p: float) -> float:
 
 
 def concept_instances(model: Any, processor: Any, frames: list[np.ndarray], concept: str,
-                      progress: Progress | None = None) -> list[Instance]:
+                      progress: Callable[[int], None] | None = None) -> list[Instance]:
     """Every instance SAM 3 finds for ``concept`` over ``frames``, ordered deterministically.
 
     Order: by the first frame an instance appears on, then by SAM 3's instance id (the order
@@ -72,7 +73,7 @@ def concept_instances(model: Any, processor: Any, frames: list[np.ndarray], conc
     session = processor.add_text_prompt(session, concept)
     found: dict[int, Instance] = {}
     with torch.inference_mode():
-        for done, out in enumerate(model.propagate_in_video_iterator(inference_session=session), 1):
+        for out in model.propagate_in_video_iterator(inference_session=session):
             result = processor.postprocess_outputs(session, out)
             frame = int(out.frame_idx)
             for sam3_id, score, mask in zip(result["object_ids"].tolist(), result["scores"].tolist(),
@@ -81,7 +82,7 @@ def concept_instances(model: Any, processor: Any, frames: list[np.ndarray], conc
                 inst.masks[frame] = mask.astype(bool)
                 inst.scores[frame] = float(score)
             if progress is not None:
-                progress("propagate", done, len(frames))
+                progress(1)  # one more frame done
     return order_instances(found.values())
 
 
@@ -170,9 +171,16 @@ class Sam3Plugin(ModelPlugin):
                                   "give no frame")
             concepts.setdefault(p.text.strip(), p)
         frames = [video.frame(i) for i in range(len(video))]
+        total, done = len(frames) * len(concepts), [0]  # one stage over every concept's pass
+
+        def step(n: int) -> None:
+            done[0] += n
+            if progress is not None:
+                progress("propagate", done[0], total)
+
         results: list[ObjectTrack] = []
         for concept, prompt in concepts.items():
-            for inst in concept_instances(model, processor, frames, concept, progress):
+            for inst in concept_instances(model, processor, frames, concept, step):
                 results.append(instance_track(inst, len(results) + 1, prompt, concept,
                                               video.height, video.width))
         return results

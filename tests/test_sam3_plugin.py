@@ -138,7 +138,10 @@ def test_two_concepts_keep_their_own_labels_and_label_rules(plugin, video, predi
     # prompt ids unlike the instances' new ids: the rules must follow concepts, not ids
     prompts = [ObjectPrompt(obj_id=2, text="dog", label="Dog", label_rule="explicit"),
                ObjectPrompt(obj_id=1, text="cat", label="Cat", label_rule="word")]
-    tracks = plugin.predict(video, prompts)
+    seen = []
+    tracks = plugin.predict(video, prompts, progress=lambda *a: seen.append(a))
+    # one propagate stage over both concepts' passes, frame by frame
+    assert seen == [("propagate", i, 2 * N_FRAMES) for i in range(1, 2 * N_FRAMES + 1)]
     record_label_rules(tracks, prompts)  # as the backend does after predict
     dogs = [t for t in tracks if t.details["concept"] == "dog"]
     cats = [t for t in tracks if t.details["concept"] == "cat"]
