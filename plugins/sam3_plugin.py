@@ -113,6 +113,7 @@ class Sam3Plugin(ModelPlugin):
 
     name = "sam3"
     capabilities = frozenset({"text"})
+    labels_as_prompts = True  # the issue: with no prompt in the task, the labels are the concepts
 
     def __init__(self) -> None:
         self.model: Any = None
