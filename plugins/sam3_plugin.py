@@ -162,7 +162,8 @@ class Sam3Plugin(ModelPlugin):
 
     def predict(self, video: VideoReader, prompts: list[ObjectPrompt],
                 progress: Progress | None = None) -> list[ObjectTrack]:
-        """One track per instance of each concept (prompt order, then instance order)."""
+        """One track per instance of each concept (prompt order, then instance order), numbered
+        from the smallest prompt id."""
         model, processor = self._loaded()
         self.check_prompts(video, prompts)
         concepts: dict[str, ObjectPrompt] = {}  # a repeated concept is one concept (its first prompt)
@@ -179,10 +180,13 @@ class Sam3Plugin(ModelPlugin):
             if progress is not None:
                 progress("propagate", done[0], total)
 
+        # instances are numbered on from the first prompt id: a task's objects from 1, objects added
+        # to a task from its next free id (backend/jobs/add_objects.py), never an existing one's
+        first = min(int(p.obj_id) for p in prompts)
         results: list[ObjectTrack] = []
         for concept, prompt in concepts.items():
             for inst in concept_instances(model, processor, frames, concept, step):
-                results.append(instance_track(inst, len(results) + 1, prompt, concept,
+                results.append(instance_track(inst, first + len(results), prompt, concept,
                                               video.height, video.width))
         return results
 

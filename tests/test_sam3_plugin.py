@@ -159,6 +159,9 @@ def test_prediction_is_deterministic_and_a_repeated_concept_runs_once(plugin, vi
     again = plugin.predict(video, [ObjectPrompt(obj_id=1, text="cat", label="Cat"),
                                    ObjectPrompt(obj_id=2, text=" cat ", label="Cat")])
     assert [t.track for t in again] == [t.track for t in predicted]
+    # objects added to a task: numbered on from the prompt's (next free) id
+    added = plugin.predict(video, [ObjectPrompt(obj_id=7, text="cat", label="Cat")])
+    assert [t.obj_id for t in added] == list(range(7, 7 + len(predicted)))
 
 
 def test_concept_prompts_take_no_frame_or_geometry(plugin, video):
