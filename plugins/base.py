@@ -139,6 +139,8 @@ class ModelPlugin(ABC):
     name: ClassVar[str] = "plugin"
     # The prompt kinds predict() accepts, a subset of PROMPT_KINDS.
     capabilities: ClassVar[frozenset[str]] = frozenset()
+    # A concept model: a task without a prompt takes the project's labels as its text prompts.
+    labels_as_prompts: ClassVar[bool] = False
 
     @property
     @abstractmethod

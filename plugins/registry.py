@@ -6,7 +6,7 @@ A third-party package adds a model by declaring, in its pyproject.toml::
     mymodel = "my_package.module:MyPlugin"   # a ModelPlugin subclass
 
 and being pip-installed next to the backend. Entry points are read from the installed
-distributions on every call, so a package installed while the process runs is seen. The two
+distributions on every call, so a package installed while the process runs is seen. The
 plugins of this repository are found without theirs too, so a source tree on PYTHONPATH (not
 pip-installed, as scripts/gpu_check.sh runs it on a GPU machine) serves them.
 """
@@ -25,7 +25,8 @@ GROUP = "vrshq.plugins"
 DEFAULT_PLUGIN = "vrshq"
 ENV_VAR = "VRSHQ_PLUGIN"
 # This repository's plugins, as pyproject.toml declares them.
-BUILTIN = {"vrshq": "vrshq.plugins.vrshq_plugin:VrshqPlugin", "sam2": "vrshq.plugins.sam2_plugin:Sam2Plugin"}
+BUILTIN = {"vrshq": "vrshq.plugins.vrshq_plugin:VrshqPlugin", "sam2": "vrshq.plugins.sam2_plugin:Sam2Plugin",
+           "sam3": "vrshq.plugins.sam3_plugin:Sam3Plugin"}
 
 
 def available_plugins() -> dict[str, EntryPoint]:

@@ -219,6 +219,9 @@ def test_tiny_models_console_script_sam2_format_and_deterministic(tmp_path, capf
     for key, tensor in saved["model"].items():
         assert again[key].dtype == tensor.dtype and torch.equal(again[key], tensor), key
     assert (tmp_path / "b" / "sam2" / "config.yaml").read_text() == config.read_text()
+    # sam3/ in the Hugging Face release layout (tests/test_sam3_tiny.py loads it), deterministic too
+    for name in ("config.json", "model.safetensors", "processor_config.json", "vocab.json"):
+        assert (tmp_path / "a" / "sam3" / name).read_bytes() == (tmp_path / "b" / "sam3" / name).read_bytes()
 
     rc, _, err = _cli(capfd, "tiny-models", tmp_path / "c", "--seed", "1")
     assert rc == 0, err

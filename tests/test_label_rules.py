@@ -258,3 +258,21 @@ def test_the_clip_settings_are_checked():
         BackendConfig(label_clip_threshold=1.5)
     with pytest.raises(ConfigError, match="VRSHQ_LABEL_CLIP_THRESHOLD must be a number"):
         BackendConfig.from_env({"VRSHQ_LABEL_CLIP_THRESHOLD": "high"})
+
+
+def test_a_concept_plugin_takes_the_project_labels_when_a_task_has_no_prompt():
+    from vrshq.backend.tasks.inputs import labels_as_concepts
+    from vrshq.plugins.sam3_plugin import Sam3Plugin
+    from vrshq.plugins.vrshq_plugin import VrshqPlugin
+
+    info = _config('<Label value="Person"/>', '<Label value="Car" predicted_values="car,truck"/>',
+                   '<Label value="Other" predicted_values="*"/>')  # the fallback: no concept
+    empty = TaskInputs("p", 1, {}, "v.mp4", 25.0, [])
+    concepts = labels_as_concepts(empty, info, Sam3Plugin())
+    assert [(p.obj_id, p.text, p.label) for p in concepts.prompts] == [(1, "Person", "Person"),
+                                                                       (2, "Car", "Car")]
+    assert all(p.label_rule for p in concepts.prompts)  # by the same label rules as typed prompts
+    # not for a plugin of per-object prompts, and a task's own prompts win
+    assert labels_as_concepts(empty, info, VrshqPlugin()).prompts == []
+    typed = TaskInputs("p", 1, {}, "v.mp4", 25.0, text_prompts(["a dog"], info))
+    assert labels_as_concepts(typed, info, Sam3Plugin()) is typed

@@ -98,7 +98,7 @@ def test_builtin_plugins_are_discovered_through_entry_points(config):
 def test_builtin_plugins_load_from_a_source_tree_without_entry_points(monkeypatch):
     # vrshq on PYTHONPATH, not pip-installed (scripts/gpu_check.sh on a GPU machine)
     monkeypatch.setattr("vrshq.plugins.registry.entry_points", lambda group: [])
-    assert set(available_plugins()) == {"vrshq", "sam2"}
+    assert set(available_plugins()) == {"vrshq", "sam2", "sam3"}
     assert plugin_class("sam2") is Sam2Plugin and plugin_class("vrshq") is VrshqPlugin
 
 

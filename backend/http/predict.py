@@ -19,7 +19,9 @@ from typing import Any
 from vrshq.backend.answers import shorten
 from vrshq.backend.tasks.frame_rate import inputs_at_file_rate
 from vrshq.backend.http.interactive import interactive_predict
-from vrshq.backend.tasks.inputs import RequestError, TaskInputs, check_prompt_budget, is_id, project_id, read_task
+from vrshq.backend.tasks.inputs import (
+    RequestError, TaskInputs, check_prompt_budget, is_id, labels_as_concepts, project_id, read_task,
+)
 from vrshq.backend.labelstudio.label_rules import clip_rule
 from vrshq.errors import VrshqError
 
@@ -57,6 +59,7 @@ def handle_predict(backend: Any, payload: Mapping[str, Any]) -> dict[str, Any]:
         try:
             inputs = read_task(task, info, project, backend.config.max_objects, backend.config,
                                clip=clip)
+            inputs = labels_as_concepts(inputs, info, backend.plugin, clip)
             check_prompt_budget(backend, inputs)
             if not inputs.prompts:
                 if "text" in backend.plugin.capabilities:

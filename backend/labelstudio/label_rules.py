@@ -225,11 +225,12 @@ def clip_rule(backend: Any) -> ClipRule | None:
 
 
 def record_label_rules(tracks: Sequence[Any], prompts: Sequence[Any]) -> None:
-    """Put each prompt's ``label_rule`` into its track's ``details`` (the prediction's meta reads it)."""
+    """Put each prompt's ``label_rule`` into its track's ``details`` (the prediction's meta reads it),
+    unless the plugin recorded one (sam3 numbers its instances anew: ids are not prompt ids)."""
     rules = {p.obj_id: p.label_rule for p in prompts if getattr(p, "label_rule", None)}
     for track in tracks:
         if track.obj_id in rules:
-            track.details["label_rule"] = rules[track.obj_id]
+            track.details.setdefault("label_rule", rules[track.obj_id])
 
 
 __all__ = ["CLIP_MODES", "CLIP_TEMPLATE", "DEFAULT_CLIP_THRESHOLD", "FALLBACK_MARK", "FALLBACK_NAME",

@@ -6,10 +6,10 @@ import math
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from vrshq.backend.labelstudio.label_rules import ClipRule, choose_labels
+from vrshq.backend.labelstudio.label_rules import ClipRule, choose_labels, fallback_label
 from vrshq.backend.labelstudio.labelconfig import LabelConfigInfo, TaskDataError
 from vrshq.plugins.base import ObjectPrompt
 from vrshq.errors import VrshqError
@@ -129,6 +129,18 @@ def read_task(task: Mapping[str, Any], info: LabelConfigInfo, project: str,
     if limits is not None:
         check_prompt_chars(texts, limits, f"task {tid}")
     return TaskInputs(project, tid, data, video, fps, text_prompts(texts, info, clip=clip))
+
+
+def labels_as_concepts(inputs: TaskInputs, info: LabelConfigInfo, plugin: Any,
+                       clip: ClipRule | None = None) -> TaskInputs:
+    """A task without a prompt, for a concept plugin (``labels_as_prompts``): the project's
+    labels become its prompts, labelled by the same label rules as typed prompts."""
+    if inputs.prompts or not getattr(plugin, "labels_as_prompts", False) or not info.labels:
+        return inputs
+    # the fallback label is for prompts no other label fits: no concept of its own
+    fallback = fallback_label(info)
+    concepts = [lb for lb in info.labels if lb != fallback] or list(info.labels)
+    return replace(inputs, prompts=text_prompts(concepts, info, clip=clip))
 
 
 def check_prompt_chars(texts: list[str], limits: Any, where: str) -> None:

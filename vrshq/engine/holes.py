@@ -60,6 +60,23 @@ def _background_labels(background: torch.Tensor) -> torch.Tensor:
         labels = new
 
 
+def component_labels_and_areas(members: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, H, W] 8-connected component labels of ``members`` (H*W off them) and each pixel's
+    component area (for off pixels: the number of off pixels)."""
+    b, h, w = members.shape
+    n = h * w
+    labels = _background_labels(members)
+    # one bincount for the batch: image i's labels live in [i*(n+1), (i+1)*(n+1))
+    flat = labels + torch.arange(b, device=members.device)[:, None] * (n + 1)
+    areas = torch.bincount(flat.reshape(-1), minlength=b * (n + 1))
+    return labels.view(b, h, w), areas.gather(0, flat.reshape(-1)).view(b, h, w)
+
+
+def component_areas(members: torch.Tensor) -> torch.Tensor:
+    """[B, H, W] the area of each pixel's 8-connected component of ``members`` [B, H, W]."""
+    return component_labels_and_areas(members)[1]
+
+
 def fill_holes(mask: torch.Tensor, max_area: int) -> torch.Tensor:
     """``mask`` [B, 1, H, W] with its background components (<= 0) of area <= max_area at 0.1."""
     if max_area < 0:
@@ -76,11 +93,7 @@ def fill_holes(mask: torch.Tensor, max_area: int) -> torch.Tensor:
     # absent object's NO_OBJ_SCORE frame), have nothing to fill
     if bool((~flat_bg.any(1) | (flat_bg.all(1) & (n > max_area))).all()):
         return mask
-    labels = _background_labels(background)
-    # one bincount for the batch: image i's labels live in [i*(n+1), (i+1)*(n+1))
-    flat = labels + torch.arange(b, device=mask.device)[:, None] * (n + 1)
-    areas = torch.bincount(flat.reshape(-1), minlength=b * (n + 1))
-    area = areas.gather(0, flat.reshape(-1)).view(b, 1, h, w)
+    area = component_areas(background)[:, None]
     is_hole = background[:, None] & (area <= max_area)
     score = torch.tensor(HOLE_SCORE, dtype=mask.dtype, device=mask.device)
     return torch.where(is_hole, score, mask)

@@ -1,0 +1,90 @@
+"""Corrections for the ``sam3`` plugin: re-propagate an object with SAM 3's own tracker.
+
+``Sam3TrackerVideoModel`` loads from the same checkpoint as ``Sam3VideoModel`` (it skips the
+detector). Each corrected object gets its own session: its keyframe mask and every correction
+(earlier ones included, a later one replacing an earlier one on its frame) as mask prompts,
+then the tracker runs forward from the first prompted frame and backward from it. The answer
+carries each corrected mask exactly on its frame; objects without a new correction keep their
+previous track.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vrshq.masks.track import Track
+from vrshq.plugins.base import Correction, ObjectTrack, Progress, check_corrections
+from vrshq.plugins.repropagate import merge_corrections
+from vrshq.video.reader import VideoReader
+
+
+def load_tracker(model_path: Path, device: torch.device) -> tuple[Any, Any]:
+    """SAM 3's tracker model and processor from the plugin's checkpoint folder."""
+    from transformers import Sam3TrackerVideoModel, Sam3TrackerVideoProcessor
+
+    model = Sam3TrackerVideoModel.from_pretrained(model_path).to(device).eval()
+    return model, Sam3TrackerVideoProcessor.from_pretrained(model_path)
+
+
+def track_from_masks(model: Any, processor: Any, frames: list[np.ndarray],
+                     prompts: dict[int, np.ndarray], obj_id: int,
+                     progress: Progress | None = None) -> Track:
+    """Track one object through ``frames`` from mask prompts {frame: HxW bool}, both ways."""
+    height, width = frames[0].shape[:2]
+    session = processor.init_video_session(video=frames, inference_device=next(model.parameters()).device,
+                                           processing_device="cpu", video_storage_device="cpu")
+    with torch.inference_mode():
+        for frame, mask in sorted(prompts.items()):
+            processor.add_inputs_to_inference_session(session, frame_idx=frame, obj_ids=obj_id,
+                                                      input_masks=mask.astype(np.float32))
+            # the tracker needs its output on a prompted frame before propagating from it
+            model(inference_session=session, frame_idx=frame)
+        start = min(prompts)
+        track = Track(obj_id, height, width)
+        done = 0
+        for reverse in (False, True):
+            for out in model.propagate_in_video_iterator(session, start_frame_idx=start, reverse=reverse):
+                frame = int(out.frame_idx)
+                if reverse and frame == start:
+                    continue  # the forward pass already gave the start frame
+                mask = processor.post_process_masks([out.pred_masks], original_sizes=[[height, width]],
+                                                    binarize=True)[0]
+                score = out.object_score_logits
+                track.set(frame, mask[0, 0].cpu().numpy().astype(bool),
+                          score=float(score.reshape(-1)[0]) if score is not None else None)
+                done += 1
+                if progress is not None:
+                    progress("propagate", done, len(frames))
+    return track
+
+
+def repropagate_sam3(tracker: tuple[Any, Any], video: VideoReader, previous: list[ObjectTrack],
+                     corrections: list[Correction],
+                     progress: Progress | None = None) -> list[ObjectTrack]:
+    """Every object of ``previous``, the corrected ones re-tracked by SAM 3's tracker."""
+    check_corrections(previous, corrections, video)
+    new_by_obj: dict[int, list[Correction]] = {}
+    for c in corrections:
+        new_by_obj.setdefault(int(c.obj_id), []).append(c)
+    if not new_by_obj:
+        return list(previous)
+    model, processor = tracker
+    frames = [video.frame(i) for i in range(len(video))]
+    results = []
+    for t in previous:
+        if t.obj_id not in new_by_obj:
+            results.append(t)
+            continue
+        merged = merge_corrections(t.corrections, new_by_obj[t.obj_id])
+        prompts = {int(t.keyframe): np.asarray(t.keyframe_mask, dtype=bool)}
+        prompts.update({c.frame: c.mask for c in merged})  # a correction wins on the keyframe
+        track = track_from_masks(model, processor, frames, prompts, t.obj_id, progress)
+        for c in merged:
+            track.set(c.frame, c.mask, score=track.score(c.frame))  # exactly as corrected
+        results.append(replace(t, track=track, corrections=merged))
+    return results
