@@ -206,7 +206,10 @@ def test_track_fps_that_agrees_with_the_file_is_accepted_and_times_the_output(cl
     out = tmp_path / "out"
     rc, _, err = run_cli(capfd, *track_argv(clip25, out, "--fps", "25.0", "--no-progress"))
     assert rc == 0, err
-    for result in json.loads((out / "labelstudio.json").read_text()):
+    (task,) = json.loads((out / "labelstudio.json").read_text())  # one importable task
+    results = task["predictions"][0]["result"]
+    assert results
+    for result in results:
         assert all(item["time"] == pytest.approx(item["frame"] / 25) for item in result["value"]["sequence"])
 
 
