@@ -62,7 +62,7 @@ def _write_bits_video(path: Path, rate: Fraction) -> None:
 
 def test_the_overlay_follows_the_video_in_the_editor(label_studio, ls_api, tmp_path):
     if not shutil.which("node") or not (SCRIPT.parent / "node_modules" / "playwright-core").is_dir():
-        pytest.skip("node and playwright-core are needed (scripts/setup_labelstudio.sh)")
+        pytest.fail("node and playwright-core are needed: run scripts/setup_labelstudio.sh --with-browser")
     clips = label_studio.doc_root / "overlay_sync"
     clips.mkdir(parents=True, exist_ok=True)
     mask = np.zeros((FRAMES, H, W), bool)
