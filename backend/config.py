@@ -24,6 +24,9 @@ Every environment variable the backend reads is listed here, and only here::
     VRSHQ_KEYFRAME_QUALITY  JPEG quality of keyframe images (default 90)
     VRSHQ_STRIP_FRAMES    thumbnails per object in a thumbnail strip (default 6; 0: no strips;
                           see backend.labelstudio.strips)
+    VRSHQ_MASK_PAGES      extra mask pages per object beyond its keyframe page, for the frames
+                          most worth checking (default 2; 0: keyframe only; 0..20; see
+                          backend.labelstudio.pages)
     VRSHQ_FPS_MISMATCH    a task whose fps is not its video file's own rate: "refuse" (default,
                           a 422 naming both) or "use-file" (write the file's rate into the task
                           in Label Studio and predict with it); see backend.frame_rate
@@ -113,6 +116,7 @@ class BackendConfig:
     max_frames: int = 108_000
     keyframe_quality: int = 90
     strip_frames: int = 6
+    mask_pages: int = 2
     fps_mismatch: str = "refuse"
     redis_url: str | None = field(default=None, repr=False)
     queue: str = "vrshq"
@@ -160,6 +164,9 @@ class BackendConfig:
         if isinstance(self.strip_frames, bool) or not isinstance(self.strip_frames, int) \
                 or not 0 <= self.strip_frames <= 50:
             raise ConfigError(f"strip_frames must be an integer in 0..50, got {self.strip_frames!r}")
+        if isinstance(self.mask_pages, bool) or not isinstance(self.mask_pages, int) \
+                or not 0 <= self.mask_pages <= 20:
+            raise ConfigError(f"VRSHQ_MASK_PAGES must be an integer in 0..20, got {self.mask_pages!r}")
         if self.fps_mismatch not in FPS_MISMATCH:
             raise ConfigError(f"VRSHQ_FPS_MISMATCH must be one of {', '.join(FPS_MISMATCH)}, got "
                               f"{self.fps_mismatch!r}")
@@ -247,6 +254,7 @@ class BackendConfig:
             "max_frames": integer("VRSHQ_MAX_FRAMES", 108_000),
             "keyframe_quality": integer("VRSHQ_KEYFRAME_QUALITY", 90),
             "strip_frames": integer("VRSHQ_STRIP_FRAMES", 6),
+            "mask_pages": integer("VRSHQ_MASK_PAGES", 2),
             "fps_mismatch": get("VRSHQ_FPS_MISMATCH") or "refuse",
             "redis_url": get("REDIS_URL"),
             "queue": get("VRSHQ_QUEUE") or "vrshq",

@@ -24,13 +24,19 @@ from vrshq.backend.jobs.payloads import predict_payload
 from vrshq.backend.jobs.redis_queue import RQJobRunner
 from vrshq.backend.jobs.runner import JobRunner, Report
 from vrshq.backend.labelstudio.connections import project_media, project_writer, setup_project
-from vrshq.backend.labelstudio.keyframes import image_url, keyframe_url
+from vrshq.backend.labelstudio.keyframes import image_url, keyframe_url, remove_stale_images
 from vrshq.backend.labelstudio.label_rules import record_label_rules
-from vrshq.backend.labelstudio.labelconfig import KEYFRAME_FRAMES_KEY, LabelConfigInfo, parse_label_config
+from vrshq.backend.labelstudio.labelconfig import (
+    KEYFRAME_FRAMES_KEY,
+    KEYFRAME_OBJECTS_KEY,
+    LabelConfigInfo,
+    parse_label_config,
+)
 from vrshq.backend.labelstudio.media import MediaConfig
 from vrshq.backend.labelstudio.overlay import encode_overlay, label_color
 from vrshq.backend.labelstudio.overlay_files import write_overlay_file
-from vrshq.backend.labelstudio.results import state_prediction
+from vrshq.backend.labelstudio.pages import extra_pages, page_caption, page_image, pages_data, refresh_pages
+from vrshq.backend.labelstudio.results import object_label, state_prediction
 from vrshq.backend.labelstudio.strips import object_strip
 from vrshq.backend.labelstudio.task_video import open_task_video
 from vrshq.backend.labelstudio.writer import LabelStudioWriter
@@ -183,6 +189,7 @@ class Backend:
                 # prediction changes is no longer reviewed (vrshq.backend.export.final checks).
                 state.submissions, state.reviews = previous.submissions, previous.reviews
             state.replace_objects(list(objects))
+            refresh_pages(state, self.config.mask_pages, reset=True)
             self.write_keyframes(state, video, info, inputs.data)
             self.states.save(state)
             self.metrics.frames(len(video) * max(1, len(objects)))
@@ -229,20 +236,45 @@ class Backend:
 
     # ------------------------------------------------------------------ keyframes, overlay
     def write_keyframes(self, state: TaskState, video: VideoReader, info: LabelConfigInfo,
-                        data: Mapping[str, Any] | None) -> None:
-        """Write each object's keyframe image and the overlay video; put their URLs into the
-        task's data in LS (``data``: the task's data; None reads it from Label Studio)."""
-        new: dict[str, Any] = {}
-        if info.has_masks and info.keyframes_key is not None:
-            state.keyframe_urls = [
-                keyframe_url(state.video, state.project, state.task, o.obj_id, o.keyframe,
-                             video.frame(o.keyframe), tuple(self.config.local_roots),
-                             self.config.keyframe_quality) for o in state.objects]
-            new[info.keyframes_key] = list(state.keyframe_urls)
-            new[KEYFRAME_FRAMES_KEY] = [o.keyframe + 1 for o in state.objects]
+                        data: Mapping[str, Any] | None = None) -> None:
+        """Write each object's keyframe image, its extra mask pages' images and the overlay
+        video; put their URLs into the task's data in LS (``data``: the task's data; None reads
+        it from Label Studio)."""
+        new = self._pages_data(state, video, info)
         new.update(self._overlay_data(state, video, info))
         if new:
             self.update_task_data(state, data, new)
+
+    def write_pages(self, state: TaskState, video: VideoReader, info: LabelConfigInfo,
+                    data: Mapping[str, Any] | None = None) -> None:
+        """Write the mask pages' images (not the overlay); put the page list into the task's data."""
+        new = self._pages_data(state, video, info)
+        if new:
+            self.update_task_data(state, data, new)
+
+    def _pages_data(self, state: TaskState, video: VideoReader, info: LabelConfigInfo) -> dict[str, Any]:
+        """Write every page's image (keyframe pages, then extra pages: :mod:`...pages`), remove
+        the images of pages no longer shown; the task data keys of the page list."""
+        if not info.has_masks or info.keyframes_key is None:
+            return {}
+        roots, quality = tuple(self.config.local_roots), self.config.keyframe_quality
+        by_id = {o.obj_id: o for o in state.objects}
+
+        def image(obj: ObjectTrack, frame: int) -> np.ndarray:
+            return page_image(video.frame(frame), page_caption(object_label(obj, info), obj.obj_id, frame))
+
+        state.keyframe_urls = [
+            keyframe_url(state.video, state.project, state.task, o.obj_id, o.keyframe,
+                         image(o, o.keyframe), roots, quality) for o in state.objects]
+        names = [f"page-obj{p.obj_id}-f{p.frame + 1}.jpg" for p in extra_pages(state)]
+        state.page_urls = [
+            image_url(state.video, state.project, state.task, name, image(by_id[p.obj_id], p.frame),
+                      roots, quality) for p, name in zip(extra_pages(state), names)]
+        keep = set(names) | {f"obj{o.obj_id}-f{o.keyframe + 1}.jpg" for o in state.objects}
+        remove_stale_images(state.video, state.project, state.task, keep, ("obj", "page-obj"), roots)
+        listed = pages_data(state)
+        return {info.keyframes_key: state.keyframe_urls + state.page_urls,
+                KEYFRAME_FRAMES_KEY: listed["frames"], KEYFRAME_OBJECTS_KEY: listed["objects"]}
 
     def write_overlay(self, state: TaskState, video: VideoReader, info: LabelConfigInfo,
                       data: Mapping[str, Any] | None = None) -> None:
@@ -325,8 +357,9 @@ class Backend:
                     objects: list[ObjectTrack] = self.plugin.correct(
                         video, state.objects, corrections, progress=report)
                 state.replace_objects(list(objects))
+                refresh_pages(state, self.config.mask_pages, {c.obj_id for c in corrections})
                 if info is not None:
-                    self.write_overlay(state, video, info)
+                    self.write_keyframes(state, video, info)
             finally:
                 video.close()
             state.model_version = self.model_version

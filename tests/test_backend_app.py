@@ -76,10 +76,13 @@ def test_predict_returns_a_track_and_a_keyframe_mask_per_object(client, vrshq_ba
     assert pred["model_version"] == vrshq_backend.model_version
     assert 0.0 <= pred["score"] <= 1.0
     tracks = [x for x in pred["result"] if x["type"] == "videorectangle"]
-    masks = [x for x in pred["result"] if x["type"] == "brushlabels"]
+    masks = [x for x in pred["result"] if x["type"] == "brushlabels" and x["id"].endswith("-mask")]
     assert [t["id"] for t in tracks] == [f"vrshq-{tid}-1", f"vrshq-{tid}-2"]
     assert [m["id"] for m in masks] == [t["id"] + "-mask" for t in tracks]  # paired region ids
     assert [m["item_index"] for m in masks] == [0, 1]
+    # The extra mask pages (VRSHQ_MASK_PAGES, default 2 per object) come after the keyframe pages.
+    pages = [x for x in pred["result"] if x["type"] == "brushlabels" and "-mask-f" in x["id"]]
+    assert [p["item_index"] for p in pages] == [2, 3, 4, 5]
     # "the car" names the Car label; "the red disc" names none -> the config's fallback label
     # (Object; the first label, Person, before issue 13 §4 called that a bug).
     assert [t["value"]["labels"] for t in tracks] == [["Object"], ["Car"]]
@@ -116,7 +119,7 @@ def test_each_prompt_gets_the_label_it_names_and_says_which_rule_chose_it(client
     assert r.status_code == 200, r.json
     (pred,) = r.json["results"]
     tracks = [x for x in pred["result"] if x["type"] == "videorectangle"]
-    masks = [x for x in pred["result"] if x["type"] == "brushlabels"]
+    masks = [x for x in pred["result"] if x["type"] == "brushlabels" and x["id"].endswith("-mask")]
     assert [t["value"]["labels"][0] for t in tracks] == ["Animal", "Car", "Person", "Object", "Object"]
     assert [m["value"]["brushlabels"][0] for m in masks] == ["Animal", "Car", "Person", "Object", "Object"]
     rules = ["predicted_values", "predicted_values", "predicted_values", "explicit", "fallback"]
@@ -216,6 +219,7 @@ ALL_ENV_CASES = {
     "VRSHQ_MAX_FRAMES": ("9000", "max_frames", 9000),
     "VRSHQ_KEYFRAME_QUALITY": ("80", "keyframe_quality", 80),
     "VRSHQ_STRIP_FRAMES": ("4", "strip_frames", 4),
+    "VRSHQ_MASK_PAGES": ("3", "mask_pages", 3),
     "VRSHQ_FPS_MISMATCH": ("use-file", "fps_mismatch", "use-file"),
     "REDIS_URL": ("redis://:redis-pass-6e2f@127.0.0.1:6379/0", "redis_url",
                   "redis://:redis-pass-6e2f@127.0.0.1:6379/0"),

@@ -142,8 +142,10 @@ def test_an_interactive_mask_correction_re_propagates_that_object(client, vrshq_
                                       "params": {"context": {"result": [brush]}}})
     assert r.status_code == 200, r.json
     (out,) = r.json["results"]
-    assert {x["id"] for x in out["result"]} == {f"vrshq-{tid}-1", f"vrshq-{tid}-1-mask"}  # only that object
     after = vrshq_backend.states.load(1, tid)
+    pages = {f"vrshq-{tid}-1-mask-f{p.frame + 1}" for p in after.pages if p.obj_id == 1}
+    assert pages  # VRSHQ_MASK_PAGES (default 2): the object's extra mask pages come with it
+    assert {x["id"] for x in out["result"]} == {f"vrshq-{tid}-1", f"vrshq-{tid}-1-mask"} | pages  # only that object
     obj = after.object(1)
     assert np.array_equal(after.object(2).track.mask(3), before.object(2).track.mask(3))
     assert [c.frame for c in obj.corrections] == [obj.keyframe]
@@ -207,7 +209,8 @@ def test_the_sam2_backend_tracks_a_drawn_box_under_its_region_id(tiny_models, me
         assert r.status_code == 200, r.json
         (out,) = r.json["results"]
         ids = {(x["type"], x["id"]) for x in out["result"]}
-        assert ids == {("videorectangle", "Ab3dE"), ("brushlabels", "Ab3dE-mask")}
+        pages = {(t, i) for t, i in ids if i.startswith("Ab3dE-mask-f")}  # its extra mask pages
+        assert ids - pages == {("videorectangle", "Ab3dE"), ("brushlabels", "Ab3dE-mask")}
         track = next(x for x in out["result"] if x["type"] == "videorectangle")
         assert track["value"]["labels"] == ["Animal"]
         assert min(k["frame"] for k in track["value"]["sequence"]) <= 3

@@ -58,7 +58,7 @@ def log_changes_each(log: Any, state: TaskState, info: LabelConfigInfo, changes:
             project=state.project, task=state.task, annotation=annotation.get("id"),
             annotator=annotator, video_path=state.video, video_sha256=None, fps=state.fps,
             prompt=str(obj.details.get("prompt") or ""), obj_id=obj.obj_id,
-            label=object_label(obj, info), frame=int(obj.keyframe),
+            label=object_label(obj, info), frame=int(ch.frame),
             predicted_mask=encode_rle(ch.predicted_mask),
             corrected_mask=None if corrected is None else encode_rle(corrected),
             predicted_boxes=boxes_json(ch.predicted_boxes), corrected_boxes=boxes_json(boxes),
@@ -89,8 +89,9 @@ def boxes_json(sequence: list[dict[str, Any]] | None) -> list[dict[str, Any]] | 
 
 
 def mask_corrections(changes: list[ObjectChange]) -> list[Correction]:
-    """The re-propagation input: each changed keyframe mask of an object that was not deleted."""
-    return [Correction(ch.obj.obj_id, int(ch.obj.keyframe), ch.mask) for ch in changes
+    """The re-propagation input: each changed mask (keyframe or extra page, on its frame) of an
+    object that was not deleted."""
+    return [Correction(ch.obj.obj_id, int(ch.frame), ch.mask) for ch in changes
             if ch.mask is not None and not ch.deleted]
 
 

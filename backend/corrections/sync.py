@@ -44,7 +44,7 @@ def _logged(log: Any, project: str, task: int) -> set[str]:
 
 def _change_key(annotation: Any, ch: Any) -> str:
     mask = ch.corrected_mask()  # what log_changes stores for this change
-    return _key(annotation, ch.obj.obj_id, ch.obj.keyframe, None if mask is None else encode_rle(mask),
+    return _key(annotation, ch.obj.obj_id, ch.frame, None if mask is None else encode_rle(mask),
                 boxes_json(ch.boxes))
 
 

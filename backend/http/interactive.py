@@ -3,9 +3,12 @@
 What the editor sends, and what the backend answers (results with the objects' region ids, so
 the editor replaces the regions it has):
 
-* a keyframe mask drawn or edited with the brush (``brushlabels`` on the keyframe images): a
-  correction of that object; it is logged and re-propagated, and the object's new track and
-  mask come back;
+* a mask drawn or edited with the brush (``brushlabels`` on a page of the keyframe images: the
+  object's keyframe page or one of its extra mask pages): a correction of that object on that
+  page's frame; it is logged and re-propagated with every earlier correction of the object, and
+  the object's new track and pages come back;
+* ``frame N`` (or ``frame N <label>``, ``frame N #<id>``) typed into the prompt box: the mask
+  page of each (or that) object on LS frame N is added and comes back (:mod:`.frames`);
 * a submitted TextArea prompt (text plugins): a new object, tracked, comes back;
 * a track selected and labelled (``videorectangle``; box plugins): the track's first box is the
   prompt; the tracked object comes back under the track's own region id.
@@ -27,9 +30,11 @@ from vrshq.backend.tasks.frame_rate import task_data_at_file_rate
 from vrshq.backend.jobs.add_objects import add_objects
 from vrshq.backend.jobs.payloads import correct_payload
 from vrshq.backend.labelstudio.annotations import ObjectChange, frame_size
+from vrshq.backend.http.frames import frame_requests, show_frames
 from vrshq.backend.labelstudio.labelconfig import LabelConfigInfo
+from vrshq.backend.labelstudio.pages import all_pages, page_index, page_mask
 from vrshq.backend.labelstudio.predictions import parse_annotation
-from vrshq.backend.labelstudio.results import object_region_id, shown_mask, state_prediction
+from vrshq.backend.labelstudio.results import object_region_id, state_prediction
 from vrshq.backend.tasks.inputs import (
     RequestError,
     check_prompt_chars,
@@ -59,6 +64,9 @@ def interactive_predict(backend: Any, task: Mapping[str, Any], info: LabelConfig
     boxes = _of_type(results, "videorectangle", info.box_name)
     if brushes:
         return _correct(backend, tid, info, project, brushes, label_config)
+    requests = frame_requests(texts, tid)
+    if requests:
+        return show_frames(backend, tid, data, info, project, requests)
     if texts:
         if "text" not in backend.plugin.capabilities:
             raise RequestError(f"the {backend.plugin.name} plugin does not take text prompts")
@@ -75,6 +83,45 @@ def interactive_predict(backend: Any, task: Mapping[str, Any], info: LabelConfig
 
 
 # ---------------------------------------------------------------------- corrections
+def _corrected_masks(state: Any, tid: int, regions: Mapping[str, Any]) -> dict[tuple[int, int], np.ndarray]:
+    """The context's brush masks by (object id, 0-based frame): a mask result names its object by
+    its id (``-mask``: the keyframe, ``-mask-f<N>``: frame N's page), a region drawn anew by the
+    page it is on; several on one page are merged."""
+    by_rid = {object_region_id(state, o): o for o in state.objects}
+    pages = all_pages(state)
+    masks: dict[tuple[int, int], np.ndarray] = {}
+
+    def add(obj: Any, frame: int, mask: np.ndarray, rid: str) -> None:
+        if obj is None:
+            raise RequestError(f"task {tid}: the mask region {rid} belongs to no tracked object")
+        if not 0 <= frame < state.frames_count:
+            raise RequestError(f"task {tid}: the mask region {rid} is on frame {frame + 1}, outside "
+                               f"the video's frames 1..{state.frames_count}")
+        before = page_mask(obj, frame)
+        if mask.shape != before.shape:
+            raise RequestError(f"task {tid}: the mask is {mask.shape[1]}x{mask.shape[0]}"
+                               f" but the keyframe is {before.shape[1]}x{before.shape[0]}")
+        key = (obj.obj_id, frame)
+        masks[key] = masks[key] | mask if key in masks else mask
+
+    for rid, region in regions.items():
+        obj = by_rid.get(rid)
+        if region.mask is not None:
+            frame = None if obj is None else int(obj.keyframe)
+            if obj is None and region.keyframe_item_index is not None \
+                    and 0 <= region.keyframe_item_index < len(pages):
+                obj, frame = pages[region.keyframe_item_index]
+            add(obj, -1 if frame is None else frame, region.mask, rid)
+        for frame, mask in region.pages.items():
+            add(obj, frame, mask, rid)
+    return masks
+
+
+def _page(state: Any, obj_id: int, frame: int) -> int:
+    index = page_index(state, obj_id, frame)
+    return -1 if index is None else index  # a frame without a page of its own (yet)
+
+
 def _correct(backend: Any, tid: int, info: LabelConfigInfo, project: str,
              brushes: list[Mapping[str, Any]], label_config: str) -> Any:
     state = backend.states.load(project, tid)
@@ -83,29 +130,14 @@ def _correct(backend: Any, tid: int, info: LabelConfigInfo, project: str,
                            "predict it first")
     with malformed_input(f"task {tid}: the context's brush regions"):
         regions = parse_annotation(brushes, info, frame_size=frame_size(state) or (0, 0))
-    by_rid = {object_region_id(state, o): o for o in state.objects}
-    masks: dict[int, np.ndarray] = {}
-    for rid, region in regions.items():
-        if region.mask is None:
-            continue
-        obj = by_rid.get(rid)
-        if obj is None and region.keyframe_item_index is not None \
-                and 0 <= region.keyframe_item_index < len(state.objects):
-            obj = state.objects[region.keyframe_item_index]
-        if obj is None:
-            raise RequestError(f"task {tid}: the mask region {rid} belongs to no tracked object")
-        before = shown_mask(obj)
-        if region.mask.shape != before.shape:
-            raise RequestError(f"task {tid}: the mask is {region.mask.shape[1]}x{region.mask.shape[0]}"
-                               f" but the keyframe is {before.shape[1]}x{before.shape[0]}")
-        masks[obj.obj_id] = masks[obj.obj_id] | region.mask if obj.obj_id in masks else region.mask
-    changes = [ObjectChange(o, i, shown_mask(o), mask=masks[o.obj_id])
-               for i, o in enumerate(state.objects)
-               if o.obj_id in masks and not np.array_equal(masks[o.obj_id], shown_mask(o))]
+    masks = _corrected_masks(state, tid, regions)
+    objs = {o.obj_id: o for o in state.objects}
+    changes = [ObjectChange(objs[i], _page(state, i, f), page_mask(objs[i], f), mask=m, frame=f)
+               for (i, f), m in masks.items() if not np.array_equal(m, page_mask(objs[i], f))]
     if not changes:
-        return state_prediction(state, info, set(masks))
+        return state_prediction(state, info, {i for i, _ in masks})
     log_changes(backend.corrections, state, info, changes, "interactive", None, backend.config.max_row_bytes)
-    corrections = [Correction(ch.obj.obj_id, int(ch.obj.keyframe), ch.mask) for ch in changes]
+    corrections = [Correction(ch.obj.obj_id, int(ch.frame), ch.mask) for ch in changes]
     ids = {c.obj_id for c in corrections}
     if state.frames_count > backend.config.sync_frame_budget:
         backend.require_writer(project, tid)

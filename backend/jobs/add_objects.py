@@ -12,6 +12,7 @@ from typing import Any
 
 from vrshq.backend.labelstudio.label_rules import clip_rule, record_label_rules
 from vrshq.backend.labelstudio.labelconfig import LabelConfigInfo, parse_label_config
+from vrshq.backend.labelstudio.pages import refresh_pages
 from vrshq.backend.labelstudio.results import object_region_id
 from vrshq.backend.tasks.inputs import RequestError, malformed_input, text_prompts
 from vrshq.backend.tasks.state import TaskState
@@ -36,6 +37,7 @@ def _merge(backend: Any, project: str, tid: int, data: Mapping[str, Any], info: 
                            "may have (VRSHQ_MAX_OBJECTS)")
     replaced = {o.obj_id: o for o in new}
     state.replace_objects([replaced.pop(o.obj_id, o) for o in state.objects] + list(replaced.values()))
+    refresh_pages(state, backend.config.mask_pages, ids)
     backend.write_keyframes(state, video, info, data)
     backend.states.save(state)
     return ids

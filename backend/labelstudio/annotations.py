@@ -7,6 +7,11 @@ points), and whether the annotator deleted the object. A brush region that was r
 its track stays is not read as "the object is gone": only removing the track is. A box track
 equal to one the backend predicted earlier for the object (before a re-propagation replaced it)
 is an editor that still shows the old prediction, not a box edit.
+
+Each extra mask page (:mod:`vrshq.backend.labelstudio.pages`) the annotation carries is compared
+too, and a changed one is a change of its own on its frame (:attr:`ObjectChange.frame`): the
+brush result ``<id>-mask-f<N>`` names its frame, and a brush region drawn anew on a page belongs
+to the page's object and frame.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from vrshq.backend.labelstudio.labelconfig import LabelConfigInfo
-from vrshq.backend.labelstudio.predictions import parse_annotation
+from vrshq.backend.labelstudio.pages import all_pages, page_mask
+from vrshq.backend.labelstudio.predictions import ParsedRegion, parse_annotation
 from vrshq.backend.labelstudio.results import object_region_id, shown_mask, state_results
 from vrshq.backend.tasks.state import TaskState
 from vrshq.plugins.base import ObjectTrack
@@ -29,15 +35,20 @@ BOX_TOLERANCE = 1e-3  # percentage points; LS rounds nothing, but JSON floats ma
 
 @dataclass
 class ObjectChange:
-    """One object's difference between prediction and annotation."""
+    """One object's difference between prediction and annotation on one of its mask pages."""
 
     obj: ObjectTrack
-    index: int  # the object's page in the keyframe images
+    index: int  # the page in the keyframe images (the object's keyframe page, or an extra page)
     predicted_mask: np.ndarray
-    mask: np.ndarray | None = None  # the corrected keyframe mask, when it differs
+    mask: np.ndarray | None = None  # the corrected mask on ``frame``, when it differs
     predicted_boxes: list[dict[str, Any]] | None = None
     boxes: list[dict[str, Any]] | None = None  # the corrected sequence, when the track differs
     deleted: bool = False
+    frame: int | None = None  # the page's 0-based frame; None: the object's keyframe
+
+    def __post_init__(self) -> None:
+        if self.frame is None:
+            self.frame = int(self.obj.keyframe)
 
     @property
     def changed(self) -> bool:
@@ -90,7 +101,8 @@ def frame_size(state: TaskState) -> tuple[int, int] | None:
 def diff_annotation(state: TaskState, info: LabelConfigInfo,
                     annotation_result: Sequence[Mapping[str, Any]],
                     predicted_results: Sequence[Mapping[str, Any]] | None = None) -> list[ObjectChange]:
-    """One :class:`ObjectChange` per predicted object, in object order (unchanged ones included).
+    """One :class:`ObjectChange` per predicted object, in object order (unchanged ones included),
+    each followed by one per extra mask page of the object that the annotation carries.
 
     The annotation is compared with the task's current state, or with ``predicted_results``
     (the prediction the annotator started from); objects that prediction does not have are
@@ -108,6 +120,7 @@ def diff_annotation(state: TaskState, info: LabelConfigInfo,
     predicted_seq = _sequences(predicted_results, info)
     annotated_seq = _sequences(annotation_result, info)
     ours = {object_region_id(state, o) for o in state.objects}
+    drawn = _drawn_on_pages(state, annotated, ours, None if against_state else predicted)
     changes: list[ObjectChange] = []
     for index, obj in enumerate(state.objects):
         rid = object_region_id(state, obj)
@@ -146,7 +159,55 @@ def diff_annotation(state: TaskState, info: LabelConfigInfo,
                 change.predicted_boxes = predicted_seq.get(rid)
                 change.boxes = annotated_seq.get(rid, [])
         changes.append(change)
+        if info.has_masks:
+            changes += _page_changes(state, obj, region, predicted.get(rid), drawn.get(obj.obj_id, {}))
     return changes
+
+
+def _drawn_on_pages(state: TaskState, annotated: Mapping[str, ParsedRegion], ours: set[str],
+                    predicted: Mapping[str, ParsedRegion] | None) -> dict[int, dict[int, list]]:
+    """Brush regions drawn anew on an extra page: obj_id -> frame -> masks. The page's object
+    and frame come from the state's pages, or from the prediction the annotator started from."""
+    n = len(state.objects)
+    if predicted is None:
+        where = {i: (o.obj_id, f) for i, (o, f) in enumerate(all_pages(state)) if i >= n}
+    else:
+        by_rid = {object_region_id(state, o): o.obj_id for o in state.objects}
+        where = {i: (by_rid[rid], f) for rid, r in predicted.items() if rid in by_rid
+                 for f, i in r.page_items.items()}
+    out: dict[int, dict[int, list]] = {}
+    for key, r in annotated.items():
+        if key in ours or r.has_track or r.mask is None or r.keyframe_item_index not in where:
+            continue
+        obj_id, frame = where[r.keyframe_item_index]
+        out.setdefault(obj_id, {}).setdefault(frame, []).append(r.mask)
+    return out
+
+
+def _page_changes(state: TaskState, obj: ObjectTrack, region: ParsedRegion | None,
+                  predicted: ParsedRegion | None, drawn: Mapping[int, list]) -> list[ObjectChange]:
+    """The object's extra pages in the annotation, one change each (unchanged ones included)."""
+    pages = dict(region.pages) if region is not None else {}
+    frames = sorted(set(pages) | set(drawn))
+    index = {f: i for i, (o, f) in enumerate(all_pages(state)) if o.obj_id == obj.obj_id}
+    out = []
+    for f in frames:
+        if not 0 <= f < state.frames_count:
+            raise ValueError(f"object {obj.obj_id}'s mask page is on frame {f + 1}, outside the "
+                             f"video's 1..{state.frames_count}")
+        before = page_mask(obj, f)
+        if predicted is not None and f in predicted.pages and predicted.pages[f].shape == before.shape:
+            before = predicted.pages[f]
+        after = pages[f].copy() if f in pages else np.zeros_like(before)
+        for extra in drawn.get(f, []):
+            after |= extra
+        if after.shape != before.shape:
+            raise ValueError(f"object {obj.obj_id}'s mask on frame {f + 1} is {after.shape[1]}x"
+                             f"{after.shape[0]} but the video is {before.shape[1]}x{before.shape[0]}")
+        page = index.get(f, predicted.page_items.get(f, -1) if predicted is not None else -1)
+        out.append(ObjectChange(obj, page, before, None if np.array_equal(after, before) else after,
+                                frame=f))
+    return out
 
 
 __all__ = ["ObjectChange", "diff_annotation", "frame_size"]

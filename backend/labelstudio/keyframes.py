@@ -115,14 +115,17 @@ def _write_inside(base: Path, rel_dir: str, name: str, data: bytes | Path) -> No
         os.close(fd)
 
 
-def _remove_others(base: Path, rel_dir: str, keep: str, prefix: str, suffix: str) -> list[str]:
+def _remove_others(base: Path, rel_dir: str, keep: str | set[str], prefix: str | tuple[str, ...],
+                   suffix: str) -> list[str]:
     """Remove the files ``prefix*suffix`` in ``base/rel_dir`` other than ``keep`` (an older
-    version of the same file), through the same no-symlink walk; the names removed."""
+    version of the same file; a set: the names to keep), through the same no-symlink walk; the
+    names removed."""
+    keep = {keep} if isinstance(keep, str) else set(keep)
     fd = _open_dirs(base, [p for p in rel_dir.split("/") if p])
     removed = []
     try:
         for entry in os.listdir(fd):
-            if entry != keep and entry.startswith(prefix) and entry.endswith(suffix):
+            if entry not in keep and entry.startswith(prefix) and entry.endswith(suffix):
                 try:
                     os.unlink(entry, dir_fd=fd)  # unlink never follows a link: removes the link
                     removed.append(entry)
@@ -165,4 +168,20 @@ def image_url(video_url: str, project: str | int, task: str | int, name: str, im
     return "/data/local-files/?d=" + quote(posixpath.join(rel_dir, name), safe="/")
 
 
-__all__ = ["KEYFRAME_DIR", "data_url", "image_url", "jpeg_bytes", "keyframe_url"]
+def remove_stale_images(video_url: str, project: str | int, task: str | int, keep: set[str],
+                        prefixes: tuple[str, ...], roots: tuple[str, ...]) -> list[str]:
+    """Remove a task's images (beside the video) named ``<prefix>*.jpg`` that are not in
+    ``keep`` (pages no longer shown); the names removed ([] for ``data:`` URL tasks)."""
+    rel = local_files_path(video_url)
+    base = _writable_root(rel, roots) if rel else None
+    if base is None or rel is None:
+        return []
+    rel_dir = posixpath.join(posixpath.dirname(rel), KEYFRAME_DIR, f"{project}-{task}")
+    try:
+        return _remove_others(base, rel_dir, keep, prefixes, ".jpg")
+    except (UnsafePath, FileNotFoundError) as exc:
+        log.warning("task %s: old page images not removed (%s)", task, exc)
+        return []
+
+
+__all__ = ["KEYFRAME_DIR", "data_url", "image_url", "jpeg_bytes", "keyframe_url", "remove_stale_images"]

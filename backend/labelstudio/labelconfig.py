@@ -72,6 +72,9 @@ from vrshq.errors import VrshqError
 # Task data key of the optional keyframe frame numbers (1-based LS frames), parallel to the
 # keyframes image list.
 KEYFRAME_FRAMES_KEY = "keyframe_frames"
+# Task data key of the object id shown on each page of the keyframes image list (the keyframe
+# pages, then the extra mask pages of backend.labelstudio.pages).
+KEYFRAME_OBJECTS_KEY = "keyframe_objects"
 
 # Label Studio's <Video frameRate> default.
 LS_DEFAULT_FRAME_RATE = 24.0

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,8 @@ from vrshq.masks import (
 )
 
 MASK_SUFFIX = "-mask"
+# A mask page beyond the keyframe: ``<track id>-mask-f<N>``, N the page's 1-based LS frame.
+_PAGE_SUFFIX = re.compile(r"-mask-f([1-9][0-9]{0,8})$")
 
 
 def mask_region_id(track_region_id: str) -> str:
@@ -48,8 +51,23 @@ def mask_region_id(track_region_id: str) -> str:
     return f"{track_region_id}{MASK_SUFFIX}"
 
 
+def page_region_id(track_region_id: str, frame: int) -> str:
+    """The id of an object's mask on the extra page of 0-based ``frame`` (LS frame ``frame + 1``)."""
+    return f"{track_region_id}{MASK_SUFFIX}-f{int(frame) + 1}"
+
+
+def page_frame(result_id: str) -> int | None:
+    """The 0-based frame of an extra mask page's result id, None for any other id."""
+    match = _PAGE_SUFFIX.search(result_id)
+    return int(match.group(1)) - 1 if match else None
+
+
 def track_region_id(result_id: str) -> str:
-    """The track id a result belongs to: a mask's paired id without its suffix, others as they are."""
+    """The track id a result belongs to: a mask's paired id (keyframe or extra page) without its
+    suffix, others as they are."""
+    match = _PAGE_SUFFIX.search(result_id)
+    if match:
+        return result_id[: match.start()]
     return result_id[: -len(MASK_SUFFIX)] if result_id.endswith(MASK_SUFFIX) else result_id
 
 
@@ -106,24 +124,33 @@ def object_results(
             raise MaskFormatError(
                 f"keyframe mask is {height}x{width}, the track's video is {track.height}x{track.width}"
             )
-        results.append(
-            {
-                "id": mask_region_id(region_id),
-                "from_name": info.mask_name,
-                "to_name": info.keyframes_name,
-                "type": "brushlabels",
-                "item_index": int(item_index),
-                "original_width": int(width),
-                "original_height": int(height),
-                "image_rotation": 0,
-                "value": {"format": "rle", "rle": encode_brush(mask), "brushlabels": [label]},
-                "score": float(score),
-            }
-        )
+        results.append(brush_result(mask, label, mask_region_id(region_id), info, item_index, score))
     if meta:
         for result in results:
             result["meta"] = dict(meta)
     return results
+
+
+def brush_result(mask: np.ndarray, label: str, result_id: str, info: LabelConfigInfo,
+                 item_index: int, score: float, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A ``brushlabels`` result: ``mask`` on page ``item_index`` of the keyframe image list."""
+    mask = ensure_mask(mask)
+    height, width = mask.shape
+    out = {
+        "id": result_id,
+        "from_name": info.mask_name,
+        "to_name": info.keyframes_name,
+        "type": "brushlabels",
+        "item_index": int(item_index),
+        "original_width": int(width),
+        "original_height": int(height),
+        "image_rotation": 0,
+        "value": {"format": "rle", "rle": encode_brush(mask), "brushlabels": [label]},
+        "score": float(score),
+    }
+    if meta:
+        out["meta"] = dict(meta)
+    return out
 
 
 def prediction(results: list[dict[str, Any]], model_version: str, score: float) -> dict[str, Any]:
@@ -142,6 +169,10 @@ class ParsedRegion:
     mask: np.ndarray | None = None  # boolean HxW keyframe mask
     keyframe: int | None = None  # 0-based decoded frame of the mask, when the task says
     has_track: bool = False  # a videorectangle result was seen for this id
+    # Extra mask pages (results ``<id>-mask-f<N>``): 0-based frame -> boolean HxW mask, and
+    # 0-based frame -> the page (item_index) it was on.
+    pages: dict[int, np.ndarray] = field(default_factory=dict)
+    page_items: dict[int, int] = field(default_factory=dict)
 
 
 def parse_annotation(
@@ -189,9 +220,16 @@ def parse_annotation(
             if frame_size is not None and (height, width) != tuple(frame_size):
                 raise MaskFormatError(f"region {shorten(rid, 80)}: the brush mask declares {_dims(width, height)}"
                                       f" but the task's video is {frame_size[1]}x{frame_size[0]}")
-            region.mask = decode_brush(value.get("rle") or [], height, width)
+            mask = decode_brush(value.get("rle") or [], height, width)
             index = result.get("item_index", 0)
-            region.keyframe_item_index = int(index) if isinstance(index, int) else 0
+            index = int(index) if isinstance(index, int) and not isinstance(index, bool) else 0
+            frame = page_frame(str(rid))
+            if frame is not None:  # an extra page: the frame is in the id, the page may move
+                region.pages[frame] = mask
+                region.page_items[frame] = index
+                continue
+            region.mask = mask
+            region.keyframe_item_index = index
             if keyframe_frames is not None and 0 <= region.keyframe_item_index < len(keyframe_frames):
                 region.keyframe = int(keyframe_frames[region.keyframe_item_index]) - 1
             labels = value.get("brushlabels") or []
@@ -215,7 +253,10 @@ __all__ = [
     "object_results",
     "parse_annotation",
     "prediction",
+    "brush_result",
     "mask_region_id",
+    "page_frame",
+    "page_region_id",
     "region_id",
     "track_region_id",
 ]

@@ -1,4 +1,5 @@
-"""A task state as Label Studio results: one track and one keyframe mask per object, stable ids."""
+"""A task state as Label Studio results: per object one track, its keyframe mask and its extra mask
+pages (:mod:`vrshq.backend.labelstudio.pages`), stable ids."""
 
 from __future__ import annotations
 
@@ -9,7 +10,14 @@ import numpy as np
 
 from vrshq.backend.labelstudio.label_rules import choose_label
 from vrshq.backend.labelstudio.labelconfig import LabelConfigInfo
-from vrshq.backend.labelstudio.predictions import object_results, prediction, region_id
+from vrshq.backend.labelstudio.pages import extra_pages, page_mask
+from vrshq.backend.labelstudio.predictions import (
+    brush_result,
+    object_results,
+    page_region_id,
+    prediction,
+    region_id,
+)
 from vrshq.backend.tasks.state import TaskState
 from vrshq.plugins.base import ObjectTrack
 
@@ -28,10 +36,7 @@ def object_region_id(state: TaskState, obj: ObjectTrack) -> str:
 
 def shown_mask(obj: ObjectTrack) -> np.ndarray:
     """The keyframe mask to show: the latest correction on the keyframe, else the model's."""
-    for c in reversed(obj.corrections):
-        if c.frame == obj.keyframe:
-            return np.asarray(c.mask, dtype=bool)
-    return np.asarray(obj.keyframe_mask, dtype=bool)
+    return page_mask(obj, obj.keyframe)
 
 
 def object_label(obj: ObjectTrack, info: LabelConfigInfo) -> str:
@@ -52,7 +57,8 @@ def object_label_rule(obj: ObjectTrack, info: LabelConfigInfo) -> tuple[str, str
 
 def state_results(state: TaskState, info: LabelConfigInfo,
                   obj_ids: set[int] | None = None) -> list[dict[str, Any]]:
-    """The results of every object of ``state`` (or of ``obj_ids``), item_index = object order."""
+    """The results of every object of ``state`` (or of ``obj_ids``): keyframe page = object
+    order, then a brush result on each extra page (page len(objects) + i)."""
     out: list[dict[str, Any]] = []
     for index, obj in enumerate(state.objects):
         if obj_ids is not None and obj.obj_id not in obj_ids:
@@ -63,6 +69,18 @@ def state_results(state: TaskState, info: LabelConfigInfo,
             object_region_id(state, obj), info, state.fps, state.frames_count,
             item_index=index, score=confidence(obj.score),
             meta={"label_rule": rule} if rule else None)
+    if not info.has_masks:
+        return out
+    by_id = {o.obj_id: o for o in state.objects}
+    for n, page in enumerate(extra_pages(state)):
+        obj = by_id[page.obj_id]
+        if obj_ids is not None and obj.obj_id not in obj_ids:
+            continue
+        label, rule = object_label_rule(obj, info)
+        out.append(brush_result(page_mask(obj, page.frame), label,
+                                page_region_id(object_region_id(state, obj), page.frame), info,
+                                len(state.objects) + n, confidence(obj.score),
+                                {"label_rule": rule} if rule else None))
     return out
 
 

@@ -5,19 +5,21 @@ per object, in the state's order, like the keyframe images); written beside the 
 ``data:`` URL by the keyframe images' writer. ``valueList`` is not a required task data key in
 Label Studio, so tasks need no ``strips`` at import.
 
-Which frames (:func:`frames_to_check`), from the track alone, three signals:
+Which frames (:func:`frames_to_check`), from the track alone, four signals:
 
 1. *events*: frames where the mask appears (present, and absent or untracked on the frame
    before) or disappears (absent or untracked, present before); a track's start at frame 0
    is not an event;
 2. *jumps*: frames whose mask area differs most from the frame before's, relative to the larger
    of the two (only frames present on both);
-3. *far*: frames farthest from every anchor frame (the keyframe and the corrected frames: where
+3. *low score*: frames whose object score (the model's presence logit, where the track has
+   one) is lowest, present frames only, anchor frames left out (an annotator set those);
+4. *far*: frames farthest from every anchor frame (the keyframe and the corrected frames: where
    the track was told what the object is), present or not.
 
 Each signal's list is ordered by its strength, ties to the lower frame; the strip takes from
-the three lists in turn (event, jump, far, event, ...), skipping a frame already taken, until it
-has N or the frames run out; the thumbnails are then shown in frame order. Each carries its
+the four lists in turn (event, jump, low score, far, event, ...), skipping a frame already taken
+(and any in ``exclude``), until it has N or the frames run out; the thumbnails are then shown in frame order. Each carries its
 Label Studio frame number (1-based), ``F<n>``, drawn in its top-left corner.
 """
 
@@ -43,8 +45,10 @@ def _areas(track: Track, frames_count: int) -> list[int]:
     return [int(track.mask(f).sum()) if track.is_present(f) else 0 for f in range(frames_count)]
 
 
-def frames_to_check(track: Track, frames_count: int, anchors: Sequence[int], n: int) -> list[int]:
-    """The ``n`` frames (0-based, in frame order) most worth checking, by the module's rule."""
+def frames_to_check(track: Track, frames_count: int, anchors: Sequence[int], n: int,
+                    exclude: Sequence[int] = ()) -> list[int]:
+    """The ``n`` frames (0-based, in frame order) most worth checking, by the module's rule;
+    frames in ``exclude`` are never chosen (e.g. frames that already have a mask page)."""
     if n <= 0 or frames_count <= 0:
         return []
     present = [track.is_present(f) for f in range(frames_count)]
@@ -54,10 +58,14 @@ def frames_to_check(track: Track, frames_count: int, anchors: Sequence[int], n: 
                     and areas[f] != areas[f - 1]),
                    key=lambda f: (-abs(areas[f] - areas[f - 1]) / max(areas[f], areas[f - 1]), f))
     marks = sorted({int(a) for a in anchors if 0 <= int(a) < frames_count}) or [0]
+    scored = [f for f in range(frames_count) if present[f] and f not in marks
+              and track.score(f) is not None]
+    low = sorted(scored, key=lambda f: (float(track.score(f)), f))
     far = sorted(range(frames_count), key=lambda f: (-min(abs(f - a) for a in marks), f))
+    skip = {int(f) for f in exclude}
     chosen: list[int] = []
-    lists = [events, jumps, far]
-    while len(chosen) < min(n, frames_count):
+    lists = [[f for f in frames if f not in skip] for frames in (events, jumps, low, far)]
+    while len(chosen) < min(n, frames_count - len(skip & set(range(frames_count)))):
         for frames in lists:
             while frames and frames[0] in chosen:
                 frames.pop(0)

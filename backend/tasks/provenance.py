@@ -1,7 +1,8 @@
 """What an annotator saw and submitted: the provenance of each object's mask on each frame.
 
-Label Studio shows an annotator each object's keyframe mask (its page of the keyframe images);
-the rest of the track is the backend's propagation, never looked at mask by mask. When a
+Label Studio shows an annotator each object's keyframe mask (its page of the keyframe images)
+and its extra mask pages (``backend.labelstudio.pages``); the rest of the track is the backend's
+propagation, never looked at mask by mask. When a
 submitted annotation arrives (webhook, ``vrshq corrections sync``) the task state records, per
 object and shown frame, what became of it: ``corrected`` (the annotator drew a different mask),
 ``reviewed`` (shown and submitted unchanged) or ``deleted`` (the object was removed). Every
@@ -73,7 +74,7 @@ def record_submission(state: Any, changes: Sequence[Any], annotation: Mapping[st
             status, mask = CORRECTED, ch.mask
         else:
             status, mask = REVIEWED, ch.predicted_mask
-        review = Review(obj.obj_id, int(obj.keyframe), status, np.asarray(mask, dtype=bool), aid,
+        review = Review(obj.obj_id, int(ch.frame), status, np.asarray(mask, dtype=bool), aid,
                         obj.details.get("prompt"))
         state.reviews = [r for r in state.reviews
                          if (r.obj_id, r.frame) != (review.obj_id, review.frame)] + [review]

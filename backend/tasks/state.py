@@ -41,6 +41,20 @@ EARLIER_TRACKS = 8  # box tracks kept per object from the backend's earlier pred
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
+@dataclass(frozen=True)
+class MaskPage:
+    """An extra mask page of one object beyond its keyframe page (see
+    :mod:`vrshq.backend.labelstudio.pages`): the object, the 0-based frame, and why it is shown."""
+
+    obj_id: int
+    frame: int
+    why: str  # "ranked" (the model's signals), "corrected" or "requested" (asked for by an annotator)
+
+    def to_json(self) -> list[Any]:
+        """``[obj_id, frame, why]``."""
+        return [self.obj_id, self.frame, self.why]
+
+
 @dataclass
 class TaskState:
     """The backend's last prediction of one task."""
@@ -54,6 +68,10 @@ class TaskState:
     frames_count: int
     objects: list[ObjectTrack] = field(default_factory=list)
     keyframe_urls: list[str] = field(default_factory=list)  # item_index order = objects order
+    # Extra mask pages, shown after the keyframe pages (page len(objects) + i = pages[i]), and
+    # their image URLs. Absent from states written before 0.2: keyframe pages only.
+    pages: list[MaskPage] = field(default_factory=list)
+    page_urls: list[str] = field(default_factory=list)
     # obj_id -> the box sequences (Label Studio keyframes) the backend predicted before the
     # current track: an annotation still showing one of them did not edit the boxes.
     earlier_tracks: dict[str, list[list[dict[str, Any]]]] = field(default_factory=dict)
@@ -85,6 +103,7 @@ class TaskState:
             "format": FORMAT, "project": self.project, "task": self.task, "plugin": self.plugin,
             "model_version": self.model_version, "video": self.video, "fps": self.fps,
             "frames_count": self.frames_count, "keyframe_urls": list(self.keyframe_urls),
+            "pages": [p.to_json() for p in self.pages], "page_urls": list(self.page_urls),
             "objects": [_object_json(o) for o in self.objects],
             "earlier_tracks": self.earlier_tracks,
             "submissions": list(self.submissions), "reviews": [r.to_json() for r in self.reviews],
@@ -99,6 +118,8 @@ class TaskState:
             project=str(doc["project"]), task=str(doc["task"]), plugin=str(doc["plugin"]),
             model_version=str(doc["model_version"]), video=str(doc["video"]), fps=float(doc["fps"]),
             frames_count=int(doc["frames_count"]), keyframe_urls=list(doc.get("keyframe_urls", [])),
+            pages=[MaskPage(int(o), int(f), str(w)) for o, f, w in doc.get("pages") or []],
+            page_urls=[str(u) for u in doc.get("page_urls") or []],
             objects=[_object_from_json(o) for o in doc["objects"]],
             earlier_tracks={str(k): list(v) for k, v in (doc.get("earlier_tracks") or {}).items()},
             submissions=[str(a) for a in doc.get("submissions") or []],
@@ -224,4 +245,4 @@ class TaskStateStore:
         write_atomic(path, [json.dumps({"format": REVIEWS_FORMAT, "submissions": list(state.submissions),
                                         "reviews": [r.to_json() for r in state.reviews]})])
 
-__all__ = ["TaskLock", "TaskState", "TaskStateStore"]
+__all__ = ["MaskPage", "TaskLock", "TaskState", "TaskStateStore"]
