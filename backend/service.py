@@ -236,42 +236,56 @@ class Backend:
 
     # ------------------------------------------------------------------ keyframes, overlay
     def write_keyframes(self, state: TaskState, video: VideoReader, info: LabelConfigInfo,
-                        data: Mapping[str, Any] | None = None) -> None:
+                        data: Mapping[str, Any] | None = None, reuse: bool = False) -> None:
         """Write each object's keyframe image, its extra mask pages' images and the overlay
         video; put their URLs into the task's data in LS (``data``: the task's data; None reads
         it from Label Studio)."""
-        new = self._pages_data(state, video, info)
+        new = self._pages_data(state, video, info, reuse)
         new.update(self._overlay_data(state, video, info))
         if new:
             self.update_task_data(state, data, new)
 
     def write_pages(self, state: TaskState, video: VideoReader, info: LabelConfigInfo,
-                    data: Mapping[str, Any] | None = None) -> None:
-        """Write the mask pages' images (not the overlay); put the page list into the task's data."""
-        new = self._pages_data(state, video, info)
+                    data: Mapping[str, Any] | None = None, reuse: bool = False) -> None:
+        """Write the mask pages' images (not the overlay); put the page list into the task's
+        data (``reuse``: see :meth:`_pages_data`)."""
+        new = self._pages_data(state, video, info, reuse)
         if new:
             self.update_task_data(state, data, new)
 
-    def _pages_data(self, state: TaskState, video: VideoReader, info: LabelConfigInfo) -> dict[str, Any]:
+    def _pages_data(self, state: TaskState, video: VideoReader, info: LabelConfigInfo,
+                    reuse: bool = False) -> dict[str, Any]:
         """Write every page's image (keyframe pages, then extra pages: :mod:`...pages`), remove
-        the images of pages no longer shown; the task data keys of the page list."""
+        the images of pages no longer shown; the task data keys of the page list. With
+        ``reuse`` (same objects and keyframes, pages only appended since: a re-propagation, a
+        requested frame) the images already written keep their URLs and only new pages are
+        decoded and written."""
         if not info.has_masks or info.keyframes_key is None:
             return {}
         roots, quality = tuple(self.config.local_roots), self.config.keyframe_quality
         by_id = {o.obj_id: o for o in state.objects}
+        extras = extra_pages(state)
+        old_keys = state.keyframe_urls if reuse and len(state.keyframe_urls) == len(state.objects) else []
+        old_pages = state.page_urls[:len(extras)] if reuse else []
+        wanted = [(o, o.keyframe) for o in state.objects][len(old_keys):] + \
+            [(by_id[p.obj_id], p.frame) for p in extras][len(old_pages):]
+        # One ascending pass over the video for every image (a random seek decodes from the
+        # previous key frame: several hundred ms per page on a long GOP).
+        frames = dict(zip(sorted({f for _, f in wanted}), video.frames(sorted({f for _, f in wanted}))))
 
         def image(obj: ObjectTrack, frame: int) -> np.ndarray:
-            return page_image(video.frame(frame), page_caption(object_label(obj, info), obj.obj_id, frame))
+            return page_image(frames[frame], page_caption(object_label(obj, info), obj.obj_id, frame))
 
-        state.keyframe_urls = [
+        state.keyframe_urls = list(old_keys) + [
             keyframe_url(state.video, state.project, state.task, o.obj_id, o.keyframe,
-                         image(o, o.keyframe), roots, quality) for o in state.objects]
-        names = [f"page-obj{p.obj_id}-f{p.frame + 1}.jpg" for p in extra_pages(state)]
-        state.page_urls = [
+                         image(o, o.keyframe), roots, quality) for o in state.objects[len(old_keys):]]
+        names = [f"page-obj{p.obj_id}-f{p.frame + 1}.jpg" for p in extras]
+        state.page_urls = list(old_pages) + [
             image_url(state.video, state.project, state.task, name, image(by_id[p.obj_id], p.frame),
-                      roots, quality) for p, name in zip(extra_pages(state), names)]
-        keep = set(names) | {f"obj{o.obj_id}-f{o.keyframe + 1}.jpg" for o in state.objects}
-        remove_stale_images(state.video, state.project, state.task, keep, ("obj", "page-obj"), roots)
+                      roots, quality) for p, name in list(zip(extras, names))[len(old_pages):]]
+        if not reuse:
+            keep = set(names) | {f"obj{o.obj_id}-f{o.keyframe + 1}.jpg" for o in state.objects}
+            remove_stale_images(state.video, state.project, state.task, keep, ("obj", "page-obj"), roots)
         listed = pages_data(state)
         return {info.keyframes_key: state.keyframe_urls + state.page_urls,
                 KEYFRAME_FRAMES_KEY: listed["frames"], KEYFRAME_OBJECTS_KEY: listed["objects"]}
@@ -358,8 +372,8 @@ class Backend:
                         video, state.objects, corrections, progress=report)
                 state.replace_objects(list(objects))
                 refresh_pages(state, self.config.mask_pages, {c.obj_id for c in corrections})
-                if info is not None:
-                    self.write_keyframes(state, video, info)
+                if info is not None:  # same objects and keyframes; pages only appended
+                    self.write_keyframes(state, video, info, reuse=True)
             finally:
                 video.close()
             state.model_version = self.model_version

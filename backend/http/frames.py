@@ -74,7 +74,7 @@ def show_frames(backend: Any, tid: int, data: Mapping[str, Any], info: LabelConf
                 ids.add(obj.obj_id)
         video = backend.open_video(project, tid, state.video, state.fps)
         try:
-            backend.write_pages(state, video, info, data)
+            backend.write_pages(state, video, info, data, reuse=True)
         finally:
             video.close()
         backend.states.save(state)

@@ -32,6 +32,7 @@ from PIL import Image, ImageDraw
 
 from vrshq.backend.labelstudio.overlay import draw_masks
 from vrshq.masks import Track
+from vrshq.masks.rle import rle_area
 from vrshq.plugins.base import ObjectTrack
 from vrshq.video.base import VideoReader
 
@@ -41,8 +42,8 @@ GAP_COLOR = (32, 32, 32)
 
 
 def _areas(track: Track, frames_count: int) -> list[int]:
-    """Each frame's mask area; 0 where absent or never tracked."""
-    return [int(track.mask(f).sum()) if track.is_present(f) else 0 for f in range(frames_count)]
+    """Each frame's mask area; 0 where absent or never tracked (read off the RLE: no decoding)."""
+    return [int(rle_area(track.rle(f))) if track.has(f) else 0 for f in range(frames_count)]
 
 
 def frames_to_check(track: Track, frames_count: int, anchors: Sequence[int], n: int,
@@ -51,14 +52,15 @@ def frames_to_check(track: Track, frames_count: int, anchors: Sequence[int], n: 
     frames in ``exclude`` are never chosen (e.g. frames that already have a mask page)."""
     if n <= 0 or frames_count <= 0:
         return []
-    present = [track.is_present(f) for f in range(frames_count)]
     areas = _areas(track, frames_count)
+    present = [a > 0 for a in areas]
     events = [f for f in range(1, frames_count) if present[f] != present[f - 1]]
     jumps = sorted((f for f in range(1, frames_count) if present[f] and present[f - 1]
                     and areas[f] != areas[f - 1]),
                    key=lambda f: (-abs(areas[f] - areas[f - 1]) / max(areas[f], areas[f - 1]), f))
     marks = sorted({int(a) for a in anchors if 0 <= int(a) < frames_count}) or [0]
-    scored = [f for f in range(frames_count) if present[f] and f not in marks
+    anchor_set = set(marks)
+    scored = [f for f in range(frames_count) if present[f] and f not in anchor_set
               and track.score(f) is not None]
     low = sorted(scored, key=lambda f: (float(track.score(f)), f))
     far = sorted(range(frames_count), key=lambda f: (-min(abs(f - a) for a in marks), f))

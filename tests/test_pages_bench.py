@@ -1,0 +1,20 @@
+"""The mask-pages benchmark (bench/pages_bench.py) at tiny size: it runs, measures and checks."""
+
+from __future__ import annotations
+
+import json
+
+from bench import pages_bench
+
+
+def test_the_pages_bench_runs_at_tiny_size(tmp_path, monkeypatch):
+    monkeypatch.setenv("VRSHQ_BENCH_RESULTS", str(tmp_path / "results"))
+    assert pages_bench.main(["--frames", "12", "--size", "160x120", "--device", "cpu"]) == 0
+    got = json.loads((tmp_path / "results" / "pages.json").read_text())
+    assert got["passed"] is True and all(got["checks"].values())
+    assert got["frames"] == 12 and got["mask_pages"] == 2 and "stand-in" in got["label_studio"]
+    for key in ("pages", "frame_n", "fix"):
+        assert got[f"{key}_s"] > 0 and got[f"{key}_ratio"] == got[f"{key}_s"] / got["predict_s"]
+    calls = got["label_studio_calls"]
+    assert calls["PATCH /api/tasks/<id>/ 200"] >= 2  # the prediction's pages, then frame N's
+    assert not [c for c in calls if c.endswith((" 401", " 404", " 400"))]
