@@ -14,7 +14,8 @@ In one run, on one machine, against a from-scratch ``/predict`` of a two-object 
   the answer with the new pages; over the prediction's;
 * ``fix_ratio``: a brush fix on an object's extra (non-keyframe) page, sent as Label Studio's
   auto-annotation does (``/predict`` with the brush in the context), until the answer with the
-  re-propagated object; over the prediction's; target <= 0.4.
+  re-propagated object; over the prediction's; target <= 0.4. ``keyframe_fix_ratio``: the same
+  on the other object's keyframe page (the correction path as it was before extra pages).
 
 Checks (exit 1 when one fails): the answer to ``frame N`` carries each object's mask on frame N,
 and the fix comes back bit-equal on its page and in the stored track. Writes
@@ -124,6 +125,12 @@ def run(frames: int, width: int, height: int, sam2: str, pages: int, device: str
             "params": {"context": {"result": [brush]}}}, timeout)
         answer = next(r for r in body["results"][0]["result"] if r["id"] == brush["id"])
         stored = backend.states.load(PROJECT, TASK).object(1)
+        # The same path on the other object's keyframe page: the correction as it was before pages.
+        key = copy.deepcopy(next(r for r in predicted["result"] if r["id"] == f"vrshq-{TASK}-2-mask"))
+        key["value"]["rle"] = encode_brush(fix)
+        out["keyframe_fix_s"], _ = _post(f"{url}/predict", {
+            "tasks": [task], "project": str(PROJECT), "label_config": label_config,
+            "params": {"context": {"result": [key]}}}, timeout)
         out["checks"] = {
             "frame_n_pages_carry_the_current_masks": bool(frame_ok),
             "fix_answered_exactly": bool(np.array_equal(
@@ -136,7 +143,7 @@ def run(frames: int, width: int, height: int, sam2: str, pages: int, device: str
         server.shutdown()
         backend.close()
         standin.close()
-    for key in ("pages", "frame_n", "fix"):
+    for key in ("pages", "frame_n", "fix", "keyframe_fix"):
         out[f"{key}_ratio"] = out[f"{key}_s"] / out["predict_s"]
     out["targets"] = {"pages_ratio": PAGES_TARGET, "fix_ratio": FIX_TARGET}
     out["within_targets"] = out["pages_ratio"] <= PAGES_TARGET and out["fix_ratio"] <= FIX_TARGET
@@ -165,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     print_table(f"mask pages ({args.frames} frames of {args.size}, SAM-2 {args.sam2}, "
                 f"{args.pages} pages per object, {args.device})",
                 [{k: results[k] for k in ("predict_s", "pages_s", "pages_ratio", "frame_n_s",
-                                          "frame_n_ratio", "fix_s", "fix_ratio")}])
+                                          "frame_n_ratio", "fix_s", "fix_ratio",
+                                          "keyframe_fix_ratio")}])
     print_table("checks", [results["checks"]])
     print(f"within targets (pages <= {PAGES_TARGET}, fix <= {FIX_TARGET}): {results['within_targets']}")
     print(f"\nwrote {write_json('pages', results)}")

@@ -59,7 +59,10 @@ def backend_server(label_studio: LabelStudioServer, tiny_models, tmp_path_factor
     env = {**os.environ, "VRSHQ_MODEL": str(tiny_models), "MODEL_DIR": str(data / "model-dir"),
            "VRSHQ_DEVICE": "cpu", "OMP_NUM_THREADS": "1", "LABEL_STUDIO_URL": label_studio.url,
            "LABEL_STUDIO_API_KEY": label_studio.token,
-           "LOCAL_FILES_DOCUMENT_ROOT": str(label_studio.doc_root), "VRSHQ_SYNC_FRAMES": str(BUDGET)}
+           "LOCAL_FILES_DOCUMENT_ROOT": str(label_studio.doc_root), "VRSHQ_SYNC_FRAMES": str(BUDGET),
+           # The keyframe pages only, as these tests (and the browser checks) count them; the
+           # extra mask pages are tests/test_mask_pages.py's.
+           "VRSHQ_MASK_PAGES": "0"}
     port = free_port()
     log = data / "serve.log"
     proc = start(["--port", str(port), "--threads", "4"], env, log)
