@@ -24,19 +24,15 @@ from vrshq.backend.jobs.payloads import predict_payload
 from vrshq.backend.jobs.redis_queue import RQJobRunner
 from vrshq.backend.jobs.runner import JobRunner, Report
 from vrshq.backend.labelstudio.connections import project_media, project_writer, setup_project
-from vrshq.backend.labelstudio.keyframes import image_url, keyframe_url, remove_stale_images
+from vrshq.backend.labelstudio.keyframes import image_url
 from vrshq.backend.labelstudio.label_rules import record_label_rules
-from vrshq.backend.labelstudio.labelconfig import (
-    KEYFRAME_FRAMES_KEY,
-    KEYFRAME_OBJECTS_KEY,
-    LabelConfigInfo,
-    parse_label_config,
-)
+from vrshq.backend.labelstudio.labelconfig import LabelConfigInfo, parse_label_config
 from vrshq.backend.labelstudio.media import MediaConfig
 from vrshq.backend.labelstudio.overlay import encode_overlay, label_color
 from vrshq.backend.labelstudio.overlay_files import write_overlay_file
-from vrshq.backend.labelstudio.pages import extra_pages, page_caption, page_image, pages_data, refresh_pages
-from vrshq.backend.labelstudio.results import object_label, state_prediction
+from vrshq.backend.labelstudio.page_images import write_page_images
+from vrshq.backend.labelstudio.pages import refresh_pages
+from vrshq.backend.labelstudio.results import state_prediction
 from vrshq.backend.labelstudio.strips import object_strip
 from vrshq.backend.labelstudio.task_video import open_task_video
 from vrshq.backend.labelstudio.writer import LabelStudioWriter
@@ -255,40 +251,9 @@ class Backend:
 
     def _pages_data(self, state: TaskState, video: VideoReader, info: LabelConfigInfo,
                     reuse: bool = False) -> dict[str, Any]:
-        """Write every page's image (keyframe pages, then extra pages: :mod:`...pages`), remove
-        the images of pages no longer shown; the task data keys of the page list. With
-        ``reuse`` (same objects and keyframes, pages only appended since: a re-propagation, a
-        requested frame) the images already written keep their URLs and only new pages are
-        decoded and written."""
-        if not info.has_masks or info.keyframes_key is None:
-            return {}
-        roots, quality = tuple(self.config.local_roots), self.config.keyframe_quality
-        by_id = {o.obj_id: o for o in state.objects}
-        extras = extra_pages(state)
-        old_keys = state.keyframe_urls if reuse and len(state.keyframe_urls) == len(state.objects) else []
-        old_pages = state.page_urls[:len(extras)] if reuse else []
-        wanted = [(o, o.keyframe) for o in state.objects][len(old_keys):] + \
-            [(by_id[p.obj_id], p.frame) for p in extras][len(old_pages):]
-        # One ascending pass over the video for every image (a random seek decodes from the
-        # previous key frame: several hundred ms per page on a long GOP).
-        frames = dict(zip(sorted({f for _, f in wanted}), video.frames(sorted({f for _, f in wanted}))))
-
-        def image(obj: ObjectTrack, frame: int) -> np.ndarray:
-            return page_image(frames[frame], page_caption(object_label(obj, info), obj.obj_id, frame))
-
-        state.keyframe_urls = list(old_keys) + [
-            keyframe_url(state.video, state.project, state.task, o.obj_id, o.keyframe,
-                         image(o, o.keyframe), roots, quality) for o in state.objects[len(old_keys):]]
-        names = [f"page-obj{p.obj_id}-f{p.frame + 1}.jpg" for p in extras]
-        state.page_urls = list(old_pages) + [
-            image_url(state.video, state.project, state.task, name, image(by_id[p.obj_id], p.frame),
-                      roots, quality) for p, name in list(zip(extras, names))[len(old_pages):]]
-        if not reuse:
-            keep = set(names) | {f"obj{o.obj_id}-f{o.keyframe + 1}.jpg" for o in state.objects}
-            remove_stale_images(state.video, state.project, state.task, keep, ("obj", "page-obj"), roots)
-        listed = pages_data(state)
-        return {info.keyframes_key: state.keyframe_urls + state.page_urls,
-                KEYFRAME_FRAMES_KEY: listed["frames"], KEYFRAME_OBJECTS_KEY: listed["objects"]}
+        """Write the mask pages' images (:func:`write_page_images`); the page list's task data."""
+        return write_page_images(state, video, info, tuple(self.config.local_roots),
+                                 self.config.keyframe_quality, reuse)
 
     def write_overlay(self, state: TaskState, video: VideoReader, info: LabelConfigInfo,
                       data: Mapping[str, Any] | None = None) -> None:
