@@ -2,10 +2,8 @@
 
 Each corrected object gets a fresh session with its previous keyframe mask and every correction
 (earlier ones included) as conditioning frames, then is tracked through the video again; objects
-without a new correction keep their previous track. Every corrected mask is put back exactly on
-its frame in the new track (the engine's output there is its own decoding of the prompt, close
-but not the annotator's pixels; an annotator's fix must come back as drawn). Object ids,
-labels, keyframes, scores and details carry over. A cancelled re-propagation keeps the frames it finished and the previous
+without a new correction keep their previous track. Object ids, labels, keyframes, scores and
+details carry over. A cancelled re-propagation keeps the frames it finished and the previous
 track everywhere else.
 """
 
@@ -75,10 +73,6 @@ def repropagate(model: torch.nn.Module, video: VideoReader, previous: list[Objec
         for t in previous:
             if t.obj_id in merged:
                 keep_unfinished(tracks[t.obj_id], t.track)
-    for obj_id, fixes in merged.items():
-        track = tracks[obj_id]
-        for c in fixes:
-            track.set(c.frame, c.mask, score=track.score(c.frame) if track.has(c.frame) else None)
     return [replace(t, track=tracks[t.obj_id], corrections=merged[t.obj_id]) if t.obj_id in merged
             else t for t in previous]
 

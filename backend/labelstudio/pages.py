@@ -48,6 +48,24 @@ def page_mask(obj: ObjectTrack, frame: int) -> np.ndarray:
     return np.zeros((obj.track.height, obj.track.width), dtype=bool)
 
 
+def put_back_corrections(objects: Iterable[ObjectTrack], obj_ids: Iterable[int]) -> None:
+    """Set each corrected mask of the objects ``obj_ids`` exactly on its frame of their tracks.
+
+    A plugin's re-propagation returns the engine's own decoding of a mask prompt there (for
+    sam2, what tracking from scratch with the same prompts gives: close, not the drawn pixels);
+    the annotator's fix must come back as drawn, on its page and in the track (sam3 does it
+    itself, plugins/sam3_tracker.py). The frame's score is kept.
+    """
+    wanted = {int(i) for i in obj_ids}
+    for obj in objects:
+        if obj.obj_id not in wanted:
+            continue
+        for c in obj.corrections:
+            f = int(c.frame)
+            obj.track.set(f, np.asarray(c.mask, dtype=bool),
+                          score=obj.track.score(f) if obj.track.has(f) else None)
+
+
 def extra_pages(state: TaskState) -> list[MaskPage]:
     """The state's extra pages whose object still exists, in page order."""
     ids = {o.obj_id for o in state.objects}
@@ -126,4 +144,5 @@ def pages_data(state: TaskState) -> dict[str, Any]:
 
 
 __all__ = ["CORRECTED", "RANKED", "REQUESTED", "all_pages", "extra_pages", "page_caption",
-           "page_image", "page_index", "page_mask", "pages_data", "refresh_pages", "request_page"]
+           "page_image", "page_index", "page_mask", "pages_data", "put_back_corrections", "refresh_pages",
+           "request_page"]
