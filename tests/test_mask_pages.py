@@ -281,3 +281,21 @@ def test_a_bad_frame_request_is_a_4xx_naming_the_problem(client, vrshq_backend, 
     _predict(client, ls, tid)
     r = _typed(client, tid, text)
     assert r.status_code == 400 and words in r.json["error"], r.json
+
+
+def test_a_new_prediction_removes_the_page_images_no_longer_shown(client, vrshq_backend, ls, media_root):
+    tid = next_task_id()
+    _predict(client, ls, tid)
+    folder = (media_root / unquote(ls.data[tid]["keyframes"][-1].split("?d=", 1)[1])).parent
+    (folder / "page-obj1-f999.jpg").write_bytes(b"old")  # a page of an earlier prediction
+    (folder / "strip-obj1-0123.jpg").write_bytes(b"strip")  # not a page: left alone
+    task = text_task(tid, "the car\nthe red disc")  # other prompts: predicted afresh
+    ls.data[tid] = dict(task["data"])
+    r = client.post("/predict", json={"tasks": [task], "project": "1", "label_config": TEXT_XML})
+    assert r.status_code == 200, r.json
+    state = vrshq_backend.states.load(1, tid)
+    shown = {unquote(u.split("?d=", 1)[1]).rsplit("/", 1)[1] for u in ls.data[tid]["keyframes"]}
+    assert shown == {f"obj{o.obj_id}-f{o.keyframe + 1}.jpg" for o in state.objects} | \
+        {f"page-obj{p.obj_id}-f{p.frame + 1}.jpg" for p in state.pages}
+    on_disk = {p.name for p in folder.glob("*.jpg")}
+    assert on_disk - {"strip-obj1-0123.jpg"} == shown

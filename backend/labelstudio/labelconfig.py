@@ -43,10 +43,13 @@ Task data contract (keys as in the shipped configs; the config's variables decid
       "prompt": "the man in the red shirt\\nthe dog", # text: one object per non-empty line,
                                                       # or a list of texts, one per object
       "keyframes": ["/data/local-files/?d=kf/a_1.jpg", ...],  # one image per object, in
-                                                      # item_index order; filled by the backend
-                                                      # (write-back); may be absent or [] before
-      "keyframe_frames": [12, 40],                    # optional: LS frame number (1-based) of
-                                                      # each keyframe image, same order
+                                                      # item_index order, then the extra mask
+                                                      # pages (backend.labelstudio.pages);
+                                                      # filled by the backend (write-back);
+                                                      # may be absent or [] before
+      "keyframe_frames": [12, 40, 3, 77],             # optional: LS frame number (1-based) of
+                                                      # each page, same order
+      "keyframe_objects": [1, 2, 1, 2],               # optional: the object id of each page
       "overlay": "/data/local-files/?d=clips/vrshq-overlays/1-7/overlay-<hash>.mp4"
                                                       # filled by the backend when the config
                                                       # has the overlay <Video>
