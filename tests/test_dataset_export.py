@@ -68,16 +68,20 @@ def test_a_submitted_annotation_records_what_was_corrected_and_reviewed(client, 
     assert _webhook(client, tid, result, 71).status_code == 201
     state = vrshq_backend.states.load(1, tid)
     assert state.submissions == ["71"]
-    by_obj = {r.obj_id: r for r in state.reviews}
+    by_obj = {r.obj_id: r for r in state.reviews if r.frame == state.object(r.obj_id).keyframe}
     assert (by_obj[1].status, by_obj[1].frame) == (REVIEWED, state.object(1).keyframe)
     assert (by_obj[2].status, by_obj[2].frame) == (CORRECTED, state.object(2).keyframe)
     assert np.array_equal(by_obj[2].mask, fixed)
+    # Every shown page is a verdict: the keyframe page and the extra mask pages (issue 14 §2).
+    shown = {o.obj_id: sorted([o.keyframe] + [p.frame for p in state.pages if p.obj_id == o.obj_id])
+             for o in state.objects}
+    assert sorted((r.obj_id, r.frame) for r in state.reviews) == [(i, f) for i in shown for f in shown[i]]
 
     final = final_task(state)
     o1, o2 = final.objects
-    assert [f for f, p in enumerate(o1.provenance) if p != "propagated"] == [state.object(1).keyframe]
+    assert [f for f, p in enumerate(o1.provenance) if p != "propagated"] == shown[1]
     assert o1.provenance[state.object(1).keyframe] == REVIEWED
-    assert [f for f, p in enumerate(o2.provenance) if p != "propagated"] == [state.object(2).keyframe]
+    assert [f for f, p in enumerate(o2.provenance) if p != "propagated"] == shown[2]
     assert o2.provenance[state.object(2).keyframe] == CORRECTED
     # The drawn mask is the final mask on its frame, though nothing re-propagated it (no LS here).
     hw = (final.height, final.width)
@@ -115,7 +119,8 @@ def test_a_submission_is_recorded_while_a_job_holds_the_task(client, vrshq_backe
     assert finished, "the webhook waited for the job's lock"
     assert answer["r"].status_code == 201
     state = states.load(1, tid)
-    assert state.submissions == ["80"] and [r.status for r in state.reviews] == [REVIEWED, REVIEWED]
+    shown = len(state.objects) + len(state.pages)  # keyframe pages and extra mask pages
+    assert state.submissions == ["80"] and [r.status for r in state.reviews] == [REVIEWED] * shown
 
 
 def test_corrections_sync_records_what_the_missed_annotations_submitted(tmp_path):
