@@ -31,7 +31,7 @@ from vrshq.backend.labelstudio.media import MediaConfig
 from vrshq.backend.labelstudio.overlay import encode_overlay, label_color
 from vrshq.backend.labelstudio.overlay_files import write_overlay_file
 from vrshq.backend.labelstudio.page_images import write_page_images
-from vrshq.backend.labelstudio.pages import put_back_corrections, refresh_pages
+from vrshq.backend.labelstudio.pages import put_back_corrections, refresh_pages, remember_shown
 from vrshq.backend.labelstudio.results import state_prediction
 from vrshq.backend.labelstudio.strips import object_strip
 from vrshq.backend.labelstudio.task_video import open_task_video
@@ -336,6 +336,7 @@ class Backend:
                     objects: list[ObjectTrack] = self.plugin.correct(
                         video, state.objects, corrections, progress=report)
                 put_back_corrections(objects, {c.obj_id for c in corrections})
+                remember_shown(state, {c.obj_id for c in corrections})
                 state.replace_objects(list(objects))
                 refresh_pages(state, self.config.mask_pages, {c.obj_id for c in corrections})
                 if info is not None:  # same objects and keyframes; pages only appended

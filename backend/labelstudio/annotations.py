@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from vrshq.backend.labelstudio.labelconfig import LabelConfigInfo
-from vrshq.backend.labelstudio.pages import all_pages, page_mask
+from vrshq.backend.labelstudio.pages import all_pages, page_mask, was_shown
 from vrshq.backend.labelstudio.predictions import ParsedRegion, parse_annotation
 from vrshq.backend.labelstudio.results import object_region_id, shown_mask, state_results
 from vrshq.backend.tasks.state import TaskState
@@ -160,7 +160,8 @@ def diff_annotation(state: TaskState, info: LabelConfigInfo,
                 change.boxes = annotated_seq.get(rid, [])
         changes.append(change)
         if info.has_masks:
-            changes += _page_changes(state, obj, region, predicted.get(rid), drawn.get(obj.obj_id, {}))
+            changes += _page_changes(state, obj, region, predicted.get(rid), drawn.get(obj.obj_id, {}),
+                                     against_state)
     return changes
 
 
@@ -185,7 +186,8 @@ def _drawn_on_pages(state: TaskState, annotated: Mapping[str, ParsedRegion], our
 
 
 def _page_changes(state: TaskState, obj: ObjectTrack, region: ParsedRegion | None,
-                  predicted: ParsedRegion | None, drawn: Mapping[int, list]) -> list[ObjectChange]:
+                  predicted: ParsedRegion | None, drawn: Mapping[int, list],
+                  against_state: bool) -> list[ObjectChange]:
     """The object's extra pages in the annotation, one change each (unchanged ones included)."""
     pages = dict(region.pages) if region is not None else {}
     frames = sorted(set(pages) | set(drawn))
@@ -204,6 +206,9 @@ def _page_changes(state: TaskState, obj: ObjectTrack, region: ParsedRegion | Non
         if after.shape != before.shape:
             raise ValueError(f"object {obj.obj_id}'s mask on frame {f + 1} is {after.shape[1]}x"
                              f"{after.shape[0]} but the video is {before.shape[1]}x{before.shape[0]}")
+        if against_state and not drawn.get(f) and not np.array_equal(after, before) \
+                and was_shown(state, obj.obj_id, f, after):
+            continue  # an editor still showing an earlier prediction's page: not an edit
         page = index.get(f, predicted.page_items.get(f, -1) if predicted is not None else -1)
         out.append(ObjectChange(obj, page, before, None if np.array_equal(after, before) else after,
                                 frame=f))

@@ -30,6 +30,7 @@ from PIL import Image, ImageDraw
 
 from vrshq.backend.labelstudio.strips import frames_to_check, object_anchors
 from vrshq.backend.tasks.state import MaskPage, TaskState
+from vrshq.masks import decode_rle, encode_rle
 from vrshq.plugins.base import ObjectTrack
 
 RANKED, CORRECTED, REQUESTED = "ranked", "corrected", "requested"
@@ -64,6 +65,25 @@ def put_back_corrections(objects: Iterable[ObjectTrack], obj_ids: Iterable[int])
             f = int(c.frame)
             obj.track.set(f, np.asarray(c.mask, dtype=bool),
                           score=obj.track.score(f) if obj.track.has(f) else None)
+
+
+def remember_shown(state: TaskState, obj_ids: Iterable[int], keep: int = 8) -> None:
+    """Record the masks the extra pages of ``obj_ids`` show now, before a re-propagation
+    replaces them (at most ``keep`` per page): an editor still showing one sends it back
+    unedited, which is not a correction (:func:`was_shown`)."""
+    wanted = {int(i) for i in obj_ids}
+    by_id = {o.obj_id: o for o in state.objects}
+    for p in extra_pages(state):
+        if p.obj_id in wanted:
+            rle = encode_rle(page_mask(by_id[p.obj_id], p.frame))
+            key = f"{p.obj_id}:{p.frame}"
+            kept = [r for r in state.earlier_pages.get(key, []) if r != rle]
+            state.earlier_pages[key] = (kept + [rle])[-keep:]
+
+
+def was_shown(state: TaskState, obj_id: int, frame: int, mask: np.ndarray) -> bool:
+    """Whether ``mask`` is one an earlier prediction showed on the object's page of ``frame``."""
+    return any(np.array_equal(decode_rle(r), mask) for r in state.earlier_pages.get(f"{obj_id}:{frame}", []))
 
 
 def extra_pages(state: TaskState) -> list[MaskPage]:
@@ -145,4 +165,4 @@ def pages_data(state: TaskState) -> dict[str, Any]:
 
 __all__ = ["CORRECTED", "RANKED", "REQUESTED", "all_pages", "extra_pages", "page_caption",
            "page_image", "page_index", "page_mask", "pages_data", "put_back_corrections", "refresh_pages",
-           "request_page"]
+           "remember_shown", "request_page", "was_shown"]
