@@ -125,9 +125,7 @@ class Sam3Plugin(ModelPlugin):
 
     @property
     def version(self) -> str:
-        if self._version is None:
-            raise ModelError("the sam3 plugin is not loaded")
-        return self._version
+        return self.require_loaded(self._version)
 
     @classmethod
     def check_model(cls, model_dir: str | None) -> None:
@@ -156,9 +154,7 @@ class Sam3Plugin(ModelPlugin):
         self._version = f"sam3-{Path(config.model_dir).resolve().name}"
 
     def _loaded(self) -> tuple[Any, Any]:
-        if self.model is None:
-            raise ModelError("the sam3 plugin is not loaded: call load() first")
-        return self.model, self.processor
+        return self.require_loaded(self.model), self.processor
 
     def predict(self, video: VideoReader, prompts: list[ObjectPrompt],
                 progress: Progress | None = None) -> list[ObjectTrack]:

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from vrshq.masks.track import Track
-from vrshq.plugins.base import Correction, ObjectTrack, Progress, check_corrections
-from vrshq.plugins.repropagate import merge_corrections
+from vrshq.plugins.base import Correction, ObjectTrack, Progress
+from vrshq.plugins.repropagate import corrections_by_object
 from vrshq.video.reader import VideoReader
 
 
@@ -67,20 +67,17 @@ def repropagate_sam3(tracker: tuple[Any, Any], video: VideoReader, previous: lis
                      corrections: list[Correction],
                      progress: Progress | None = None) -> list[ObjectTrack]:
     """Every object of ``previous``, the corrected ones re-tracked by SAM 3's tracker."""
-    check_corrections(previous, corrections, video)
-    new_by_obj: dict[int, list[Correction]] = {}
-    for c in corrections:
-        new_by_obj.setdefault(int(c.obj_id), []).append(c)
-    if not new_by_obj:
+    by_obj = corrections_by_object(previous, corrections, video)
+    if not by_obj:
         return list(previous)
     model, processor = tracker
     frames = [video.frame(i) for i in range(len(video))]
     results = []
     for t in previous:
-        if t.obj_id not in new_by_obj:
+        if t.obj_id not in by_obj:
             results.append(t)
             continue
-        merged = merge_corrections(t.corrections, new_by_obj[t.obj_id])
+        merged = by_obj[t.obj_id]
         prompts = {int(t.keyframe): np.asarray(t.keyframe_mask, dtype=bool)}
         prompts.update({c.frame: c.mask for c in merged})  # a correction wins on the keyframe
         track = track_from_masks(model, processor, frames, prompts, t.obj_id, progress)
