@@ -23,11 +23,12 @@ from vrshq.plugins.repropagate import corrections_by_object
 from vrshq.video.reader import VideoReader
 
 
-def load_tracker(model_path: Path, device: torch.device) -> tuple[Any, Any]:
-    """SAM 3's tracker model and processor from the plugin's checkpoint folder."""
+def load_tracker(model_path: Path, device: torch.device,
+                 dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
+    """SAM 3's tracker model and processor from the plugin's checkpoint folder, in ``dtype``."""
     from transformers import Sam3TrackerVideoModel, Sam3TrackerVideoProcessor
 
-    model = Sam3TrackerVideoModel.from_pretrained(model_path).to(device).eval()
+    model = Sam3TrackerVideoModel.from_pretrained(model_path, dtype=dtype).to(device).eval()
     return model, Sam3TrackerVideoProcessor.from_pretrained(model_path)
 
 
@@ -36,8 +37,10 @@ def track_from_masks(model: Any, processor: Any, frames: list[np.ndarray],
                      progress: Progress | None = None) -> Track:
     """Track one object through ``frames`` from mask prompts {frame: HxW bool}, both ways."""
     height, width = frames[0].shape[:2]
-    session = processor.init_video_session(video=frames, inference_device=next(model.parameters()).device,
-                                           processing_device="cpu", video_storage_device="cpu")
+    weights = next(model.parameters())
+    session = processor.init_video_session(video=frames, inference_device=weights.device,
+                                           processing_device="cpu", video_storage_device="cpu",
+                                           dtype=weights.dtype)
     with torch.inference_mode():
         for frame, mask in sorted(prompts.items()):
             processor.add_inputs_to_inference_session(session, frame_idx=frame, obj_ids=obj_id,

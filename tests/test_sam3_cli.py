@@ -81,6 +81,7 @@ def test_segment_with_sam3_writes_what_the_plugin_predicts(tiny_sam3_dir, frames
     (("--plugin", "sam2"), ("--plugin sam2", "takes no text prompt")),
     (("--plugin", "sam3", "--prompt", "  \n "), ("must be non-empty text",)),
     (("--plugin", "sam3", "--precision", "fast"), ("invalid choice: 'fast'",)),
+    (("--plugin", "sam3", "--device", "cpu", "--precision", "official"), ("precision 'official'", "on a CPU")),
 ])
 def test_bad_sam3_requests_are_one_line_errors(capfd, tiny_sam3_dir, frames, tmp_path, argv, needles):  # noqa: F811
     rc, _, err = run_cli(capfd, "segment", frames, "--model", tiny_sam3_dir, "--prompt", "cat",
