@@ -79,6 +79,7 @@ def test_segment_with_sam3_writes_what_the_plugin_predicts(tiny_sam3_dir, frames
 @pytest.mark.parametrize("argv, needles", [
     (("--plugin", "nope"), ("unknown model plugin 'nope'", "sam3")),
     (("--plugin", "sam2"), ("--plugin sam2", "takes no text prompt")),
+    (("--plugin", "sam3", "--direction", "forward"), ("--direction: VRS-HQ's option",)),
     (("--plugin", "sam3", "--prompt", "  \n "), ("must be non-empty text",)),
     (("--plugin", "sam3", "--precision", "fast"), ("invalid choice: 'fast'",)),
     (("--plugin", "sam3", "--device", "cpu", "--precision", "official"), ("precision 'official'", "on a CPU")),

@@ -62,6 +62,11 @@ def run_plugin(args: argparse.Namespace, out: Path) -> int:
     """Segment with ``args.plugin``; every check runs before the model loads."""
     from vrshq.plugins.base import ObjectPrompt
 
+    vrshq_only = [flag for flag, used in (("--direction", args.direction != "both"),
+                                          ("--clip-pretrained", args.clip_pretrained is not None))
+                  if used]
+    if vrshq_only:  # the plugin would silently ignore them
+        raise VrshqError(f"{', '.join(vrshq_only)}: VRS-HQ's option(s), not --plugin {args.plugin}'s")
     concepts = concepts_of(args.prompt)
     prompt_ids = list(range(1, len(concepts) + 1))
     ls_file = labelstudio_file(args, prompt_ids, prompts=dict(zip(prompt_ids, concepts)))
