@@ -38,7 +38,7 @@ from vrshq.backend.metrics import Metrics, RedisFrames
 from vrshq.backend.serving import ModelServing
 from vrshq.backend.tasks.inputs import RequestError, TaskInputs
 from vrshq.backend.tasks.projects import ProjectRegistry
-from vrshq.backend.tasks.state import TaskState, TaskStateStore
+from vrshq.backend.tasks.state import TaskState, TaskStateStore, prompt_signature
 from vrshq.backend.tasks.write_ledger import WriteLedger, post_prediction_once
 from vrshq.errors import VrshqError
 from vrshq.masks import decode_rle
@@ -174,7 +174,8 @@ class Backend:
             record_label_rules(objects, inputs.prompts)
             state = TaskState(project=inputs.project, task=str(inputs.task), plugin=self.plugin.name,
                               model_version=self.model_version, video=inputs.video_url,
-                              fps=inputs.fps, frames_count=len(video))
+                              fps=inputs.fps, frames_count=len(video),
+                              prompts=prompt_signature(inputs.prompts))
             previous = self._previous_state(inputs.project, inputs.task)
             if previous is not None and (previous.video, previous.frames_count) == \
                     (state.video, state.frames_count):
@@ -202,6 +203,12 @@ class Backend:
         if (state.video, state.frames_count) != (inputs.video_url, frames_count) \
                 or abs(state.fps - inputs.fps) > 1e-9:
             return None
+        if self.plugin.labels_as_prompts:
+            # A concept's instances are numbered on from its prompt and each holds only the frames
+            # it was found on (a cancelled concept run raises, leaving no partial state), so the
+            # objects cannot tell what was asked: the prompts the state recorded do.
+            same = state.prompts is not None and state.prompts == prompt_signature(inputs.prompts)
+            return state_prediction(state, info) if same else None
         have = {o.obj_id: (o.details.get("prompt"), o.label) for o in state.objects}
         if any(have.get(p.obj_id) != (p.text, p.label) for p in inputs.prompts):
             return None
