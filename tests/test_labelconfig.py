@@ -162,3 +162,15 @@ def test_label_for_prompt() -> None:
     with pytest.raises(LabelConfigError, match="not in"):
         info.label_for_prompt("x", default="Tree")
     assert isinstance(info, LabelConfigInfo)
+
+
+def test_the_concepts_config_is_a_shipped_ls_config_by_name():
+    """``--ls-config video_concepts`` (track/segment's labelstudio.json) finds the shipped file."""
+    import argparse
+
+    from vrshq.cli.labelstudio_file import labelstudio_file
+
+    args = argparse.Namespace(ls_config="video_concepts", ls_label=None, ls_video_url=None, video="a.mp4")
+    made = labelstudio_file(args, [1, 2], {1: "the dog", 2: "a red car"})
+    assert made.info == parse_label_config((CONFIGS / "video_concepts.xml").read_text())
+    assert made.labels == {1: "Animal", 2: "Car"}

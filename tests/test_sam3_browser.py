@@ -31,6 +31,7 @@ from tests.test_labelstudio_e2e import ARTIFACTS, poll
 from tests.test_serve import free_port, start, stop, wait_up
 from vrshq.backend.labelstudio.labelconfig import parse_label_config, shipped_config
 from vrshq.backend.labelstudio.predictions import parse_annotation
+from vrshq.backend.tasks.state import TaskStateStore
 from vrshq.masks import encode_brush
 from vrshq.masks.boxes import box_to_percent, mask_to_box
 from vrshq.plugins.base import Correction, ObjectPrompt, PluginConfig
@@ -78,7 +79,7 @@ def sam3_server(label_studio, sam3_model, tmp_path_factory) -> dict[str, Any]:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_up(url, proc, log)
-        yield {"url": url, "log": log}
+        yield {"url": url, "log": log, "model_dir": data / "model-dir"}
     finally:
         stop(proc)
 
@@ -196,16 +197,22 @@ def test_a_corrected_mask_re_propagates_with_the_mask_exactly_on_its_frame(ls_ap
     ls_api.create_annotation(tid, result)
     (new,) = poll("the re-propagated prediction", lambda: ls_api.list_predictions(tid)[before:], timeout=300)
 
-    with open_video(project["video"], fps=SPEC.fps) as video:
-        want = plugin.correct(video, reference, [Correction(target.obj_id, target.keyframe, fixed)])
-    want_by_id = {o.obj_id: o for o in want}
-    assert np.array_equal(want_by_id[target.obj_id].track.mask(target.keyframe), fixed)  # the reference's own promise
-
     assert {r["id"] for r in new["result"]} == {r["id"] for r in pred["result"]}
     parsed = parse_annotation(new["result"], INFO)
+    # against the edit itself first (the in-process reference below runs the same plugin code)
     assert np.array_equal(parsed[rid].mask, fixed), "the corrected keyframe mask did not come back exactly"
     frame_box = box_to_percent(mask_to_box(fixed), SPEC.height, SPEC.width)
     assert parsed[rid].boxes[target.keyframe] == pytest.approx(frame_box, abs=1e-6)
+    # the backend's own track (what overlays and exports are made from) holds it on its frame too
+    stored = TaskStateStore(sam3_server["model_dir"]).load(project["id"], tid).object(target.obj_id)
+    assert np.array_equal(stored.track.mask(target.keyframe), fixed), "the track lost the exact correction"
+    with open_video(project["video"], fps=SPEC.fps) as video:
+        want = plugin.correct(video, reference, [Correction(target.obj_id, target.keyframe, fixed)])
+    want_by_id = {o.obj_id: o for o in want}
+    want_track = want_by_id[target.obj_id].track
+    assert stored.track.frames() == want_track.frames()
+    for f in want_track.frames():
+        assert np.array_equal(stored.track.mask(f), want_track.mask(f)), f"frame {f} differs from the plugin's"
     _assert_boxes(parsed[rid].boxes, _percent_boxes(want_by_id[target.obj_id]), rid)
     old = parse_annotation(pred["result"], INFO)
     for obj in reference:
