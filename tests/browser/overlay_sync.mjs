@@ -6,13 +6,20 @@
 //   "frames": [1, 2, ...], "bits": {"y": 60, "x0": 10, "dx": 20, "n": 5}, "main": "src part",
 //   "overlay": "src part", "timeout_ms"}'
 // Prints ONE JSON line: {"tasks": {id: {"videos": 2, "samples": [{how, frame, main: {t, bits},
-// overlay: {t, bits}}, ...]}}}. bits: the frame index read from the picture (block k white = bit k).
+// overlay: {t, bits}}, ...], "images": [{src, width, height}]}}}. bits: the frame index read from
+// the picture (block k white = bit k); images: the <Image> pictures shown (first page of each, in
+// the config's order; LS shows them as blob: URLs), their natural size once loaded (0 when not).
+// Also "media": [{url, status}] of every response from an allowed origin other than LS's.
 import { login, openBrowser } from './lib.mjs';
 
 const args = JSON.parse(process.argv[2] || '{}');
 const timeout = args.timeout_ms || 120000;
 const base = args.url.replace(/\/$/, '');
 const { page, close, log } = await openBrowser(args, 'overlay_sync');
+const media = [];
+page.on('response', (r) => {
+  if (new URL(r.url()).origin !== new URL(base).origin) media.push({ url: r.url(), status: r.status() });
+});
 let exitCode = 0;
 try {
   await login(page, base, args, timeout);
@@ -61,6 +68,11 @@ try {
     });
     await page.waitForTimeout(1500);
     if (!(await markMain())) throw new Error('expected two <Video> blocks (main and overlay)');
+    // The <Image> pages (strips, keyframes): wait up to 20 s for them to load, then note them.
+    await page.waitForFunction(() => [...document.querySelectorAll('.lsf-image img')].every((i) => i.complete),
+      null, { timeout: 20000 }).catch(() => {});
+    const images = await page.evaluate(() => [...document.querySelectorAll('.lsf-image img')].map(
+      (i) => ({ src: i.currentSrc || i.src, width: i.naturalWidth, height: i.naturalHeight })));
     const samples = [];
     const sample = async (how, frame) => {
       await settle();
@@ -100,10 +112,10 @@ try {
     const pause = page.locator('[data-vrshq-main] [data-testid="playback-button:pause"]').first();
     if (await pause.count()) await pause.click();
     await sample('paused', null);
-    out[task] = { videos: await page.evaluate(() => document.querySelectorAll('video').length), samples };
+    out[task] = { videos: await page.evaluate(() => document.querySelectorAll('video').length), samples, images };
     log('task', task, 'done');
   }
-  console.log(JSON.stringify({ tasks: out }));
+  console.log(JSON.stringify({ tasks: out, media }));
 } catch (e) {
   console.error(String(e && e.stack || e));
   exitCode = 1;
