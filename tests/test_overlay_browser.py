@@ -29,7 +29,7 @@ from PIL import Image
 from vrshq.backend.labelstudio.labelconfig import parse_label_config, shipped_config
 from vrshq.backend.labelstudio.overlay import encode_overlay, label_color
 from vrshq.backend.labelstudio.served_media import MediaStore
-from vrshq.backend.labelstudio.strips import frames_to_check, object_anchors, strip_image
+from vrshq.backend.labelstudio.strips import GAP, frames_to_check, object_anchors, strip_image
 from vrshq.backend.tasks.state import TaskStateStore
 from vrshq.masks import Track
 from vrshq.plugins.base import ObjectTrack
@@ -206,10 +206,18 @@ def test_an_overlay_served_by_the_backend_plays_and_seeks_in_the_editor(label_st
     obj = TaskStateStore(data).load(str(pid), ids[1]).objects[0]
     frames = frames_to_check(obj.track, FRAMES, object_anchors(obj), 4)
     assert len(frames) == 4
-    with open_video(clips / "v.mp4", fps=fps) as video:
-        want = strip_image(video, obj, frames, label_color(obj.label, obj.obj_id, parse_label_config(
-            shipped_config("video_text_prompt_overlay")).label_colors))
-    assert (shown[0]["height"], shown[0]["width"]) == want.shape[:2]  # 4 thumbnails and 3 gaps
+    color = label_color(obj.label, obj.obj_id,
+                        parse_label_config(shipped_config("video_text_prompt_overlay")).label_colors)
     with Image.open(io.BytesIO(strip.content)) as im:
         got = np.asarray(im.convert("RGB"), dtype=np.float32)
-    assert got.shape == want.shape and np.abs(got - want).mean() < 4, np.abs(got - want).mean()  # JPEG
+    with open_video(clips / "v.mp4", fps=fps) as video:
+        want = strip_image(video, obj, frames, color)
+        # Each thumbnail is its frame: of every frame's own thumbnail (its bits, its F<n>), the
+        # nearest to the one shown is the frame strips.py picked (JPEG: nearest, not equal).
+        singles = [strip_image(video, obj, [f], color).astype(np.float32) for f in range(FRAMES)]
+    assert (shown[0]["height"], shown[0]["width"]) == want.shape[:2]  # 4 thumbnails and 3 gaps
+    assert got.shape == want.shape and np.abs(got - want).mean() < 4, np.abs(got - want).mean()
+    tw = singles[0].shape[1]
+    for k, f in enumerate(frames):
+        thumb = got[:, k * (tw + GAP):k * (tw + GAP) + tw]
+        assert int(np.argmin([np.abs(thumb - one).mean() for one in singles])) == f, (k, f)

@@ -46,7 +46,8 @@ def _predict_remote(backend, client, ls) -> tuple[int, dict]:
     tid = next_task_id()
     task = text_task(tid)
     ls.data[tid] = dict(task["data"])
-    r = client.post("/predict", json={"tasks": [task], "project": "1.1700000000", "label_config": OVERLAY_XML})
+    r = client.post("/predict", json={"tasks": [task], "project": "1.1700000000",
+                                     "label_config": OVERLAY_XML})
     assert r.status_code == 200, r.json
     state = backend.states.load("1", tid)
     state.video = REMOTE
