@@ -110,7 +110,8 @@ try {
     await page.waitForTimeout(1000);
     samples.push({ how: 'playing', ...(await read()) });
     const pause = page.locator('[data-vrshq-main] [data-testid="playback-button:pause"]').first();
-    if (await pause.count()) await pause.click();
+    // The clip may end (and LS swap pause back to play) between the check and the click.
+    if (await pause.count()) await pause.click({ timeout: 3000 }).catch(() => log('pause: the video had stopped'));
     await sample('paused', null);
     out[task] = { videos: await page.evaluate(() => document.querySelectorAll('video').length), samples, images };
     log('task', task, 'done');
