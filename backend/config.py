@@ -24,6 +24,10 @@ Every environment variable the backend reads is listed here, and only here::
     VRSHQ_KEYFRAME_QUALITY  JPEG quality of keyframe images (default 90)
     VRSHQ_STRIP_FRAMES    thumbnails per object in a thumbnail strip (default 6; 0: no strips;
                           see backend.labelstudio.strips)
+    VRSHQ_MEDIA_URL       the backend's address as annotators' browsers reach it (http(s)://...):
+                          keyframe images, strips and the overlay of a task whose video is not
+                          a writable local file are served from <it>/media/... (unset: data: URL
+                          images and no overlay; see backend.labelstudio.served_media)
     VRSHQ_FPS_MISMATCH    a task whose fps is not its video file's own rate: "refuse" (default,
                           a 422 naming both) or "use-file" (write the file's rate into the task
                           in Label Studio and predict with it); see backend.frame_rate
@@ -113,6 +117,7 @@ class BackendConfig:
     max_frames: int = 108_000
     keyframe_quality: int = 90
     strip_frames: int = 6
+    media_url: str | None = None
     fps_mismatch: str = "refuse"
     redis_url: str | None = field(default=None, repr=False)
     queue: str = "vrshq"
@@ -176,6 +181,9 @@ class BackendConfig:
                               f"{self.precision!r}")
         if bool(self.basic_auth_user) != bool(self.basic_auth_pass):
             raise ConfigError("set both BASIC_AUTH_USER and BASIC_AUTH_PASS, or neither")
+        if self.media_url and not self.media_url.startswith(("http://", "https://")):
+            raise ConfigError(f"VRSHQ_MEDIA_URL must start with http:// or https://, got "
+                              f"{self.media_url!r}")
         if self.label_studio_url and not self.label_studio_url.startswith(("http://", "https://")):
             raise ConfigError(f"LABEL_STUDIO_URL must start with http:// or https://, got "
                               f"{self.label_studio_url!r}")
@@ -247,6 +255,7 @@ class BackendConfig:
             "max_frames": integer("VRSHQ_MAX_FRAMES", 108_000),
             "keyframe_quality": integer("VRSHQ_KEYFRAME_QUALITY", 90),
             "strip_frames": integer("VRSHQ_STRIP_FRAMES", 6),
+            "media_url": (get("VRSHQ_MEDIA_URL") or "").rstrip("/") or None,
             "fps_mismatch": get("VRSHQ_FPS_MISMATCH") or "refuse",
             "redis_url": get("REDIS_URL"),
             "queue": get("VRSHQ_QUEUE") or "vrshq",

@@ -31,6 +31,7 @@ from vrshq.backend.labelstudio.media import MediaConfig
 from vrshq.backend.labelstudio.overlay import encode_overlay, label_color
 from vrshq.backend.labelstudio.overlay_files import write_overlay_file
 from vrshq.backend.labelstudio.results import state_prediction
+from vrshq.backend.labelstudio.served_media import MediaStore
 from vrshq.backend.labelstudio.strips import object_strip
 from vrshq.backend.labelstudio.task_video import open_task_video
 from vrshq.backend.labelstudio.writer import LabelStudioWriter
@@ -62,6 +63,8 @@ class Backend:
         self.corrections = CorrectionsLog.for_model_dir(data)
         self.writes = WriteLedger(data)
         self.writes.prune()
+        # Media of tasks whose video has no writable folder, served at /media (VRSHQ_MEDIA_URL).
+        self.media = MediaStore(data, config.media_url) if config.media_url else None
         # Jobs carry JSON payloads (vrshq.backend.jobs.payloads): on Redis when REDIS_URL is set,
         # for `vrshq worker` processes to run; otherwise on a thread pool in this process.
         redis_frames = None
@@ -244,7 +247,7 @@ class Backend:
             state.keyframe_urls = [
                 keyframe_url(state.video, state.project, state.task, o.obj_id, o.keyframe,
                              video.frame(o.keyframe), tuple(self.config.local_roots),
-                             self.config.keyframe_quality) for o in state.objects]
+                             self.config.keyframe_quality, self.media) for o in state.objects]
             new[info.keyframes_key] = list(state.keyframe_urls)
             new[KEYFRAME_FRAMES_KEY] = [o.keyframe + 1 for o in state.objects]
         new.update(self._overlay_data(state, video, info))
@@ -279,12 +282,14 @@ class Backend:
                 # A content hash in the name: a new strip gets a new URL; the old one goes.
                 name = f"strip-obj{o.obj_id}-{hashlib.sha256(img.tobytes()).hexdigest()[:16]}.jpg"
                 urls.append(image_url(state.video, state.project, state.task, name, img, roots,
-                                      self.config.keyframe_quality, replaces=f"strip-obj{o.obj_id}-"))
+                                      self.config.keyframe_quality, replaces=f"strip-obj{o.obj_id}-",
+                                      media=self.media, kind=f"strip-obj{o.obj_id}"))
             new[info.strips_key] = urls
         if info.overlay_key is not None:
             url = write_overlay_file(
                 state.video, state.project, state.task,
-                lambda path: encode_overlay(video, state.objects, colors, state.fps, path), roots)
+                lambda path: encode_overlay(video, state.objects, colors, state.fps, path), roots,
+                self.media)
             if url is not None:
                 new[info.overlay_key] = url
         return new
