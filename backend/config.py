@@ -24,6 +24,10 @@ Every environment variable the backend reads is listed here, and only here::
     VRSHQ_KEYFRAME_QUALITY  JPEG quality of keyframe images (default 90)
     VRSHQ_STRIP_FRAMES    thumbnails per object in a thumbnail strip (default 6; 0: no strips;
                           see backend.labelstudio.strips)
+    VRSHQ_MEDIA_URL       the backend's address as annotators' browsers reach it (http(s)://...):
+                          keyframe images, strips and the overlay of a task whose video is not
+                          a writable local file are served from <it>/media/... (unset: data: URL
+                          images and no overlay; see backend.labelstudio.served_media)
     VRSHQ_MASK_PAGES      extra mask pages per object beyond its keyframe page, for the frames
                           most worth checking (default 2; 0: keyframe only; 0..20; see
                           backend.labelstudio.pages)
@@ -116,6 +120,7 @@ class BackendConfig:
     max_frames: int = 108_000
     keyframe_quality: int = 90
     strip_frames: int = 6
+    media_url: str | None = None
     mask_pages: int = 2
     fps_mismatch: str = "refuse"
     redis_url: str | None = field(default=None, repr=False)
@@ -183,6 +188,9 @@ class BackendConfig:
                               f"{self.precision!r}")
         if bool(self.basic_auth_user) != bool(self.basic_auth_pass):
             raise ConfigError("set both BASIC_AUTH_USER and BASIC_AUTH_PASS, or neither")
+        if self.media_url and not self.media_url.startswith(("http://", "https://")):
+            raise ConfigError(f"VRSHQ_MEDIA_URL must start with http:// or https://, got "
+                              f"{self.media_url!r}")
         if self.label_studio_url and not self.label_studio_url.startswith(("http://", "https://")):
             raise ConfigError(f"LABEL_STUDIO_URL must start with http:// or https://, got "
                               f"{self.label_studio_url!r}")
@@ -254,6 +262,7 @@ class BackendConfig:
             "max_frames": integer("VRSHQ_MAX_FRAMES", 108_000),
             "keyframe_quality": integer("VRSHQ_KEYFRAME_QUALITY", 90),
             "strip_frames": integer("VRSHQ_STRIP_FRAMES", 6),
+            "media_url": (get("VRSHQ_MEDIA_URL") or "").rstrip("/") or None,
             "mask_pages": integer("VRSHQ_MASK_PAGES", 2),
             "fps_mismatch": get("VRSHQ_FPS_MISMATCH") or "refuse",
             "redis_url": get("REDIS_URL"),

@@ -33,6 +33,7 @@ from vrshq.backend.labelstudio.overlay_files import write_overlay_file
 from vrshq.backend.labelstudio.page_images import write_page_images
 from vrshq.backend.labelstudio.pages import put_back_corrections, refresh_pages, remember_shown
 from vrshq.backend.labelstudio.results import state_prediction
+from vrshq.backend.labelstudio.served_media import MediaStore
 from vrshq.backend.labelstudio.strips import object_strip
 from vrshq.backend.labelstudio.task_video import open_task_video
 from vrshq.backend.labelstudio.writer import LabelStudioWriter
@@ -40,7 +41,7 @@ from vrshq.backend.metrics import Metrics, RedisFrames
 from vrshq.backend.serving import ModelServing
 from vrshq.backend.tasks.inputs import RequestError, TaskInputs
 from vrshq.backend.tasks.projects import ProjectRegistry
-from vrshq.backend.tasks.state import TaskState, TaskStateStore
+from vrshq.backend.tasks.state import TaskState, TaskStateStore, prompt_signature
 from vrshq.backend.tasks.write_ledger import WriteLedger, post_prediction_once
 from vrshq.errors import VrshqError
 from vrshq.masks import decode_rle
@@ -64,6 +65,8 @@ class Backend:
         self.corrections = CorrectionsLog.for_model_dir(data)
         self.writes = WriteLedger(data)
         self.writes.prune()
+        # Media of tasks whose video has no writable folder, served at /media (VRSHQ_MEDIA_URL).
+        self.media = MediaStore(data, config.media_url) if config.media_url else None
         # Jobs carry JSON payloads (vrshq.backend.jobs.payloads): on Redis when REDIS_URL is set,
         # for `vrshq worker` processes to run; otherwise on a thread pool in this process.
         redis_frames = None
@@ -176,7 +179,8 @@ class Backend:
             record_label_rules(objects, inputs.prompts)
             state = TaskState(project=inputs.project, task=str(inputs.task), plugin=self.plugin.name,
                               model_version=self.model_version, video=inputs.video_url,
-                              fps=inputs.fps, frames_count=len(video))
+                              fps=inputs.fps, frames_count=len(video),
+                              prompts=prompt_signature(inputs.prompts))
             previous = self._previous_state(inputs.project, inputs.task)
             if previous is not None and (previous.video, previous.frames_count) == \
                     (state.video, state.frames_count):
@@ -205,6 +209,12 @@ class Backend:
         if (state.video, state.frames_count) != (inputs.video_url, frames_count) \
                 or abs(state.fps - inputs.fps) > 1e-9:
             return None
+        if self.plugin.labels_as_prompts:
+            # A concept's instances are numbered on from its prompt and each holds only the frames
+            # it was found on (a cancelled concept run raises, leaving no partial state), so the
+            # objects cannot tell what was asked: the prompts the state recorded do.
+            same = state.prompts is not None and state.prompts == prompt_signature(inputs.prompts)
+            return state_prediction(state, info) if same else None
         have = {o.obj_id: (o.details.get("prompt"), o.label) for o in state.objects}
         if any(have.get(p.obj_id) != (p.text, p.label) for p in inputs.prompts):
             return None
@@ -253,7 +263,7 @@ class Backend:
                     reuse: bool = False) -> dict[str, Any]:
         """Write the mask pages' images (:func:`write_page_images`); the page list's task data."""
         return write_page_images(state, video, info, tuple(self.config.local_roots),
-                                 self.config.keyframe_quality, reuse)
+                                 self.config.keyframe_quality, reuse, self.media)
 
     def write_overlay(self, state: TaskState, video: VideoReader, info: LabelConfigInfo,
                       data: Mapping[str, Any] | None = None) -> None:
@@ -283,12 +293,14 @@ class Backend:
                 # A content hash in the name: a new strip gets a new URL; the old one goes.
                 name = f"strip-obj{o.obj_id}-{hashlib.sha256(img.tobytes()).hexdigest()[:16]}.jpg"
                 urls.append(image_url(state.video, state.project, state.task, name, img, roots,
-                                      self.config.keyframe_quality, replaces=f"strip-obj{o.obj_id}-"))
+                                      self.config.keyframe_quality, replaces=f"strip-obj{o.obj_id}-",
+                                      media=self.media, kind=f"strip-obj{o.obj_id}"))
             new[info.strips_key] = urls
         if info.overlay_key is not None:
             url = write_overlay_file(
                 state.video, state.project, state.task,
-                lambda path: encode_overlay(video, state.objects, colors, state.fps, path), roots)
+                lambda path: encode_overlay(video, state.objects, colors, state.fps, path), roots,
+                self.media)
             if url is not None:
                 new[info.overlay_key] = url
         return new

@@ -13,7 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
@@ -26,6 +26,8 @@ from vrshq.video.reader import VideoReader
 Progress = Callable[[str, int, int], None]
 
 PROMPT_KINDS = frozenset({"text", "box", "points", "mask"})
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -197,6 +199,12 @@ class ModelPlugin(ABC):
     def check_prompts(self, video: VideoReader, prompts: list[ObjectPrompt]) -> None:
         """Raise PromptError naming the first prompt this plugin cannot take."""
         check_prompts(self.name, self.capabilities, video, prompts)
+
+    def require_loaded(self, value: _T | None) -> _T:
+        """``value`` (something :meth:`load` sets: a model, the version), or ModelError if unset."""
+        if value is None:
+            raise ModelError(f"the {self.name} plugin is not loaded: call load() first")
+        return value
 
 
 def check_prompts(plugin: str, capabilities: frozenset[str] | set[str], video: VideoReader,

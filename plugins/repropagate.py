@@ -31,6 +31,21 @@ def merge_corrections(earlier: list[Correction], new: list[Correction]) -> list[
     return list(by_frame.values())
 
 
+def corrections_by_object(previous: list[ObjectTrack], corrections: list[Correction],
+                          video: VideoReader) -> dict[int, list[Correction]]:
+    """Checked corrections, by object: each corrected object's earlier ones merged with the new.
+
+    Every plugin's ``correct`` starts here, so all of them refuse the same bad corrections and
+    keep an object's earlier fixes the same way; objects without a new correction are absent.
+    """
+    check_corrections(previous, corrections, video)
+    new_by_obj: dict[int, list[Correction]] = {}
+    for c in corrections:
+        new_by_obj.setdefault(int(c.obj_id), []).append(c)
+    return {t.obj_id: merge_corrections(t.corrections, new_by_obj[t.obj_id])
+            for t in previous if t.obj_id in new_by_obj}
+
+
 def track_objects(session: TrackingSession, progress: Progress | None = None):
     """Propagate ``session`` both ways and collect its TrackSet, reporting ("propagate", done, total)."""
     total = expected_steps(session, "both")
@@ -49,14 +64,9 @@ def repropagate(model: torch.nn.Module, video: VideoReader, previous: list[Objec
                 isolated_passes: bool, engine: EngineConfig,
                 progress: Progress | None = None) -> list[ObjectTrack]:
     """Every object of ``previous``, the corrected ones re-tracked with their corrections."""
-    check_corrections(previous, corrections, video)
-    new_by_obj: dict[int, list[Correction]] = {}
-    for c in corrections:
-        new_by_obj.setdefault(int(c.obj_id), []).append(c)
-    if not new_by_obj:
+    merged = corrections_by_object(previous, corrections, video)
+    if not merged:
         return list(previous)
-    merged = {t.obj_id: merge_corrections(t.corrections, new_by_obj[t.obj_id])
-              for t in previous if t.obj_id in new_by_obj}
     session = TrackingSession(model, video, resize=ResizeMode(resize), config=engine,
                               isolated_passes=isolated_passes)
     try:

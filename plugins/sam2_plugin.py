@@ -41,9 +41,7 @@ class Sam2Plugin(ModelPlugin):
 
     @property
     def version(self) -> str:
-        if self._version is None:
-            raise ModelError("the sam2 plugin is not loaded")
-        return self._version
+        return self.require_loaded(self._version)
 
     def load(self, config: PluginConfig) -> None:
         cfg, ckpt = config.sam2_config, config.sam2_checkpoint
@@ -74,9 +72,7 @@ class Sam2Plugin(ModelPlugin):
         self._version = version
 
     def _loaded(self) -> torch.nn.Module:
-        if self.model is None:
-            raise ModelError("the sam2 plugin is not loaded: call load() first")
-        return self.model
+        return self.require_loaded(self.model)
 
     def predict(self, video: VideoReader, prompts: list[ObjectPrompt],
                 progress: Progress | None = None) -> list[ObjectTrack]:

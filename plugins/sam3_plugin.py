@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vrshq.engine.config import EngineConfig
 from vrshq.errors import ModelError, PromptError
 from vrshq.masks.track import Track
 from vrshq.plugins.base import (
@@ -57,6 +58,27 @@ def _logit(p: float) -> float:
     """The logit of a probability, clipped away from 0 and 1 (ObjectTrack.score is a logit)."""
     p = min(max(float(p), 1e-6), 1 - 1e-6)
     return math.log(p / (1 - p))
+
+
+def sam3_dtype(engine: EngineConfig) -> torch.dtype:
+    """SAM 3's weights and arithmetic under the engine's precision plan, or ModelError.
+
+    fp32: float32 anywhere. official: bf16 weights and arithmetic; Meta's sam3 quick start
+    (README) runs SAM 3 under ``torch.autocast("cuda", dtype=torch.bfloat16)`` and its package
+    runs on CUDA only, so a CPU or a GPU without bf16 is refused. auto: official where it runs,
+    fp32 elsewhere.
+    """
+    device = engine.resolved_device()
+    if engine.precision == "fp32":
+        return torch.float32
+    bf16 = device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if bf16:
+        return torch.bfloat16
+    if engine.precision == "official":
+        where = "a CPU" if device.type == "cpu" else f"{device} (no bf16)"
+        raise ModelError(f"precision 'official' (SAM 3's bf16, on CUDA only) cannot run on {where}: "
+                         "use --precision fp32 or auto (VRSHQ_PRECISION)")
+    return torch.float32
 
 
 def concept_instances(model: Any, processor: Any, frames: list[np.ndarray], concept: str,
@@ -121,13 +143,12 @@ class Sam3Plugin(ModelPlugin):
         self.model_path: Path | None = None
         self.tracker: tuple[Any, Any] | None = None  # loaded on the first correction
         self.device = torch.device("cpu")
+        self.dtype = torch.float32
         self._version: str | None = None
 
     @property
     def version(self) -> str:
-        if self._version is None:
-            raise ModelError("the sam3 plugin is not loaded")
-        return self._version
+        return self.require_loaded(self._version)
 
     @classmethod
     def check_model(cls, model_dir: str | None) -> None:
@@ -144,11 +165,13 @@ class Sam3Plugin(ModelPlugin):
 
         from vrshq.plugins.sam3_kernels import install
 
+        engine = config.engine_config()
+        self.dtype = sam3_dtype(engine)  # a plan this device cannot run is refused before loading
         install()
         base = Path(config.model_dir) / SUBDIR
-        self.device = config.engine_config().resolved_device()
+        self.device = engine.resolved_device()
         try:
-            self.model = Sam3VideoModel.from_pretrained(base).to(self.device).eval()
+            self.model = Sam3VideoModel.from_pretrained(base, dtype=self.dtype).to(self.device).eval()
             self.processor = Sam3VideoProcessor.from_pretrained(base)
         except (OSError, ValueError) as exc:
             raise ModelError(f"{base}: cannot load SAM 3: {exc}") from None
@@ -156,9 +179,7 @@ class Sam3Plugin(ModelPlugin):
         self._version = f"sam3-{Path(config.model_dir).resolve().name}"
 
     def _loaded(self) -> tuple[Any, Any]:
-        if self.model is None:
-            raise ModelError("the sam3 plugin is not loaded: call load() first")
-        return self.model, self.processor
+        return self.require_loaded(self.model), self.processor
 
     def predict(self, video: VideoReader, prompts: list[ObjectPrompt],
                 progress: Progress | None = None) -> list[ObjectTrack]:
@@ -197,5 +218,5 @@ class Sam3Plugin(ModelPlugin):
 
         self._loaded()
         if self.tracker is None:
-            self.tracker = load_tracker(self.model_path, self.device)
+            self.tracker = load_tracker(self.model_path, self.device, self.dtype)
         return repropagate_sam3(self.tracker, video, previous, corrections, progress)

@@ -18,16 +18,17 @@ import numpy as np
 import torch
 
 from vrshq.masks.track import Track
-from vrshq.plugins.base import Correction, ObjectTrack, Progress, check_corrections
-from vrshq.plugins.repropagate import merge_corrections
+from vrshq.plugins.base import Correction, ObjectTrack, Progress
+from vrshq.plugins.repropagate import corrections_by_object
 from vrshq.video.reader import VideoReader
 
 
-def load_tracker(model_path: Path, device: torch.device) -> tuple[Any, Any]:
-    """SAM 3's tracker model and processor from the plugin's checkpoint folder."""
+def load_tracker(model_path: Path, device: torch.device,
+                 dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
+    """SAM 3's tracker model and processor from the plugin's checkpoint folder, in ``dtype``."""
     from transformers import Sam3TrackerVideoModel, Sam3TrackerVideoProcessor
 
-    model = Sam3TrackerVideoModel.from_pretrained(model_path).to(device).eval()
+    model = Sam3TrackerVideoModel.from_pretrained(model_path, dtype=dtype).to(device).eval()
     return model, Sam3TrackerVideoProcessor.from_pretrained(model_path)
 
 
@@ -36,8 +37,10 @@ def track_from_masks(model: Any, processor: Any, frames: list[np.ndarray],
                      progress: Progress | None = None) -> Track:
     """Track one object through ``frames`` from mask prompts {frame: HxW bool}, both ways."""
     height, width = frames[0].shape[:2]
-    session = processor.init_video_session(video=frames, inference_device=next(model.parameters()).device,
-                                           processing_device="cpu", video_storage_device="cpu")
+    weights = next(model.parameters())
+    session = processor.init_video_session(video=frames, inference_device=weights.device,
+                                           processing_device="cpu", video_storage_device="cpu",
+                                           dtype=weights.dtype)
     with torch.inference_mode():
         for frame, mask in sorted(prompts.items()):
             processor.add_inputs_to_inference_session(session, frame_idx=frame, obj_ids=obj_id,
@@ -67,20 +70,17 @@ def repropagate_sam3(tracker: tuple[Any, Any], video: VideoReader, previous: lis
                      corrections: list[Correction],
                      progress: Progress | None = None) -> list[ObjectTrack]:
     """Every object of ``previous``, the corrected ones re-tracked by SAM 3's tracker."""
-    check_corrections(previous, corrections, video)
-    new_by_obj: dict[int, list[Correction]] = {}
-    for c in corrections:
-        new_by_obj.setdefault(int(c.obj_id), []).append(c)
-    if not new_by_obj:
+    by_obj = corrections_by_object(previous, corrections, video)
+    if not by_obj:
         return list(previous)
     model, processor = tracker
     frames = [video.frame(i) for i in range(len(video))]
     results = []
     for t in previous:
-        if t.obj_id not in new_by_obj:
+        if t.obj_id not in by_obj:
             results.append(t)
             continue
-        merged = merge_corrections(t.corrections, new_by_obj[t.obj_id])
+        merged = by_obj[t.obj_id]
         prompts = {int(t.keyframe): np.asarray(t.keyframe_mask, dtype=bool)}
         prompts.update({c.frame: c.mask for c in merged})  # a correction wins on the keyframe
         track = track_from_masks(model, processor, frames, prompts, t.obj_id, progress)

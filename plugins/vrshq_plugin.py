@@ -44,9 +44,7 @@ class VrshqPlugin(ModelPlugin):
 
     @property
     def version(self) -> str:
-        if self.model is None:
-            raise ModelError("the vrshq plugin is not loaded")
-        return self.model.version
+        return self._loaded().version
 
     @classmethod
     def check_model(cls, model_dir: str | None) -> None:
@@ -94,9 +92,7 @@ class VrshqPlugin(ModelPlugin):
         return self._room if self._room > 0 else None
 
     def _loaded(self) -> Vrshq:
-        if self.model is None:
-            raise ModelError("the vrshq plugin is not loaded: call load() first")
-        return self.model
+        return self.require_loaded(self.model)
 
     def predict(self, video: VideoReader, prompts: list[ObjectPrompt],
                 progress: Progress | None = None) -> list[ObjectTrack]:

@@ -20,7 +20,7 @@ from vrshq.backend.labelstudio.label_rules import (
     record_label_rules,
     words,
 )
-from vrshq.backend.labelstudio.labelconfig import parse_label_config
+from vrshq.backend.labelstudio.labelconfig import parse_label_config, shipped_config
 from vrshq.backend.labelstudio.predictions import object_results
 from vrshq.backend.labelstudio.results import state_results
 from vrshq.backend.tasks.state import TaskState
@@ -57,10 +57,13 @@ def test_the_issues_prompts_on_the_shipped_config(prompt, label, rule, text):
     assert _pick(prompt) == (label, rule, text)
 
 
-def test_both_shipped_configs_carry_the_same_label_words():
+def test_the_shipped_configs_carry_the_same_label_words():
     box = parse_label_config(BOX_XML)
-    assert box.labels == SHIPPED.labels and box.predicted_values == SHIPPED.predicted_values
-    assert fallback_label(SHIPPED) == fallback_label(box) == "Object"
+    concepts = parse_label_config(shipped_config("video_concepts"))
+    for other in (box, concepts):
+        assert other.labels == SHIPPED.labels and other.predicted_values == SHIPPED.predicted_values
+        assert fallback_label(other) == "Object"
+    assert fallback_label(SHIPPED) == "Object"
 
 
 # --- rule 1: "Label: prompt" ------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,7 @@ def _config(*tags: str) -> str:
     return "<View>" + "".join(tags) + "</View>"
 
 
-@pytest.mark.parametrize("name", ["video_text_prompt.xml", "video_box_prompt.xml"])
+@pytest.mark.parametrize("name", ["video_text_prompt.xml", "video_box_prompt.xml", "video_concepts.xml"])
 def test_shipped_configs_are_valid_label_studio_configs(name: str) -> None:
     xml = (CONFIGS / name).read_text()
     li = LabelInterface(xml)
@@ -52,6 +53,20 @@ def test_text_config_has_prompt_parts_box_config_does_not() -> None:
     assert (text.prompt_name, text.prompt_key) == ("prompt", "prompt")
     box = parse_label_config((CONFIGS / "video_box_prompt.xml").read_text())
     assert (box.prompt_name, box.prompt_key) == (None, None)
+
+
+def test_concepts_config_needs_no_prompt_and_names_only_video_fps_keyframes():
+    """video_concepts.xml (sam3): no prompt tags, so a task with video and fps alone imports into
+    Label Studio (it refuses a task that lacks a $key the config names) and its labels are the
+    concepts; every label but the fallback has words of its own."""
+    xml = (CONFIGS / "video_concepts.xml").read_text()
+    info = parse_label_config(xml)
+    assert (info.prompt_name, info.prompt_key, info.overlay_key, info.strips_key) == (None, None, None, None)
+    assert set(re.findall(r'\$(\w+)', xml)) == {"video", "fps", "keyframes"}
+    assert info.prompts({"video": "a.mp4", "fps": 10, "prompt": "the dog"}) == []
+    values = dict(zip(info.labels, info.predicted_values))
+    assert [lb for lb in info.labels if values[lb] == ("*",)] == ["Object"]
+    assert all(values[lb] and "*" not in values[lb] for lb in info.labels if lb != "Object")
 
 
 def test_minimal_config_without_masks() -> None:
@@ -147,3 +162,15 @@ def test_label_for_prompt() -> None:
     with pytest.raises(LabelConfigError, match="not in"):
         info.label_for_prompt("x", default="Tree")
     assert isinstance(info, LabelConfigInfo)
+
+
+def test_the_concepts_config_is_a_shipped_ls_config_by_name():
+    """``--ls-config video_concepts`` (track/segment's labelstudio.json) finds the shipped file."""
+    import argparse
+
+    from vrshq.cli.labelstudio_file import labelstudio_file
+
+    args = argparse.Namespace(ls_config="video_concepts", ls_label=None, ls_video_url=None, video="a.mp4")
+    made = labelstudio_file(args, [1, 2], {1: "the dog", 2: "a red car"})
+    assert made.info == parse_label_config((CONFIGS / "video_concepts.xml").read_text())
+    assert made.labels == {1: "Animal", 2: "Car"}

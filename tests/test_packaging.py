@@ -196,7 +196,8 @@ def test_the_wheel_installs_one_top_level_package(wheel):
             for folder, dotted in TREES.items() if folder != "vrshq"
             for p in (ROOT / folder).rglob("*.py")}
     assert want <= set(names), sorted(want - set(names))
-    assert {"vrshq/backend/configs/video_text_prompt.xml", "vrshq/backend/configs/video_box_prompt.xml"} <= set(names)
+    assert {f"vrshq/backend/configs/{n}.xml" for n in ("video_text_prompt", "video_box_prompt",
+                                                       "video_concepts")} <= set(names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "vrshq.plugins.vrshq_plugin:VrshqPlugin" in text and "= plugins." not in text

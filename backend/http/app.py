@@ -12,10 +12,12 @@ Routes (JSON shapes as Label Studio 1.23 sends and expects them; label-studio-ml
     GET  /jobs, /jobs/<id>   job progress (state, stage, done, total, progress, result, error)
     POST /jobs/<id>/cancel   stop a job; a running one keeps (and writes back) the frames it finished
     GET  /metrics        Prometheus text
+    GET  /media/<project>-<task>/<name>   generated media of remote-video tasks (VRSHQ_MEDIA_URL;
+                         read-only, no credentials, Range answered; unknown names 404)
 
 Every error is JSON ``{"status": <code>, "error": "<what is wrong>"}``: bad input is a 4xx that
 names the problem, a model that cannot run is 503, anything else a 500 without a traceback.
-Basic auth (BASIC_AUTH_USER/PASS) guards every route but /health, compared in constant time.
+Basic auth (BASIC_AUTH_USER/PASS) guards every route but /health and /media/, compared in constant time.
 
 Each route takes a body up to its own size (``BackendConfig.body_limit``), checked on the
 declared Content-Length before any byte is read; a JSON body may hold at most
@@ -37,10 +39,11 @@ from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from vrshq.backend.answers import cap, redact
-from vrshq.backend.http.auth import OPEN_ROUTES, authorized, size_text
+from vrshq.backend.http.auth import authorized, is_open, size_text
 from vrshq.backend.config import BackendConfig
 from vrshq.backend.labelstudio.writer import LabelStudioError
 from vrshq.backend.labelstudio.media import MediaError
+from vrshq.backend.http.media import media_response
 from vrshq.backend.http.predict import handle_predict
 from vrshq.backend.jobs.redis_queue import BusyError
 from vrshq.backend.service import Backend
@@ -110,9 +113,9 @@ def create_app(config: BackendConfig | None = None, backend: Backend | None = No
     def _start() -> Response | None:
         g.started = time.perf_counter()
         g.vrshq_config = config
-        if request.path not in LIGHT_ROUTES:
+        if request.path not in LIGHT_ROUTES and not request.path.startswith("/media/"):
             backend.refresh_model()  # a newly served model version, without a restart
-        if config.auth_enabled and request.path not in OPEN_ROUTES and not authorized(config):
+        if config.auth_enabled and not is_open(request.path) and not authorized(config):
             response = _error(401, "authentication required (HTTP basic auth)")
             response.headers["WWW-Authenticate"] = 'Basic realm="vrshq"'
             return response
@@ -198,6 +201,11 @@ def create_app(config: BackendConfig | None = None, backend: Backend | None = No
         if not found.active and not found.cancel_requested:
             return _error(409, f"job {job_id} already ended ({found.state}): nothing to cancel")
         return jsonify(found.to_json()), 202
+
+    @app.get("/media/<folder>/<name>")
+    def media(folder: str, name: str) -> Response:
+        response = media_response(backend.media, folder, name)
+        return response if response is not None else _error(404, "no such media file")
 
     @app.get("/metrics")
     def metrics() -> Response:

@@ -15,6 +15,14 @@ from flask import request
 from vrshq.backend.config import BackendConfig
 
 OPEN_ROUTES = ("/health",)
+# Read-only media under unguessable names, loaded by Label Studio's page (which cannot send the
+# backend's credentials): see vrshq.backend.labelstudio.served_media.
+OPEN_PREFIXES = ("/media/",)
+
+
+def is_open(path: str) -> bool:
+    """Whether the route at ``path`` answers without credentials."""
+    return path in OPEN_ROUTES or path.startswith(OPEN_PREFIXES)
 
 
 def size_text(limit: int | None) -> str:
@@ -40,4 +48,4 @@ def authorized(config: BackendConfig, header: str | None = None) -> bool:
     return ok_user and ok_pass
 
 
-__all__ = ["OPEN_ROUTES", "authorized", "size_text"]
+__all__ = ["OPEN_PREFIXES", "OPEN_ROUTES", "authorized", "is_open", "size_text"]

@@ -38,7 +38,7 @@ from urllib.parse import unquote, urlsplit
 from gunicorn import http
 from gunicorn.workers.gthread import ThreadWorker
 
-from vrshq.backend.http.auth import OPEN_ROUTES, authorized, size_text
+from vrshq.backend.http.auth import authorized, is_open, size_text
 
 MAX_HEADER_BYTES = 64 * 1024  # request line and header fields together
 LIGHT_THREADS = 2  # threads of the pool that answers /health, / and /metrics
@@ -240,7 +240,7 @@ class BufferedThreadWorker(ThreadWorker):
                                "most that much)")
         # A small body is read and refused by the app (which counts it in /metrics); a body
         # bigger than any route's default for small requests is refused unread.
-        if config.auth_enabled and path not in OPEN_ROUTES and state.length > config.max_other_bytes \
+        if config.auth_enabled and not is_open(path) and state.length > config.max_other_bytes \
                 and not authorized(config, headers.get("authorization", "")):
             raise Refusal(401, "authentication required (HTTP basic auth)",
                           {"WWW-Authenticate": 'Basic realm="vrshq"'})

@@ -7,6 +7,8 @@ the backend writes the images and the list. Two ways, chosen per task:
   backend can write: the JPEG goes next to it (``clips/vrshq-keyframes/<project>-<task>/...``)
   and is served by the same local-files storage (Label Studio serves a file only below a
   storage path of the project, which the video's folder is);
+* otherwise, with ``VRSHQ_MEDIA_URL`` set, a file the backend serves itself
+  (:mod:`vrshq.backend.labelstudio.served_media`);
 * otherwise a ``data:image/jpeg;base64`` URL, which Label Studio's content security policy
   allows for images and which needs no shared disk.
 
@@ -22,12 +24,20 @@ import os
 import posixpath
 import shutil
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import quote
 
 import numpy as np
 from PIL import Image
 
 from vrshq.backend.labelstudio.media import local_files_path
+
+
+class MediaStore(Protocol):
+    """Where media go when the video has no writable folder (served_media.MediaStore)."""
+
+    def put(self, project: str | int, task: str | int, kind: str, data: bytes | Path, suffix: str) -> str:
+        """Store ``data`` as the task's newest ``kind``; its public URL."""
 
 KEYFRAME_DIR = "vrshq-keyframes"
 log = logging.getLogger(__name__)
@@ -137,24 +147,29 @@ def _remove_others(base: Path, rel_dir: str, keep: str | set[str], prefix: str |
 
 
 def keyframe_url(video_url: str, project: str | int, task: str | int, obj_id: int, frame: int,
-                 image: np.ndarray, roots: tuple[str, ...], quality: int = 90) -> str:
+                 image: np.ndarray, roots: tuple[str, ...], quality: int = 90,
+                 media: MediaStore | None = None) -> str:
     """Write one object's keyframe image and return the URL to put in the task's keyframe list.
 
     The image is written beside the video only through real folders inside the root (the same
     containment as reads, and no symlink below the root followed); where that is not possible
-    it becomes a ``data:`` URL.
+    it is served by the backend (``media``) or becomes a ``data:`` URL.
     """
     return image_url(video_url, project, task, f"obj{int(obj_id)}-f{int(frame) + 1}.jpg", image,
-                     roots, quality)
+                     roots, quality, media=media, kind=f"keyframe-obj{int(obj_id)}")
 
 
 def image_url(video_url: str, project: str | int, task: str | int, name: str, image: np.ndarray,
-              roots: tuple[str, ...], quality: int = 90, replaces: str | None = None) -> str:
+              roots: tuple[str, ...], quality: int = 90, replaces: str | None = None,
+              media: MediaStore | None = None, kind: str | None = None) -> str:
     """Write a task's image ``name`` beside the video (as :func:`keyframe_url`); its URL, or a
-    ``data:`` URL. ``replaces``: a name prefix whose other images in the folder are removed."""
+    served one (``media``, as the task's newest ``kind``), or a ``data:`` URL. ``replaces``: a
+    name prefix whose other images in the folder are removed."""
     rel = local_files_path(video_url)
     base = _writable_root(rel, roots) if rel else None
     if base is None or rel is None:
+        if media is not None and kind is not None:
+            return media.put(project, task, kind, jpeg_bytes(image, quality), ".jpg")
         return data_url(image, quality)
     rel_dir = posixpath.join(posixpath.dirname(rel), KEYFRAME_DIR, f"{project}-{task}")
     try:

@@ -2,7 +2,8 @@
 
 Shipped configs: ``backend/configs/video_text_prompt.xml`` (VRS-HQ, text prompts) and
 ``backend/configs/video_box_prompt.xml`` (the sam2 plugin, box prompts on a track);
-``backend/configs/video_text_prompt_overlay.xml`` (text prompts plus the overlay video).
+``backend/configs/video_text_prompt_overlay.xml`` (text prompts plus the overlay video);
+``backend/configs/video_concepts.xml`` (the sam3 plugin: no prompt, the labels are the concepts).
 
 Label Studio OSS (1.23.2) has no brush or mask regions on ``<Video>``: ``BrushLabels`` binds to
 ``<Image>`` only. So the keyframe mask of each object lives on a multi-image
@@ -202,7 +203,7 @@ class LabelConfigInfo:
 
 
 def shipped_config(name: str) -> str:
-    """A label config shipped in ``backend/configs`` by name ("video_text_prompt", "video_box_prompt")."""
+    """A label config shipped in ``backend/configs`` by name ("video_text_prompt", "video_concepts", ...)."""
     from importlib.resources import files
 
     path = files("vrshq.backend") / "configs" / f"{name}.xml"

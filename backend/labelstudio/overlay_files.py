@@ -9,9 +9,10 @@ so every new prediction or re-propagation that changes a mask gets a new URL (no
 cache); the task's older overlays are removed once the new one is in place.
 
 A video that is not a local file under a writable root (an http(s) URL, cloud storage, an
-upload) gets no overlay: a video is too big for a ``data:`` URL, and serving it from the backend
-would need Label Studio's browser to reach and authenticate to the backend. The backend logs a
-warning and leaves the task's overlay key alone (documented in the README).
+upload) gets its overlay served by the backend when ``VRSHQ_MEDIA_URL`` says where browsers
+reach it (:mod:`vrshq.backend.labelstudio.served_media`). Without it there is no overlay (a
+video is too big for a ``data:`` URL): the backend logs a warning and leaves the task's overlay
+key alone (documented in the README).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from urllib.parse import quote
 
 from vrshq.backend.labelstudio.keyframes import UnsafePath, _remove_others, _writable_root, _write_inside
 from vrshq.backend.labelstudio.media import local_files_path
+from vrshq.backend.labelstudio.served_media import MediaStore
 
 OVERLAY_DIR = "vrshq-overlays"
 PREFIX, SUFFIX = "overlay-", ".mp4"
@@ -40,15 +42,23 @@ def overlay_target(video_url: str, roots: tuple[str, ...]) -> tuple[Path, str] |
 
 
 def write_overlay_file(video_url: str, project: str | int, task: str | int,
-                       encode: Callable[[Path], object], roots: tuple[str, ...]) -> str | None:
+                       encode: Callable[[Path], object], roots: tuple[str, ...],
+                       media: MediaStore | None = None) -> str | None:
     """Encode the overlay (``encode(path)``) and place it beside the video; its local-files URL.
 
-    None, with a warning logged, when the video is not a local file under a writable root.
+    A video that is not a local file under a writable root: the overlay is served by the
+    backend (``media``, its URL returned) or, without ``media``, None with a warning logged.
     """
     target = overlay_target(video_url, roots)
+    if target is None and media is not None:
+        with tempfile.TemporaryDirectory(prefix="vrshq-overlay-") as tmp:
+            path = Path(tmp) / "overlay.mp4"
+            encode(path)
+            return media.put(project, task, "overlay", path, SUFFIX)
     if target is None:
         log.warning("task %s: no overlay video: %s is not a local file under a writable media "
-                    "root (VRSHQ_MEDIA_ROOTS)", task, video_url)
+                    "root (VRSHQ_MEDIA_ROOTS), and VRSHQ_MEDIA_URL is not set to serve it", task,
+                    video_url)
         return None
     base, rel = target
     rel_dir = posixpath.join(posixpath.dirname(rel), OVERLAY_DIR, f"{project}-{task}")

@@ -11,13 +11,15 @@ from vrshq.backend.labelstudio.keyframes import image_url, keyframe_url, remove_
 from vrshq.backend.labelstudio.labelconfig import KEYFRAME_FRAMES_KEY, KEYFRAME_OBJECTS_KEY, LabelConfigInfo
 from vrshq.backend.labelstudio.pages import extra_pages, page_caption, page_image, pages_data
 from vrshq.backend.labelstudio.results import object_label
+from vrshq.backend.labelstudio.served_media import MediaStore
 from vrshq.backend.tasks.state import TaskState
 from vrshq.plugins.base import ObjectTrack
 from vrshq.video.reader import VideoReader
 
 
 def write_page_images(state: TaskState, video: VideoReader, info: LabelConfigInfo,
-                      roots: tuple[str, ...], quality: int, reuse: bool = False) -> dict[str, Any]:
+                      roots: tuple[str, ...], quality: int, reuse: bool = False,
+                      media: MediaStore | None = None) -> dict[str, Any]:
     """Write every page's image (keyframe pages, then extra pages: :mod:`.pages`), remove
     the images of pages no longer shown; the task data keys of the page list. With
     ``reuse`` (same objects and keyframes, pages only appended since: a re-propagation, a
@@ -40,11 +42,12 @@ def write_page_images(state: TaskState, video: VideoReader, info: LabelConfigInf
 
     state.keyframe_urls = list(old_keys) + [
         keyframe_url(state.video, state.project, state.task, o.obj_id, o.keyframe,
-                     image(o, o.keyframe), roots, quality) for o in state.objects[len(old_keys):]]
+                     image(o, o.keyframe), roots, quality, media) for o in state.objects[len(old_keys):]]
     names = [f"page-obj{p.obj_id}-f{p.frame + 1}.jpg" for p in extras]
     state.page_urls = list(old_pages) + [
         image_url(state.video, state.project, state.task, name, image(by_id[p.obj_id], p.frame),
-                  roots, quality) for p, name in list(zip(extras, names))[len(old_pages):]]
+                  roots, quality, media=media, kind=name[:-len(".jpg")])
+        for p, name in list(zip(extras, names))[len(old_pages):]]
     if not reuse:
         keep = set(names) | {f"obj{o.obj_id}-f{o.keyframe + 1}.jpg" for o in state.objects}
         remove_stale_images(state.video, state.project, state.task, keep, ("obj", "page-obj"), roots)

@@ -31,7 +31,7 @@ import numpy as np
 
 from vrshq.backend.corrections.export import write_atomic
 from vrshq.backend.tasks.provenance import Review
-from vrshq.plugins.base import Correction, ObjectTrack
+from vrshq.plugins.base import Correction, ObjectPrompt, ObjectTrack
 from vrshq.errors import MaskFormatError
 from vrshq.masks import Track, decode_rle, encode_rle
 
@@ -82,6 +82,9 @@ class TaskState:
     # per object and shown frame the newest verdict. Absent from states written before 0.1.
     submissions: list[str] = field(default_factory=list)
     reviews: list[Review] = field(default_factory=list)
+    # The request's prompts the prediction answered, as [obj_id, text, label] (prompt_signature);
+    # None in older states. A concept plugin's objects cannot tell them.
+    prompts: list[list[Any]] | None = None
 
     def object(self, obj_id: int) -> ObjectTrack | None:
         """The object with ``obj_id``, or None."""
@@ -111,6 +114,7 @@ class TaskState:
             "objects": [_object_json(o) for o in self.objects],
             "earlier_tracks": self.earlier_tracks,
             "submissions": list(self.submissions), "reviews": [r.to_json() for r in self.reviews],
+            "prompts": self.prompts,
         }
 
     @classmethod
@@ -129,7 +133,13 @@ class TaskState:
             earlier_tracks={str(k): list(v) for k, v in (doc.get("earlier_tracks") or {}).items()},
             submissions=[str(a) for a in doc.get("submissions") or []],
             reviews=[Review.from_json(r) for r in doc.get("reviews") or []],
+            prompts=[list(p) for p in doc["prompts"]] if doc.get("prompts") is not None else None,
         )
+
+
+def prompt_signature(prompts: list[ObjectPrompt]) -> list[list[Any]]:
+    """What a request asked for, as a task state records it: [obj_id, text, label] per prompt."""
+    return [[int(p.obj_id), p.text, p.label] for p in prompts]
 
 
 def _object_json(o: ObjectTrack) -> dict[str, Any]:

@@ -6,40 +6,23 @@
 //   "frames": [1, 2, ...], "bits": {"y": 60, "x0": 10, "dx": 20, "n": 5}, "main": "src part",
 //   "overlay": "src part", "timeout_ms"}'
 // Prints ONE JSON line: {"tasks": {id: {"videos": 2, "samples": [{how, frame, main: {t, bits},
-// overlay: {t, bits}}, ...]}}}. bits: the frame index read from the picture (block k white = bit k).
-import { chromium } from 'playwright-core';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
+// overlay: {t, bits}}, ...], "images": [{src, width, height}]}}}. bits: the frame index read from
+// the picture (block k white = bit k); images: the <Image> pictures shown (first page of each, in
+// the config's order; LS shows them as blob: URLs), their natural size once loaded (0 when not).
+// Also "media": [{url, status}] of every response from an allowed origin other than LS's.
+import { login, openBrowser } from './lib.mjs';
 
 const args = JSON.parse(process.argv[2] || '{}');
 const timeout = args.timeout_ms || 120000;
 const base = args.url.replace(/\/$/, '');
-const log = (...m) => console.error('[overlay_sync]', ...m);
-
-const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'overlay-sync-profile-'));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: args.chromium || '/usr/bin/chromium',
-  headless: true,
-  viewport: { width: 1400, height: 2200 },
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--autoplay-policy=no-user-gesture-required'],
+const { page, close, log } = await openBrowser(args, 'overlay_sync');
+const media = [];
+page.on('response', (r) => {
+  if (new URL(r.url()).origin !== new URL(base).origin) media.push({ url: r.url(), status: r.status() });
 });
 let exitCode = 0;
 try {
-  context.setDefaultTimeout(timeout);
-  const page = context.pages()[0] || (await context.newPage());
-  await page.route(/^https?:\/\//, (route) => (new URL(route.request().url()).origin === new URL(base).origin
-    ? route.continue() : route.abort()));
-  page.on('pageerror', (e) => log('pageerror:', String(e).slice(0, 300)));
-  await page.goto(`${base}/user/login/`, { waitUntil: 'domcontentloaded' });
-  await page.fill('input[name=email]', args.email);
-  await page.fill('input[name=password]', args.password);
-  await Promise.all([
-    page.waitForURL((u) => !u.pathname.startsWith('/user/login'), { timeout }),
-    page.click('button[type=submit], input[type=submit]'),
-  ]);
+  await login(page, base, args, timeout);
 
   // Each video's time and the frame index its picture shows (drawn on a canvas: same origin),
   // by role: the main video's src has args.main in it, the overlay's args.overlay. (DOM order is
@@ -85,6 +68,11 @@ try {
     });
     await page.waitForTimeout(1500);
     if (!(await markMain())) throw new Error('expected two <Video> blocks (main and overlay)');
+    // The <Image> pages (strips, keyframes): wait up to 20 s for them to load, then note them.
+    await page.waitForFunction(() => [...document.querySelectorAll('.lsf-image img')].every((i) => i.complete),
+      null, { timeout: 20000 }).catch(() => {});
+    const images = await page.evaluate(() => [...document.querySelectorAll('.lsf-image img')].map(
+      (i) => ({ src: i.currentSrc || i.src, width: i.naturalWidth, height: i.naturalHeight })));
     const samples = [];
     const sample = async (how, frame) => {
       await settle();
@@ -122,17 +110,17 @@ try {
     await page.waitForTimeout(1000);
     samples.push({ how: 'playing', ...(await read()) });
     const pause = page.locator('[data-vrshq-main] [data-testid="playback-button:pause"]').first();
-    if (await pause.count()) await pause.click();
+    // The clip may end (and LS swap pause back to play) between the check and the click.
+    if (await pause.count()) await pause.click({ timeout: 3000 }).catch(() => log('pause: the video had stopped'));
     await sample('paused', null);
-    out[task] = { videos: await page.evaluate(() => document.querySelectorAll('video').length), samples };
+    out[task] = { videos: await page.evaluate(() => document.querySelectorAll('video').length), samples, images };
     log('task', task, 'done');
   }
-  console.log(JSON.stringify({ tasks: out }));
+  console.log(JSON.stringify({ tasks: out, media }));
 } catch (e) {
   console.error(String(e && e.stack || e));
   exitCode = 1;
 } finally {
-  await context.close();
-  fs.rmSync(profile, { recursive: true, force: true });
+  await close();
 }
 process.exit(exitCode);

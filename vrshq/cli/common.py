@@ -42,7 +42,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 def add_precision_option(parser: argparse.ArgumentParser, default: str | None) -> None:
     """--precision: the precision plan; ``default`` None leaves it to the backend's config."""
     parser.add_argument("--precision", choices=PRECISIONS, default=default,
-                        help="official: the VRS-HQ release's bf16 weights and arithmetic; fp32; "
+                        help="official: the release's bf16 weights and arithmetic (VRS-HQ; sam3: on CUDA "
+                        "only); fp32; "
                         "auto: official on CUDA, fp32 on a CPU (default $VRSHQ_PRECISION, else auto)")
 
 

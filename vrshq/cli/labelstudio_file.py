@@ -13,7 +13,7 @@ from vrshq.masks import TrackSet
 if TYPE_CHECKING:  # the backend's modules load label-studio-sdk: only when a command runs
     from vrshq.backend.labelstudio.labelconfig import LabelConfigInfo
 
-SHIPPED = ("video_text_prompt", "video_box_prompt")
+SHIPPED = ("video_text_prompt", "video_box_prompt", "video_concepts")
 
 
 def add_labelstudio_options(parser: argparse.ArgumentParser, default_config: str) -> None:

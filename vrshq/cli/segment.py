@@ -1,4 +1,4 @@
-"""``vrshq segment``: text prompts -> VRS-HQ -> a mask of each prompt's object on every frame."""
+"""``vrshq segment``: text prompts -> VRS-HQ (or another text plugin, such as sam3) -> masks on every frame."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from vrshq.cli.progress import add_progress_option, progress_bar
 from vrshq.engine import EngineConfig
 from vrshq.errors import PromptError, VrshqError
 from vrshq.model.anchor import DEFAULT_MODEL
+from vrshq.plugins.registry import plugin_name
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,13 +25,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("segment", help="segment the objects text prompts describe",
                        description="Segment, on every frame, the object each --prompt describes "
                        "(a referring or reasoning expression), with VRS-HQ. One object id per "
-                       "prompt, in order.")
+                       "prompt, in order. With --plugin sam3 each prompt line is a concept and "
+                       "every instance SAM 3 finds becomes its own object.")
     p.add_argument("video", help="a video file or a folder of JPEG/PNG frames")
-    p.add_argument("--prompt", action="append", required=True, help="text prompt (repeatable)")
+    p.add_argument("--prompt", action="append", required=True,
+                   help="text prompt (repeatable); with --plugin sam3, a concept per line")
+    p.add_argument("--plugin", help="model plugin that takes text: vrshq (one object per prompt) or "
+                   "sam3 (every instance of each concept); default $VRSHQ_PLUGIN, else vrshq")
     p.add_argument("--out", required=True,
                    help="output folder: new, empty or an earlier output, which the run replaces "
                    "whole at its end (any other folder is refused)")
-    add_model_option(p, "model folder with vrshq/ (and sam2/, clip/)")
+    add_model_option(p, "model folder with vrshq/ (and sam2/, clip/), or sam3/ for --plugin sam3")
     p.add_argument("--fps", type=float, help=FPS_HELP)
     p.add_argument("--direction", choices=["both", "forward", "backward"], default="both")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -61,6 +66,12 @@ def run(args: argparse.Namespace) -> int:
             raise PromptError(f"--prompt {prompt!r}: a prompt must be non-empty text")
     out = Path(args.out)
     check_out_folder(out)
+    args.precision = checked_precision(args.precision)
+    args.plugin = plugin_name(configured=args.plugin)
+    if args.plugin != "vrshq":
+        from vrshq.cli.segment_plugin import run_plugin
+
+        return run_plugin(args, out)
     if args.feature_budget_mib < 0:
         raise VrshqError("--feature-budget-mib must be >= 0")
     ls_file = labelstudio_file(args, list(range(1, len(args.prompt) + 1)),

@@ -1,4 +1,5 @@
-"""Fetch the official weights (VRS-HQ, SAM-2 hiera-L 2.0, CLIP ViT-L-14-336) on a machine with network."""
+"""Fetch the official weights (VRS-HQ, SAM-2 hiera-L 2.0, CLIP ViT-L-14-336; or the gated SAM 3)
+on a machine with network."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -17,6 +18,8 @@ from tqdm import tqdm
 from vrshq.errors import ModelError
 
 PARTS = ("vrshq", "sam2", "clip")
+# The parts of each model `vrshq download --model` fetches: VRS-HQ's three, or SAM 3's one folder.
+MODELS: dict[str, tuple[str, ...]] = {"vrshq": PARTS, "sam3": ("sam3",)}
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,9 @@ class DownloadSources:
     # The OpenAI weights VRS-HQ's anchor uses (openai/clip-vit-large-patch14-336), as open_clip serves them.
     clip_model: str = "ViT-L-14-336-quickgelu"
     clip_pretrained: str = "openai"
+    # SAM 3, gated: fetched with the user's Hugging Face token (vrshq.model.hf_gated).
+    sam3_repo: str = "facebook/sam3"
+    hf_token: str | None = field(default=None, repr=False)  # never printed with the sources
 
 
 def download(out_dir: str | os.PathLike, parts: tuple[str, ...] = PARTS,
@@ -40,9 +46,10 @@ def download(out_dir: str | os.PathLike, parts: tuple[str, ...] = PARTS,
 
     ``progress``: draw download bars on stderr (ours and the Hugging Face Hub's).
     """
-    unknown = [p for p in parts if p not in PARTS]
+    known = tuple(_FETCHERS)
+    unknown = [p for p in parts if p not in known]
     if unknown:
-        raise ModelError(f"unknown part(s) {', '.join(unknown)} (choose from {', '.join(PARTS)})")
+        raise ModelError(f"unknown part(s) {', '.join(unknown)} (choose from {', '.join(known)})")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ModelError(f"{out}: exists and is not a folder")
@@ -130,6 +137,13 @@ def _fetch_clip(target: Path, sources: DownloadSources, progress: bool) -> Path:
     return dest
 
 
+def _fetch_sam3(target: Path, sources: DownloadSources, progress: bool) -> Path:
+    from vrshq.model.hf_gated import download_gated, resolve_token
+
+    return download_gated(sources.sam3_repo, target, resolve_token(sources.hf_token),
+                          sources.hf_endpoint, progress)
+
+
 def _offline(what: str, where: str, exc: BaseException) -> ModelError:
     reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
     return ModelError(f"cannot download {what} from {where} ({reason}); this needs a machine with "
@@ -141,4 +155,5 @@ _FETCHERS: dict[str, Callable[[Path, DownloadSources, bool], Path]] = {
     "vrshq": _fetch_vrshq,
     "sam2": _fetch_sam2,
     "clip": _fetch_clip,
+    "sam3": _fetch_sam3,
 }
