@@ -81,13 +81,15 @@ def test_remote_video_media_are_served_with_their_type_and_ranges(served):
     r = client.get(_path(data["overlay"]), headers={"Range": f"bytes={len(on_disk) + 10}-"})
     assert r.status_code == 416
     # The keyframe images and strips: JPEGs of the video's size / one strip per object.
-    assert len(data["keyframes"]) == len(state.objects) == len(data["strips"])
+    # (the keyframe pages, then the extra mask pages of issue 14 §2)
+    assert len(data["keyframes"]) == len(state.objects) + len(state.pages)
+    assert len(data["strips"]) == len(state.objects) and any("/page-obj" in u for u in data["keyframes"])
     for url in data["keyframes"] + data["strips"]:
         r = client.get(_path(url))
         assert r.status_code == 200 and r.mimetype == "image/jpeg", url
         with Image.open(io.BytesIO(r.data)) as im:
             assert im.format == "JPEG"
-            if "/keyframe-" in url:
+            if "/keyframe-" in url or "/page-obj" in url:
                 assert im.size == (SPEC.width, SPEC.height)
 
 
