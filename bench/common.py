@@ -27,6 +27,10 @@ RESULTS_ENV = "VRSHQ_BENCH_RESULTS"
 # CUDA and fp32 on a CPU. A model must be cast to its plan (vrshq.engine.apply_precision); a
 # reference on sam2's own predictor runs on the same cast weights, so both sides compute alike.
 PRECISIONS = ENGINE_PRECISIONS
+MiB = 1024 * 1024
+# The engine settings of a comparison with sam2's predictor (engine_bench, vrshq_bench): no
+# hole filling, which the predictor skips here.
+NO_FILL = EngineConfig(fill_hole_area=0)
 
 
 def engine_config(device: str = "auto", precision: str = "auto", **settings) -> EngineConfig:

@@ -33,26 +33,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.common import (
-    PRECISIONS,
-    engine_config,
-    gpu_peak_mib,
-    peak_rss_mib,
-    print_table,
-    reset_gpu_peak,
-    run_child,
-    sync,
-    timed,
-    write_json,
-)
+from bench import common
 from vrshq.engine import EngineConfig, TrackingSession, apply_precision, build_model
 from vrshq.engine.tiny import write_tiny_sam2
 from vrshq.synthetic import SyntheticSpec, ground_truth, write_video
 from vrshq.video.reader import open_video
 
-MiB = 1024 * 1024
-# Engine settings for the comparison with sam2's predictor, which skips hole filling here.
-NO_FILL = EngineConfig(fill_hole_area=0)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -86,30 +72,30 @@ def _dump_jpegs(video: Path, out_dir: Path) -> None:
 
 
 def bench_vs_reference(model, video: Path, gt: np.ndarray, work: Path,
-                       config: EngineConfig = NO_FILL) -> dict:
+                       config: EngineConfig = common.NO_FILL) -> dict:
     """Engine vs sam2's predictor on the same video and prompt (middle frame, both directions).
 
-    ``config`` is the engine's (device, precision; hole filling off, see NO_FILL); the
+    ``config`` is the engine's (device, precision; hole filling off, see bench.common.NO_FILL); the
     reference runs the same model, cast to the same precision plan.
     """
     k = len(gt) // 2
     prompt = gt[k] == 1
     t: dict[str, float] = {}
     device = config.resolved_device()
-    reset_gpu_peak(device)
-    with timed(t, "reference"):
+    common.reset_gpu_peak(device)
+    with common.timed(t, "reference"):
         _dump_jpegs(video, work / "jpeg")
         ref = _reference_masks(model, str(work / "jpeg"), [(k, prompt)])
-        sync(device)
-    ref_peak = gpu_peak_mib(device)
-    reset_gpu_peak(device)
-    with timed(t, "engine"):
+        common.sync(device)
+    ref_peak = common.gpu_peak_mib(device)
+    common.reset_gpu_peak(device)
+    with common.timed(t, "engine"):
         with TrackingSession(model, open_video(video), config=config) as session:
             session.add_mask(1, k, prompt)
             ours = _engine_masks(session)
             calls = session.features.stats.encoder_calls
-        sync(device)
-    engine_peak = gpu_peak_mib(device)
+        common.sync(device)
+    engine_peak = common.gpu_peak_mib(device)
     # Exactness on identical frames: the engine on the reference's own JPEG folder.
     with TrackingSession(model, open_video(work / "jpeg"), config=config) as session:
         session.add_mask(1, k, prompt)
@@ -137,32 +123,32 @@ def bench_correction(model, video: Path, gt: np.ndarray, budget_mib: int | None 
     prompts = [(a, gt[a] == 1), (k, gt[k] == 1)]
     base = base or EngineConfig()
     config = base if budget_mib is None else replace(
-        base, feature_budget_bytes=budget_mib * MiB, cpu_feature_budget_bytes=budget_mib * MiB,
-        state_budget_bytes=budget_mib * MiB // 4)
+        base, feature_budget_bytes=budget_mib * common.MiB, cpu_feature_budget_bytes=budget_mib * common.MiB,
+        state_budget_bytes=budget_mib * common.MiB // 4)
     device = config.resolved_device()
     t: dict[str, float] = {}
-    reset_gpu_peak(device)
+    common.reset_gpu_peak(device)
     with TrackingSession(model, open_video(video), config=config) as session:
         session.add_mask(1, *prompts[0])
         _engine_masks(session)
         calls = session.features.stats.encoder_calls
-        with timed(t, "correction"):
+        with common.timed(t, "correction"):
             session.add_mask(1, *prompts[1])
             corrected = _engine_masks(session)
-            sync(device)
+            common.sync(device)
         correction_calls = session.features.stats.encoder_calls - calls
         spilled = session.features.store.spilled_bytes
-    with timed(t, "scratch"):
+    with common.timed(t, "scratch"):
         with TrackingSession(model, open_video(video), config=config) as session:
             for p in prompts:
                 session.add_mask(1, *p)
             scratch = _engine_masks(session)
-        sync(device)
+        common.sync(device)
     return {
         "frames": len(gt),
         "feature_budget_mib": budget_mib if budget_mib is not None else "default",
-        "gpu_peak_mib": gpu_peak_mib(device),
-        "features_spilled_mib": spilled / MiB,
+        "gpu_peak_mib": common.gpu_peak_mib(device),
+        "features_spilled_mib": spilled / common.MiB,
         "correction_s": t["correction"], "scratch_s": t["scratch"],
         "time_ratio": t["correction"] / t["scratch"],
         "identical_masks": all(np.array_equal(corrected[f], scratch[f]) for f in scratch),
@@ -178,7 +164,7 @@ def rss_child(kind: str, frames: int, config: str, checkpoint: str, budget_mib: 
     video = write_video(spec, work / "clip.mp4")
     first = ground_truth(SyntheticSpec(num_frames=1, width=256, height=192, num_objects=1, seed=1))[0] == 1
     model = build_model(config, checkpoint, predictor=(kind == "reference"))
-    base = peak_rss_mib()
+    base = common.peak_rss_mib()
     start = time.perf_counter()
     if kind == "reference":
         _dump_jpegs(video, work / "jpeg")
@@ -188,13 +174,13 @@ def rss_child(kind: str, frames: int, config: str, checkpoint: str, budget_mib: 
             pass
     else:
         # Host memory is what this part measures: always on the CPU, whatever else is there.
-        config_ = EngineConfig(device="cpu", feature_budget_bytes=budget_mib * MiB,
-                               state_budget_bytes=budget_mib * MiB // 4)
+        config_ = EngineConfig(device="cpu", feature_budget_bytes=budget_mib * common.MiB,
+                               state_budget_bytes=budget_mib * common.MiB // 4)
         with TrackingSession(model, open_video(video), config=config_) as session:
             session.add_mask(1, 0, first)
             for _ in session.propagate("forward"):
                 pass
-    return {"kind": kind, "frames": frames, "peak_rss_mib": peak_rss_mib(),
+    return {"kind": kind, "frames": frames, "peak_rss_mib": common.peak_rss_mib(),
             "rss_after_model_load_mib": base, "seconds": time.perf_counter() - start}
 
 
@@ -203,8 +189,8 @@ def bench_rss(config: Path, checkpoint: Path, budget_mib: int, lengths=(200, 200
     rows = []
     for kind in ("engine", "reference"):
         for frames in lengths:
-            rows.append(run_child("bench.engine_bench", "--rss-child", kind, str(frames),
-                                  str(config), str(checkpoint), str(budget_mib)))
+            rows.append(common.run_child("bench.engine_bench", "--rss-child", kind, str(frames),
+                                         str(config), str(checkpoint), str(budget_mib)))
     for kind in ("engine", "reference"):
         runs = [r for r in rows if r["kind"] == kind]
         for r in runs:
@@ -220,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                              "hiera-l: the release's 2.0 hiera-L at 1024 px)")
     parser.add_argument("--size", default="320x240", help="video frame size WxH")
     parser.add_argument("--device", default="auto", help="parts 1-2: auto, cpu, cuda, cuda:N")
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+    parser.add_argument("--precision", choices=common.PRECISIONS, default="auto",
                         help="parts 1-2: official (the release's bf16 weights), fp32, or auto "
                              "(official on CUDA, fp32 on the CPU)")
     parser.add_argument("--rss-budget-mib", type=int, default=16)
@@ -234,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     torch.manual_seed(0)
     width, height = (int(v) for v in args.size.lower().split("x"))
-    base = engine_config(args.device, args.precision)
+    base = common.engine_config(args.device, args.precision)
     device = base.resolved_device()
     work = Path(tempfile.mkdtemp(prefix="vrshq-bench-"))
     atexit.register(shutil.rmtree, work, True)  # models and videos: hundreds of MB per run
@@ -250,18 +236,18 @@ def main(argv: list[str] | None = None) -> int:
     if "reference" in parts:
         results["vs_reference"] = bench_vs_reference(model, video, gt, work,
                                                      replace(base, fill_hole_area=0))
-        print_table(f"1. engine vs SAM2VideoPredictor ({args.preset}, {args.frames} frames of "
-                    f"{width}x{height}, {device}, {args.precision})", [results["vs_reference"]])
+        common.print_table(f"1. engine vs SAM2VideoPredictor ({args.preset}, {args.frames} frames of "
+                           f"{width}x{height}, {device}, {args.precision})", [results["vs_reference"]])
     if "correction" in parts:
         results["correction"] = [bench_correction(model, video, gt, base=base),
                                  bench_correction(model, video, gt, args.rss_budget_mib, base)]
-        print_table("2. correction re-propagation vs from scratch", results["correction"])
+        common.print_table("2. correction re-propagation vs from scratch", results["correction"])
     if "rss" in parts:
         tiny_config, tiny_ckpt = write_tiny_sam2(work / "tiny", preset="tiny")
         results["rss"] = bench_rss(tiny_config, tiny_ckpt, args.rss_budget_mib)
-        print_table(f"3. peak RSS (tiny model, engine feature budget {args.rss_budget_mib} MiB)",
-                    results["rss"])
-    print(f"\nwrote {write_json('engine', results)}")
+        common.print_table(f"3. peak RSS (tiny model, engine feature budget {args.rss_budget_mib} MiB)",
+                           results["rss"])
+    print(f"\nwrote {common.write_json('engine', results)}")
     return 0
 
 

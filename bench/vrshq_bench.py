@@ -56,18 +56,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.common import (
-    PRECISIONS,
-    engine_config,
-    gpu_peak_mib,
-    peak_rss_mib,
-    print_table,
-    reset_gpu_peak,
-    run_child,
-    sync,
-    timed,
-    write_json,
-)
+from bench import common
 from vrshq.engine import EngineConfig, TrackingSession, apply_precision, build_model
 from vrshq.model.frames import MAX_FRAMES, sample_frames
 from vrshq.model.keyframe import select_keyframe_with_token
@@ -83,10 +72,7 @@ from vrshq.synthetic import SyntheticSpec, write_video
 from vrshq.video.reader import open_video
 from vrshq.video.transforms import ResizeMode
 
-MiB = 1024 * 1024
 PROMPT = "the red ball moving left"
-# The comparison's engine settings: no hole filling, which the reference cannot do (module doc).
-NO_FILL = EngineConfig(fill_hole_area=0)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -100,7 +86,7 @@ class Inputs:
     grid: list[int]
     token: torch.Tensor
     lam: torch.Tensor
-    config: EngineConfig = NO_FILL
+    config: EngineConfig = common.NO_FILL
     anchor: int = 0
 
 
@@ -152,7 +138,7 @@ def tiny_inputs(work: Path, frames: int, size: int, width: int = 320, height: in
 
 def random_token_inputs(work: Path, frames: int, config_path: str | Path, checkpoint: str | Path | None,
                         width: int, height: int, seed: int = 0,
-                        config: EngineConfig = NO_FILL) -> Inputs:
+                        config: EngineConfig = common.NO_FILL) -> Inputs:
     """A SAM-2 from ``config_path`` (VRS-HQ settings), a random h'_tak and lambdas, no MLLM.
 
     Without a checkpoint the weights are random, with the object-score head biased towards
@@ -179,13 +165,14 @@ def random_token_inputs(work: Path, frames: int, config_path: str | Path, checkp
     return Inputs(sam2, predictor, video, grid, token, lam, config, anchor)
 
 
-def full_size_inputs(work: Path, frames: int, seed: int = 0, config: EngineConfig = NO_FILL) -> Inputs:
+def full_size_inputs(work: Path, frames: int, seed: int = 0,
+                     config: EngineConfig = common.NO_FILL) -> Inputs:
     """SAM-2 hiera-L (packaged config, random weights) at 1024 px on 1280x720 frames; random token."""
     return random_token_inputs(work, frames, PACKAGED_CONFIG, None, 1280, 720, seed, config)
 
 
 def preset_inputs(work: Path, frames: int, preset: str, seed: int = 0,
-                  config: EngineConfig = NO_FILL) -> Inputs:
+                  config: EngineConfig = common.NO_FILL) -> Inputs:
     """A random SAM-2 of ``vrshq.engine.tiny``'s presets (e.g. hiera-t-128) on 320x240 frames."""
     from vrshq.engine.tiny import write_tiny_sam2
 
@@ -201,7 +188,7 @@ def _keyframe_mask(model: torch.nn.Module, choice) -> torch.Tensor:
 # ----------------------------------------------------------------------------- ours
 def run_ours(inp: Inputs, keep_masks: bool = True) -> dict:
     """Keyframe selection + propagation as ``Vrshq.segment`` runs them after the MLLM."""
-    reset_gpu_peak(inp.config.resolved_device())
+    common.reset_gpu_peak(inp.config.resolved_device())
     start = time.perf_counter()
     masks: dict[int, np.ndarray] = {}
     with open_video(inp.video) as reader:
@@ -219,9 +206,9 @@ def run_ours(inp: Inputs, keep_masks: bool = True) -> dict:
             encoder_calls, decodes = stats.encoder_calls, stats.frames_decoded
         finally:
             session.close()
-    sync(inp.config.resolved_device())
+    common.sync(inp.config.resolved_device())
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "gpu_peak_mib": gpu_peak_mib(inp.config.resolved_device()),
+    return {"seconds": seconds, "gpu_peak_mib": common.gpu_peak_mib(inp.config.resolved_device()),
             "keyframe": choice.keyframe,
             "object_scores": choice.object_scores.tolist(), "encoder_calls": encoder_calls,
             "frames_decoded": decodes, "masks": masks}
@@ -367,7 +354,7 @@ def run_reference(inp: Inputs, loading: str = "sample", keep_masks: bool = True)
     size = int(predictor.image_size)
     device = predictor.device
     counters = _Counters()
-    reset_gpu_peak(device)
+    common.reset_gpu_peak(device)
     start = time.perf_counter()
     with open_video(inp.video) as reader:
         orig_hw = (reader.height, reader.width)
@@ -419,9 +406,9 @@ def run_reference(inp: Inputs, loading: str = "sample", keep_masks: bool = True)
                 masks[f] = mask if keep_masks else np.empty(0, bool)
         del state
     cached.clear()
-    sync(device)
+    common.sync(device)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "gpu_peak_mib": gpu_peak_mib(device), "keyframe": keyframe,
+    return {"seconds": seconds, "gpu_peak_mib": common.gpu_peak_mib(device), "keyframe": keyframe,
             "object_scores": scores, "encoder_calls": counters.encoder_calls,
             "frames_decoded": counters.frames_decoded, "states": counters.states,
             "masks": masks if keep_masks else {}, "frames_tracked": len(masks)}
@@ -494,10 +481,10 @@ def rss_child(side: str, video: str, model_dir: str, size: int, budget_mib: int)
 
     Ours runs as shipped, hole filling included (it keeps no extra state); the reference cannot.
     """
-    config = VrshqConfig(engine=EngineConfig(feature_budget_bytes=budget_mib * MiB,
-                                             state_budget_bytes=budget_mib * MiB // 4))
+    config = VrshqConfig(engine=EngineConfig(feature_budget_bytes=budget_mib * common.MiB,
+                                             state_budget_bytes=budget_mib * common.MiB // 4))
     vrshq = _tiny_vrshq(Path(model_dir), size, config)
-    base = peak_rss_mib()
+    base = common.peak_rss_mib()
     start = time.perf_counter()
     with open_video(video) as reader:
         frames = len(reader)
@@ -509,7 +496,7 @@ def rss_child(side: str, video: str, model_dir: str, size: int, budget_mib: int)
             predictor = _reference_predictor_tiny(Path(model_dir))
             inp = Inputs(vrshq.sam2, predictor, Path(video), grid, token, lam, config.engine, anchor)
             keyframe = run_reference(inp, "sample", keep_masks=False)["keyframe"]
-    return {"side": side, "frames": frames, "peak_rss_mib": peak_rss_mib(),
+    return {"side": side, "frames": frames, "peak_rss_mib": common.peak_rss_mib(),
             "rss_after_model_load_mib": base, "seconds": time.perf_counter() - start,
             "keyframe": keyframe,
             "feature_budget_mib": budget_mib if side == "ours" else None}
@@ -520,8 +507,8 @@ def bench_rss(work: Path, size: int, budget_mib: int, frames: int = 1000) -> lis
     spec = SyntheticSpec(num_frames=frames, width=320, height=240, fps=25.0, num_objects=2, seed=3)
     video = write_video(spec, work / f"long{frames}.mp4")
     _tiny_vrshq(work / "model", size)  # writes the model folder if needed
-    return [run_child("bench.vrshq_bench", "--rss-child", side, str(video), str(work / "model"),
-                      str(size), str(budget_mib))
+    return [common.run_child("bench.vrshq_bench", "--rss-child", side, str(video), str(work / "model"),
+                             str(size), str(budget_mib))
             for side in ("ours", "reference")]
 
 
@@ -545,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--device", default="auto",
                         help="compare with --full-size or --sam2-preset: auto, cpu, cuda, cuda:N")
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+    parser.add_argument("--precision", choices=common.PRECISIONS, default="auto",
                         help="compare with --full-size or --sam2-preset: official (the release's "
                              "bf16 weights), fp32, or auto (official on CUDA, fp32 on the CPU); "
                              "both sides run at it")
@@ -564,8 +551,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"frames": args.frames, "full_size": args.full_size}
     t: dict[str, float] = {}
     if "compare" in parts:
-        with timed(t, "inputs"):
-            config = replace(engine_config(args.device, args.precision), fill_hole_area=0)
+        with common.timed(t, "inputs"):
+            config = replace(common.engine_config(args.device, args.precision), fill_hole_area=0)
             if args.full_size:
                 inp = full_size_inputs(work, args.frames, config=config)
                 label = "SAM-2 hiera-L (random weights), 1024 px, 1280x720"
@@ -580,20 +567,20 @@ def main(argv: list[str] | None = None) -> int:
         results["device"] = str(inp.config.resolved_device())
         results["precision"] = args.precision if (args.full_size or args.sam2_preset) else "auto"
         results["compare"] = bench_compare(inp, loadings, args.repeat, warmup=not args.full_size)
-        print_table(f"1. keyframe selection + propagation vs the official procedure ({label}, "
-                    f"{args.frames} frames, {results['device']}, best of {args.repeat})",
-                    [{k: v for k, v in r.items() if not k.endswith("_runs_s")}
-                     for r in results["compare"]])
+        common.print_table(f"1. keyframe selection + propagation vs the official procedure ({label}, "
+                           f"{args.frames} frames, {results['device']}, best of {args.repeat})",
+                           [{k: v for k, v in r.items() if not k.endswith("_runs_s")}
+                            for r in results["compare"]])
         del inp
     if "rss" in parts and not (args.full_size or args.sam2_preset):
         results["rss"] = bench_rss(work, args.size, args.rss_budget_mib, args.rss_frames)
-        print_table(f"2. peak RSS, {args.rss_frames} frames (tiny VRS-HQ; ours: feature budget "
-                    f"{args.rss_budget_mib} MiB; reference: frames decoded once per sample)",
-                    results["rss"])
+        common.print_table(f"2. peak RSS, {args.rss_frames} frames (tiny VRS-HQ; ours: feature budget "
+                           f"{args.rss_budget_mib} MiB; reference: frames decoded once per sample)",
+                           results["rss"])
     name = ("vrshq_full" if args.full_size else
             f"vrshq_{args.sam2_preset}" if args.sam2_preset else "vrshq")
     results["sam2_preset"] = args.sam2_preset
-    print(f"\nwrote {write_json(name, results)}")
+    print(f"\nwrote {common.write_json(name, results)}")
     return 0
 
 

@@ -7,39 +7,15 @@
 //   "overlay": "src part", "timeout_ms"}'
 // Prints ONE JSON line: {"tasks": {id: {"videos": 2, "samples": [{how, frame, main: {t, bits},
 // overlay: {t, bits}}, ...]}}}. bits: the frame index read from the picture (block k white = bit k).
-import { chromium } from 'playwright-core';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
+import { login, openBrowser } from './lib.mjs';
 
 const args = JSON.parse(process.argv[2] || '{}');
 const timeout = args.timeout_ms || 120000;
 const base = args.url.replace(/\/$/, '');
-const log = (...m) => console.error('[overlay_sync]', ...m);
-
-const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'overlay-sync-profile-'));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: args.chromium || '/usr/bin/chromium',
-  headless: true,
-  viewport: { width: 1400, height: 2200 },
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--autoplay-policy=no-user-gesture-required'],
-});
+const { page, close, log } = await openBrowser(args, 'overlay_sync');
 let exitCode = 0;
 try {
-  context.setDefaultTimeout(timeout);
-  const page = context.pages()[0] || (await context.newPage());
-  await page.route(/^https?:\/\//, (route) => (new URL(route.request().url()).origin === new URL(base).origin
-    ? route.continue() : route.abort()));
-  page.on('pageerror', (e) => log('pageerror:', String(e).slice(0, 300)));
-  await page.goto(`${base}/user/login/`, { waitUntil: 'domcontentloaded' });
-  await page.fill('input[name=email]', args.email);
-  await page.fill('input[name=password]', args.password);
-  await Promise.all([
-    page.waitForURL((u) => !u.pathname.startsWith('/user/login'), { timeout }),
-    page.click('button[type=submit], input[type=submit]'),
-  ]);
+  await login(page, base, args, timeout);
 
   // Each video's time and the frame index its picture shows (drawn on a canvas: same origin),
   // by role: the main video's src has args.main in it, the overlay's args.overlay. (DOM order is
@@ -132,7 +108,6 @@ try {
   console.error(String(e && e.stack || e));
   exitCode = 1;
 } finally {
-  await context.close();
-  fs.rmSync(profile, { recursive: true, force: true });
+  await close();
 }
 process.exit(exitCode);

@@ -20,11 +20,8 @@
 //                  stage does not show that pixel: it may show the picture zoomed and cropped),
 //                  paintedPixels, rgb: mean colour painted, layers: the canvases read}
 //   attempts       page loads it took until the regions showed (1 normally)
-// Debian's /usr/bin/chromium is used (never a downloaded browser build), with a fresh profile.
-import { chromium } from 'playwright-core';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
+// The browser: lib.mjs's (Debian's /usr/bin/chromium, a fresh profile, only Label Studio's origin).
+import { login, openBrowser } from './lib.mjs';
 
 const args = JSON.parse(process.argv[2] || process.env.SHOW_TASK_ARGS || '{}');
 for (const key of ['url', 'email', 'password', 'project', 'task', 'screenshot']) {
@@ -35,39 +32,11 @@ for (const key of ['url', 'email', 'password', 'project', 'task', 'screenshot'])
 }
 const timeout = args.timeout_ms || 120000;
 const base = args.url.replace(/\/$/, '');
-const log = (...m) => console.error('[show_task]', ...m);
-
-const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'show-task-profile-'));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: args.chromium || '/usr/bin/chromium',
-  headless: true,
-  viewport: { width: 1400, height: 2200 },
-  args: [
-    '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--autoplay-policy=no-user-gesture-required',
-  ],
-});
+const { context, page, close, log } = await openBrowser(args, 'show_task');
 let exitCode = 0;
 try {
-  context.setDefaultTimeout(timeout);
-  const page = context.pages()[0] || (await context.newPage());
-  // Only Label Studio itself: anything else (fonts, analytics) is offline anyway; cut it at once.
-  await page.route(/^https?:\/\//, (route) => {
-    const u = new URL(route.request().url());
-    if (u.origin === new URL(base).origin) return route.continue();
-    return route.abort();
-  });
-  page.on('pageerror', (e) => log('pageerror:', String(e).slice(0, 300)));
-
   const t0 = Date.now();
-  await page.goto(`${base}/user/login/`, { waitUntil: 'domcontentloaded' });
-  await page.fill('input[name=email]', args.email);
-  await page.fill('input[name=password]', args.password);
-  await Promise.all([
-    page.waitForURL((u) => !u.pathname.startsWith('/user/login'), { timeout }),
-    page.click('button[type=submit], input[type=submit]'),
-  ]);
+  await login(page, base, args, timeout);
   log('logged in', page.url(), `${Date.now() - t0} ms`);
 
   // The editor: the outliner with at least one region. Now and then (about 1 run in 10 on a busy
@@ -245,7 +214,6 @@ try {
   } catch (e2) { /* no screenshot */ }
   exitCode = 1;
 } finally {
-  await context.close().catch(() => {});
-  fs.rmSync(profile, { recursive: true, force: true });
+  await close();
 }
 process.exit(exitCode);
