@@ -390,18 +390,39 @@ def test_an_interactive_context_with_too_many_prompts_is_refused_before_the_mode
 
 # --- 9. a re-delivered webhook queues no second job --------------------------------------------
 
+def corrections_of(payload):
+    """A re-propagation job's corrections, decoded from its JSON payload."""
+    from vrshq.masks import decode_rle
+    from vrshq.plugins.base import Correction
+
+    return [Correction(int(c["obj_id"]), int(c["frame"]), decode_rle(c["mask"])) for c in payload["corrections"]]
+
+
+class KeyedQueue:
+    """A stand-in for the job queue's submit that keeps its promise: one active job per key.
+
+    Its jobs never run (they stay queued), so what a delivery queues can be counted."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.jobs: dict[str, SimpleNamespace] = {}
+        self.calls: list[tuple[str, str, dict]] = []
+
+    def submit(self, kind, key, payload, **info):
+        with self.lock:
+            self.calls.append((kind, key, payload))
+            if key in self.jobs:
+                return self.jobs[key], False
+            self.jobs[key] = SimpleNamespace(id=f"job-{len(self.jobs) + 1}", state="queued")
+            return self.jobs[key], True
+
+
 def test_redelivered_webhooks_queue_one_job(client, vrshq_backend, monkeypatch):
     tid = next_task_id()
     pred = predicted(client, tid)
-    submitted = []
-    lock = threading.Lock()
-
-    def submit(kind, key, payload, **info):
-        with lock:
-            submitted.append(kind)
-        return SimpleNamespace(id=f"job-{len(submitted)}", state="queued"), True
-
-    monkeypatch.setattr(vrshq_backend, "submit", submit)
+    queue = KeyedQueue()
+    writer = vrshq_backend.writer
+    monkeypatch.setattr(vrshq_backend, "submit", queue.submit)
     monkeypatch.setattr(vrshq_backend, "writer", lambda project: SimpleNamespace(configured=True))
     result = with_mask(pred["result"], f"vrshq-{tid}-1", square(30, 30))
     app = create_app(backend=vrshq_backend)
@@ -420,13 +441,50 @@ def test_redelivered_webhooks_queue_one_job(client, vrshq_backend, monkeypatch):
         t.join(timeout=120)
     assert [a.status_code for a in answers] == [201] * 6
     assert sorted(a.json["result"]["corrections"] for a in answers) == [0, 0, 0, 0, 0, 1]
-    assert submitted == ["correct"]  # one new correction, one job
-    assert [a.json["result"]["job"] for a in answers].count(None) == 5
-    # Sequential re-deliveries log nothing and queue nothing.
+    # One new correction, one job: the deliveries that came while it waits join it.
+    assert len(queue.jobs) == 1 and {a.json["result"]["job"] for a in answers} == {"job-1"}
+    # Sequential re-deliveries log nothing and join the same job while it has not run.
     for _ in range(3):
         again = webhook(client, tid, result, annotation_id=77)
-        assert again.json["result"]["corrections"] == 0 and again.json["result"]["job"] is None
-    assert submitted == ["correct"]
+        assert again.json["result"]["corrections"] == 0 and again.json["result"]["job"] == "job-1"
+    assert len(queue.jobs) == 1
+    # Once the job has run (the state carries the correction), a re-delivery queues nothing.
+    kind, key, payload = queue.calls[0]
+    monkeypatch.setattr(vrshq_backend, "writer", writer)  # the job's own (no Label Studio: no writes)
+    vrshq_backend.correct_task("1", tid, corrections_of(payload), info=parse_label_config(TEXT_XML))
+    calls = len(queue.calls)
+    done = webhook(client, tid, result, annotation_id=77)
+    assert done.json["result"] == {"corrections": 0, "job": None, "objects": []}, done.json
+    assert len(queue.calls) == calls
+
+
+def test_a_correction_logged_before_a_crash_is_queued_by_the_redelivery(client, vrshq_backend, monkeypatch):
+    """The gap between the log's commit and the queueing: a backend killed there has logged the
+    correction but queued nothing; Label Studio's re-delivery must queue it (not read it as a
+    repeat and drop it, which left the task without the correction for good)."""
+    tid = next_task_id()
+    pred = predicted(client, tid)
+    monkeypatch.setattr(vrshq_backend, "writer", lambda project: SimpleNamespace(configured=True))
+
+    def crash(kind, key, payload, **info):
+        raise SystemExit("killed between the log's commit and the queueing")
+
+    monkeypatch.setattr(vrshq_backend, "submit", crash)
+    result = with_mask(pred["result"], f"vrshq-{tid}-1", square(20, 40))
+    with pytest.raises(SystemExit):
+        webhook(client, tid, result, annotation_id=78)
+    rows = [c for c in vrshq_backend.corrections.list(task=tid)]
+    assert len(rows) == 1  # committed before the crash
+    queue = KeyedQueue()
+    monkeypatch.setattr(vrshq_backend, "submit", queue.submit)
+    again = webhook(client, tid, result, annotation_id=78)
+    assert again.status_code == 201, again.json
+    assert again.json["result"]["corrections"] == 0  # nothing new to log
+    assert again.json["result"]["job"] == "job-1" and again.json["result"]["objects"] == [1]
+    (kind, key, payload), = queue.calls
+    c, = corrections_of(payload)
+    assert (kind, c.obj_id) == ("correct", 1) and np.array_equal(c.mask, square(20, 40))
+    assert len(vrshq_backend.corrections.list(task=tid)) == 1
 
 
 # --- 10. huge integers in numeric inputs are 4xx ----------------------------------------------

@@ -6,9 +6,12 @@ checked (geometry, row size) before any is written, and a repeat of the newest r
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from typing import Any
+
+import numpy as np
 
 from vrshq.backend.corrections.geometry import checked_sequence
 from vrshq.backend.corrections.record import Correction as LoggedCorrection
@@ -88,6 +91,37 @@ def boxes_json(sequence: list[dict[str, Any]] | None) -> list[dict[str, Any]] | 
     return [{k: v for k, v in item.items() if k in keys} for item in sequence]
 
 
+def applied(change: ObjectChange) -> bool:
+    """Whether the state's object already carries the change's mask as a correction on its frame."""
+    if change.mask is None:
+        return True
+    frame = int(change.obj.keyframe)
+    return any(int(c.frame) == frame and np.array_equal(np.asarray(c.mask, dtype=bool), change.mask)
+               for c in change.obj.corrections)
+
+
+def to_repropagate(logged: list[tuple[ObjectChange, int | None]]) -> list[Correction]:
+    """The mask corrections a delivery must see re-propagated: what it logged anew, and what an
+    earlier delivery logged but the task's state does not carry yet.
+
+    The second kind is the gap between the log's commit and the job's queueing: a process killed
+    there (or a job still queued) leaves a logged correction that no re-delivery would queue
+    again if only new rows were queued. Queued under :func:`job_key`, a re-delivery while the
+    first job waits or runs joins it instead of adding a second.
+    """
+    return mask_corrections([ch for ch, i in logged if i is not None or not applied(ch)])
+
+
+def job_key(project: str, task: int | str, corrections: list[Correction]) -> str:
+    """A re-propagation job's queue key, from what it applies: the same corrections, one job."""
+    h = hashlib.sha256(f"{project}|{task}".encode())
+    for c in sorted(corrections, key=lambda c: (int(c.obj_id), int(c.frame))):
+        mask = np.ascontiguousarray(np.asarray(c.mask, dtype=bool))
+        h.update(f"|{int(c.obj_id)}:{int(c.frame)}:{mask.shape}".encode())
+        h.update(np.packbits(mask).tobytes())
+    return "correct:" + h.hexdigest()[:32]
+
+
 def mask_corrections(changes: list[ObjectChange]) -> list[Correction]:
     """The re-propagation input: each changed mask (keyframe or extra page, on its frame) of an
     object that was not deleted."""
@@ -95,4 +129,5 @@ def mask_corrections(changes: list[ObjectChange]) -> list[Correction]:
             if ch.mask is not None and not ch.deleted]
 
 
-__all__ = ["boxes_json", "log_changes", "log_changes_each", "mask_corrections"]
+__all__ = ["applied", "boxes_json", "job_key", "log_changes", "log_changes_each", "mask_corrections",
+           "to_repropagate"]

@@ -8,11 +8,10 @@ prediction to Label Studio with the same region ids and labels.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from vrshq.backend.corrections.changes import log_changes_each, mask_corrections
+from vrshq.backend.corrections.changes import job_key, log_changes_each, to_repropagate
 from vrshq.backend.jobs.payloads import correct_payload
 from vrshq.backend.labelstudio.annotations import diff_annotation
 from vrshq.backend.tasks.inputs import RequestError, is_id, malformed_input, project_id
@@ -61,9 +60,10 @@ def handle_webhook(backend: Any, payload: Mapping[str, Any]) -> tuple[int, dict[
     # The submission itself (what was shown, what changed) is the provenance of the task's masks.
     record_submitted(backend.states, pid, tid, changes, annotation, info.has_masks)
     ids = [i for _, i in logged if i is not None]
-    # Only what this delivery logged anew is re-propagated: a re-delivered annotation (or the
-    # same one delivered twice at once: the log lets one of them in) queues no second job.
-    corrections = mask_corrections([ch for ch, i in logged if i is not None])
+    # What this delivery logged anew, and what was logged before but is not in the state yet (a
+    # kill between the log's commit and the queueing); the job key is the corrections', so a
+    # re-delivery while the first job waits or runs joins it instead of queueing a second.
+    corrections = to_repropagate(logged)
     job_id, note = None, None
     if corrections and not backend.writer(pid).configured:
         note = ("corrections logged; re-propagation needs LABEL_STUDIO_URL and "
@@ -73,7 +73,7 @@ def handle_webhook(backend: Any, payload: Mapping[str, Any]) -> tuple[int, dict[
         corrections_to_run = corrections
     if corrections_to_run:
         text = backend.label_config_text(pid, label_config)
-        job, _ = backend.submit("correct", f"correct:{uuid.uuid4().hex}",
+        job, _ = backend.submit("correct", job_key(pid, tid, corrections_to_run),
                                 correct_payload(pid, tid, corrections_to_run, text), project=pid, task=tid)
         job_id = job.id
     body_out: dict[str, Any] = {"corrections": len(ids), "job": job_id,
