@@ -95,7 +95,7 @@ def applied(change: ObjectChange) -> bool:
     """Whether the state's object already carries the change's mask as a correction on its frame."""
     if change.mask is None:
         return True
-    frame = int(change.obj.keyframe)
+    frame = int(change.frame)
     return any(int(c.frame) == frame and np.array_equal(np.asarray(c.mask, dtype=bool), change.mask)
                for c in change.obj.corrections)
 
