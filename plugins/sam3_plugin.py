@@ -81,30 +81,25 @@ def sam3_dtype(engine: EngineConfig) -> torch.dtype:
     return torch.float32
 
 
-def concept_instances(model: Any, processor: Any, frames: list[np.ndarray], concept: str,
+def concept_instances(model: Any, processor: Any, video: VideoReader, concept: str,
                       progress: Callable[[int], None] | None = None) -> list[Instance]:
-    """Every instance SAM 3 finds for ``concept`` over ``frames``, ordered deterministically.
+    """Every instance SAM 3 finds for ``concept`` over ``video``, ordered deterministically.
 
     Order: by the first frame an instance appears on, then by SAM 3's instance id (the order
-    its detector admitted them on that frame), so equal inputs give equal object ids.
+    its detector admitted them on that frame), so equal inputs give equal object ids. Frames
+    are read on demand and spent tracker outputs dropped (:mod:`vrshq.plugins.sam3_session`).
     """
-    device = next(model.parameters()).device
-    session = processor.init_video_session(video=frames, inference_device=device,
-                                           processing_device="cpu", video_storage_device="cpu",
-                                           dtype=next(model.parameters()).dtype)
-    session = processor.add_text_prompt(session, concept)
+    from vrshq.plugins.sam3_session import RleMasks, concept_frames
+
     found: dict[int, Instance] = {}
-    with torch.inference_mode():
-        for out in model.propagate_in_video_iterator(inference_session=session):
-            result = processor.postprocess_outputs(session, out)
-            frame = int(out.frame_idx)
-            for sam3_id, score, mask in zip(result["object_ids"].tolist(), result["scores"].tolist(),
-                                            result["masks"].cpu().numpy()):
-                inst = found.setdefault(int(sam3_id), Instance(int(sam3_id)))
-                inst.masks[frame] = mask.astype(bool)
-                inst.scores[frame] = float(score)
-            if progress is not None:
-                progress(1)  # one more frame done
+    for frame, result in concept_frames(model, processor, video, concept):
+        for sam3_id, score, mask in zip(result["object_ids"].tolist(), result["scores"].tolist(),
+                                        result["masks"].cpu().numpy()):
+            inst = found.setdefault(int(sam3_id), Instance(int(sam3_id), masks=RleMasks()))
+            inst.masks[frame] = mask.astype(bool)
+            inst.scores[frame] = float(score)
+        if progress is not None:
+            progress(1)  # one more frame done
     return order_instances(found.values())
 
 
@@ -193,8 +188,7 @@ class Sam3Plugin(ModelPlugin):
                 raise PromptError(f"object {p.obj_id}: a sam3 concept covers the whole video; "
                                   "give no frame")
             concepts.setdefault(p.text.strip(), p)
-        frames = [video.frame(i) for i in range(len(video))]
-        total, done = len(frames) * len(concepts), [0]  # one stage over every concept's pass
+        total, done = len(video) * len(concepts), [0]  # one stage over every concept's pass
 
         def step(n: int) -> None:
             done[0] += n
@@ -206,7 +200,7 @@ class Sam3Plugin(ModelPlugin):
         first = min(int(p.obj_id) for p in prompts)
         results: list[ObjectTrack] = []
         for concept, prompt in concepts.items():
-            for inst in concept_instances(model, processor, frames, concept, step):
+            for inst in concept_instances(model, processor, video, concept, step):
                 results.append(instance_track(inst, first + len(results), prompt, concept,
                                               video.height, video.width))
         return results

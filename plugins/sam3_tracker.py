@@ -20,6 +20,7 @@ import torch
 from vrshq.masks.track import Track
 from vrshq.plugins.base import Correction, ObjectTrack, Progress
 from vrshq.plugins.repropagate import corrections_by_object
+from vrshq.plugins.sam3_session import OutputPruner, memory_window, open_session
 from vrshq.video.reader import VideoReader
 
 
@@ -32,27 +33,32 @@ def load_tracker(model_path: Path, device: torch.device,
     return model, Sam3TrackerVideoProcessor.from_pretrained(model_path)
 
 
-def track_from_masks(model: Any, processor: Any, frames: list[np.ndarray],
+def track_from_masks(model: Any, processor: Any, video: VideoReader,
                      prompts: dict[int, np.ndarray], obj_id: int,
-                     progress: Progress | None = None) -> Track:
-    """Track one object through ``frames`` from mask prompts {frame: HxW bool}, both ways."""
-    height, width = frames[0].shape[:2]
+                     progress: Progress | None = None, stats: dict | None = None) -> Track:
+    """Track one object through ``video`` from mask prompts {frame: HxW bool}, both ways.
+
+    Frames are read on demand and spent outputs dropped (:mod:`vrshq.plugins.sam3_session`);
+    ``stats`` (when given) gets the counts.
+    """
+    height, width, count = video.height, video.width, len(video)
     weights = next(model.parameters())
-    session = processor.init_video_session(video=frames, inference_device=weights.device,
-                                           processing_device="cpu", video_storage_device="cpu",
-                                           dtype=weights.dtype)
+    session = open_session(processor, video, weights.device, weights.dtype)
+    start = min(prompts)
+    # forward from the first prompt to the end, then back from it to frame 0
+    pruner = OutputPruner(memory_window(model), [(start, count - 1, False), (start, 0, True)])
     with torch.inference_mode():
         for frame, mask in sorted(prompts.items()):
             processor.add_inputs_to_inference_session(session, frame_idx=frame, obj_ids=obj_id,
                                                       input_masks=mask.astype(np.float32))
             # the tracker needs its output on a prompted frame before propagating from it
             model(inference_session=session, frame_idx=frame)
-        start = min(prompts)
         track = Track(obj_id, height, width)
         done = 0
-        for reverse in (False, True):
+        for index, reverse in enumerate((False, True)):
             for out in model.propagate_in_video_iterator(session, start_frame_idx=start, reverse=reverse):
                 frame = int(out.frame_idx)
+                pruner.after_frame(session, index, frame)
                 if reverse and frame == start:
                     continue  # the forward pass already gave the start frame
                 mask = processor.post_process_masks([out.pred_masks], original_sizes=[[height, width]],
@@ -62,7 +68,10 @@ def track_from_masks(model: Any, processor: Any, frames: list[np.ndarray],
                           score=float(score.reshape(-1)[0]) if score is not None else None)
                 done += 1
                 if progress is not None:
-                    progress("propagate", done, len(frames))
+                    progress("propagate", done, count)
+    if stats is not None:
+        stats.update(decoded=session.processed_frames.decoded, dropped=pruner.dropped,
+                     peak_kept=pruner.peak_kept, window=pruner.window)
     return track
 
 
@@ -74,7 +83,6 @@ def repropagate_sam3(tracker: tuple[Any, Any], video: VideoReader, previous: lis
     if not by_obj:
         return list(previous)
     model, processor = tracker
-    frames = [video.frame(i) for i in range(len(video))]
     results = []
     for t in previous:
         if t.obj_id not in by_obj:
@@ -83,7 +91,7 @@ def repropagate_sam3(tracker: tuple[Any, Any], video: VideoReader, previous: lis
         merged = by_obj[t.obj_id]
         prompts = {int(t.keyframe): np.asarray(t.keyframe_mask, dtype=bool)}
         prompts.update({c.frame: c.mask for c in merged})  # a correction wins on the keyframe
-        track = track_from_masks(model, processor, frames, prompts, t.obj_id, progress)
+        track = track_from_masks(model, processor, video, prompts, t.obj_id, progress)
         for c in merged:
             track.set(c.frame, c.mask, score=track.score(c.frame))  # exactly as corrected
         results.append(replace(t, track=track, corrections=merged))
