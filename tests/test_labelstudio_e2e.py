@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from vrshq.backend.labelstudio.predictions import parse_annotation
 from vrshq.backend.tasks.state import TaskStateStore
 from tests.backend_fixtures import TEXT_XML
 from tests.browser import show_task
-from tests.test_serve import free_port, start, stop, wait_up
+from tests.served_backend import poll, served_backend
 from vrshq.masks import encode_brush
 from vrshq.synthetic import SyntheticSpec, write_video
 
@@ -41,37 +40,14 @@ INFO = parse_label_config(TEXT_XML)
 pytestmark = pytest.mark.timeout(900)
 
 
-def poll(what: str, check, timeout: float = 240, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(every)
-
-
 @pytest.fixture(scope="module")
 def backend_server(label_studio: LabelStudioServer, tiny_models, tmp_path_factory):
     """`vrshq serve` wired to the session's Label Studio (its URL and token, its local-files root)."""
-    data = tmp_path_factory.mktemp("e2e_backend")
-    env = {**os.environ, "VRSHQ_MODEL": str(tiny_models), "MODEL_DIR": str(data / "model-dir"),
-           "VRSHQ_DEVICE": "cpu", "OMP_NUM_THREADS": "1", "LABEL_STUDIO_URL": label_studio.url,
-           "LABEL_STUDIO_API_KEY": label_studio.token,
-           "LOCAL_FILES_DOCUMENT_ROOT": str(label_studio.doc_root), "VRSHQ_SYNC_FRAMES": str(BUDGET),
-           # The keyframe pages only, as these tests (and the browser checks) count them; the
-           # extra mask pages are tests/test_mask_pages.py's.
-           "VRSHQ_MASK_PAGES": "0"}
-    port = free_port()
-    log = data / "serve.log"
-    proc = start(["--port", str(port), "--threads", "4"], env, log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_up(url, proc, log)
-        yield {"url": url, "model_dir": Path(env["MODEL_DIR"]), "log": log}
-    finally:
-        stop(proc)
+    # The keyframe pages only, as these tests (and the browser checks) count them; the extra
+    # mask pages are tests/test_mask_pages.py's.
+    with served_backend(label_studio, tiny_models, tmp_path_factory.mktemp("e2e_backend"),
+                        VRSHQ_SYNC_FRAMES=str(BUDGET), VRSHQ_MASK_PAGES="0") as served:
+        yield served
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ reaches the backend by webhook and the re-propagated prediction carries the fix 
 from __future__ import annotations
 
 import copy
-import os
 
 import numpy as np
 import pytest
@@ -19,8 +18,8 @@ from vrshq.backend.tasks.state import TaskStateStore
 from vrshq.masks import decode_brush, encode_brush
 from vrshq.synthetic import SyntheticSpec, write_video
 from tests.backend_fixtures import TEXT_XML
-from tests.test_labelstudio_e2e import INFO, poll
-from tests.test_serve import free_port, start, stop, wait_up
+from tests.served_backend import poll, served_backend
+from tests.test_labelstudio_e2e import INFO
 
 SPEC = SyntheticSpec(num_frames=16, width=320, height=240, fps=10.0, num_objects=2, seed=11)
 
@@ -30,16 +29,8 @@ pytestmark = pytest.mark.timeout(900)
 @pytest.fixture(scope="module")
 def served(label_studio, ls_api, tiny_models, tmp_path_factory):
     """`vrshq serve` with mask pages, a project connected to it and one predicted task."""
-    data = tmp_path_factory.mktemp("pages_backend")
-    env = {**os.environ, "VRSHQ_MODEL": str(tiny_models), "MODEL_DIR": str(data / "model-dir"),
-           "VRSHQ_DEVICE": "cpu", "OMP_NUM_THREADS": "1", "LABEL_STUDIO_URL": label_studio.url,
-           "LABEL_STUDIO_API_KEY": label_studio.token, "VRSHQ_MASK_PAGES": "2",
-           "LOCAL_FILES_DOCUMENT_ROOT": str(label_studio.doc_root)}
-    port = free_port()
-    proc = start(["--port", str(port), "--threads", "4"], env, data / "serve.log")
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_up(url, proc, data / "serve.log")
+    with served_backend(label_studio, tiny_models, tmp_path_factory.mktemp("pages_backend"),
+                        VRSHQ_MASK_PAGES="2") as backend:
         clips = label_studio.doc_root / "pages"
         clips.mkdir(parents=True, exist_ok=True)
         write_video(SPEC, clips / "p.mp4")
@@ -47,11 +38,9 @@ def served(label_studio, ls_api, tiny_models, tmp_path_factory):
         ls_api.add_local_storage(pid, clips)
         (tid,) = ls_api.import_tasks(pid, [{"data": {"video": "/data/local-files/?d=pages/p.mp4",
                                                      "fps": SPEC.fps, "prompt": "the red disc\nthe green car"}}])
-        ml = ls_api.connect_ml_backend(pid, url, is_interactive=True)
+        ml = ls_api.connect_ml_backend(pid, backend["url"], is_interactive=True)
         ls_api.retrieve_predictions(pid, [tid])
-        yield {"pid": pid, "tid": tid, "ml": ml, "db": data / "model-dir"}
-    finally:
-        stop(proc)
+        yield {"pid": pid, "tid": tid, "ml": ml, "db": backend["model_dir"]}
 
 
 def test_label_studio_stores_the_pages_lists_them_and_serves_their_images(ls_api, served):

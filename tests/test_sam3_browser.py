@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,8 @@ import requests
 
 from tests.browser import show_task
 from tests.sam3_fixtures import tiny_sam3_dir  # noqa: F401 - fixture
-from tests.test_labelstudio_e2e import ARTIFACTS, poll
-from tests.test_serve import free_port, start, stop, wait_up
+from tests.served_backend import poll, served_backend
+from tests.test_labelstudio_e2e import ARTIFACTS
 from vrshq.backend.labelstudio.labelconfig import parse_label_config, shipped_config
 from vrshq.backend.labelstudio.predictions import parse_annotation
 from vrshq.backend.tasks.state import TaskStateStore
@@ -67,21 +66,9 @@ def sam3_model(tiny_sam3_dir, tmp_path_factory) -> Path:  # noqa: F811
 @pytest.fixture(scope="module")
 def sam3_server(label_studio, sam3_model, tmp_path_factory) -> dict[str, Any]:
     """`vrshq serve` with VRSHQ_PLUGIN=sam3, wired to the session's Label Studio."""
-    data = tmp_path_factory.mktemp("sam3_backend")
-    env = {**os.environ, "VRSHQ_PLUGIN": "sam3", "VRSHQ_MODEL": str(sam3_model),
-           "MODEL_DIR": str(data / "model-dir"), "VRSHQ_DEVICE": "cpu", "OMP_NUM_THREADS": "1",
-           "HF_HUB_OFFLINE": "1", "LABEL_STUDIO_URL": label_studio.url,
-           "LABEL_STUDIO_API_KEY": label_studio.token,
-           "LOCAL_FILES_DOCUMENT_ROOT": str(label_studio.doc_root)}
-    port = free_port()
-    log = data / "serve.log"
-    proc = start(["--port", str(port), "--threads", "4"], env, log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_up(url, proc, log)
-        yield {"url": url, "log": log, "model_dir": data / "model-dir"}
-    finally:
-        stop(proc)
+    with served_backend(label_studio, sam3_model, tmp_path_factory.mktemp("sam3_backend"),
+                        VRSHQ_PLUGIN="sam3", HF_HUB_OFFLINE="1") as served:
+        yield served
 
 
 @pytest.fixture(scope="module")

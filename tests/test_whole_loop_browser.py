@@ -31,7 +31,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +44,7 @@ from vrshq.backend.tasks.state import TaskStateStore
 from vrshq.masks import decode_brush, encode_brush
 from vrshq.synthetic import SyntheticSpec, ground_truth, write_video
 from tests.cli_helpers import VRSHQ
-from tests.test_serve import free_port, start, stop, wait_up
+from tests.served_backend import poll, served_backend
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "tests" / "browser" / "frames_view.mjs"
@@ -58,34 +57,12 @@ COLOUR = np.array([0xf5, 0x82, 0x31], float)  # the config's colour of "Object"
 pytestmark = pytest.mark.timeout(1200)
 
 
-def poll(what: str, check, timeout: float = 240, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(every)
-
-
 @pytest.fixture(scope="module")
 def served(label_studio, tiny_models, tmp_path_factory):
     """`vrshq serve` wired to the session's Label Studio, with two extra mask pages per object."""
-    data = tmp_path_factory.mktemp("loop_backend")
-    env = {**os.environ, "VRSHQ_MODEL": str(tiny_models), "MODEL_DIR": str(data / "model-dir"),
-           "VRSHQ_DEVICE": "cpu", "OMP_NUM_THREADS": "1", "LABEL_STUDIO_URL": label_studio.url,
-           "LABEL_STUDIO_API_KEY": label_studio.token, "VRSHQ_MASK_PAGES": "2",
-           "LOCAL_FILES_DOCUMENT_ROOT": str(label_studio.doc_root)}
-    port = free_port()
-    log = data / "serve.log"
-    proc = start(["--port", str(port), "--threads", "4"], env, log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_up(url, proc, log)
-        yield {"url": url, "env": env, "model_dir": Path(env["MODEL_DIR"]), "log": log}
-    finally:
-        stop(proc)
+    with served_backend(label_studio, tiny_models, tmp_path_factory.mktemp("loop_backend"),
+                        VRSHQ_MASK_PAGES="2") as served:
+        yield served
 
 
 def newest(ls_api, tid: int) -> dict[str, Any]:

@@ -8,7 +8,7 @@
 // Prints ONE JSON line: {"videos": n, "samples": [{frame, shot, main: {t, rgb: [[r,g,b], ...]},
 // overlay: {t, rgb}}, ...]}: rgb per point, in the videos' own pixels (drawn on a canvas: same origin).
 import path from 'node:path';
-import { login, openBrowser } from './lib.mjs';
+import { login, markMainVideo, openBrowser, seekMain, videoPixels } from './lib.mjs';
 
 const args = JSON.parse(process.argv[2] || '{}');
 const timeout = args.timeout_ms || 120000;
@@ -23,34 +23,12 @@ try {
     return vs.length >= 2 && vs.every((v) => v.readyState >= 2 && v.duration > 0);
   });
   await page.waitForTimeout(1500);
-  // The first <Video> block of the config is the main one (see overlay_sync.mjs).
-  const blocks = await page.evaluate(() => {
-    const found = document.querySelectorAll('.lsf-video-segmentation');
-    if (found.length >= 1) found[0].setAttribute('data-vrshq-main', '1');
-    return found.length;
-  });
+  const blocks = await markMainVideo(page);
   if (blocks !== 2) throw new Error(`expected two <Video> blocks (main and overlay), found ${blocks}`);
-  const read = () => page.evaluate(({ points, roles }) => {
-    const out = {};
-    for (const v of document.querySelectorAll('video')) {
-      const role = Object.keys(roles).find((r) => (v.currentSrc || v.src || '').includes(roles[r]));
-      if (!role) continue;
-      const c = document.createElement('canvas');
-      c.width = v.videoWidth; c.height = v.videoHeight;
-      const ctx = c.getContext('2d');
-      ctx.drawImage(v, 0, 0);
-      const rgb = points.map(([x, y]) => [...ctx.getImageData(x, y, 1, 1).data.slice(0, 3)]);
-      out[role] = { t: v.currentTime, rgb };
-    }
-    return out;
-  }, { points: args.points, roles: { main: args.main, overlay: args.overlay } });
+  const read = () => videoPixels(page, { main: args.main, overlay: args.overlay }, args.points);
   const samples = [];
   for (const frame of args.frames) {
-    await page.locator('[data-vrshq-main] .lsf-frames-control').first().click();
-    const input = page.locator('[data-vrshq-main] .lsf-frames-control input').first();
-    await input.fill(String(frame));
-    await input.press('Enter');
-    await page.waitForFunction(() => [...document.querySelectorAll('video')].every((v) => !v.seeking && v.readyState >= 2));
+    await seekMain(page, frame);
     await page.waitForTimeout(500);
     const shot = path.join(args.shots, `frame-${frame}.png`);
     await page.screenshot({ path: shot, fullPage: false });

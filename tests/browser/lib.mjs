@@ -46,3 +46,44 @@ export async function login(page, base, args, timeout) {
     page.click('button[type=submit], input[type=submit]'),
   ]);
 }
+
+// Mark the main video's block for selectors (`[data-vrshq-main]`): the <video> elements hang off
+// <body> (LS draws the picture on its own canvas), so go by the config's order: the first <Video>
+// block is the main one (the overlay tag comes after it in the shipped config). The block count.
+export async function markMainVideo(page) {
+  return page.evaluate(() => {
+    const blocks = document.querySelectorAll('.lsf-video-segmentation');
+    if (blocks.length >= 1) blocks[0].setAttribute('data-vrshq-main', '1');
+    return blocks.length;
+  });
+}
+
+// Each video's time, paused flag and pixels at `points` ([[x, y], ...], the video's own pixels,
+// drawn on a canvas: same origin), by role: a video whose src contains roles[role]. (DOM order is
+// no guide: the overlay's <video> came first in LS 1.23.2.)
+export function videoPixels(page, roles, points) {
+  return page.evaluate(({ roles, points }) => {
+    const out = {};
+    for (const v of document.querySelectorAll('video')) {
+      const role = Object.keys(roles).find((r) => (v.currentSrc || v.src || '').includes(roles[r]));
+      if (!role) continue;
+      const c = document.createElement('canvas');
+      c.width = v.videoWidth; c.height = v.videoHeight;
+      const ctx = c.getContext('2d');
+      ctx.drawImage(v, 0, 0);
+      const rgb = points.map(([x, y]) => [...ctx.getImageData(x, y, 1, 1).data.slice(0, 3)]);
+      out[role] = { t: v.currentTime, paused: v.paused, rgb };
+    }
+    return out;
+  }, { roles, points });
+}
+
+// Go to Label Studio frame `frame` by typing it into the main video's frame counter, and wait
+// until no video is seeking.
+export async function seekMain(page, frame) {
+  await page.locator('[data-vrshq-main] .lsf-frames-control').first().click();
+  const input = page.locator('[data-vrshq-main] .lsf-frames-control input').first();
+  await input.fill(String(frame));
+  await input.press('Enter');
+  await page.waitForFunction(() => [...document.querySelectorAll('video')].every((v) => !v.seeking && v.readyState >= 2));
+}

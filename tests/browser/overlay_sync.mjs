@@ -10,7 +10,7 @@
 // the picture (block k white = bit k); images: the <Image> pictures shown (first page of each, in
 // the config's order; LS shows them as blob: URLs), their natural size once loaded (0 when not).
 // Also "media": [{url, status}] of every response from an allowed origin other than LS's.
-import { login, openBrowser } from './lib.mjs';
+import { login, markMainVideo, openBrowser, seekMain, videoPixels } from './lib.mjs';
 
 const args = JSON.parse(process.argv[2] || '{}');
 const timeout = args.timeout_ms || 120000;
@@ -24,36 +24,18 @@ let exitCode = 0;
 try {
   await login(page, base, args, timeout);
 
-  // Each video's time and the frame index its picture shows (drawn on a canvas: same origin),
-  // by role: the main video's src has args.main in it, the overlay's args.overlay. (DOM order is
-  // no guide: the overlay's <video> came first in LS 1.23.2.)
-  const read = () => page.evaluate(({ b, roles }) => {
-    const out = {};
-    for (const v of document.querySelectorAll('video')) {
-      const role = Object.keys(roles).find((r) => (v.currentSrc || v.src || '').includes(roles[r]));
-      if (!role) continue;
-      const c = document.createElement('canvas');
-      c.width = v.videoWidth; c.height = v.videoHeight;
-      const ctx = c.getContext('2d');
-      ctx.drawImage(v, 0, 0);
-      let bits = 0;
-      for (let k = 0; k < b.n; k++) {
-        const d = ctx.getImageData(b.x0 + k * b.dx, b.y, 1, 1).data;
-        if (d[0] + d[1] + d[2] > 3 * 128) bits |= 1 << k;
-      }
-      out[role] = { t: v.currentTime, bits, paused: v.paused };
+  // Each video's time and the frame index its picture shows (block k white = bit k).
+  const b = args.bits;
+  const points = Array.from({ length: b.n }, (_, k) => [b.x0 + k * b.dx, b.y]);
+  const read = async () => {
+    const seen = await videoPixels(page, { main: args.main, overlay: args.overlay }, points);
+    for (const role of Object.keys(seen)) {
+      const { t, paused, rgb } = seen[role];
+      seen[role] = { t, paused, bits: rgb.reduce((acc, [r, g, bl], k) => (r + g + bl > 3 * 128 ? acc | (1 << k) : acc), 0) };
     }
-    return out;
-  }, { b: args.bits, roles: { main: args.main, overlay: args.overlay } });
-  // Mark the main video's own controls. The <video> elements hang off <body> (LS draws the
-  // picture on its own canvas), so go by the config's order: the first <Video> block is the main
-  // one (the overlay tag comes after it in the shipped config).
-  const markMain = () => page.evaluate(() => {
-    const blocks = document.querySelectorAll('.lsf-video-segmentation');
-    if (blocks.length !== 2) return false;
-    blocks[0].setAttribute('data-vrshq-main', '1');
-    return true;
-  });
+    return seen;
+  };
+  const markMain = async () => (await markMainVideo(page)) === 2;
   const settle = async () => {
     await page.waitForFunction(() => [...document.querySelectorAll('video')].every((v) => !v.seeking && v.readyState >= 2));
     await page.waitForTimeout(400);
@@ -81,10 +63,7 @@ try {
     };
     // Seek: type each frame into the main video's frame counter (the first one on the page).
     for (const frame of args.frames) {
-      await page.locator('[data-vrshq-main] .lsf-frames-control').first().click();
-      const input = page.locator('[data-vrshq-main] .lsf-frames-control input').first();
-      await input.fill(String(frame));
-      await input.press('Enter');
+      await seekMain(page, frame);
       await sample('seek', frame);
     }
     // LS's step buttons (the first of each: the main video's), when they are enabled.
