@@ -67,7 +67,9 @@ def sam3_model(tiny_sam3_dir, tmp_path_factory) -> Path:  # noqa: F811
 def sam3_server(label_studio, sam3_model, tmp_path_factory) -> dict[str, Any]:
     """`vrshq serve` with VRSHQ_PLUGIN=sam3, wired to the session's Label Studio."""
     with served_backend(label_studio, sam3_model, tmp_path_factory.mktemp("sam3_backend"),
-                        VRSHQ_PLUGIN="sam3", HF_HUB_OFFLINE="1") as served:
+                        # keyframe pages only: these tests count one mask page per instance
+                        # (the extra pages are tests/test_mask_pages*.py's)
+                        VRSHQ_PLUGIN="sam3", HF_HUB_OFFLINE="1", VRSHQ_MASK_PAGES="0") as served:
         yield served
 
 
