@@ -19,3 +19,25 @@ def tiny_sam3_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("sam3_models")
     write_tiny_sam3(root / "sam3", seed=0)
     return root
+
+
+def load_sam3_plugin(model_dir: Path | str):
+    """The sam3 plugin loaded on the CPU from ``model_dir`` (a folder with ``sam3/``)."""
+    from vrshq.plugins.base import PluginConfig
+    from vrshq.plugins.sam3_plugin import Sam3Plugin
+
+    plugin = Sam3Plugin()
+    plugin.load(PluginConfig(model_dir=str(model_dir), device="cpu"))
+    return plugin
+
+
+def assert_tracks_equal_reference(tracks, ref) -> None:
+    """Each instance's frames and masks equal the reference loop's ``{frame: {sam3_id: (mask, score)}}``."""
+    import numpy as np
+
+    for t in tracks:
+        sam3_id = t.details["sam3_instance"]
+        ref_frames = sorted(f for f, per in ref.items() if sam3_id in per)
+        assert t.track.frames() == ref_frames
+        for f in ref_frames:
+            np.testing.assert_array_equal(t.track.mask(f), ref[f][sam3_id][0])

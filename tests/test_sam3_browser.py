@@ -25,7 +25,7 @@ import pytest
 import requests
 
 from tests.browser import show_task
-from tests.sam3_fixtures import tiny_sam3_dir  # noqa: F401 - fixture
+from tests.sam3_fixtures import load_sam3_plugin, tiny_sam3_dir  # noqa: F401 - fixture
 from tests.served_backend import poll, served_backend
 from tests.test_labelstudio_e2e import ARTIFACTS
 from vrshq.backend.labelstudio.labelconfig import parse_label_config, shipped_config
@@ -33,7 +33,7 @@ from vrshq.backend.labelstudio.predictions import parse_annotation
 from vrshq.backend.tasks.state import TaskStateStore
 from vrshq.masks import encode_brush
 from vrshq.masks.boxes import box_to_percent, mask_to_box
-from vrshq.plugins.base import Correction, ObjectPrompt, PluginConfig
+from vrshq.plugins.base import Correction, ObjectPrompt
 from vrshq.synthetic import SyntheticSpec, write_video
 from vrshq.video.reader import open_video
 
@@ -76,11 +76,7 @@ def sam3_server(label_studio, sam3_model, tmp_path_factory) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def plugin(sam3_model):
     """The reference: the sam3 plugin in this process, on the same (capped) model."""
-    from vrshq.plugins.sam3_plugin import Sam3Plugin
-
-    p = Sam3Plugin()
-    p.load(PluginConfig(model_dir=str(sam3_model), device="cpu"))
-    return p
+    return load_sam3_plugin(sam3_model)
 
 
 @pytest.fixture(scope="module")

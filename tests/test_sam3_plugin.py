@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.sam3_fixtures import tiny_sam3_dir  # noqa: F401 - fixture
+from tests.sam3_fixtures import assert_tracks_equal_reference, load_sam3_plugin, tiny_sam3_dir  # noqa: F401 - fixture
 from vrshq.errors import PromptError
 from vrshq.plugins.base import Correction, ObjectPrompt, PluginConfig
 from vrshq.video.folder import FrameFolderReader
@@ -36,11 +36,7 @@ def video(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def plugin(tiny_sam3_dir):  # noqa: F811
-    from vrshq.plugins.sam3_plugin import Sam3Plugin
-
-    p = Sam3Plugin()
-    p.load(PluginConfig(model_dir=str(tiny_sam3_dir), device="cpu"))
-    return p
+    return load_sam3_plugin(tiny_sam3_dir)
 
 
 @pytest.fixture(scope="module")
@@ -100,12 +96,10 @@ def test_concept_masks_equal_transformers_reference(predicted, video, tiny_sam3_
     assert len(predicted) == len(ref_ids)
     # the tiny model tracks an instance over several frames, so the keyframe is a real choice
     assert max(len(t.track.frames()) for t in predicted) > 1
+    assert_tracks_equal_reference(predicted, ref)
     for t in predicted:
         sam3_id = t.details["sam3_instance"]
         ref_frames = sorted(f for f, per in ref.items() if sam3_id in per)
-        assert t.track.frames() == ref_frames
-        for f in ref_frames:
-            np.testing.assert_array_equal(t.track.mask(f), ref[f][sam3_id][0])
         scores = {f: ref[f][sam3_id][1] for f in ref_frames}
         assert t.keyframe == max(ref_frames, key=lambda f: (scores[f], -f))
         np.testing.assert_array_equal(t.keyframe_mask, ref[t.keyframe][sam3_id][0])

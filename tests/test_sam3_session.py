@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from tests import sam3_fixtures
+from tests.sam3_fixtures import assert_tracks_equal_reference, load_sam3_plugin
 from tests.test_sam3_plugin import reference_concept
-from vrshq.plugins.base import PluginConfig
 from vrshq.synthetic import SyntheticSpec, write_video
 from vrshq.video.reader import open_video
 
@@ -34,11 +34,7 @@ def long_video(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def plugin(tiny_sam3_dir):
-    from vrshq.plugins.sam3_plugin import Sam3Plugin
-
-    p = Sam3Plugin()
-    p.load(PluginConfig(model_dir=str(tiny_sam3_dir), device="cpu"))
-    return p
+    return load_sam3_plugin(tiny_sam3_dir)
 
 
 def all_frames(video):
@@ -72,12 +68,7 @@ def test_plugin_tracks_equal_the_reference_on_the_long_video(plugin, long_video,
     tracks = plugin.predict(long_video, [ObjectPrompt(obj_id=1, text="cat", label="Cat")])
     ref = reference_concept(tiny_sam3_dir / "sam3", all_frames(long_video), "cat")
     assert tracks
-    for t in tracks:
-        sam3_id = t.details["sam3_instance"]
-        ref_frames = sorted(f for f, per in ref.items() if sam3_id in per)
-        assert t.track.frames() == ref_frames
-        for f in ref_frames:
-            np.testing.assert_array_equal(t.track.mask(f), ref[f][sam3_id][0])
+    assert_tracks_equal_reference(tracks, ref)
 
 
 def reference_tracking(model_dir, frames, frame_idx, mask):
