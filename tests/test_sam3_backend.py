@@ -190,5 +190,8 @@ def test_a_deleted_sam3_object_stays_deleted(tiny_sam3_dir, media_root, tmp_path
         # the next submission (still without it) is not a second deletion
         assert webhook([x for x in after["result"]], 72)["corrections"] == 0
         assert not any(of_gone(i) for i in ids(_post(client, tid)))
+        # an annotation that carries it again (the annotator undid the deletion) brings it back
+        webhook(first["result"], 73)
+        assert {i for i in ids(first) if of_gone(i)} <= ids(_post(client, tid))
     finally:
         backend.close()
