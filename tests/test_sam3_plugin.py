@@ -179,28 +179,6 @@ def test_concept_prompts_take_no_frame_or_geometry(plugin, video):
                                ObjectPrompt(obj_id=1, box=(1, 1, 6, 6), frame=0)])
 
 
-def reference_box_tracking(model_dir, frames, frame_idx, box):
-    """transformers' documented Sam3TrackerVideoModel box-prompt loop (one object), both ways."""
-    from transformers import Sam3TrackerVideoModel, Sam3TrackerVideoProcessor
-
-    model = Sam3TrackerVideoModel.from_pretrained(model_dir).eval()
-    processor = Sam3TrackerVideoProcessor.from_pretrained(model_dir)
-    inference_session = processor.init_video_session(video=frames, inference_device="cpu")
-    processor.add_inputs_to_inference_session(inference_session=inference_session,
-                                              frame_idx=frame_idx, obj_ids=1,
-                                              input_boxes=[[list(box)]])
-    masks = {}
-    with torch.no_grad():
-        model(inference_session=inference_session, frame_idx=frame_idx)
-        for reverse in (False, True):
-            for out in model.propagate_in_video_iterator(inference_session, start_frame_idx=frame_idx,
-                                                         reverse=reverse):
-                if out.frame_idx not in masks:
-                    masks[out.frame_idx] = processor.post_process_masks(
-                        [out.pred_masks], original_sizes=[[H, W]], binarize=True)[0][0, 0].numpy()
-    return masks
-
-
 def test_a_drawn_box_is_tracked_both_ways_like_the_reference(plugin, video, tiny_sam3_dir):  # noqa: F811
     box = (12.0, 8.0, 50.0, 40.0)
     (obj,) = plugin.predict(video, [ObjectPrompt(obj_id=4, box=box, frame=1, label="Dog")])
@@ -236,14 +214,24 @@ def test_a_drawn_mask_and_a_concept_in_one_request(plugin, video, predicted, tin
 
 def reference_mask_tracking(model_dir, frames, frame_idx, mask):
     """transformers' documented Sam3TrackerVideoModel loop with one mask prompt, both ways."""
+    return reference_tracking(model_dir, frames, frame_idx, input_masks=mask.astype(np.float32))
+
+
+def reference_box_tracking(model_dir, frames, frame_idx, box):
+    """transformers' documented Sam3TrackerVideoModel box-prompt loop (one object), both ways."""
+    return reference_tracking(model_dir, frames, frame_idx, input_boxes=[[list(box)]])
+
+
+def reference_tracking(model_dir, frames, frame_idx, **prompt):
+    """The documented tracker loop: one object's prompt (``input_masks`` or ``input_boxes``) on
+    ``frame_idx``, its output there, then propagation forward and backward from it."""
     from transformers import Sam3TrackerVideoModel, Sam3TrackerVideoProcessor
 
     model = Sam3TrackerVideoModel.from_pretrained(model_dir).eval()
     processor = Sam3TrackerVideoProcessor.from_pretrained(model_dir)
     inference_session = processor.init_video_session(video=frames, inference_device="cpu")
     processor.add_inputs_to_inference_session(inference_session=inference_session,
-                                              frame_idx=frame_idx, obj_ids=1,
-                                              input_masks=mask.astype(np.float32))
+                                              frame_idx=frame_idx, obj_ids=1, **prompt)
     masks = {}
     with torch.no_grad():
         model(inference_session=inference_session, frame_idx=frame_idx)
