@@ -3,7 +3,8 @@
 It runs transformers' own ``Sam3VideoModel`` (detector + tracker) with ``Sam3VideoProcessor``
 on the decoded frames, one session per concept (the practical limit users report for SAM 3
 video), and turns each instance into an :class:`ObjectTrack`. Corrections re-propagate with
-``Sam3TrackerVideoModel``, loaded from the same checkpoint (:mod:`vrshq.plugins.sam3_tracker`).
+``Sam3TrackerVideoModel``, loaded from the same checkpoint (:mod:`vrshq.plugins.sam3_tracker`);
+so do objects the annotator draws (box or mask prompts on a frame), alongside concepts.
 
 transformers fetches a Hub kernel (``cv-utils``) for SAM 3's detection NMS, hole filling and
 sprinkle removal, and skips all three without it; :meth:`Sam3Plugin.load` installs ours instead
@@ -129,7 +130,7 @@ class Sam3Plugin(ModelPlugin):
     """SAM 3 through transformers: concepts find instances; corrections go to its tracker."""
 
     name = "sam3"
-    capabilities = frozenset({"text"})
+    capabilities = frozenset({"text", "box", "mask"})  # boxes and masks: drawn objects, by the tracker
     labels_as_prompts = True  # the issue: with no prompt in the task, the labels are the concepts
 
     def __init__(self) -> None:
@@ -179,38 +180,65 @@ class Sam3Plugin(ModelPlugin):
     def predict(self, video: VideoReader, prompts: list[ObjectPrompt],
                 progress: Progress | None = None) -> list[ObjectTrack]:
         """One track per instance of each concept (prompt order, then instance order), numbered
-        from the smallest prompt id."""
+        from the smallest concept prompt id past the drawn objects' ids, then one per drawn
+        object (box or mask prompts), under its own id."""
+        from vrshq.plugins.sam3_tracker import check_geometry
+
         model, processor = self._loaded()
         self.check_prompts(video, prompts)
         concepts: dict[str, ObjectPrompt] = {}  # a repeated concept is one concept (its first prompt)
+        drawn = [p for p in prompts if p.text is None]
         for p in prompts:
-            if p.frame is not None:
+            if p.text is None:
+                continue
+            if p.frame is not None or p.kinds() != {"text"}:
                 raise PromptError(f"object {p.obj_id}: a sam3 concept covers the whole video; "
-                                  "give no frame")
+                                  "give no frame or geometry with it")
             concepts.setdefault(p.text.strip(), p)
-        total, done = len(video) * len(concepts), [0]  # one stage over every concept's pass
+        check_geometry(drawn)
+        drawn_ids = {int(p.obj_id) for p in drawn}
+        total, done = len(video) * (len(concepts) + len(drawn_ids)), [0]  # one stage over every pass
 
         def step(n: int) -> None:
             done[0] += n
             if progress is not None:
                 progress("propagate", done[0], total)
 
-        # instances are numbered on from the first prompt id: a task's objects from 1, objects added
-        # to a task from its next free id (backend/jobs/add_objects.py), never an existing one's
-        first = min(int(p.obj_id) for p in prompts)
         results: list[ObjectTrack] = []
-        for concept, prompt in concepts.items():
-            for inst in concept_instances(model, processor, video, concept, step):
-                results.append(instance_track(inst, first + len(results), prompt, concept,
-                                              video.height, video.width))
+        if concepts:
+            # instances are numbered on from the first prompt id: a task's objects from 1, objects
+            # added to a task from its next free id (backend/jobs/add_objects.py), never an
+            # existing one's nor a drawn object's
+            next_id = min(int(p.obj_id) for p in concepts.values())
+            for concept, prompt in concepts.items():
+                for inst in concept_instances(model, processor, video, concept, step):
+                    while next_id in drawn_ids:
+                        next_id += 1
+                    results.append(instance_track(inst, next_id, prompt, concept,
+                                                  video.height, video.width))
+                    next_id += 1
+        if drawn:
+            # the tracker reports once per frame it tracked (its own count per object)
+            results += self._drawn(video, drawn, lambda *_: step(1))
         return results
+
+    def _drawn(self, video: VideoReader, drawn: list[ObjectPrompt], progress: Progress) -> list[ObjectTrack]:
+        """The drawn objects' tracks, by SAM 3's tracker (loaded on first use)."""
+        from vrshq.plugins.sam3_tracker import geometry_tracks
+
+        return geometry_tracks(self._tracker(), video, drawn, progress)
+
+    def _tracker(self) -> tuple[Any, Any]:
+        from vrshq.plugins.sam3_tracker import load_tracker
+
+        if self.tracker is None:
+            self.tracker = load_tracker(self.model_path, self.device, self.dtype)
+        return self.tracker
 
     def correct(self, video: VideoReader, previous: list[ObjectTrack], corrections: list[Correction],
                 progress: Progress | None = None) -> list[ObjectTrack]:
         """Re-propagate each corrected object both ways with SAM 3's tracker."""
-        from vrshq.plugins.sam3_tracker import load_tracker, repropagate_sam3
+        from vrshq.plugins.sam3_tracker import repropagate_sam3
 
         self._loaded()
-        if self.tracker is None:
-            self.tracker = load_tracker(self.model_path, self.device, self.dtype)
-        return repropagate_sam3(self.tracker, video, previous, corrections, progress)
+        return repropagate_sam3(self._tracker(), video, previous, corrections, progress)

@@ -6,6 +6,11 @@ detector). Each corrected object gets its own session: its keyframe mask and eve
 then the tracker runs forward from the first prompted frame and backward from it. The answer
 carries each corrected mask exactly on its frame; objects without a new correction keep their
 previous track.
+
+New objects drawn by the annotator (box or mask prompts on a frame, :func:`geometry_tracks`)
+are tracked the same way: one session per object, its prompts added as transformers documents
+for ``Sam3TrackerVideoModel`` (``input_boxes=[[[x0, y0, x1, y1]]]`` or ``input_masks``), then
+both ways from its first prompted frame.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import numpy as np
 import torch
 
 from vrshq.masks.track import Track
-from vrshq.plugins.base import Correction, ObjectTrack, Progress
+from vrshq.errors import PromptError
+from vrshq.plugins.base import Correction, ObjectPrompt, ObjectTrack, Progress
 from vrshq.plugins.repropagate import corrections_by_object
 from vrshq.plugins.sam3_session import OutputPruner, memory_window, open_session
 from vrshq.video.reader import VideoReader
@@ -33,10 +39,24 @@ def load_tracker(model_path: Path, device: torch.device,
     return model, Sam3TrackerVideoProcessor.from_pretrained(model_path)
 
 
+Box = tuple[float, float, float, float]
+
+
+def _add_prompt(processor: Any, session: Any, frame: int, obj_id: int, prompt: np.ndarray | Box) -> None:
+    """One frame's prompt into the session: an HxW mask, or an (x0, y0, x1, y1) box in pixels."""
+    if np.ndim(prompt) == 2:
+        processor.add_inputs_to_inference_session(session, frame_idx=frame, obj_ids=obj_id,
+                                                  input_masks=np.asarray(prompt).astype(np.float32))
+    else:
+        # one image, one object, one box (the processor scales it from the video's size)
+        processor.add_inputs_to_inference_session(session, frame_idx=frame, obj_ids=obj_id,
+                                                  input_boxes=[[[float(v) for v in prompt]]])
+
+
 def track_from_masks(model: Any, processor: Any, video: VideoReader,
-                     prompts: dict[int, np.ndarray], obj_id: int,
+                     prompts: dict[int, np.ndarray | Box], obj_id: int,
                      progress: Progress | None = None, stats: dict | None = None) -> Track:
-    """Track one object through ``video`` from mask prompts {frame: HxW bool}, both ways.
+    """Track one object through ``video`` from its prompts {frame: HxW bool mask or box}, both ways.
 
     Frames are read on demand and spent outputs dropped (:mod:`vrshq.plugins.sam3_session`);
     ``stats`` (when given) gets the counts.
@@ -48,9 +68,8 @@ def track_from_masks(model: Any, processor: Any, video: VideoReader,
     # forward from the first prompt to the end, then back from it to frame 0
     pruner = OutputPruner(memory_window(model), [(start, count - 1, False), (start, 0, True)])
     with torch.inference_mode():
-        for frame, mask in sorted(prompts.items()):
-            processor.add_inputs_to_inference_session(session, frame_idx=frame, obj_ids=obj_id,
-                                                      input_masks=mask.astype(np.float32))
+        for frame in sorted(prompts):
+            _add_prompt(processor, session, frame, obj_id, prompts[frame])
             # the tracker needs its output on a prompted frame before propagating from it
             model(inference_session=session, frame_idx=frame)
         track = Track(obj_id, height, width)
@@ -95,4 +114,52 @@ def repropagate_sam3(tracker: tuple[Any, Any], video: VideoReader, previous: lis
         for c in merged:
             track.set(c.frame, c.mask, score=track.score(c.frame))  # exactly as corrected
         results.append(replace(t, track=track, corrections=merged))
+    return results
+
+
+def check_geometry(prompts: list[ObjectPrompt]) -> None:
+    """PromptError for a drawn-object prompt the tracker cannot take: no frame, a mask with a box,
+    two prompts of one object on one frame."""
+    seen: set[tuple[int, int]] = set()
+    for p in prompts:
+        if p.frame is None:
+            raise PromptError(f"object {p.obj_id}: a sam3 box or mask prompt needs its frame")
+        if p.mask is not None and p.box is not None:
+            raise PromptError(f"object {p.obj_id}: give a mask or a box on frame {p.frame}, not both")
+        if (int(p.obj_id), int(p.frame)) in seen:
+            raise PromptError(f"object {p.obj_id} has two prompts on frame {p.frame}")
+        seen.add((int(p.obj_id), int(p.frame)))
+
+
+def geometry_tracks(tracker: tuple[Any, Any], video: VideoReader, prompts: list[ObjectPrompt],
+                    progress: Progress | None = None) -> list[ObjectTrack]:
+    """One track per drawn object (first-prompt order), from its box or mask prompts.
+
+    The object's first prompt is its keyframe (its mask there: the mask prompt itself, or the
+    tracker's mask from the box); later prompts are kept as its corrections, as sam2's are.
+    """
+    model, processor = tracker
+    by_obj: dict[int, list[ObjectPrompt]] = {}
+    for p in prompts:
+        by_obj.setdefault(int(p.obj_id), []).append(p)
+    results = []
+    for obj_id, own in by_obj.items():
+        frames = {int(p.frame): (np.asarray(p.mask, dtype=bool) if p.mask is not None else p.box)
+                  for p in own}
+        track = track_from_masks(model, processor, video, frames, obj_id, progress)
+
+        def shown(p: ObjectPrompt, track: Track = track) -> np.ndarray:
+            return np.asarray(p.mask, dtype=bool) if p.mask is not None else track.mask(int(p.frame))
+
+        for p in own:
+            if p.mask is not None:
+                track.set(int(p.frame), shown(p), score=track.score(int(p.frame)))  # exactly as drawn
+        first = own[0]
+        score = track.score(int(first.frame))
+        results.append(ObjectTrack(
+            obj_id=obj_id, label=next((p.label for p in own if p.label is not None), None),
+            track=track, keyframe=int(first.frame), keyframe_mask=shown(first),
+            score=float(score) if score is not None else 0.0,
+            details={"prompt_frames": [int(p.frame) for p in own], "prompt_kinds": sorted(first.kinds())},
+            corrections=[Correction(obj_id, int(p.frame), shown(p)) for p in own[1:]]))
     return results

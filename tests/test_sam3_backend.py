@@ -77,3 +77,121 @@ def test_a_sam3_task_asked_again_gets_its_saved_prediction_with_its_corrections(
         assert {o.details["concept"] for o in backend.states.load("1", tid).objects} == {"car"}
     finally:
         backend.close()
+
+
+def _post(client, tid, data=None, context=None):
+    body = {"tasks": [{"id": tid, "project": 1,
+                       "data": data or {"video": "/data/local-files/?d=clips/a.mp4", "fps": SPEC.fps}}],
+            "project": "1", "label_config": TEXT_XML}
+    if context is not None:
+        body["params"] = {"context": context}
+    r = client.post("/predict", json=body)
+    assert r.status_code == 200, r.get_data(as_text=True)[:500]
+    return r.json["results"][0]
+
+
+def test_a_box_drawn_on_a_sam3_task_is_tracked_as_its_own_object(tiny_sam3_dir, media_root,  # noqa: F811
+                                                                 tmp_path):
+    import numpy as np
+
+    from vrshq.plugins.base import ObjectPrompt
+
+    # the random tiny model finds some 27 instances of the labels: room for one more
+    backend = make_backend(tiny_sam3_dir, media_root, tmp_path, plugin="sam3", max_objects=64)
+    try:
+        client = create_app(backend=backend).test_client()
+        tid = next_task_id()
+        _post(client, tid)  # the labels as concepts
+        before = backend.states.load("1", tid).objects
+        assert before, "the labels found nothing: nothing for the new id to pass"
+        # a track drawn on LS frame 4 (decoded frame 3) and labelled Animal
+        box = {"x": 25.0, "y": 20.0, "width": 40.0, "height": 50.0}
+        drawn = {"id": "Dr4wn", "from_name": "box", "to_name": "video", "type": "videorectangle",
+                 "origin": "manual", "value": {"framesCount": SPEC.num_frames, "labels": ["Animal"],
+                                               "sequence": [{"frame": 4, "enabled": True, "rotation": 0,
+                                                             "time": 0.4, **box}]}}
+        out = _post(client, tid, context={"result": [drawn]})
+        assert {x["id"] for x in out["result"]} >= {"Dr4wn", "Dr4wn-mask"}
+        track = next(x for x in out["result"] if x["type"] == "videorectangle")
+        assert track["value"]["labels"] == ["Animal"]
+        state = backend.states.load("1", tid)
+        new = state.objects[-1]
+        assert [o.obj_id for o in state.objects[:-1]] == [o.obj_id for o in before]
+        assert new.obj_id == 1 + max(o.obj_id for o in before)  # its own id, no instance's
+        assert (new.label, new.keyframe, new.details["region_id"]) == ("Animal", 3, "Dr4wn")
+        # the tracker's own answer for that box, in pixels, on the same video
+        w, h = SPEC.width, SPEC.height
+        pixels = (0.25 * w, 0.20 * h, 0.65 * w, 0.70 * h)
+        video = backend.open_video("1", tid, state.video, state.fps)
+        try:
+            (ref,) = backend.plugin.predict(video, [ObjectPrompt(obj_id=1, box=pixels, frame=3)])
+        finally:
+            video.close()
+        assert new.track.frames() == list(range(SPEC.num_frames))
+        assert any(ref.track.mask(f).any() for f in ref.track.frames())
+        for f in ref.track.frames():
+            assert np.array_equal(new.track.mask(f), ref.track.mask(f)), f"frame {f}"
+    finally:
+        backend.close()
+
+
+def test_a_deleted_sam3_object_stays_deleted(tiny_sam3_dir, media_root, tmp_path):  # noqa: F811
+    import numpy as np
+
+    from vrshq.backend.labelstudio.labelconfig import parse_label_config
+    from vrshq.backend.labelstudio.results import state_prediction
+    from vrshq.masks import decode_brush
+    from vrshq.plugins.base import Correction
+
+    backend = make_backend(tiny_sam3_dir, media_root, tmp_path, plugin="sam3")
+    info = parse_label_config(TEXT_XML)
+    try:
+        client = create_app(backend=backend).test_client()
+        tid = next_task_id()
+        first = _post(client, tid)
+        state = backend.states.load("1", tid)
+        assert len(state.objects) >= 2, "too few instances to delete one and keep another"
+        gone, kept = state.objects[0], state.objects[1]
+        gone_rid, kept_rid = f"vrshq-{tid}-{gone.obj_id}", f"vrshq-{tid}-{kept.obj_id}"
+
+        def ids(pred):
+            return {x["id"] for x in pred["result"]}
+
+        def of_gone(rid):  # its track, keyframe mask and pages (not object 10's for object 1)
+            return rid == gone_rid or rid.startswith(gone_rid + "-")
+
+        def webhook(result, aid):
+            r = client.post("/webhook", json={
+                "action": "ANNOTATION_UPDATED", "project": {"id": 1, "label_config": TEXT_XML},
+                "task": {"id": tid, "data": {"video": "/data/local-files/?d=clips/a.mp4", "fps": SPEC.fps}},
+                "annotation": {"id": aid, "task": tid, "completed_by": 9, "result": result,
+                               "was_cancelled": False, "updated_at": "2026-12-06T10:00:00+00:00"}})
+            assert r.status_code == 201, r.json
+            return r.json["result"]
+
+        assert any(of_gone(i) for i in ids(first))
+        # the annotator deletes the object (its track and mask pages) and submits
+        without = [x for x in first["result"] if not of_gone(x["id"])]
+        assert webhook(without, 71)["corrections"] == 1
+        # what a correction job would post, and the saved prediction served again: no trace of it
+        shown = state_prediction(backend.states.load("1", tid), info)
+        again = _post(client, tid)
+        for pred in (shown, again):
+            assert not any(of_gone(i) for i in ids(pred))
+            assert ids(pred) == {i for i in ids(first) if not of_gone(i)}
+        # a later correction of another object re-propagates it; the deleted one stays gone
+        fixed = np.zeros((SPEC.height, SPEC.width), bool)
+        fixed[30:70, 40:100] = True
+        backend.correct_task("1", tid, [Correction(kept.obj_id, kept.keyframe, fixed)])
+        after = _post(client, tid)
+        assert not any(of_gone(i) for i in ids(after))
+        brush = next(x for x in after["result"] if x["id"] == f"{kept_rid}-mask")
+        assert np.array_equal(decode_brush(brush["value"]["rle"], SPEC.height, SPEC.width) > 0, fixed)
+        # the next submission (still without it) is not a second deletion
+        assert webhook([x for x in after["result"]], 72)["corrections"] == 0
+        assert not any(of_gone(i) for i in ids(_post(client, tid)))
+        # an annotation that carries it again (the annotator undid the deletion) brings it back
+        webhook(first["result"], 73)
+        assert {i for i in ids(first) if of_gone(i)} <= ids(_post(client, tid))
+    finally:
+        backend.close()

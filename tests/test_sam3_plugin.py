@@ -161,20 +161,71 @@ def test_prediction_is_deterministic_and_a_repeated_concept_runs_once(plugin, vi
 def test_concept_prompts_take_no_frame_or_geometry(plugin, video):
     with pytest.raises(PromptError, match="whole video"):
         plugin.predict(video, [ObjectPrompt(obj_id=1, text="cat", frame=0)])
-    with pytest.raises(PromptError, match="does not accept box"):
-        plugin.predict(video, [ObjectPrompt(obj_id=1, box=(0, 0, 5, 5), frame=0)])
+    with pytest.raises(PromptError, match="whole video"):
+        plugin.predict(video, [ObjectPrompt(obj_id=1, text="cat", box=(0, 0, 5, 5))])
+    # drawn objects: a box or a mask on a frame, never points, never without a frame
+    with pytest.raises(PromptError, match="does not accept points"):
+        plugin.predict(video, [ObjectPrompt(obj_id=1, points=[(2, 2)], point_labels=[1], frame=0)])
+    with pytest.raises(PromptError, match="needs its frame"):
+        plugin.predict(video, [ObjectPrompt(obj_id=1, box=(0, 0, 5, 5))])
+    with pytest.raises(PromptError, match="two prompts on frame 0"):
+        plugin.predict(video, [ObjectPrompt(obj_id=1, box=(0, 0, 5, 5), frame=0),
+                               ObjectPrompt(obj_id=1, box=(1, 1, 6, 6), frame=0)])
+
+
+def test_a_drawn_box_is_tracked_both_ways_like_the_reference(plugin, video, tiny_sam3_dir):  # noqa: F811
+    box = (12.0, 8.0, 50.0, 40.0)
+    (obj,) = plugin.predict(video, [ObjectPrompt(obj_id=4, box=box, frame=1, label="Dog")])
+    assert (obj.obj_id, obj.label, obj.keyframe) == (4, "Dog", 1)
+    assert obj.track.frames() == list(range(N_FRAMES))
+    frames = [video.frame(i) for i in range(len(video))]
+    ref = reference_box_tracking(tiny_sam3_dir / "sam3", frames, 1, box)
+    assert any(ref[f].any() for f in range(N_FRAMES))  # a non-trivial comparison
+    for f in range(N_FRAMES):
+        np.testing.assert_array_equal(obj.track.mask(f), ref[f])
+    np.testing.assert_array_equal(obj.keyframe_mask, ref[1])
+
+
+def test_a_drawn_mask_and_a_concept_in_one_request(plugin, video, predicted, tiny_sam3_dir):  # noqa: F811
+    drawn = np.zeros((H, W), dtype=bool)
+    drawn[10:30, 20:50] = True
+    # the drawn object takes id 1: the concept's instances are numbered past it
+    out = plugin.predict(video, [ObjectPrompt(obj_id=1, mask=drawn, frame=1, label="Dog"),
+                                 ObjectPrompt(obj_id=1, text="cat", label="Cat")])
+    concept = [t for t in out if t.details.get("concept") == "cat"]
+    assert [t.obj_id for t in concept] == list(range(2, 2 + len(predicted)))
+    for a, b in zip(concept, predicted):  # the same instances, only numbered on
+        assert a.track.frames() == b.track.frames()
+        assert all(np.array_equal(a.track.mask(f), b.track.mask(f)) for f in b.track.frames())
+    (obj,) = [t for t in out if t.obj_id == 1]
+    assert obj.label == "Dog" and obj.details["prompt_kinds"] == ["mask"]
+    np.testing.assert_array_equal(obj.track.mask(1), drawn)  # exactly as drawn
+    frames = [video.frame(i) for i in range(len(video))]
+    ref = reference_mask_tracking(tiny_sam3_dir / "sam3", frames, 1, drawn)
+    for f in (0, 2):
+        np.testing.assert_array_equal(obj.track.mask(f), ref[f])
 
 
 def reference_mask_tracking(model_dir, frames, frame_idx, mask):
     """transformers' documented Sam3TrackerVideoModel loop with one mask prompt, both ways."""
+    return reference_tracking(model_dir, frames, frame_idx, input_masks=mask.astype(np.float32))
+
+
+def reference_box_tracking(model_dir, frames, frame_idx, box):
+    """transformers' documented Sam3TrackerVideoModel box-prompt loop (one object), both ways."""
+    return reference_tracking(model_dir, frames, frame_idx, input_boxes=[[list(box)]])
+
+
+def reference_tracking(model_dir, frames, frame_idx, **prompt):
+    """The documented tracker loop: one object's prompt (``input_masks`` or ``input_boxes``) on
+    ``frame_idx``, its output there, then propagation forward and backward from it."""
     from transformers import Sam3TrackerVideoModel, Sam3TrackerVideoProcessor
 
     model = Sam3TrackerVideoModel.from_pretrained(model_dir).eval()
     processor = Sam3TrackerVideoProcessor.from_pretrained(model_dir)
     inference_session = processor.init_video_session(video=frames, inference_device="cpu")
     processor.add_inputs_to_inference_session(inference_session=inference_session,
-                                              frame_idx=frame_idx, obj_ids=1,
-                                              input_masks=mask.astype(np.float32))
+                                              frame_idx=frame_idx, obj_ids=1, **prompt)
     masks = {}
     with torch.no_grad():
         model(inference_session=inference_session, frame_idx=frame_idx)

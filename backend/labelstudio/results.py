@@ -18,6 +18,7 @@ from vrshq.backend.labelstudio.predictions import (
     prediction,
     region_id,
 )
+from vrshq.backend.tasks.provenance import deleted_objects
 from vrshq.backend.tasks.state import TaskState
 from vrshq.plugins.base import ObjectTrack
 
@@ -57,11 +58,17 @@ def object_label_rule(obj: ObjectTrack, info: LabelConfigInfo) -> tuple[str, str
 
 def state_results(state: TaskState, info: LabelConfigInfo,
                   obj_ids: set[int] | None = None) -> list[dict[str, Any]]:
-    """The results of every object of ``state`` (or of ``obj_ids``): keyframe page = object
-    order, then a brush result on each extra page (page len(objects) + i)."""
+    """The results of every object of ``state`` (or of ``obj_ids``) but the deleted ones:
+    keyframe page = object order, then a brush result on each extra page (page len(objects) + i).
+
+    An object an annotator deleted is left out of every prediction (the one a correction job
+    posts, a saved one served again) but keeps its place in the page order, so the other
+    objects' pages stay where the keyframe images put them.
+    """
     out: list[dict[str, Any]] = []
+    gone = deleted_objects(state)
     for index, obj in enumerate(state.objects):
-        if obj_ids is not None and obj.obj_id not in obj_ids:
+        if (obj_ids is not None and obj.obj_id not in obj_ids) or obj.obj_id in gone:
             continue
         label, rule = object_label_rule(obj, info)
         out += object_results(
@@ -74,7 +81,7 @@ def state_results(state: TaskState, info: LabelConfigInfo,
     by_id = {o.obj_id: o for o in state.objects}
     for n, page in enumerate(extra_pages(state)):
         obj = by_id[page.obj_id]
-        if obj_ids is not None and obj.obj_id not in obj_ids:
+        if (obj_ids is not None and obj.obj_id not in obj_ids) or obj.obj_id in gone:
             continue
         label, rule = object_label_rule(obj, info)
         out.append(brush_result(page_mask(obj, page.frame), label,
@@ -85,10 +92,12 @@ def state_results(state: TaskState, info: LabelConfigInfo,
 
 
 def state_score(state: TaskState) -> float:
-    """The prediction's score: the mean object confidence (0 without objects)."""
-    if not state.objects:
+    """The prediction's score: the mean confidence of the objects shown (0 without any)."""
+    gone = deleted_objects(state)
+    shown = [o for o in state.objects if o.obj_id not in gone]
+    if not shown:
         return 0.0
-    return float(np.mean([confidence(o.score) for o in state.objects]))
+    return float(np.mean([confidence(o.score) for o in shown]))
 
 
 def state_prediction(state: TaskState, info: LabelConfigInfo,

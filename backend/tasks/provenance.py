@@ -49,6 +49,19 @@ class Review:
                    d.get("annotation"), d.get("prompt"))
 
 
+def deleted_objects(state: Any) -> set[int]:
+    """The ids of the objects of ``state`` the newest submitted annotation deleted.
+
+    A verdict counts only for the object it was given on: an object re-prompted since (same id,
+    another prompt) is another object. Deleted objects stay in the state (so their ids are never
+    given to a new object, and exports and the log can still name them), but no prediction shows
+    them again (:func:`vrshq.backend.labelstudio.results.state_results`).
+    """
+    prompts = {o.obj_id: o.details.get("prompt") for o in state.objects}
+    return {r.obj_id for r in state.reviews
+            if r.status == DELETED and r.obj_id in prompts and r.prompt == prompts[r.obj_id]}
+
+
 def record_submission(state: Any, changes: Sequence[Any], annotation: Mapping[str, Any],
                       has_masks: bool) -> int:
     """Record a submitted annotation's verdict on each shown object in ``state``; how many.
@@ -98,4 +111,4 @@ def record_submitted(states: Any, project: str, task: Any, changes: Sequence[Any
 
 
 __all__ = ["CORRECTED", "DELETED", "PROPAGATED", "PROVENANCE", "REVIEWED", "VERIFIED", "Review",
-           "record_submission", "record_submitted"]
+           "deleted_objects", "record_submission", "record_submitted"]
