@@ -124,7 +124,7 @@ def test_other_model_version_reads_nothing(tmp_path):
     key = {"frames": 1}
     frames = {0: (torch.arange(6, dtype=torch.float32).reshape(1, 1, 2, 3),)}
     slot = FeatureSlot(tmp_path, "1-1", {"model_version": "v1"}, "read", 1 << 20)
-    write_features(slot.directory, slot.full_key(key), frames, [torch.zeros(1)])
+    write_features(slot.directory, slot.full_key(key), frames.items(), [torch.zeros(1)])
     with use_slot(slot):
         got = slot.open(key)
         assert got is not None and torch.equal(got.get(0)[0], frames[0][0])
@@ -139,7 +139,7 @@ def test_oldest_tasks_are_evicted(tmp_path):
 
     frames = {i: (torch.zeros(1, 64, 16, 16),) for i in range(4)}  # 256 KiB a task
     for n, name in enumerate(["1-1", "1-2", "1-3"]):
-        write_features(tmp_path / name, {"n": n}, frames, [torch.zeros(1)])
+        write_features(tmp_path / name, {"n": n}, frames.items(), [torch.zeros(1)])
         os.utime(tmp_path / name, ns=(n * 10**9, n * 10**9))
     removed = evict_oldest(tmp_path, 600 * 1024, keep=tmp_path / "1-3")
     assert [p.name for p in removed] == ["1-1"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 
@@ -122,14 +123,16 @@ class FeatureCache:
             self.stats.stored_reads += 1
         return fpn
 
-    def snapshot(self) -> tuple[dict[int, tuple[torch.Tensor, ...]], list[torch.Tensor] | None]:
-        """Every cached frame's features (wherever held) and the positional encodings."""
-        frames = {}
-        for key in self._store.keys():
+    def snapshot_size(self) -> tuple[int, int, list[torch.Tensor] | None]:
+        """Frames cached (wherever held), bytes per frame, and the positional encodings."""
+        return len(self._store.keys()), int(self._frame_bytes or 0), self._pos_enc
+
+    def iter_cached(self) -> Iterator[tuple[int, tuple[torch.Tensor, ...]]]:
+        """Every cached frame's features in frame order, read back one at a time."""
+        for key in sorted(self._store.keys()):
             fpn = self._store.get(key)
             if fpn is not None:
-                frames[int(key)] = fpn
-        return frames, self._pos_enc
+                yield int(key), fpn
 
     def _encode(self, frame_idx: int) -> tuple[torch.Tensor, ...]:
         frame = self.reader.frame(frame_idx)

@@ -20,7 +20,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Iterable, Iterator, Literal
 
 import torch
 
@@ -101,9 +101,12 @@ class StoredFeatures:
             self._fd = -1
 
 
-def write_features(directory: Path, key: dict[str, Any], frames: dict[int, Tensors],
+def write_features(directory: Path, key: dict[str, Any], frames: Iterable[tuple[int, Tensors]],
                    pos_enc: list[torch.Tensor]) -> None:
-    """Write a stored folder atomically: a temporary sibling renamed into place, key last."""
+    """Write a stored folder atomically: a temporary sibling renamed into place, key last.
+
+    ``frames`` is consumed one frame at a time, so spilled features are never all in memory.
+    """
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=directory.name + ".tmp-", dir=directory.parent))
     try:
@@ -114,15 +117,15 @@ def write_features(directory: Path, key: dict[str, Any], frames: dict[int, Tenso
                 f.write(blob)
                 offset += len(blob)
                 index["pos_enc"].append(meta)
-            for frame_idx in sorted(frames):
+            for frame_idx, tensors in frames:
                 metas = []
-                for t in frames[frame_idx]:
+                for t in tensors:
                     blob, meta = _tensor_meta(t, offset)
                     f.write(blob)
                     offset += len(blob)
                     metas.append(meta)
                 index["frames"][str(frame_idx)] = metas
-                index["frame_bytes"] = sum(t.numel() * t.element_size() for t in frames[frame_idx])
+                index["frame_bytes"] = sum(t.numel() * t.element_size() for t in tensors)
             f.flush()
             os.fsync(f.fileno())
         (tmp / "index.json").write_text(json.dumps(index))
@@ -209,13 +212,12 @@ class FeatureSlot:
             if not self.adopted or self.budget_bytes <= 0:
                 return False
             cache, session_key = self.adopted[-1]
-            frames, pos_enc = cache.snapshot()
-            if not frames or pos_enc is None:
+            count, frame_bytes, pos_enc = cache.snapshot_size()
+            if not count or pos_enc is None:
                 return False
-            size = sum(t.numel() * t.element_size() for ts in frames.values() for t in ts)
-            if size > self.budget_bytes:
+            if count * frame_bytes > self.budget_bytes:
                 return False  # one task larger than the whole cache: nothing to keep
-            write_features(self.directory, self.full_key(session_key), frames, pos_enc)
+            write_features(self.directory, self.full_key(session_key), cache.iter_cached(), pos_enc)
             evict_oldest(self.root, self.budget_bytes, keep=self.directory)
             return True
         finally:
