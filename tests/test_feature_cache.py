@@ -4,6 +4,7 @@ model version) is never read."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -106,6 +107,8 @@ def test_stale_features_are_not_used(backends, media, monkeypatch):
     resp = create_app(backend=on).test_client().post(
         "/predict", json={"tasks": [task(tid, "clips/b.mp4")], "project": "1", "label_config": TEXT_XML})
     assert resp.status_code == 200
+    # the new prediction replaced the task's folder with the new video's features
+    assert json.loads((folder / "key.json").read_text())["identity"]["video"].endswith("b.mp4")
     shutil.rmtree(folder)
     shutil.copytree(stored, folder)
     calls = EncoderCalls(on, monkeypatch)
