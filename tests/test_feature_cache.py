@@ -147,3 +147,26 @@ def test_oldest_tasks_are_evicted(tmp_path):
     removed = evict_oldest(tmp_path, 600 * 1024, keep=tmp_path / "1-3")
     assert [p.name for p in removed] == ["1-1"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["1-2", "1-3"]
+
+
+def test_a_task_larger_than_the_cache_keeps_what_fits_and_stays_identical(
+        tiny_models, media, tmp_path, monkeypatch, backends):
+    _, off = backends
+    tid = next_task_id()
+    reference = predict_and_fix(off, tid)
+    # a cache of about 5 tiny-model frames (VRSHQ_FEATURE_CACHE_MB counts whole MiB)
+    monkeypatch.setattr("vrshq.backend.tasks.features.MiB", 5 * 32768 + 1000)
+    small = make_backend(tiny_models, media, tmp_path / "small", feature_cache_mb=1)
+    try:
+        calls = EncoderCalls(small, monkeypatch)
+        got = predict_and_fix(small, tid)
+        index = json.loads((tmp_path / "small" / "features" / f"1-{tid}" / "index.json").read_text())
+        kept = len(index["frames"])
+        assert kept == (5 * 32768 + 1000) // index["frame_bytes"] and 0 < kept < SPEC.num_frames
+        # the correction encodes only the frames not kept
+        assert calls.n == SPEC.num_frames + (SPEC.num_frames - kept)
+    finally:
+        small.close()
+    for a, b in zip(got, reference):
+        for f in range(SPEC.num_frames):
+            assert np.array_equal(a[f], b[f]), f"frame {f} differs from the uncached correction"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -215,9 +216,13 @@ class FeatureSlot:
             count, frame_bytes, pos_enc = cache.snapshot_size()
             if not count or pos_enc is None:
                 return False
-            if count * frame_bytes > self.budget_bytes:
-                return False  # one task larger than the whole cache: nothing to keep
-            write_features(self.directory, self.full_key(session_key), cache.iter_cached(), pos_enc)
+            # A task larger than the whole cache keeps the frames that fit (first ones first);
+            # its corrections encode the others.
+            fit = min(count, self.budget_bytes // max(1, frame_bytes))
+            if fit <= 0:
+                return False
+            write_features(self.directory, self.full_key(session_key),
+                           itertools.islice(cache.iter_cached(), fit), pos_enc)
             evict_oldest(self.root, self.budget_bytes, keep=self.directory)
             return True
         finally:
