@@ -170,3 +170,11 @@ def test_a_task_larger_than_the_cache_keeps_what_fits_and_stays_identical(
     for a, b in zip(got, reference):
         for f in range(SPEC.num_frames):
             assert np.array_equal(a[f], b[f]), f"frame {f} differs from the uncached correction"
+
+
+@pytest.mark.parametrize("raw", ["-1", "lots"])
+def test_a_bad_cache_size_is_a_one_line_config_error(raw):
+    from vrshq.backend.config import BackendConfig, ConfigError
+
+    with pytest.raises(ConfigError, match="VRSHQ_FEATURE_CACHE_MB must be an integer"):
+        BackendConfig.from_env({"VRSHQ_FEATURE_CACHE_MB": raw})
