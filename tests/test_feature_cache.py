@@ -178,3 +178,34 @@ def test_a_bad_cache_size_is_a_one_line_config_error(raw):
 
     with pytest.raises(ConfigError, match="VRSHQ_FEATURE_CACHE_MB must be an integer"):
         BackendConfig.from_env({"VRSHQ_FEATURE_CACHE_MB": raw})
+
+
+def test_the_sam2_plugin_corrects_from_stored_features_bit_identically(tiny_models, media, tmp_path,
+                                                                       monkeypatch):
+    from vrshq.plugins.base import ObjectPrompt
+    from vrshq.video.reader import open_video
+
+    backend = make_backend(tiny_models, media, tmp_path / "d", plugin="sam2")
+    try:
+        plugin = backend.plugin
+        video = open_video(media / "clips" / "a.mp4", fps=SPEC.fps)
+        prompts = [ObjectPrompt(obj_id=1, frame=2, mask=square(30, 40))]
+        write = FeatureSlot(tmp_path / "features", "2-1", {"video": "a"}, "write", 1 << 30)
+        with use_slot(write):
+            previous = plugin.predict(video, prompts)
+            assert write.commit()
+        fix = [Correction(1, 8, square(50, 70))]
+        reference = plugin.correct(video, previous, fix)  # no slot: the encoder runs
+        calls = [0]
+        real = plugin.model.forward_image
+        monkeypatch.setattr(plugin.model, "forward_image",
+                            lambda *a, **k: calls.__setitem__(0, calls[0] + 1) or real(*a, **k))
+        with use_slot(FeatureSlot(tmp_path / "features", "2-1", {"video": "a"}, "read", 1 << 30)):
+            cached = plugin.correct(video, previous, fix)
+        video.close()
+    finally:
+        backend.close()
+    assert calls[0] == 0
+    for a, b in zip(cached, reference):
+        for f in range(SPEC.num_frames):
+            assert np.array_equal(a.track.mask(f), b.track.mask(f)), f"frame {f}"
