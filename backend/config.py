@@ -31,6 +31,10 @@ Every environment variable the backend reads is listed here, and only here::
     VRSHQ_MASK_PAGES      extra mask pages per object beyond its keyframe page, for the frames
                           most worth checking (default 2; 0: keyframe only; 0..20; see
                           backend.labelstudio.pages)
+    VRSHQ_FEATURE_CACHE_MB  disk space for predictions' SAM-2 image features, kept under
+                          <data_dir>/features so a correction skips the image encoder; the
+                          oldest tasks are evicted past it (default 2048; 0: off; see
+                          vrshq.engine.persist)
     VRSHQ_FPS_MISMATCH    a task whose fps is not its video file's own rate: "refuse" (default,
                           a 422 naming both) or "use-file" (write the file's rate into the task
                           in Label Studio and predict with it); see backend.frame_rate
@@ -122,6 +126,7 @@ class BackendConfig:
     strip_frames: int = 6
     media_url: str | None = None
     mask_pages: int = 2
+    feature_cache_mb: int = 2048
     fps_mismatch: str = "refuse"
     redis_url: str | None = field(default=None, repr=False)
     queue: str = "vrshq"
@@ -172,6 +177,9 @@ class BackendConfig:
         if isinstance(self.mask_pages, bool) or not isinstance(self.mask_pages, int) \
                 or not 0 <= self.mask_pages <= 20:
             raise ConfigError(f"VRSHQ_MASK_PAGES must be an integer in 0..20, got {self.mask_pages!r}")
+        if isinstance(self.feature_cache_mb, bool) or not isinstance(self.feature_cache_mb, int) \
+                or self.feature_cache_mb < 0:
+            raise ConfigError(f"VRSHQ_FEATURE_CACHE_MB must be an integer >= 0, got {self.feature_cache_mb!r}")
         if self.fps_mismatch not in FPS_MISMATCH:
             raise ConfigError(f"VRSHQ_FPS_MISMATCH must be one of {', '.join(FPS_MISMATCH)}, got "
                               f"{self.fps_mismatch!r}")
@@ -264,6 +272,7 @@ class BackendConfig:
             "strip_frames": integer("VRSHQ_STRIP_FRAMES", 6),
             "media_url": (get("VRSHQ_MEDIA_URL") or "").rstrip("/") or None,
             "mask_pages": integer("VRSHQ_MASK_PAGES", 2),
+            "feature_cache_mb": integer("VRSHQ_FEATURE_CACHE_MB", 2048),
             "fps_mismatch": get("VRSHQ_FPS_MISMATCH") or "refuse",
             "redis_url": get("REDIS_URL"),
             "queue": get("VRSHQ_QUEUE") or "vrshq",

@@ -39,10 +39,12 @@ from vrshq.backend.labelstudio.task_video import open_task_video
 from vrshq.backend.labelstudio.writer import LabelStudioWriter
 from vrshq.backend.metrics import Metrics, RedisFrames
 from vrshq.backend.serving import ModelServing
+from vrshq.backend.tasks.features import task_slot
 from vrshq.backend.tasks.inputs import RequestError, TaskInputs
 from vrshq.backend.tasks.projects import ProjectRegistry
 from vrshq.backend.tasks.state import TaskState, TaskStateStore, prompt_signature
 from vrshq.backend.tasks.write_ledger import WriteLedger, post_prediction_once
+from vrshq.engine.persist import use_slot
 from vrshq.errors import VrshqError
 from vrshq.masks import decode_rle
 from vrshq.plugins.base import ModelPlugin, ObjectTrack
@@ -174,8 +176,12 @@ class Backend:
                      report: Report | None = None) -> dict[str, Any]:
         """Predict every prompt of a task now; saves the state, writes keyframes; the prediction."""
         with self.states.lock(inputs.project, inputs.task):
-            with self.model_lock:
+            slot = task_slot(self.config, inputs.project, inputs.task, inputs.video_url, inputs.fps,
+                             video, self.model_version, "write")
+            # the prediction's image features are kept for the task's corrections
+            with self.model_lock, use_slot(slot):
                 objects = self.plugin.predict(video, inputs.prompts, progress=report)
+                slot.commit()
             record_label_rules(objects, inputs.prompts)
             state = TaskState(project=inputs.project, task=str(inputs.task), plugin=self.plugin.name,
                               model_version=self.model_version, video=inputs.video_url,
@@ -344,7 +350,9 @@ class Backend:
                     return None
             video = self.open_video(project, task, state.video, state.fps)
             try:
-                with self.model_lock:
+                slot = task_slot(self.config, project, task, state.video, state.fps, video,
+                                 self.model_version, "read")
+                with self.model_lock, use_slot(slot):  # the prediction's features, not the encoder
                     objects: list[ObjectTrack] = self.plugin.correct(
                         video, state.objects, corrections, progress=report)
                 put_back_corrections(objects, {c.obj_id for c in corrections})

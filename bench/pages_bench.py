@@ -1,7 +1,8 @@
 """Mask pages (issue 14 §2): the cost of pages, of "frame N", and of a fix on a non-keyframe page.
 
     python -m bench.pages_bench [--frames 300] [--size 320x240] [--sam2 tiny] [--pages 2]
-                                [--device auto] [--precision auto]
+                                [--device auto] [--precision auto] [--feature-cache-mb 2048]
+                                [--compare-uncached]
 
 The backend runs as shipped (``vrshq.backend.http.app`` served over HTTP on 127.0.0.1, the vrshq
 plugin on a tiny random model folder written here, as ``bench.roundtrip_bench`` does), with
@@ -16,6 +17,10 @@ In one run, on one machine, against a from-scratch ``/predict`` of a two-object 
   auto-annotation does (``/predict`` with the brush in the context), until the answer with the
   re-propagated object; over the prediction's; target <= 0.4. ``keyframe_fix_ratio``: the same
   on the other object's keyframe page (the correction path as it was before extra pages).
+
+``--compare-uncached`` runs everything a second time in the same process with the feature cache
+off (``VRSHQ_FEATURE_CACHE_MB=0``: the correction runs the image encoder again), the run before
+stored features, and reports its ``fix_ratio`` as ``uncached_fix_ratio``.
 
 Checks (exit 1 when one fails): the answer to ``frame N`` carries each object's mask on frame N,
 and the fix comes back bit-equal on its page and in the stored track. Writes
@@ -62,8 +67,21 @@ def _pages_s(backend: Any, info: Any, repeats: int = 3) -> float:
     return best
 
 
+def _count_encoder_calls(backend: Any) -> list[int]:
+    """A counter of the SAM-2 image-encoder runs from now on (the real encoder still runs)."""
+    sam2 = backend.plugin.model.sam2
+    calls, real = [0], sam2.forward_image
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        return real(*args, **kwargs)
+
+    sam2.forward_image = counted
+    return calls
+
+
 def run(frames: int, width: int, height: int, sam2: str, pages: int, device: str, precision: str,
-        work: Path, timeout: float = 600.0) -> dict:
+        work: Path, timeout: float = 600.0, feature_cache_mb: int = 2048) -> dict:
     """The measurements and checks of one run."""
     from vrshq.backend.config import BackendConfig
     from vrshq.backend.http.app import create_app
@@ -86,7 +104,7 @@ def run(frames: int, width: int, height: int, sam2: str, pages: int, device: str
     config = BackendConfig(plugin="vrshq", model_dir=str(work / "models"), device=device,
                            precision=precision, data_dir=str(work / "backend"),
                            local_roots=(str(media),), sync_frame_budget=max(600, frames),
-                           mask_pages=pages)
+                           mask_pages=pages, feature_cache_mb=feature_cache_mb)
     backend = Backend(config)
     data = {"video": "/data/local-files/?d=clips/pages.mp4", "fps": spec.fps, "prompt": PROMPTS}
     out: dict[str, Any] = {"label_studio": NOTE, "frames": frames, "size": f"{width}x{height}",
@@ -120,9 +138,11 @@ def run(frames: int, width: int, height: int, sam2: str, pages: int, device: str
         brush = copy.deepcopy(next(r for r in predicted["result"]
                                    if r["id"] == f"vrshq-{TASK}-1-mask-f{page.frame + 1}"))
         brush["value"]["rle"] = encode_brush(fix)
+        calls = _count_encoder_calls(backend)
         out["fix_s"], body = _post(f"{url}/predict", {
             "tasks": [task], "project": str(PROJECT), "label_config": label_config,
             "params": {"context": {"result": [brush]}}}, timeout)
+        out["fix_encoder_calls"] = calls[0]
         answer = next(r for r in body["results"][0]["result"] if r["id"] == brush["id"])
         stored = backend.states.load(PROJECT, TASK).object(1)
         # The same path on the other object's keyframe page: the correction as it was before pages.
@@ -160,20 +180,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto")
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--feature-cache-mb", type=int, default=2048, help="VRSHQ_FEATURE_CACHE_MB")
+    parser.add_argument("--compare-uncached", action="store_true",
+                        help="also run with the feature cache off, in the same process")
     args = parser.parse_args(argv)
     width, height = (int(v) for v in args.size.lower().split("x"))
     work = Path(tempfile.mkdtemp(prefix="vrshq-pages-"))
     atexit.register(shutil.rmtree, work, True)
     results = run(args.frames, width, height, args.sam2, args.pages, args.device, args.precision,
-                  work, args.timeout)
+                  work / "cached", args.timeout, args.feature_cache_mb)
+    results["feature_cache_mb"] = args.feature_cache_mb
     ok = all(results["checks"].values())
+    if args.compare_uncached:
+        uncached = run(args.frames, width, height, args.sam2, args.pages, args.device,
+                       args.precision, work / "uncached", args.timeout, 0)
+        results["uncached_fix_ratio"] = uncached["fix_ratio"]
+        results["uncached_keyframe_fix_ratio"] = uncached["keyframe_fix_ratio"]
+        ok = ok and all(uncached["checks"].values())
     results["passed"] = ok
     print(f"\n{NOTE}")
     print_table(f"mask pages ({args.frames} frames of {args.size}, SAM-2 {args.sam2}, "
                 f"{args.pages} pages per object, {args.device})",
                 [{k: results[k] for k in ("predict_s", "pages_s", "pages_ratio", "frame_n_s",
                                           "frame_n_ratio", "fix_s", "fix_ratio",
-                                          "keyframe_fix_ratio")}])
+                                          "keyframe_fix_ratio", "uncached_fix_ratio")
+                  if k in results}])
     print_table("checks", [results["checks"]])
     print(f"within targets (pages <= {PAGES_TARGET}, fix <= {FIX_TARGET}): {results['within_targets']}")
     print(f"\nwrote {write_json('pages', results)}")

@@ -220,6 +220,7 @@ ALL_ENV_CASES = {
     "VRSHQ_KEYFRAME_QUALITY": ("80", "keyframe_quality", 80),
     "VRSHQ_STRIP_FRAMES": ("4", "strip_frames", 4),
     "VRSHQ_MASK_PAGES": ("3", "mask_pages", 3),
+    "VRSHQ_FEATURE_CACHE_MB": ("64", "feature_cache_mb", 64),
     "VRSHQ_MEDIA_URL": ("http://backend.example:9090/", "media_url", "http://backend.example:9090"),
     "VRSHQ_FPS_MISMATCH": ("use-file", "fps_mismatch", "use-file"),
     "REDIS_URL": ("redis://:redis-pass-6e2f@127.0.0.1:6379/0", "redis_url",

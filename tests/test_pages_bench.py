@@ -12,6 +12,7 @@ def test_the_pages_bench_runs_at_tiny_size(tmp_path, monkeypatch):
     assert pages_bench.main(["--frames", "12", "--size", "160x120", "--device", "cpu"]) == 0
     got = json.loads((tmp_path / "results" / "pages.json").read_text())
     assert got["passed"] is True and all(got["checks"].values())
+    assert got["fix_encoder_calls"] == 0  # the fix read the prediction's stored features
     assert got["frames"] == 12 and got["mask_pages"] == 2 and "stand-in" in got["label_studio"]
     for key in ("pages", "frame_n", "fix"):
         assert got[f"{key}_s"] > 0 and got[f"{key}_ratio"] == got[f"{key}_s"] / got["predict_s"]

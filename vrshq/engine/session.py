@@ -27,6 +27,7 @@ from vrshq.engine.config import EngineConfig
 from vrshq.engine.features import FeatureCache, FrameFeatures
 from vrshq.engine.holes import fill_holes
 from vrshq.engine.precision import check_model_precision
+from vrshq.engine.persist import current_slot, model_fingerprint
 from vrshq.engine.objects import NonCondOutputs, ObjectState, PointPrompt, PosEncHolder
 from vrshq.engine.store import Tier, TieredStore
 from vrshq.errors import PromptError
@@ -103,11 +104,23 @@ class TrackingSession:
         self.orig_hw = (reader.height, reader.width)
         self.device = self.config.resolved_device()
         self.transform = FrameTransform(ResizeMode(resize), int(model.image_size))
-        self.features = FeatureCache(model, reader, self.transform, self.config)
+        # A task's stored features (vrshq.engine.persist): read by a correction, kept by a prediction.
+        self._slot = current_slot()
+        self._slot_key = self._feature_key() if self._slot is not None else None
+        stored = self._slot.open(self._slot_key) if self._slot is not None else None
+        self.features = FeatureCache(model, reader, self.transform, self.config, stored=stored)
         self._state_store = TieredStore([Tier(torch.device("cpu"), self.config.state_budget_bytes)],
                                         spill_to_disk=True, directory=self.config.spill_dir())
         self._pos_enc = PosEncHolder()
         self._objects: dict[int, ObjectState] = {}
+
+    def _feature_key(self) -> dict:
+        """What the image features depend on besides the video and the model version."""
+        return {"resize": str(self.transform.mode.value),
+                "image_size": int(self.model.image_size), "dtype": str(self.config.dtype()),
+                "device": self.device.type, "levels": int(self.model.num_feature_levels),
+                "frames": int(self.num_frames), "hw": list(self.orig_hw),
+                "weights": model_fingerprint(self.model)}
 
     # ----------------------------------------------------------------- objects and prompts
     @property
@@ -375,8 +388,10 @@ class TrackingSession:
             raise PromptError(f"frame {frame_idx} is outside the video (0..{self.num_frames - 1})")
 
     def close(self) -> None:
-        """Release features, state and spill files."""
-        self.features.close()
+        """Release features (or hand them to a writing feature slot), state and spill files."""
+        if self._slot is None or not self._slot.adopt(self.features, self._slot_key):
+            self.features.close()
+        self._slot = None
         self._state_store.close()
         self._objects.clear()
 

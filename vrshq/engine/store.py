@@ -165,6 +165,13 @@ class TieredStore:
         return any(key in level for level in self._levels) or (
             self._disk is not None and key in self._disk)
 
+    def keys(self) -> list[Hashable]:
+        """Every key held, in a tier or on disk."""
+        out = {k: None for level in self._levels for k in level}
+        if self._disk is not None:
+            out.update(dict.fromkeys(self._disk._records))
+        return list(out)
+
     def discard(self, key: Hashable) -> None:
         """Remove ``key`` from every tier and the disk."""
         for i, level in enumerate(self._levels):
