@@ -121,6 +121,7 @@ def make_data(work: Path, n_videos: int, n_tasks: int, first_id: int = 5000) -> 
 
 def check_response(task: Task, status: int, body: Any) -> list[str]:
     """What is wrong with ``body`` as the answer to ``task`` (empty: it is that task's answer)."""
+    from vrshq.backend.labelstudio.predictions import page_frame, track_region_id
     from vrshq.masks import decode_brush
 
     where = f"task {task.id}"
@@ -133,8 +134,17 @@ def check_response(task: Task, status: int, body: Any) -> list[str]:
         return [f"{where}: not one prediction: {str(body)[:200]}"]
     problems = [f"{where}: errors {body['errors']}"] if body.get("errors") else []
     tracks = [r for r in results if r.get("type") == "videorectangle"]
-    masks = [r for r in results if r.get("type") == "brushlabels"]
+    brushes = [r for r in results if r.get("type") == "brushlabels"]
+    masks = [r for r in brushes if page_frame(str(r.get("id"))) is None]  # keyframe pages
+    pages = [r for r in brushes if page_frame(str(r.get("id"))) is not None]  # VRSHQ_MASK_PAGES
     ids = [f"vrshq-{task.id}-{k}" for k in range(1, len(task.prompts) + 1)]
+    label_of = dict(zip(ids, task.labels))
+    for r in pages:
+        owner = track_region_id(str(r.get("id")))
+        if owner not in label_of:
+            problems.append(f"{where}: mask page {r.get('id')} belongs to no object of the task")
+        elif tuple(r.get("value", {}).get("brushlabels", ())) != (label_of[owner],):
+            problems.append(f"{where}: mask page {r.get('id')} is not labelled {label_of[owner]}")
     if [t.get("id") for t in tracks] != ids:
         problems.append(f"{where}: track ids {[t.get('id') for t in tracks]} != {ids}")
     if [m.get("id") for m in masks] != [i + "-mask" for i in ids]:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench import load_bench as lb
+from vrshq.backend.labelstudio.predictions import track_region_id
 
 REQUESTS, CONCURRENCY = 8, 4
 
@@ -91,7 +92,7 @@ def test_checker_accepts_each_answer_and_refuses_a_swapped_one(bench_run):
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("mutation", ["frames", "mask_size", "rle", "label", "drop_object", "task_id",
-                                      "status", "errors"])
+                                      "status", "errors", "page_label", "page_owner"])
 def test_checker_sees_each_kind_of_wrong_answer(bench_run, mutation):
     _, _, outcomes, _ = bench_run
     o = next(x for x in outcomes if len(x.task.prompts) >= 2)
@@ -108,9 +109,16 @@ def test_checker_sees_each_kind_of_wrong_answer(bench_run, mutation):
     elif mutation == "label":
         track["value"]["labels"] = ["Object" if track["value"]["labels"] != ["Object"] else "Car"]
     elif mutation == "drop_object":
-        del results[-2:]
+        last = f"vrshq-{o.task.id}-{len(o.task.prompts)}"  # its track, keyframe mask and pages
+        results[:] = [r for r in results if track_region_id(r["id"]) != last]
     elif mutation == "task_id":
         track["id"] = track["id"].replace(f"-{o.task.id}-", f"-{o.task.id + 1}-")
+    elif mutation in ("page_label", "page_owner"):  # an extra mask page (VRSHQ_MASK_PAGES)
+        page = next(r for r in results if r["type"] == "brushlabels" and r["id"] != track_region_id(r["id"]) + "-mask")
+        if mutation == "page_label":
+            page["value"]["brushlabels"] = ["Object" if page["value"]["brushlabels"] != ["Object"] else "Car"]
+        else:
+            page["id"] = page["id"].replace(f"-{o.task.id}-", f"-{o.task.id + 1}-")
     elif mutation == "status":
         status = 500
     else:
