@@ -31,6 +31,9 @@ Every environment variable the backend reads is listed here, and only here::
     VRSHQ_MASK_PAGES      extra mask pages per object beyond its keyframe page, for the frames
                           most worth checking (default 2; 0: keyframe only; 0..20; see
                           backend.labelstudio.pages)
+    VRSHQ_DEMAND_PAGE     1 (default): end the mask pager with an on-demand page, where `frame N`
+                          typed in the prompt box shows frame N in the open editor; 0: none
+                          (the page then shows after a reload; see backend.labelstudio.demand_page)
     VRSHQ_FEATURE_CACHE_MB  disk space for predictions' SAM-2 image features, kept under
                           <data_dir>/features so a correction skips the image encoder; the
                           oldest tasks are evicted past it (default 2048; 0: off; see
@@ -126,6 +129,7 @@ class BackendConfig:
     strip_frames: int = 6
     media_url: str | None = None
     mask_pages: int = 2
+    demand_page: bool = True
     feature_cache_mb: int = 2048
     fps_mismatch: str = "refuse"
     redis_url: str | None = field(default=None, repr=False)
@@ -249,6 +253,16 @@ class BackendConfig:
             except ValueError:
                 raise ConfigError(f"{name} must be a number, got {raw!r}") from None
 
+        def flag(name: str, default: bool) -> bool:
+            raw = get(name)
+            if raw is None:
+                return default
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ConfigError(f"{name} must be 1 or 0, got {raw!r}")
+
         roots = [r for r in (get("LOCAL_FILES_DOCUMENT_ROOT", "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"),)
                  if r]
         roots += [r for r in (get("VRSHQ_MEDIA_ROOTS") or "").split(os.pathsep) if r.strip()]
@@ -272,6 +286,7 @@ class BackendConfig:
             "strip_frames": integer("VRSHQ_STRIP_FRAMES", 6),
             "media_url": (get("VRSHQ_MEDIA_URL") or "").rstrip("/") or None,
             "mask_pages": integer("VRSHQ_MASK_PAGES", 2),
+            "demand_page": flag("VRSHQ_DEMAND_PAGE", True),
             "feature_cache_mb": integer("VRSHQ_FEATURE_CACHE_MB", 2048),
             "fps_mismatch": get("VRSHQ_FPS_MISMATCH") or "refuse",
             "redis_url": get("REDIS_URL"),

@@ -269,7 +269,8 @@ class Backend:
                     reuse: bool = False) -> dict[str, Any]:
         """Write the mask pages' images (:func:`write_page_images`); the page list's task data."""
         return write_page_images(state, video, info, tuple(self.config.local_roots),
-                                 self.config.keyframe_quality, reuse, self.media)
+                                 self.config.keyframe_quality, reuse, self.media,
+                                 demand=self.config.demand_page and info.prompt_name is not None)
 
     def write_overlay(self, state: TaskState, video: VideoReader, info: LabelConfigInfo,
                       data: Mapping[str, Any] | None = None) -> None:

@@ -220,6 +220,7 @@ ALL_ENV_CASES = {
     "VRSHQ_KEYFRAME_QUALITY": ("80", "keyframe_quality", 80),
     "VRSHQ_STRIP_FRAMES": ("4", "strip_frames", 4),
     "VRSHQ_MASK_PAGES": ("3", "mask_pages", 3),
+    "VRSHQ_DEMAND_PAGE": ("0", "demand_page", False),
     "VRSHQ_FEATURE_CACHE_MB": ("64", "feature_cache_mb", 64),
     "VRSHQ_MEDIA_URL": ("http://backend.example:9090/", "media_url", "http://backend.example:9090"),
     "VRSHQ_FPS_MISMATCH": ("use-file", "fps_mismatch", "use-file"),
@@ -292,6 +293,7 @@ def test_config_from_env_reads_all_of_them_at_once_and_keeps_the_secrets_out_of_
     ({"BASIC_AUTH_PASS": "p"}, "BASIC_AUTH_USER and BASIC_AUTH_PASS"),
     ({"VRSHQ_SYNC_FRAMES": "many"}, "VRSHQ_SYNC_FRAMES"),
     ({"VRSHQ_TRAIN_LR": "fast"}, "VRSHQ_TRAIN_LR"),
+    ({"VRSHQ_DEMAND_PAGE": "maybe"}, "VRSHQ_DEMAND_PAGE must be 1 or 0"),
     ({"LABEL_STUDIO_URL": "127.0.0.1:8080"}, "LABEL_STUDIO_URL"),
 ])
 def test_config_from_env_names_a_bad_variable(env, words):

@@ -149,9 +149,10 @@ def test_a_prediction_has_k_extra_pages_per_object_after_the_keyframe_pages(clie
                                          exclude=[obj.keyframe])
     data = ls.data[tid]
     n = len(state.objects)
-    assert len(data["keyframes"]) == n + len(state.pages) == n + k * n
-    assert data["keyframe_frames"] == [o.keyframe + 1 for o in state.objects] + [p.frame + 1 for p in state.pages]
-    assert data["keyframe_objects"] == [o.obj_id for o in state.objects] + [p.obj_id for p in state.pages]
+    # ... and the on-demand page last (tests/test_demand_page.py): no frame, no object
+    assert len(data["keyframes"]) == n + len(state.pages) + 1 == n + k * n + 1
+    assert data["keyframe_frames"] == [o.keyframe + 1 for o in state.objects] + [p.frame + 1 for p in state.pages] + [0]
+    assert data["keyframe_objects"] == [o.obj_id for o in state.objects] + [p.obj_id for p in state.pages] + [0]
     for i, page in enumerate(state.pages, start=n):
         obj = state.object(page.obj_id)
         result = _brush(results, f"vrshq-{tid}-{obj.obj_id}-mask-f{page.frame + 1}")
@@ -260,11 +261,12 @@ def test_frame_n_adds_the_page_of_every_object_with_its_current_mask(client, vrs
         index = n + len(before.pages) + k
         assert (after.pages[index - n].obj_id, after.pages[index - n].frame) == (obj.obj_id, frame)
         got = _brush(out, f"vrshq-{tid}-{obj.obj_id}-mask-f{frame + 1}")
-        assert got["item_index"] == index
+        # answered on the on-demand page of the editor that asked (the one after its pages)
+        assert got["item_index"] == n + len(before.pages)
         assert np.array_equal(decode_brush(got["value"]["rle"], SPEC.height, SPEC.width), obj.track.mask(frame))
         assert ls.data[tid]["keyframe_frames"][index] == frame + 1
         assert ls.data[tid]["keyframe_objects"][index] == obj.obj_id
-    assert len(ls.data[tid]["keyframes"]) == n + len(after.pages)
+    assert len(ls.data[tid]["keyframes"]) == n + len(after.pages) + 1
     # One object by label or id; asking again adds nothing.
     r = _typed(client, tid, f"frame {frame + 1} #2")
     assert r.status_code == 200 and vrshq_backend.states.load(1, tid).pages == after.pages
@@ -296,6 +298,6 @@ def test_a_new_prediction_removes_the_page_images_no_longer_shown(client, vrshq_
     state = vrshq_backend.states.load(1, tid)
     shown = {unquote(u.split("?d=", 1)[1]).rsplit("/", 1)[1] for u in ls.data[tid]["keyframes"]}
     assert shown == {f"obj{o.obj_id}-f{o.keyframe + 1}.jpg" for o in state.objects} | \
-        {f"page-obj{p.obj_id}-f{p.frame + 1}.jpg" for p in state.pages}
+        {f"page-obj{p.obj_id}-f{p.frame + 1}.jpg" for p in state.pages} | {state.demand_name}
     on_disk = {p.name for p in folder.glob("*.jpg")}
     assert on_disk - {"strip-obj1-0123.jpg"} == shown

@@ -72,7 +72,7 @@ def test_predict_writes_the_overlay_and_a_correction_replaces_it(client, vrshq_b
     assert _frames(path) == SPEC.num_frames
     assert ls.data[tid]["prompt"] == task["data"]["prompt"]  # the rest of the data kept
     pages = vrshq_backend.states.load("1", tid).pages  # the extra mask pages follow the keyframes
-    assert len(ls.data[tid]["keyframes"]) == 2 + len(pages)
+    assert len(ls.data[tid]["keyframes"]) == 2 + len(pages) + 1  # + the on-demand page
     strips = ls.data[tid]["strips"]  # one strip per object, beside the keyframe images
     assert len(strips) == 2
     for k, url in enumerate(strips, start=1):

@@ -82,14 +82,19 @@ def test_remote_video_media_are_served_with_their_type_and_ranges(served):
     assert r.status_code == 416
     # The keyframe images and strips: JPEGs of the video's size / one strip per object.
     # (the keyframe pages, then the extra mask pages of issue 14 §2)
-    assert len(data["keyframes"]) == len(state.objects) + len(state.pages)
+    # (and the on-demand page last, its picture rewritten once: not cached as immutable)
+    assert len(data["keyframes"]) == len(state.objects) + len(state.pages) + 1
+    assert re.fullmatch(rf"{re.escape(BASE)}/media/1-{tid}/demand-[0-9a-f]{{32}}\.jpg", data["keyframes"][-1])
+    r = client.get(_path(data["keyframes"][-1]))
+    assert r.status_code == 200 and r.headers["Cache-Control"] == "no-cache", r.headers
+    assert "immutable" in client.get(_path(data["keyframes"][0])).headers["Cache-Control"]
     assert len(data["strips"]) == len(state.objects) and any("/page-obj" in u for u in data["keyframes"])
     for url in data["keyframes"] + data["strips"]:
         r = client.get(_path(url))
         assert r.status_code == 200 and r.mimetype == "image/jpeg", url
         with Image.open(io.BytesIO(r.data)) as im:
             assert im.format == "JPEG"
-            if "/keyframe-" in url or "/page-obj" in url:
+            if "/keyframe-" in url or "/page-obj" in url or "/demand-" in url:
                 assert im.size == (SPEC.width, SPEC.height)
 
 

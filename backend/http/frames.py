@@ -8,6 +8,10 @@ sends it to ``/predict`` with a ``context`` (auto-annotation). The backend adds,
 into the task's data in Label Studio and answers those objects' results, the new pages' brush
 masks included: the current mask on frame N, ready to edit (an edit there is a correction on
 frame N). Only a number after ``frame`` makes a request (``frame of the door`` stays a prompt).
+
+An open editor does not re-read the page list; the new pages show there on the pager's last
+page, the on-demand page (:mod:`vrshq.backend.labelstudio.demand_page`): frame N is written into
+its image and the new pages' results are answered on its index.
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from vrshq.backend.labelstudio import demand_page
 from vrshq.backend.labelstudio.labelconfig import LabelConfigInfo
-from vrshq.backend.labelstudio.pages import request_page
-from vrshq.backend.labelstudio.results import object_label, state_prediction
+from vrshq.backend.labelstudio.pages import all_pages, page_caption, page_image, request_page
+from vrshq.backend.labelstudio.predictions import page_region_id
+from vrshq.backend.labelstudio.results import object_label, object_region_id, state_prediction
 from vrshq.backend.tasks.inputs import RequestError
 
 _REQUEST = re.compile(r"^\s*frame\s+([+-]?[0-9]+)(?:\s+(.*?))?\s*$", re.IGNORECASE)
@@ -65,6 +71,8 @@ def show_frames(backend: Any, tid: int, data: Mapping[str, Any], info: LabelConf
         if state is None:
             raise RequestError(f"task {tid} has no prediction from this backend: predict it first")
         ids: set[int] = set()
+        shown = len(all_pages(state))  # the on-demand page's index in the editor's list
+        before = {(o.obj_id, f) for o, f in all_pages(state)}
         for frame, which in requests:
             if not 1 <= frame <= state.frames_count:
                 raise RequestError(f"task {tid}: frame {frame} is outside the video's frames "
@@ -72,13 +80,33 @@ def show_frames(backend: Any, tid: int, data: Mapping[str, Any], info: LabelConf
             for obj in _objects(state, info, which, tid):
                 request_page(state, obj.obj_id, frame - 1)
                 ids.add(obj.obj_id)
+        new = [(o, f) for o, f in all_pages(state) if (o.obj_id, f) not in before]
+        slot = demand_page.take(state) if new else ""
         video = backend.open_video(project, tid, state.video, state.fps)
         try:
             backend.write_pages(state, video, info, data, reuse=True)
+            if slot:
+                _fill(backend, state, video, info, slot, new)
         finally:
             video.close()
         backend.states.save(state)
-        return state_prediction(state, info, ids)
+        answer = state_prediction(state, info, ids)
+        if slot:  # the first new frame's pages, on the on-demand page of the asking editor
+            on_slot = {page_region_id(object_region_id(state, o), f) for o, f in new if f == new[0][1]}
+            for result in answer["result"]:
+                if result.get("id") in on_slot:
+                    result["item_index"] = shown
+        return answer
+
+
+def _fill(backend: Any, state: Any, video: Any, info: LabelConfigInfo, slot: str, new: list) -> None:
+    """Write the first new frame, captioned with its new pages' objects, into the on-demand page."""
+    frame = new[0][1]
+    caption = ", ".join(page_caption(object_label(o, info), o.obj_id, f).rsplit(" F", 1)[0]
+                        for o, f in new if f == frame) + f" F{frame + 1}"
+    image = page_image(video.frame(frame), caption)
+    demand_page.fill(state, slot, image, tuple(backend.config.local_roots), backend.config.keyframe_quality,
+                     backend.media)
 
 
 __all__ = ["frame_requests", "show_frames"]

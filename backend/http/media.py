@@ -12,6 +12,7 @@ from pathlib import Path
 
 from flask import Response, send_file
 
+from vrshq.backend.labelstudio.demand_page import PREFIX as DEMAND_PREFIX
 from vrshq.backend.labelstudio.served_media import CONTENT_TYPES, MediaStore
 
 # Content-hashed names never change content: cache for a year. nosniff: the type is ours.
@@ -28,6 +29,8 @@ def media_response(store: MediaStore | None, folder: str, name: str) -> Response
     response = send_file(path, mimetype=CONTENT_TYPES[Path(name).suffix], conditional=True, etag=True,
                          max_age=31536000)
     response.headers.update(HEADERS)
+    if name.startswith(DEMAND_PREFIX):  # the on-demand page: its picture changes once, when filled
+        response.headers["Cache-Control"] = "no-cache"
     return response
 
 

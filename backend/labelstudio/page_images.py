@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from vrshq.backend.labelstudio import demand_page
 from vrshq.backend.labelstudio.keyframes import image_url, keyframe_url, remove_stale_images
 from vrshq.backend.labelstudio.labelconfig import KEYFRAME_FRAMES_KEY, KEYFRAME_OBJECTS_KEY, LabelConfigInfo
 from vrshq.backend.labelstudio.pages import extra_pages, page_caption, page_image, pages_data
@@ -19,9 +20,10 @@ from vrshq.video.reader import VideoReader
 
 def write_page_images(state: TaskState, video: VideoReader, info: LabelConfigInfo,
                       roots: tuple[str, ...], quality: int, reuse: bool = False,
-                      media: MediaStore | None = None) -> dict[str, Any]:
+                      media: MediaStore | None = None, demand: bool = False) -> dict[str, Any]:
     """Write every page's image (keyframe pages, then extra pages: :mod:`.pages`), remove
-    the images of pages no longer shown; the task data keys of the page list. With
+    the images of pages no longer shown; the task data keys of the page list, ending with the
+    on-demand page when ``demand`` (:mod:`.demand_page`; none for ``data:`` URL images). With
     ``reuse`` (same objects and keyframes, pages only appended since: a re-propagation, a
     requested frame) the images already written keep their URLs and only new pages are
     decoded and written."""
@@ -52,8 +54,12 @@ def write_page_images(state: TaskState, video: VideoReader, info: LabelConfigInf
         keep = set(names) | {f"obj{o.obj_id}-f{o.keyframe + 1}.jpg" for o in state.objects}
         remove_stale_images(state.video, state.project, state.task, keep, ("obj", "page-obj"), roots)
     listed = pages_data(state)
-    return {info.keyframes_key: state.keyframe_urls + state.page_urls,
-            KEYFRAME_FRAMES_KEY: listed["frames"], KEYFRAME_OBJECTS_KEY: listed["objects"]}
+    urls = state.keyframe_urls + state.page_urls
+    slot = demand_page.current(state, (video.height, video.width), roots, quality, media,
+                               fresh=not reuse) if demand else None
+    if slot is not None:  # no frame, no object (yet): 0 in both lists
+        urls, listed = urls + [slot], {k: v + [0] for k, v in listed.items()}
+    return {info.keyframes_key: urls, KEYFRAME_FRAMES_KEY: listed["frames"], KEYFRAME_OBJECTS_KEY: listed["objects"]}
 
 
 __all__ = ["write_page_images"]

@@ -72,6 +72,11 @@ class TaskState:
     # their image URLs. Absent from states written before 0.2: keyframe pages only.
     pages: list[MaskPage] = field(default_factory=list)
     page_urls: list[str] = field(default_factory=list)
+    # The on-demand page after the last page (backend.labelstudio.demand_page): the unfilled
+    # placeholder's file name and URL, and the last filled one's name (kept for its editor).
+    demand_name: str = ""
+    demand_url: str = ""
+    demand_filled: str = ""
     # "<obj_id>:<frame>" -> the masks (COCO RLE) extra pages showed before a re-propagation
     # replaced them: an annotation still showing one did not edit that page.
     earlier_pages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
@@ -110,6 +115,7 @@ class TaskState:
             "model_version": self.model_version, "video": self.video, "fps": self.fps,
             "frames_count": self.frames_count, "keyframe_urls": list(self.keyframe_urls),
             "pages": [p.to_json() for p in self.pages], "page_urls": list(self.page_urls),
+            "demand": [self.demand_name, self.demand_url, self.demand_filled],
             "earlier_pages": self.earlier_pages,
             "objects": [_object_json(o) for o in self.objects],
             "earlier_tracks": self.earlier_tracks,
@@ -128,6 +134,8 @@ class TaskState:
             frames_count=int(doc["frames_count"]), keyframe_urls=list(doc.get("keyframe_urls", [])),
             pages=[MaskPage(int(o), int(f), str(w)) for o, f, w in doc.get("pages") or []],
             page_urls=[str(u) for u in doc.get("page_urls") or []],
+            **dict(zip(("demand_name", "demand_url", "demand_filled"),
+                       [str(v) for v in doc.get("demand") or ["", "", ""]])),
             earlier_pages={str(k): list(v) for k, v in (doc.get("earlier_pages") or {}).items()},
             objects=[_object_from_json(o) for o in doc["objects"]],
             earlier_tracks={str(k): list(v) for k, v in (doc.get("earlier_tracks") or {}).items()},
