@@ -9,9 +9,11 @@ predictions". Then, as an annotator would:
 2. fix the same object on one of its extra pages (a frame that is not the keyframe) and submit:
    the new prediction carries that mask exactly on that frame's page and keeps the first fix on
    the keyframe's;
-3. ask for another frame on demand (``frame N #1`` in the prompt box, sent by Label Studio's
-   interactive call as the editor sends it): its page comes back with the current mask; fix it
-   there and submit;
+3. in the editor, with the mouse: ask for another frame on demand (``frame N #1`` typed into the
+   prompt box with Auto-Annotation on): the open editor shows it, without a reload, on the
+   pager's last page (the on-demand page: frame N's picture, the object's current mask); paint a
+   brush stroke there with the object's label and click Update: the saved stroke is where the
+   mouse went, and the re-propagated prediction carries the page's mask exactly on frame N;
 4. in the browser, go to each of the three fixed frames in the editor: the overlay video shows
    object 1's mask where the fix put it (its label colour over the object, none away from it),
    in step with the main video; a screenshot at each (the README shows one);
@@ -19,9 +21,9 @@ predictions". Then, as an annotator would:
    their frames, ``corrected``, the other frames ``propagated``.
 
 The fixes are the synthetic video's exact ground truth masks, so "the masks follow the objects"
-is checked against the truth on the fixed frames (tiny random weights track nothing by
-themselves). Annotations are created through Label Studio's API with the editor's result format
-(drawing with a mouse in the canvas is not what is tested here).
+is checked against the truth on the first two fixed frames (tiny random weights track nothing by
+themselves); those two annotations are created through Label Studio's API with the editor's
+result format, the third is drawn with the mouse (tests/browser/demand_stroke.mjs).
 """
 
 from __future__ import annotations
@@ -102,7 +104,7 @@ def test_review_correct_on_any_frame_and_export(label_studio, ls_api, served, tm
     (tid,) = ls_api.import_tasks(pid, [{"data": {
         "video": "/data/local-files/?d=loop/v.mp4", "fps": SPEC.fps, "overlay": "",
         "prompt": "the red disc\nthe green car"}}])
-    ml = ls_api.connect_ml_backend(pid, served["url"], is_interactive=True)
+    ls_api.connect_ml_backend(pid, served["url"], is_interactive=True)
     ls_api.retrieve_predictions(pid, [tid])
     first = poll("the prediction", lambda: ls_api.list_predictions(tid))[0]
     data = ls_api.get_task(tid)["data"]
@@ -112,6 +114,9 @@ def test_review_correct_on_any_frame_and_export(label_studio, ls_api, served, tm
     extra = [f - 1 for o, f in pages[2:] if o == OBJECT]
     assert extra and keyframe not in extra, pages
     gt = lambda f: truth[f] == OBJECT  # noqa: E731
+    shots = ARTIFACTS / "whole-loop"
+    shutil.rmtree(shots, ignore_errors=True)
+    shots.mkdir(parents=True)
 
     # 1. the keyframe page fixed
     fix1 = submit_fix(ls_api, tid, with_page_mask(first["result"], f"vrshq-{tid}-{OBJECT}-mask", gt(keyframe)))
@@ -122,34 +127,72 @@ def test_review_correct_on_any_frame_and_export(label_studio, ls_api, served, tm
                                                     gt(second)))
     masks = page_masks(fix2["result"], tid, keyframe)
     assert np.array_equal(masks[second], gt(second)) and np.array_equal(masks[keyframe], gt(keyframe))
-    # 3. a frame on demand, through Label Studio's interactive call, then fixed on its page
+    # 3. in the editor, with the mouse: a frame on demand (``frame N #1`` typed into the prompt box
+    # with Auto-Annotation on), shown without a reload on the pager's last page (the on-demand
+    # page); a brush stroke painted there and the annotation updated with the editor's button.
     # Not the last frame: LS 1.23.2's frame counter clamps a typed number to frames - 1.
     third = next(f for f in range(SPEC.num_frames - 2, -1, -1) if f not in (keyframe, *extra) and gt(f).any())
-    typed = {"from_name": "prompt", "to_name": "video", "type": "textarea",
-             "value": {"text": [f"frame {third + 1} #{OBJECT}"]}}
-    answer = ls_api.interactive(ml, tid, {"result": [typed]})
-    assert "errors" not in answer, answer
+    ann2 = max(a["id"] for a in ls_api.list_annotations(tid))  # the annotation of fix 2, opened
+    loaded = ls_api.get_task(tid)["data"]
+    slot = len(loaded["keyframes"]) - 1  # the on-demand page: the list's last, no frame, no object
+    assert (loaded["keyframe_frames"][slot], loaded["keyframe_objects"][slot]) == (0, 0), loaded
+    state = TaskStateStore(served["model_dir"]).load(str(pid), tid)
+    current = state.object(OBJECT).track.mask(third)  # what the page must show
+    picture = _decoded_frame(clips / "v.mp4", third)
+    probes = _probes(current, gt(third))
+    y0 = _stroke_row(current)
+    stroke = [[40, y0], [SPEC.width - 60, y0]]
+    before = max(p["id"] for p in ls_api.list_predictions(tid))
+    view = _demand_stroke(label_studio, pid, tid, ann2, f"frame {third + 1} #{OBJECT}", stroke,
+                          [[int(x), int(y)] for y, x in probes], shots)
     rid = page_region_id(f"vrshq-{tid}-{OBJECT}", third)
-    (page,) = [r for r in answer["data"]["result"] if r["id"] == rid]
-    state = TaskStateStore(served["model_dir"]).load(str(pid), tid)
-    current = state.object(OBJECT).track.mask(third)
-    assert np.array_equal(decode_brush(page["value"]["rle"], SPEC.height, SPEC.width), current)
+    # The open editor: as many pages as it loaded (it never re-reads the list), the last one shown,
+    # with frame N's picture (not the placeholder) and the object's current mask painted on it.
+    assert view["before"]["pages"] == view["after"]["pages"] == slot + 1, view
+    assert view["after"]["current"] == slot and view["after"]["last"] == loaded["keyframes"][slot]
+    assert [rid, slot] in view["answer"], view["answer"]
+    assert view["after"]["naturalSize"] == [SPEC.width, SPEC.height]
+    for (y, x), rgb in zip(probes, view["after"]["rgb"]):
+        assert np.abs(np.array(rgb, int) - picture[y, x].astype(int)).max() <= 40, ((y, x), rgb, picture[y, x])
+    painted = view["after"]["painted"]
+    cells = np.array(list(painted["painted"])).reshape(painted["height"], painted["width"])
+    checked = 0
+    for y, x in probes:  # away from the mask's edge: its inside painted, its outside not
+        if cells[y, x] == ".":
+            continue  # not on screen (the stage may show the picture zoomed and cropped)
+        if _eroded(current, 2)[y, x]:
+            assert cells[y, x] == "1", (y, x)
+        elif not _dilated(current, 2)[y, x]:
+            assert cells[y, x] == "0", (y, x)
+        checked += 1
+    assert checked >= 6, painted["painted"].count(".")
+    # Label Studio's data: the page in the on-demand page's place, a fresh one after it.
     data = ls_api.get_task(tid)["data"]
-    assert data["keyframe_frames"][page["item_index"]] == third + 1
-    assert data["keyframe_objects"][page["item_index"]] == OBJECT
-    fix3 = submit_fix(ls_api, tid, with_page_mask(fix2["result"] + [page], rid, gt(third)))
+    assert (data["keyframe_frames"][slot], data["keyframe_objects"][slot]) == (third + 1, OBJECT)
+    assert len(data["keyframes"]) == slot + 2 and data["keyframe_frames"][-1] == 0
+    # The stroke as saved: a brush region of its own on the page, where the mouse went.
+    assert view["saved"]["status"] in (200, 201), view["saved"]
+    fix3 = poll("the re-propagated prediction",
+                lambda: next((p for p in ls_api.list_predictions(tid) if p["id"] > before), None))
+    saved = ls_api.get_annotation(view["saved"]["id"])["result"]
+    on_page = [r for r in saved if r["type"] == "brushlabels" and r.get("item_index") == slot]
+    assert rid in {r["id"] for r in on_page}, on_page
+    stroked = [decode_brush(r["value"]["rle"], SPEC.height, SPEC.width) for r in on_page if r["id"] != rid]
+    assert len(stroked) == 1, [r["id"] for r in on_page]
+    _check_stroke(stroked[0], stroke, view["stroke"]["scale"])
+    drawn = np.logical_or.reduce([decode_brush(r["value"]["rle"], SPEC.height, SPEC.width) for r in on_page])
+    assert not np.array_equal(drawn, current)
+    # ... and it is the correction on frame N, exactly, in the prediction and the state.
+    fixes = {keyframe: gt(keyframe), second: gt(second), third: drawn}
     masks = page_masks(fix3["result"], tid, keyframe)
-    for f in (keyframe, second, third):
-        assert np.array_equal(masks[f], gt(f)), f
+    for f, want in fixes.items():
+        assert np.array_equal(masks[f], want), f
     state = TaskStateStore(served["model_dir"]).load(str(pid), tid)
-    for f in (keyframe, second, third):
-        assert np.array_equal(state.object(OBJECT).track.mask(f), gt(f)), f
+    for f, want in fixes.items():
+        assert np.array_equal(state.object(OBJECT).track.mask(f), want), f
 
     # 4. the editor, at each fixed frame: the overlay shows the fix on the object
-    fixed = sorted((keyframe, second, third))
-    shots = ARTIFACTS / "whole-loop"
-    shutil.rmtree(shots, ignore_errors=True)
-    shots.mkdir(parents=True)
+    fixed = sorted(fixes)
     points, where = [], []
     for f in fixed:
         # Object 1 where no other object's mask is drawn over it; away from every drawn mask.
@@ -157,8 +200,8 @@ def test_review_correct_on_any_frame_and_export(label_studio, ls_api, served, tm
         for o in state.objects:
             if o.obj_id != OBJECT:
                 others |= o.track.mask(f)
-        inside = np.argwhere(_eroded(gt(f), 3) & ~_dilated(others, 3))
-        outside = np.argwhere(_eroded(~(others | gt(f)), 6))
+        inside = np.argwhere(_eroded(fixes[f], 3) & ~_dilated(others, 3))
+        outside = np.argwhere(_eroded(~(others | fixes[f]), 6))
         assert len(inside) and len(outside), f
         for kind, cells in (("in", inside), ("out", outside)):
             for y, x in cells[np.linspace(0, len(cells) - 1, 6).astype(int)]:
@@ -194,9 +237,68 @@ def test_review_correct_on_any_frame_and_export(label_studio, ls_api, served, tm
     for f in fixed:
         rle = dict(ann["segmentations"][f])
         rle["counts"] = rle["counts"].encode() if isinstance(rle["counts"], str) else rle["counts"]
-        assert np.array_equal(mask_utils.decode(rle).astype(bool), gt(f)), f
+        assert np.array_equal(mask_utils.decode(rle).astype(bool), fixes[f]), f
         assert ann["provenance"][f] == "corrected", (f, ann["provenance"])
     assert {ann["provenance"][f] for f in range(SPEC.num_frames) if f not in fixed} <= {"propagated", "reviewed"}
+
+
+def _decoded_frame(path: Path, index: int) -> np.ndarray:
+    """Frame ``index`` of the video file as PyAV decodes it (RGB), independent of vrshq's reader."""
+    import av
+
+    with av.open(str(path)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i == index:
+                return frame.to_ndarray(format="rgb24")
+    raise AssertionError(f"{path} has no frame {index}")
+
+
+def _probes(mask: np.ndarray, truth: np.ndarray) -> list[tuple[int, int]]:
+    """Points (y, x) to read the page at: inside and outside the mask and the object, off edges."""
+    out: list[tuple[int, int]] = []
+    for cells in (np.argwhere(_eroded(mask, 3)), np.argwhere(_eroded(~mask, 3)),
+                  np.argwhere(_eroded(truth, 3)), np.argwhere(_eroded(~truth, 3))):
+        if len(cells):
+            out += [tuple(int(v) for v in cells[i]) for i in np.linspace(0, len(cells) - 1, 6).astype(int)]
+    return sorted(set(out))
+
+
+def _stroke_row(mask: np.ndarray) -> int:
+    """A row for the stroke where the mask has the fewest pixels (so the stroke adds some)."""
+    rows = range(30, SPEC.height - 30)
+    return min(rows, key=lambda y: (int(mask[y - 4:y + 5, 40:SPEC.width - 60].sum()), y))
+
+
+# Label Studio's brush is 15 screen pixels wide by default: 15 / scale picture pixels.
+BRUSH = 15
+
+
+def _check_stroke(painted: np.ndarray, stroke: list, scale: float) -> None:
+    """The stroke's mask is the mouse's path widened by the brush: every pixel within half the
+    brush width less 0.5 px of the path painted, none farther than half the width plus 1.5 px
+    (rasterized with round caps and edge pixels, seen: 3.6 px for a 5.9 px brush)."""
+    (x0, y0), (x1, y1) = stroke
+    assert y0 == y1, stroke
+    yy, xx = np.mgrid[0:SPEC.height, 0:SPEC.width]
+    dist = np.hypot(xx - np.clip(xx, x0, x1), yy - y0)
+    half = BRUSH / scale / 2
+    assert painted[dist <= half - 0.5].all(), "the stroke misses pixels of its path"
+    assert not painted[dist > half + 1.5].any(), "the stroke painted away from its path"
+
+
+def _demand_stroke(server, project: int, task: int, annotation: int, text: str, stroke: list,
+                   points: list, shots: Path) -> dict:
+    """Run tests/browser/demand_stroke.mjs (see its header); what it reports."""
+    script = SCRIPT.parent / "demand_stroke.mjs"
+    args = {"url": server.url, "email": server.username, "password": server.password,
+            "project": project, "task": task, "annotation": annotation, "text": text,
+            "label": "Object", "stroke": stroke, "points": points, "shots": str(shots),
+            "timeout_ms": 120000}
+    proc = subprocess.run(["node", str(script), json.dumps(args)], cwd=str(script.parent),
+                          capture_output=True, text=True, timeout=500)
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("{")]
+    assert proc.returncode == 0 and lines, (proc.stdout[-2000:], proc.stderr[-4000:])
+    return json.loads(lines[-1])
 
 
 def _eroded(mask: np.ndarray, r: int) -> np.ndarray:

@@ -21,7 +21,7 @@
 //                  paintedPixels, rgb: mean colour painted, layers: the canvases read}
 //   attempts       page loads it took until the regions showed (1 normally)
 // The browser: lib.mjs's (Debian's /usr/bin/chromium, a fresh profile, only Label Studio's origin).
-import { login, openBrowser } from './lib.mjs';
+import { login, measurePage, openBrowser } from './lib.mjs';
 
 const args = JSON.parse(process.argv[2] || process.env.SHOW_TASK_ARGS || '{}');
 for (const key of ['url', 'email', 'password', 'project', 'task', 'screenshot']) {
@@ -117,65 +117,6 @@ try {
       maskDrawn: maskPixels > 0,
     };
   });
-  // Each page of the keyframe image: which picture pixels the region layers paint. Konva draws the
-  // picture on an opaque layer canvas and each region layer on a canvas of the same size above it.
-  const measurePage = () => {
-    const img = [...document.querySelectorAll('.lsf-image img')].find((i) => i.complete && i.naturalWidth > 0);
-    if (!img) return null;
-    const r = img.getBoundingClientRect();
-    const nw = img.naturalWidth, nh = img.naturalHeight;
-    // best[k]: over the region layers, the largest share of picture pixel k's screen pixels painted.
-    const best = new Float32Array(nw * nh), seen = new Uint8Array(nw * nh);
-    let rs = 0, gs = 0, bs = 0, n = 0;
-    const layers = [];
-    for (const c of document.querySelectorAll('.konvajs-content canvas')) {
-      const q = c.getBoundingClientRect();
-      const cx = q.left + q.width / 2, cy = q.top + q.height / 2;
-      if (!c.width || !c.height || !(cx > r.left && cx < r.right && cy > r.top && cy < r.bottom)) continue;
-      if (Math.abs(c.width / c.height - nw / nh) > 0.01 * (nw / nh)) continue;  // not the picture's stage
-      let d;
-      try { d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; } catch (e) { continue; }
-      let opaque = 0, painted = 0;
-      for (let k = 3; k < d.length; k += 4) if (d[k] === 255) opaque++;
-      const layer = { width: c.width, height: c.height, opaque };
-      layers.push(layer);
-      // the picture itself: opaque but for, at times, a part-covered edge row and column where the
-      // stage's size is not the picture's scaled exactly (seen: 1418 of 811x608 pixels); a region
-      // layer is see-through off its mask
-      if (opaque >= 0.99 * c.width * c.height) continue;
-      // A screen pixel -> the picture pixel under it, through the <img>'s box: the stage may show
-      // the picture zoomed and cropped (larger than the canvas, centred).
-      const count = new Uint32Array(nw * nh), hits = new Uint32Array(nw * nh);
-      for (let j = 0; j < c.height; j++) {
-        const iy = Math.floor((q.top + (j + 0.5) * q.height / c.height - r.top) * nh / r.height);
-        if (iy < 0 || iy >= nh) continue;
-        for (let i = 0; i < c.width; i++) {
-          const ix = Math.floor((q.left + (i + 0.5) * q.width / c.width - r.left) * nw / r.width);
-          if (ix < 0 || ix >= nw) continue;
-          const k = 4 * (j * c.width + i);
-          count[iy * nw + ix]++;
-          if (d[k + 3] >= 128) {
-            hits[iy * nw + ix]++; painted++;
-            rs += d[k]; gs += d[k + 1]; bs += d[k + 2]; n++;
-          }
-        }
-      }
-      layer.painted = painted;
-      for (let k = 0; k < nw * nh; k++) {
-        if (count[k]) { seen[k] = 1; best[k] = Math.max(best[k], hits[k] / count[k]); }
-      }
-    }
-    let out = '', paintedPixels = 0;
-    for (let k = 0; k < nw * nh; k++) {
-      const on = best[k] >= 0.5;
-      out += !seen[k] ? '.' : on ? '1' : '0';
-      paintedPixels += on;
-    }
-    const indicator = document.querySelector('.lsf-image')?.closest('.lsf-main-content, body')
-      ?.querySelector('.lsf-pagination__page-indicator')?.textContent.trim() || null;
-    return { indicator, width: nw, height: nh, painted: out, paintedPixels,
-             rgb: n ? [rs / n, gs / n, bs / n] : null, layers };
-  };
   const maskPages = [];
   const indicatorText = () => page.evaluate(() => document.querySelector('.lsf-pagination__page-indicator')?.textContent.trim() || '');
   const pageCount = Number(((await indicatorText()).match(/of\s*(\d+)/) || [0, 1])[1]);
