@@ -153,7 +153,8 @@ def test_review_correct_on_any_frame_and_export(label_studio, ls_api, served, tm
     assert [rid, slot] in view["answer"], view["answer"]
     assert view["after"]["naturalSize"] == [SPEC.width, SPEC.height]
     for (y, x), rgb in zip(probes, view["after"]["rgb"]):
-        assert np.abs(np.array(rgb, int) - picture[y, x].astype(int)).max() <= 40, ((y, x), rgb, picture[y, x])
+        assert np.abs(np.array(rgb, int) - picture[y, x].astype(int)).max() <= 40, \
+            ((y, x), rgb, picture[y, x], view["answer"], view["log"])
     painted = view["after"]["painted"]
     cells = np.array(list(painted["painted"])).reshape(painted["height"], painted["width"])
     checked = 0
@@ -293,12 +294,13 @@ def _demand_stroke(server, project: int, task: int, annotation: int, text: str, 
     args = {"url": server.url, "email": server.username, "password": server.password,
             "project": project, "task": task, "annotation": annotation, "text": text,
             "label": "Object", "stroke": stroke, "points": points, "shots": str(shots),
-            "timeout_ms": 120000}
+            "timeout_ms": 120000, "debug": True}
     proc = subprocess.run(["node", str(script), json.dumps(args)], cwd=str(script.parent),
                           capture_output=True, text=True, timeout=500)
     lines = [x for x in proc.stdout.splitlines() if x.startswith("{")]
     assert proc.returncode == 0 and lines, (proc.stdout[-2000:], proc.stderr[-4000:])
-    return json.loads(lines[-1])
+    # the script's log (requests, responses) comes along for the failure messages
+    return {**json.loads(lines[-1]), "log": proc.stderr[-3000:]}
 
 
 def _eroded(mask: np.ndarray, r: int) -> np.ndarray:

@@ -48,7 +48,10 @@ const toScreen = ([x, y]) => page.evaluate(([x, y]) => {
     r.width / img.naturalWidth];
 }, [x, y]);
 
-if (args.debug) page.on('request', (r) => { if (r.url().includes('/api/')) log('request', r.method(), r.url()); });
+if (args.debug) {
+  page.on('request', (r) => { if (r.url().includes('/api/') || r.url().includes('demand-')) log('request', r.method(), r.url()); });
+  page.on('response', (r) => { if (r.url().includes('demand-') || r.url().includes('interactive')) log('response', r.status(), r.url()); });
+}
 let exitCode = 0;
 try {
   await login(page, base, args, timeout);
