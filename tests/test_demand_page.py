@@ -19,9 +19,17 @@ import pytest
 from PIL import Image
 
 from tests.backend_fixtures import SPEC, TEXT_XML, next_task_id, text_task
-from tests.test_mask_pages import _brush, _predict, _typed, ls  # noqa: F401 (ls: the fixture)
+from tests.test_mask_pages import RecordingLabelStudio, _brush, _predict, _typed
 
 NAME = re.compile(r"demand-[0-9a-f]{32}\.jpg")
+
+
+@pytest.fixture
+def ls(vrshq_backend, monkeypatch) -> RecordingLabelStudio:
+    """Label Studio's task-data calls, recorded (as in test_mask_pages.py)."""
+    fake = RecordingLabelStudio()
+    monkeypatch.setattr(vrshq_backend, "writer", lambda project: fake)
+    return fake
 
 
 def _file(media_root, url: str):

@@ -255,10 +255,13 @@ def _decoded_frame(path: Path, index: int) -> np.ndarray:
 
 
 def _probes(mask: np.ndarray, truth: np.ndarray) -> list[tuple[int, int]]:
-    """Points (y, x) to read the page at: inside and outside the mask and the object, off edges."""
+    """Points (y, x) to read the page at: inside and outside the mask and the object, off edges
+    and off the caption in the top-left corner."""
     out: list[tuple[int, int]] = []
-    for cells in (np.argwhere(_eroded(mask, 3)), np.argwhere(_eroded(~mask, 3)),
-                  np.argwhere(_eroded(truth, 3)), np.argwhere(_eroded(~truth, 3))):
+    free = np.ones_like(mask)
+    free[:20, :130] = False
+    for cells in (np.argwhere(_eroded(mask, 3) & free), np.argwhere(_eroded(~mask, 3) & free),
+                  np.argwhere(_eroded(truth, 3) & free), np.argwhere(_eroded(~truth, 3) & free)):
         if len(cells):
             out += [tuple(int(v) for v in cells[i]) for i in np.linspace(0, len(cells) - 1, 6).astype(int)]
     return sorted(set(out))
