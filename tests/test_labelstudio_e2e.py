@@ -44,9 +44,9 @@ pytestmark = pytest.mark.timeout(900)
 def backend_server(label_studio: LabelStudioServer, tiny_models, tmp_path_factory):
     """`vrshq serve` wired to the session's Label Studio (its URL and token, its local-files root)."""
     # The keyframe pages only, as these tests (and the browser checks) count them; the extra
-    # mask pages are tests/test_mask_pages.py's.
+    # mask pages are tests/test_mask_pages.py's, the on-demand page tests/test_demand_page.py's.
     with served_backend(label_studio, tiny_models, tmp_path_factory.mktemp("e2e_backend"),
-                        VRSHQ_SYNC_FRAMES=str(BUDGET), VRSHQ_MASK_PAGES="0") as served:
+                        VRSHQ_SYNC_FRAMES=str(BUDGET), VRSHQ_MASK_PAGES="0", VRSHQ_DEMAND_PAGE="0") as served:
         yield served
 
 

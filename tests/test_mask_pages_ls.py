@@ -29,8 +29,10 @@ pytestmark = pytest.mark.timeout(900)
 @pytest.fixture(scope="module")
 def served(label_studio, ls_api, tiny_models, tmp_path_factory):
     """`vrshq serve` with mask pages, a project connected to it and one predicted task."""
+    # Without the on-demand page (tests/test_demand_page.py, the whole-loop browser test): the
+    # page list here is the keyframe and extra pages, a requested page appended last.
     with served_backend(label_studio, tiny_models, tmp_path_factory.mktemp("pages_backend"),
-                        VRSHQ_MASK_PAGES="2") as backend:
+                        VRSHQ_MASK_PAGES="2", VRSHQ_DEMAND_PAGE="0") as backend:
         clips = label_studio.doc_root / "pages"
         clips.mkdir(parents=True, exist_ok=True)
         write_video(SPEC, clips / "p.mp4")
