@@ -35,6 +35,7 @@ from vrshq.masks import (
     PercentBox,
     Track,
     decode_brush,
+    decode_touches,
     encode_brush,
     ensure_mask,
     track_to_videorectangle,
@@ -220,7 +221,12 @@ def parse_annotation(
             if frame_size is not None and (height, width) != tuple(frame_size):
                 raise MaskFormatError(f"region {shorten(rid, 80)}: the brush mask declares {_dims(width, height)}"
                                       f" but the task's video is {frame_size[1]}x{frame_size[0]}")
-            mask = decode_brush(value.get("rle") or [], height, width)
+            touches = value.get("touches")
+            if isinstance(touches, list) and touches:  # strokes not drawn into rle yet (a draft's)
+                base = decode_brush(value["rle"], height, width) if value.get("rle") else None
+                mask = decode_touches(touches, height, width, base)
+            else:
+                mask = decode_brush(value.get("rle") or [], height, width)
             index = result.get("item_index", 0)
             index = int(index) if isinstance(index, int) and not isinstance(index, bool) else 0
             frame = page_frame(str(rid))

@@ -5,7 +5,7 @@ Masks are boolean HxW numpy arrays at the video's original size; frame indices a
 """
 
 from vrshq.masks.boxes import PercentBox, box_to_percent, mask_to_box, mask_to_percent_box
-from vrshq.masks.brush import decode_brush, encode_brush
+from vrshq.masks.brush import decode_brush, decode_touches, encode_brush
 from vrshq.masks.labelstudio import (
     boxes_to_sequence,
     simplify_keyframes,
@@ -44,6 +44,7 @@ __all__ = [
     "box_to_percent",
     "boxes_to_sequence",
     "decode_brush",
+    "decode_touches",
     "decode_rle",
     "encode_brush",
     "encode_rle",

@@ -53,3 +53,36 @@ def _check_bytes(rle: Any) -> list[int]:
     if not all(isinstance(b, (int, np.integer)) and not isinstance(b, bool) and 0 <= b <= 255 for b in data):
         raise MaskFormatError("brush RLE must hold byte values (ints 0..255)")
     return [int(b) for b in data]
+
+
+# Label Studio 1.23.2 saves a brush region whose page was not drawn on screen (a stroke from an
+# autosaved draft, restored and never shown again before the save) as its strokes, ``touches``,
+# without ``rle`` (BrushRegion.serialize with ``fast``, web/libs/editor/src/regions/BrushRegion.jsx).
+# Each touch: ``relativePoints`` (x, y pairs in percent of the picture), ``relativeStrokeWidth``
+# (percent of its width) and ``type`` ("add", or "eraser"); round ends and joins, like Konva's.
+def decode_touches(touches: Sequence[Any], height: int, width: int,
+                   base: np.ndarray | None = None) -> np.ndarray:
+    """Label Studio brush ``touches`` drawn, in order, over ``base`` (or an empty mask)."""
+    from PIL import Image, ImageDraw
+
+    if height < 1 or width < 1:
+        raise MaskFormatError(f"brush touches need a positive height and width, got {height}x{width}")
+    img = Image.fromarray((np.zeros((height, width), bool) if base is None else base).astype(np.uint8) * 255)
+    draw = ImageDraw.Draw(img)
+    for touch in touches:
+        if not isinstance(touch, dict):
+            raise MaskFormatError("a brush touch must be an object")
+        pts, size = touch.get("relativePoints"), touch.get("relativeStrokeWidth")
+        if not isinstance(pts, list) or len(pts) < 2 or len(pts) % 2 \
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in [*pts, size]):
+            raise MaskFormatError("a brush touch needs relativePoints (x, y pairs) and a relativeStrokeWidth")
+        # (PIL puts pixel i at i; Label Studio paints pixel i for coordinates in [i, i + 1))
+        xy = [(pts[i] * width / 100, pts[i + 1] * height / 100) for i in range(0, len(pts), 2)]
+        # Label Studio keeps a pixel the anti-aliased stroke touches: half a pixel wider each side
+        r = max(float(size) * width / 100, 1.0) / 2 + 0.5
+        fill = 0 if touch.get("type") == "eraser" else 255
+        if len(xy) > 1:
+            draw.line(xy, fill=fill, width=round(2 * r), joint="curve")
+        for x, y in (xy[0], xy[-1]):
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=fill)
+    return np.asarray(img) > 127
