@@ -152,11 +152,13 @@ def run(frames: int, width: int, height: int, sam2: str, pages: int, device: str
         brush = copy.deepcopy(next(r for r in predicted["result"]
                                    if r["id"] == f"vrshq-{TASK}-1-mask-f{page.frame + 1}"))
         brush["value"]["rle"] = encode_brush(fix)
+        overlay_before = standin.tasks[TASK]["data"].get("overlay")
         calls = _count_encoder_calls(backend)
         out["fix_s"], body = _post(f"{url}/predict", {
             "tasks": [task], "project": str(PROJECT), "label_config": label_config,
             "params": {"context": {"result": [brush]}}}, timeout)
         out["fix_encoder_calls"] = calls[0]
+        overlay_after = standin.tasks[TASK]["data"].get("overlay")
         answer = next(r for r in body["results"][0]["result"] if r["id"] == brush["id"])
         stored = backend.states.load(PROJECT, TASK).object(1)
         # The same path on the other object's keyframe page: the correction as it was before pages.
@@ -172,6 +174,9 @@ def run(frames: int, width: int, height: int, sam2: str, pages: int, device: str
             "fix_stored_exactly": bool(np.array_equal(stored.track.mask(page.frame), fix)),
             "fix_on_a_non_keyframe_page": page.frame != stored.keyframe,
         }
+        if overlay:  # the fix wrote a new overlay video (a new content hash, a new URL)
+            out["checks"]["fix_wrote_a_new_overlay"] = \
+                overlay_before is not None and overlay_after not in (None, overlay_before)
         out["label_studio_calls"] = standin.call_counts()
     finally:
         server.shutdown()
