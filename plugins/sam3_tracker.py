@@ -26,6 +26,7 @@ from vrshq.masks.track import Track
 from vrshq.errors import PromptError
 from vrshq.plugins.base import Correction, ObjectPrompt, ObjectTrack, Progress
 from vrshq.plugins.repropagate import corrections_by_object
+from vrshq.plugins.sam3_features import use_stored
 from vrshq.plugins.sam3_session import OutputPruner, memory_window, open_session
 from vrshq.video.reader import VideoReader
 
@@ -64,6 +65,7 @@ def track_from_masks(model: Any, processor: Any, video: VideoReader,
     height, width, count = video.height, video.width, len(video)
     weights = next(model.parameters())
     session = open_session(processor, video, weights.device, weights.dtype)
+    stored = use_stored(session, model, processor, video)  # the prediction's features, if kept
     start = min(prompts)
     # forward from the first prompt to the end, then back from it to frame 0
     pruner = OutputPruner(memory_window(model), [(start, count - 1, False), (start, 0, True)])
@@ -90,7 +92,8 @@ def track_from_masks(model: Any, processor: Any, video: VideoReader,
                     progress("propagate", done, count)
     if stats is not None:
         stats.update(decoded=session.processed_frames.decoded, dropped=pruner.dropped,
-                     peak_kept=pruner.peak_kept, window=pruner.window)
+                     peak_kept=pruner.peak_kept, window=pruner.window,
+                     stored_reads=stored.reads if stored is not None else 0)
     return track
 
 

@@ -45,14 +45,20 @@ def file_fingerprint(path: str | os.PathLike, edge: int = 4 * 1024 * 1024) -> st
     return h.hexdigest()
 
 
+def params_fingerprint(modules: Iterable[torch.nn.Module]) -> str:
+    """SHA-256 over each module's first and last parameters (other weights differ there)."""
+    h = hashlib.sha256()
+    for module in modules:
+        params = list(module.parameters())
+        for p in (params[0], params[-1]) if params else ():
+            h.update(str(tuple(p.shape)).encode())
+            h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def model_fingerprint(model: torch.nn.Module) -> str:
     """SHA-256 over the image encoder's first and last parameters (other weights differ there)."""
-    params = list(model.image_encoder.parameters())
-    h = hashlib.sha256()
-    for p in (params[0], params[-1]) if params else ():
-        h.update(str(tuple(p.shape)).encode())
-        h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
+    return params_fingerprint([model.image_encoder])
 
 
 def _tensor_meta(t: torch.Tensor, offset: int) -> tuple[bytes, dict[str, Any]]:

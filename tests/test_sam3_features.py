@@ -1,0 +1,248 @@
+"""A sam3 correction reads the tracker features its prediction's concept pass computed (issue 16):
+the stored features are the tracker's own bit for bit, masks are bit-identical with and without
+them, the tracker's vision encoder does not run, and a stale folder is refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from tests import backend_fixtures, sam3_fixtures
+from tests.backend_fixtures import SPEC, TEXT_XML, make_backend, next_task_id
+from tests.sam3_fixtures import load_sam3_plugin
+from vrshq.engine.persist import FeatureSlot, use_slot
+from vrshq.plugins.base import Correction, ObjectPrompt
+from vrshq.plugins.sam3_features import FeatureRecorder
+from vrshq.synthetic import SyntheticSpec, write_video
+from vrshq.video.reader import open_video
+
+# the shared fixtures this module uses
+media_root = backend_fixtures.media_root
+tiny_sam3_dir = sam3_fixtures.tiny_sam3_dir
+
+FRAME_BYTES = (1024 * 16 + 256 * 32 + 64 * 128) * 4  # the tiny model's three levels, float32
+
+
+class EncoderRuns:
+    """Counts forward calls of the tracker's real vision encoder (a forward hook; it still runs)."""
+
+    def __init__(self, tracker_model) -> None:
+        self.n = 0
+        self._hook = tracker_model.vision_encoder.register_forward_hook(self._count)
+
+    def _count(self, *_) -> None:
+        self.n += 1
+
+    def remove(self) -> None:
+        self._hook.remove()
+
+
+def square(y0: int, x0: int, size: int = 30) -> np.ndarray:
+    m = np.zeros((SPEC.height, SPEC.width), bool)
+    m[y0:y0 + size, x0:x0 + size] = True
+    return m
+
+
+@pytest.fixture(scope="module")
+def plugin(tiny_sam3_dir):
+    return load_sam3_plugin(tiny_sam3_dir)
+
+
+@pytest.fixture(scope="module")
+def predicted(plugin, media_root, tmp_path_factory):
+    """The plugin's prediction of clips/a.mp4 with its features written to a slot folder."""
+    root = tmp_path_factory.mktemp("sam3_features")
+    video = open_video(media_root / "clips" / "a.mp4", fps=SPEC.fps)
+    slot = FeatureSlot(root, "1-1", {"video": "a"}, "write", 1 << 30)
+    with use_slot(slot):
+        tracks = plugin.predict(video, [ObjectPrompt(obj_id=1, text="car", label="Car")])
+        assert slot.commit()
+    assert tracks, "the tiny model found nothing: no object to correct"
+    yield root, video, tracks
+    video.close()
+
+
+def fix_of(tracks) -> list[Correction]:
+    t = tracks[0]
+    return [Correction(t.obj_id, 7 if t.keyframe != 7 else 6, square(40, 60))]
+
+
+def assert_same_tracks(got, ref) -> None:
+    assert [t.obj_id for t in got] == [t.obj_id for t in ref]
+    for a, b in zip(got, ref):
+        assert a.track.frames() == b.track.frames()
+        for f in a.track.frames():
+            assert np.array_equal(a.track.mask(f), b.track.mask(f)), f"object {a.obj_id}, frame {f}"
+
+
+def test_stored_features_are_the_trackers_own_bit_for_bit(plugin, predicted):
+    from vrshq.engine.persist import StoredFeatures
+
+    root, video, _ = predicted
+    model, processor = plugin._tracker()
+    folder = root / "1-1"
+    stored = StoredFeatures(folder, json.loads((folder / "index.json").read_text()))
+    try:
+        assert sorted(stored._frames) == list(range(len(video)))
+        for frame in (0, 5, len(video) - 1):
+            pixels = processor.video_processor(videos=[video.frame(frame)], device="cpu",
+                                               return_tensors="pt").pixel_values_videos[0]
+            with torch.inference_mode():
+                own = model.get_image_features(pixels, return_dict=True)
+            got = stored.get(frame)
+            assert len(got) == len(own.fpn_hidden_states) == 3
+            for a, b in zip(got, own.fpn_hidden_states):
+                assert torch.equal(a, b), f"frame {frame}: stored features differ from the tracker's"
+            for a, b in zip(stored.pos_enc, own.fpn_position_encoding):
+                assert torch.equal(a, b)
+    finally:
+        stored.close()
+
+
+def test_a_correction_from_stored_features_is_bit_identical_and_skips_the_encoder(plugin, predicted):
+    root, video, tracks = predicted
+    fix = fix_of(tracks)
+    runs = EncoderRuns(plugin._tracker()[0])
+    try:
+        reference = plugin.correct(video, tracks, fix)  # no slot: the encoder runs on every frame
+        assert runs.n == len(video)
+        runs.n = 0
+        with use_slot(FeatureSlot(root, "1-1", {"video": "a"}, "read", 1 << 30)):
+            cached = plugin.correct(video, tracks, fix)
+        assert runs.n == 0, "the vision encoder ran although every frame's features were stored"
+    finally:
+        runs.remove()
+    assert_same_tracks(cached, reference)
+    assert np.array_equal(cached[0].track.mask(fix[0].frame), fix[0].mask)  # the fix is in
+
+
+def test_features_of_other_weights_are_refused(plugin, predicted, tmp_path):
+    from vrshq.model.sam3_tiny import write_tiny_sam3
+
+    root, video, tracks = predicted
+    write_tiny_sam3(tmp_path / "other" / "sam3", seed=1)
+    other = load_sam3_plugin(tmp_path / "other")
+    fix = fix_of(tracks)
+    reference = other.correct(video, tracks, fix)
+    runs = EncoderRuns(other._tracker()[0])
+    try:
+        # same task and identity, other weights: the folder of seed 0 must not feed seed 1
+        with use_slot(FeatureSlot(root, "1-1", {"video": "a"}, "read", 1 << 30)):
+            got = other.correct(video, tracks, fix)
+    finally:
+        runs.remove()
+    assert runs.n == len(video)
+    assert_same_tracks(got, reference)
+
+
+def test_a_task_larger_than_the_cache_keeps_its_first_frames(plugin, media_root, tmp_path):
+    video = open_video(media_root / "clips" / "a.mp4", fps=SPEC.fps)
+    try:
+        budget = 3 * FRAME_BYTES + 100  # three frames fit
+        slot = FeatureSlot(tmp_path, "1-2", {"video": "a"}, "write", budget)
+        with use_slot(slot):
+            tracks = plugin.predict(video, [ObjectPrompt(obj_id=1, text="car", label="Car")])
+            assert slot.commit()
+        index = json.loads((tmp_path / "1-2" / "index.json").read_text())
+        assert index["frame_bytes"] == FRAME_BYTES and sorted(map(int, index["frames"])) == [0, 1, 2]
+        fix = fix_of(tracks)
+        reference = plugin.correct(video, tracks, fix)
+        runs = EncoderRuns(plugin._tracker()[0])
+        try:
+            with use_slot(FeatureSlot(tmp_path, "1-2", {"video": "a"}, "read", budget)):
+                got = plugin.correct(video, tracks, fix)
+        finally:
+            runs.remove()
+    finally:
+        video.close()
+    assert runs.n == len(video) - 3  # only the frames not kept are encoded
+    assert_same_tracks(got, reference)
+
+
+def test_frames_with_other_positional_encodings_store_nothing():
+    feats = [torch.zeros(4, 1, 2)]
+    recorder = FeatureRecorder(1 << 20)
+    recorder.record(0, {"vision_feats": feats, "vision_pos_embeds": [torch.zeros(4, 1, 2)]})
+    assert recorder.snapshot_size()[0] == 1
+    recorder.record(1, {"vision_feats": feats, "vision_pos_embeds": [torch.ones(4, 1, 2)]})
+    assert recorder.snapshot_size()[0] == 0
+    recorder.close()
+
+
+# ---------------------------------------------------------------- the backend (server and RQ jobs)
+def task(tid: int, video: str) -> dict:
+    return {"id": tid, "project": 1,
+            "data": {"video": f"/data/local-files/?d={video}", "fps": SPEC.fps, "prompt": "car"}}
+
+
+@pytest.fixture(scope="module")
+def backends(tiny_sam3_dir, media_root, tmp_path_factory):
+    """sam3 backends with the feature cache on and off."""
+    on = make_backend(tiny_sam3_dir, media_root, tmp_path_factory.mktemp("sam3_on"), plugin="sam3")
+    off = make_backend(tiny_sam3_dir, media_root, tmp_path_factory.mktemp("sam3_off"), plugin="sam3",
+                       feature_cache_mb=0)
+    yield on, off
+    on.close()
+    off.close()
+
+
+def predict(backend, tid: int, video: str) -> None:
+    from vrshq.backend.http.app import create_app
+
+    r = create_app(backend=backend).test_client().post(
+        "/predict", json={"tasks": [task(tid, video)], "project": "1", "label_config": TEXT_XML})
+    assert r.status_code == 200, r.get_data(as_text=True)[:500]
+
+
+def fix_task(backend, tid: int) -> list:
+    """Fix the task's first object on a non-keyframe frame; the state's objects."""
+    obj = backend.states.load("1", tid).objects[0]
+    backend.correct_task("1", tid, [Correction(obj.obj_id, 7 if obj.keyframe != 7 else 6, square(40, 60))])
+    return backend.states.load("1", tid).objects
+
+
+def test_the_backend_corrects_a_sam3_task_from_its_stored_features(backends):
+    on, off = backends
+    tid = next_task_id()
+    predict(off, tid, "clips/a.mp4")
+    reference = fix_task(off, tid)
+    assert not (off.config.data_path / "features").exists()
+    predict(on, tid, "clips/a.mp4")
+    key = json.loads((on.config.data_path / "features" / f"1-{tid}" / "key.json").read_text())
+    assert key["session"]["kind"] == "sam3-tracker" and key["session"]["frames"] == SPEC.num_frames
+    runs = EncoderRuns(on.plugin._tracker()[0])
+    try:
+        got = fix_task(on, tid)
+    finally:
+        runs.remove()
+    assert runs.n == 0
+    assert_same_tracks(got, reference)
+
+
+def test_the_backend_refuses_a_stale_sam3_folder(backends, media_root):
+    on, off = backends
+    tid = next_task_id()
+    predict(on, tid, "clips/a.mp4")
+    folder = on.config.data_path / "features" / f"1-{tid}"
+    stale = on.config.data_path / "stale-sam3"
+    shutil.copytree(folder, stale)
+    other = SyntheticSpec(num_frames=SPEC.num_frames, width=SPEC.width, height=SPEC.height,
+                          fps=SPEC.fps, num_objects=2, seed=11)
+    write_video(other, media_root / "clips" / "sam3-b.mp4")
+    predict(off, tid, "clips/sam3-b.mp4")
+    reference = fix_task(off, tid)
+    predict(on, tid, "clips/sam3-b.mp4")
+    # the new prediction replaced the folder; a crash could leave a's back: it must not be read
+    shutil.rmtree(folder)
+    shutil.copytree(stale, folder)
+    runs = EncoderRuns(on.plugin._tracker()[0])
+    try:
+        got = fix_task(on, tid)
+    finally:
+        runs.remove()
+    assert runs.n == SPEC.num_frames
+    assert_same_tracks(got, reference)
