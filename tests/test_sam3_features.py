@@ -173,6 +173,17 @@ def test_frames_with_other_positional_encodings_store_nothing():
     recorder.close()
 
 
+def test_the_recorder_keeps_only_the_frames_the_budget_holds():
+    pos = [torch.zeros(4, 1, 2)]
+    recorder = FeatureRecorder(2 * 32 + 5)  # two 32-byte frames fit
+    for frame in range(4):
+        recorder.record(frame, {"vision_feats": [torch.full((4, 1, 2), float(frame))],
+                                "vision_pos_embeds": pos})
+    assert recorder.snapshot_size()[:2] == (2, 32)
+    assert [(f, float(t[0].max())) for f, t in recorder.iter_cached()] == [(0, 0.0), (1, 1.0)]
+    recorder.close()
+
+
 # ---------------------------------------------------------------- the backend (server and RQ jobs)
 def task(tid: int, video: str) -> dict:
     return {"id": tid, "project": 1,
