@@ -11,6 +11,9 @@ New objects drawn by the annotator (box or mask prompts on a frame, :func:`geome
 are tracked the same way: one session per object, its prompts added as transformers documents
 for ``Sam3TrackerVideoModel`` (``input_boxes=[[[x0, y0, x1, y1]]]`` or ``input_masks``), then
 both ways from its first prompted frame.
+
+Each session reads the frames the prediction's concept pass stored for the task instead of
+encoding them again, when a reading feature slot is current (:mod:`vrshq.plugins.sam3_features`).
 """
 
 from __future__ import annotations
