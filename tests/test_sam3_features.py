@@ -5,7 +5,10 @@ them, the tracker's vision encoder does not run, and a stale folder is refused."
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -257,3 +260,44 @@ def test_the_backend_refuses_a_stale_sam3_folder(backends, media_root):
         runs.remove()
     assert runs.n == SPEC.num_frames
     assert_same_tracks(got, reference)
+
+
+WORKER = """
+import json, sys
+import numpy as np
+from vrshq.backend.config import BackendConfig
+from vrshq.backend.service import Backend
+from vrshq.plugins.base import Correction
+
+model_dir, media, data, tid, obj, frame = sys.argv[1:7]
+backend = Backend(BackendConfig(plugin="sam3", model_dir=model_dir, device="cpu", data_dir=data,
+                                local_roots=(media,)))
+runs = [0]
+backend.plugin._tracker()[0].vision_encoder.register_forward_hook(
+    lambda *_: runs.__setitem__(0, runs[0] + 1))
+fix = np.zeros((int(sys.argv[7]), int(sys.argv[8])), bool)
+fix[40:70, 60:90] = True
+backend.correct_task("1", int(tid), [Correction(int(obj), int(frame), fix)])
+backend.close()
+print(json.dumps({"encoder_runs": runs[0]}))
+"""
+
+
+def test_a_fresh_process_corrects_from_the_features_the_server_stored(backends, media_root,
+                                                                       tiny_sam3_dir, tmp_path):
+    """An RQ worker is another process with its own model load: the key must match there too."""
+    on, off = backends
+    tid = next_task_id()
+    predict(off, tid, "clips/a.mp4")
+    reference = fix_task(off, tid)
+    predict(on, tid, "clips/a.mp4")
+    obj = on.states.load("1", tid).objects[0]
+    frame = 7 if obj.keyframe != 7 else 6
+    done = subprocess.run([sys.executable, "-c", WORKER, str(tiny_sam3_dir), str(media_root),
+                           str(on.config.data_path), str(tid), str(obj.obj_id), str(frame),
+                           str(SPEC.height), str(SPEC.width)],
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"encoder_runs": 0}
+    assert_same_tracks(on.states.load("1", tid).objects, reference)
