@@ -355,6 +355,8 @@ class Backend:
                 with self.model_lock, use_slot(slot):  # the prediction's features, not the encoder
                     objects: list[ObjectTrack] = self.plugin.correct(
                         video, state.objects, corrections, progress=report)
+                    if slot is not None:
+                        slot.keep_filled()  # features a plugin computed when none were stored
                 put_back_corrections(objects, {c.obj_id for c in corrections})
                 remember_shown(state, {c.obj_id for c in corrections})
                 state.replace_objects(list(objects))

@@ -107,6 +107,15 @@ class FeatureRecorder:
             return  # first frames first, as the SAM-2 slot keeps them
         self._store.put(int(frame_idx), feats)
 
+    @property
+    def pos_enc(self) -> list[torch.Tensor]:
+        """The positional encodings every recorded frame shares."""
+        return self._pos_enc or []
+
+    def get(self, frame_idx: int) -> tuple[torch.Tensor, ...] | None:
+        """One recorded frame's features (CPU), or None."""
+        return self._store.get(int(frame_idx))
+
     def snapshot_size(self) -> tuple[int, int, list[torch.Tensor] | None]:
         """Frames kept, bytes per frame, and the positional encodings (0 frames: store nothing)."""
         count = len(self._store.keys()) if self.consistent else 0
@@ -162,10 +171,10 @@ def recording(session: Any, model: Any, processor: Any, video: VideoReader) -> I
 
 
 class _StoredCache:
-    """A tracker session's cache that answers frames it lacks from a task's stored features."""
+    """A tracker session's cache that answers frames it lacks from stored or recorded features."""
 
-    def __init__(self, inner: Any, stored: StoredFeatures) -> None:
-        self._inner, self._stored = inner, stored
+    def __init__(self, inner: Any, source: StoredFeatures | FeatureRecorder) -> None:
+        self._inner, self._source = inner, source
         self._pos: list[torch.Tensor] | None = None
         self.reads = 0
 
@@ -173,12 +182,12 @@ class _StoredCache:
         got = self._inner.get_vision_features(frame_idx)
         if got:
             return got
-        feats = self._stored.get(frame_idx)
+        feats = self._source.get(frame_idx)
         if feats is None:
-            return None  # not stored (past the budget): the model encodes the frame
+            return None  # not kept (past the budget): the model encodes the frame
         device = self._inner.inference_device
         if self._pos is None:
-            self._pos = [t.to(device) for t in self._stored.pos_enc]
+            self._pos = [t.to(device) for t in self._source.pos_enc]
         self.reads += 1
         return {"vision_feats": [t.to(device) for t in feats], "vision_pos_embeds": list(self._pos)}
 
@@ -186,16 +195,48 @@ class _StoredCache:
         return getattr(self._inner, name)
 
 
-def use_stored(session: Any, model: Any, processor: Any, video: VideoReader) -> _StoredCache | None:
-    """Answer ``session``'s frames from the current read slot's features when their key matches.
+def _recorded(slot: Any, key: dict[str, Any]) -> FeatureRecorder | None:
+    """A complete recording of this slot's with the same key (an earlier session's), or None."""
+    for cache, cache_key in slot.adopted:
+        if isinstance(cache, FeatureRecorder) and cache.consistent and cache_key == key:
+            return cache
+    return None
 
-    None (the session unchanged) when there is no read slot, nothing stored, or a stale key.
+
+@contextlib.contextmanager
+def tracker_features(session: Any, model: Any, processor: Any,
+                     video: VideoReader) -> Iterator[_StoredCache | None]:
+    """Feed a tracker session from the task's features, or record them for the next sessions.
+
+    With a reading slot: the stored folder when its key matches; else what an earlier session
+    of this correction recorded; else this session records (the encoder runs) and, if it ends
+    well, the slot takes the recording (:meth:`FeatureSlot.fill`), so the other objects of the
+    correction and the task's later corrections read it. With a writing slot (objects drawn in
+    a prediction): the concept pass's or an earlier drawn object's recording, else record.
+    Yields the reading cache (its ``reads`` count), or None when the session encodes.
     """
     slot = current_slot()
-    if slot is None or slot.mode != "read":
-        return None
-    stored = slot.open(tracker_key(model, processor, video))
-    if stored is None:
-        return None
-    session.cache = _StoredCache(session.cache, stored)
-    return session.cache
+    if slot is None or slot.budget_bytes <= 0:
+        yield None
+        return
+    key = tracker_key(model, processor, video)
+    source = slot.open(key) if slot.mode == "read" else None
+    source = source or _recorded(slot, key)
+    if source is not None:
+        session.cache = _StoredCache(session.cache, source)
+        yield session.cache
+        return
+    if slot.adopted:  # another recording (other key) is kept: leave it
+        yield None
+        return
+    recorder = FeatureRecorder(slot.budget_bytes)
+    session.cache = _RecordingCache(session.cache, recorder)
+    try:
+        yield None
+    except BaseException:
+        recorder.close()
+        raise
+    session.cache = session.cache._inner
+    taken = slot.fill(recorder, key) if slot.mode == "read" else slot.adopt(recorder, key)
+    if not taken:
+        recorder.close()

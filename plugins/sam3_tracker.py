@@ -29,7 +29,7 @@ from vrshq.masks.track import Track
 from vrshq.errors import PromptError
 from vrshq.plugins.base import Correction, ObjectPrompt, ObjectTrack, Progress
 from vrshq.plugins.repropagate import corrections_by_object
-from vrshq.plugins.sam3_features import use_stored
+from vrshq.plugins.sam3_features import tracker_features
 from vrshq.plugins.sam3_session import OutputPruner, memory_window, open_session
 from vrshq.video.reader import VideoReader
 
@@ -68,11 +68,11 @@ def track_from_masks(model: Any, processor: Any, video: VideoReader,
     height, width, count = video.height, video.width, len(video)
     weights = next(model.parameters())
     session = open_session(processor, video, weights.device, weights.dtype)
-    stored = use_stored(session, model, processor, video)  # the prediction's features, if kept
     start = min(prompts)
     # forward from the first prompt to the end, then back from it to frame 0
     pruner = OutputPruner(memory_window(model), [(start, count - 1, False), (start, 0, True)])
-    with torch.inference_mode():
+    # the task's stored features when kept, else recorded for the next sessions
+    with torch.inference_mode(), tracker_features(session, model, processor, video) as stored:
         for frame in sorted(prompts):
             _add_prompt(processor, session, frame, obj_id, prompts[frame])
             # the tracker needs its output on a prompted frame before propagating from it

@@ -301,3 +301,79 @@ def test_a_fresh_process_corrects_from_the_features_the_server_stored(backends, 
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {"encoder_runs": 0}
     assert_same_tracks(on.states.load("1", tid).objects, reference)
+
+
+# ------------------------------------------- nothing stored: the first session records for the rest
+def test_two_objects_of_one_correction_encode_each_frame_once(plugin, predicted, tmp_path):
+    _, video, tracks = predicted
+    assert len(tracks) >= 2, "the tiny model found one instance: no second object to correct"
+    fixes = fix_of(tracks) + [Correction(tracks[1].obj_id, 3 if tracks[1].keyframe != 3 else 4,
+                                         square(20, 30))]
+    reference = plugin.correct(video, tracks, fixes)  # no slot: each object encodes every frame
+    runs = EncoderRuns(plugin._tracker()[0])
+    try:
+        # an empty folder root: nothing stored for this task
+        slot = FeatureSlot(tmp_path, "1-9", {"video": "a"}, "read", 1 << 30)
+        with use_slot(slot):
+            got = plugin.correct(video, tracks, fixes)
+            assert slot.keep_filled()
+    finally:
+        runs.remove()
+    assert runs.n == len(video)  # the first object's session encoded; the second read its recording
+    assert_same_tracks(got, reference)
+    index = json.loads((tmp_path / "1-9" / "index.json").read_text())
+    assert sorted(map(int, index["frames"])) == list(range(len(video)))
+
+
+def test_drawn_objects_of_a_prediction_share_one_encoding_and_store_it(plugin, media_root, tmp_path):
+    from vrshq.plugins.base import ObjectPrompt as P
+
+    prompts = [P(obj_id=1, frame=2, box=(30, 20, 90, 70), label="Car"),
+               P(obj_id=2, frame=5, box=(80, 40, 150, 110), label="Car")]
+    video = open_video(media_root / "clips" / "a.mp4", fps=SPEC.fps)
+    try:
+        reference = plugin.predict(video, prompts)
+        runs = EncoderRuns(plugin._tracker()[0])
+        try:
+            slot = FeatureSlot(tmp_path, "1-8", {"video": "a"}, "write", 1 << 30)
+            with use_slot(slot):
+                got = plugin.predict(video, prompts)
+                assert slot.commit()
+            assert runs.n == len(video)  # the second drawn object read the first one's recording
+            assert_same_tracks(got, reference)
+            fix = [Correction(1, 9, square(30, 50))]
+            ref_fix = plugin.correct(video, got, fix)
+            runs.n = 0
+            with use_slot(FeatureSlot(tmp_path, "1-8", {"video": "a"}, "read", 1 << 30)):
+                got_fix = plugin.correct(video, got, fix)
+            assert runs.n == 0
+        finally:
+            runs.remove()
+    finally:
+        video.close()
+    assert_same_tracks(got_fix, ref_fix)
+
+
+def test_a_task_without_stored_features_has_them_after_its_first_correction(backends):
+    on, off = backends
+    tid = next_task_id()
+    predict(off, tid, "clips/a.mp4")
+    reference = fix_task(off, tid)
+    obj = off.states.load("1", tid).objects[-1]
+    second = [Correction(obj.obj_id, 2 if obj.keyframe != 2 else 3, square(10, 10))]
+    off.correct_task("1", tid, second)
+    reference_second = off.states.load("1", tid).objects
+    predict(on, tid, "clips/a.mp4")
+    folder = on.config.data_path / "features" / f"1-{tid}"
+    shutil.rmtree(folder)  # as a task predicted before features were kept (or with the cache off)
+    runs = EncoderRuns(on.plugin._tracker()[0])
+    try:
+        got = fix_task(on, tid)
+        assert runs.n == SPEC.num_frames and (folder / "key.json").is_file()
+        runs.n = 0
+        on.correct_task("1", tid, second)
+        assert runs.n == 0
+    finally:
+        runs.remove()
+    assert_same_tracks(got, reference)
+    assert_same_tracks(on.states.load("1", tid).objects, reference_second)

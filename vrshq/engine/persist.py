@@ -212,6 +212,22 @@ class FeatureSlot:
         self.adopted.append((cache, session_key))
         return True
 
+    def fill(self, cache: Any, session_key: dict[str, Any]) -> bool:
+        """A reading slot whose folder holds nothing usable for ``session_key`` takes the features a
+        correction computed, for :meth:`keep_filled` (the task's later corrections read them)."""
+        if self.mode != "read" or self.adopted or self.budget_bytes <= 0:
+            return False
+        if self.open(session_key) is not None:
+            return False  # usable features are stored: nothing to fill
+        self.adopted.append((cache, session_key))
+        return True
+
+    def keep_filled(self) -> bool:
+        """Write what :meth:`fill` took (replacing an absent or stale folder); True if written."""
+        if self.mode != "read" or not self.adopted:
+            return False
+        return self.commit()
+
     def commit(self) -> bool:
         """Write the last adopted cache's features (within the budget), evict old tasks; True if written."""
         try:
