@@ -19,6 +19,8 @@ def test_the_fix_bench_prints_its_ratio_and_both_fixes_agree(tmp_path, monkeypat
     assert result["frames"] == FRAMES and result["identical_masks"] is True
     # the uncached fix encodes every frame, the stored one none
     assert result["encoder_runs_uncached"] == FRAMES and result["encoder_runs_stored"] == 0
+    assert result["encoder_runs_filling"] == FRAMES  # a task with nothing stored encodes once
+    assert result["filling_ratio"] == pytest.approx(result["fix_filling_s"] / result["fix_uncached_s"])
     assert result["stored_ratio"] == pytest.approx(result["fix_stored_s"] / result["fix_uncached_s"])
     (stored,) = result["runs"]["stored"]
     assert result["fix_stored_s"] == stored["seconds"]
