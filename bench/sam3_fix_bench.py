@@ -135,7 +135,8 @@ def bench(frames: int, width: int, height: int, repeat: int, device: str, precis
         first = tracks[0]
         mask = np.zeros((height, width), bool)
         mask[height // 4:height // 2, width // 4:width // 2] = True
-        fix = [Correction(first.obj_id, frames // 2 if first.keyframe != frames // 2 else frames // 2 + 1, mask)]
+        frame = frames // 2 if first.keyframe != frames // 2 else frames // 2 + 1
+        fix = [Correction(first.obj_id, frame, mask)]
         clock = EncoderClock(plugin._tracker()[0].vision_encoder, dev)
         runs = fix_runs(plugin, video, tracks, fix, clock, features, work, repeat)
     med = {k: statistics.median(r["seconds"] for r in v) for k, v in runs.items()}
@@ -180,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     cols = ("frames", "size", "device", "predict_s", "recording_predict_ratio", "fix_uncached_s",
             "fix_stored_s", "stored_ratio", "fix_filling_s", "filling_ratio",
             "uncached_fix_over_predict", "stored_fix_over_predict", "encoder_runs_uncached",
-            "encoder_runs_stored", "encoder_runs_filling", "encoder_s_uncached", "stored_mib", "identical_masks")
+            "encoder_runs_stored", "encoder_runs_filling", "encoder_s_uncached", "stored_mib",
+            "identical_masks")
     print_table("sam3 fix: stored tracker features vs the encoder run again (tiny model)",
                 [{c: result[c] for c in cols}])
     print(f"\nwrote {write_json('sam3_fix', result)}")

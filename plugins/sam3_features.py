@@ -148,7 +148,8 @@ class _RecordingCache:
 
 
 @contextlib.contextmanager
-def recording(session: Any, model: Any, processor: Any, video: VideoReader) -> Iterator[FeatureRecorder | None]:
+def recording(session: Any, model: Any, processor: Any,
+              video: VideoReader) -> Iterator[FeatureRecorder | None]:
     """Record a concept pass's tracker features into the current write slot.
 
     The recorder goes to the slot only when the block finishes (a failed or abandoned pass
