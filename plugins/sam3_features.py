@@ -18,9 +18,11 @@ What transformers 5.25 does (upstream files under ``transformers/models/``):
   tensors the tracker needs (checked bit for bit in ``tests/test_sam3_features.py``).
 
 So no internals are copied or patched: :func:`recording` wraps a concept session's ``cache`` to
-keep every frame's tracker features (write slot), and :func:`use_stored` wraps a tracker
+keep every frame's tracker features (write slot), and :func:`tracker_features` wraps a tracker
 session's ``cache`` so frames found in the task's folder are answered from it (read slot) and the
-vision encoder never runs for them. The store is the SAM-2 one (:mod:`vrshq.engine.persist`:
+vision encoder never runs for them. Where nothing usable is stored, the first tracker session
+records what it encodes, for the other sessions of the same slot and (through
+:meth:`FeatureSlot.fill`) for the task's later corrections. The store is the SAM-2 one (:mod:`vrshq.engine.persist`:
 ``VRSHQ_FEATURE_CACHE_MB``, keying, eviction, atomic writes); the key adds what these features
 depend on: the weights that compute them, the video processor's settings, dtype and device.
 
@@ -134,7 +136,7 @@ class FeatureRecorder:
 
 
 class _RecordingCache:
-    """A concept session's cache that also hands each frame's features to a recorder."""
+    """A session's cache that also hands each frame's features (as computed) to a recorder."""
 
     def __init__(self, inner: Any, recorder: FeatureRecorder) -> None:
         self._inner, self._recorder = inner, recorder
