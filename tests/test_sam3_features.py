@@ -377,3 +377,35 @@ def test_a_task_without_stored_features_has_them_after_its_first_correction(back
         runs.remove()
     assert_same_tracks(got, reference)
     assert_same_tracks(on.states.load("1", tid).objects, reference_second)
+
+
+@pytest.mark.cuda
+def test_on_the_cuda_test_device_a_stored_fix_equals_the_encoder_fix(tiny_sam3_dir, media_root, tmp_path):
+    """scripts/gpu_check.sh: on CUDA in the plugin's plan (bf16 where the GPU has it), the concept
+    pass's tracker features must still be the tracker's own: identical masks, no encoder run."""
+    from tests.conftest import cuda_test_device
+    from vrshq.plugins.base import PluginConfig
+    from vrshq.plugins.sam3_plugin import Sam3Plugin
+
+    device = cuda_test_device()
+    gpu = Sam3Plugin()
+    gpu.load(PluginConfig(model_dir=str(tiny_sam3_dir), device=str(device), precision="auto"))
+    video = open_video(media_root / "clips" / "a.mp4", fps=SPEC.fps)
+    try:
+        slot = FeatureSlot(tmp_path, "1-1", {"video": "a"}, "write", 1 << 30)
+        with use_slot(slot):
+            tracks = gpu.predict(video, [ObjectPrompt(obj_id=1, text="car", label="Car")])
+            assert slot.commit()
+        assert tracks
+        fix = fix_of(tracks)
+        reference = gpu.correct(video, tracks, fix)
+        runs = EncoderRuns(gpu._tracker()[0])
+        try:
+            with use_slot(FeatureSlot(tmp_path, "1-1", {"video": "a"}, "read", 1 << 30)):
+                got = gpu.correct(video, tracks, fix)
+        finally:
+            runs.remove()
+    finally:
+        video.close()
+    assert runs.n == 0
+    assert_same_tracks(got, reference)
