@@ -7,6 +7,8 @@ writing session hands its feature cache to the slot at close, which :meth:`Featu
 writes once the prediction has succeeded. The stored key holds the caller's identity (video,
 model version) and the session's (resize, image size, dtype, device, weights fingerprint,
 frames); features are used only when every field is equal, so a stale folder is never read.
+A reading slot that found nothing usable may also take features a correction computed
+(:meth:`FeatureSlot.fill`; the sam3 plugin's tracker does) and write them after the correction.
 """
 
 from __future__ import annotations
