@@ -158,3 +158,39 @@ def test_a_plugin_without_box_corrections_only_logs_the_moved_box(client, vrshq_
     r = webhook(client, tid, moved(result, tid, N, box_of(truth, N)), annotation_id=92)
     assert r.json["result"] == {"corrections": 1, "job": None, "objects": []}, r.json
     assert queue.calls == [] and vrshq_backend.states.load(1, tid).object(1).track == before.object(1).track
+
+
+def test_a_moved_box_after_a_mask_fix_on_its_frame_is_applied_by_its_job(client, vrshq_backend, truth,
+                                                                          monkeypatch):
+    """A queued job applies only its object's newest correction of a frame (jobs may run out of
+    order); a box moved on a frame whose mask was fixed earlier is the newest there, though the
+    log's newest *mask* row of that frame is the older fix."""
+    from vrshq.masks import encode_brush
+
+    tid = next_task_id()
+    result = predicted(client, tid)
+    k = vrshq_backend.states.load(1, tid).object(1).keyframe
+    fixed = np.zeros((SPEC.height, SPEC.width), bool)
+    fixed[20:60, 20:60] = True
+    brush = next(r for r in result if r["type"] == "brushlabels" and r["id"] == f"vrshq-{tid}-1-mask")
+    brush = {**brush, "value": {**brush["value"], "rle": encode_brush(fixed)}}
+    r = client.post("/predict", json={"tasks": [text_task(tid)], "project": "1", "label_config": TEXT_XML,
+                                      "params": {"context": {"result": [brush]}}})
+    assert r.status_code == 200, r.json
+    # the annotator then moves the box on that frame, in the prediction the fix made
+    annotation = copy.deepcopy(predicted(client, tid))
+    track = next(r for r in annotation if r["type"] == "videorectangle" and r["id"] == f"vrshq-{tid}-1")
+    first = next(key for key in track["value"]["sequence"] if key["frame"] == k + 1)
+    first.update(x=25.0, y=20.0, width=40.0, height=50.0)
+    queue, writer = KeyedQueue(), vrshq_backend.writer
+    monkeypatch.setattr(vrshq_backend, "submit", queue.submit)
+    monkeypatch.setattr(vrshq_backend, "writer", lambda project: SimpleNamespace(configured=True))
+    assert webhook(client, tid, annotation, annotation_id=93).json["result"]["objects"] == [1]
+    monkeypatch.setattr(vrshq_backend, "writer", writer)  # the job's own
+    (_, _, payload), = queue.calls
+    corrections = [correction_from_json(c) for c in payload["corrections"]]
+    assert [(c.frame, c.kind) for c in corrections] == [(k, "box")]
+    assert corrections[0].box == pytest.approx((40.0, 24.0, 104.0, 84.0))  # 25..65% of 160, 20..70% of 120
+    state = vrshq_backend.correct_task("1", tid, corrections, latest_only=True, info=INFO)
+    assert state is not None, "the job skipped the newest correction of the frame"
+    assert [(c.frame, c.kind) for c in state.object(1).corrections] == [(k, "box")]
