@@ -85,7 +85,8 @@ def box_fixes(obj_id: int, annotated: Sequence[Any] | None, predicted: Sequence[
             moved = np.abs(_edges(box) - _edges([before[k] for k in _KEYS]))
             if not (moved > 100 * MOVE_FRACTION).any():
                 continue
-        pixels = _edges(box) * np.array([width, height, width, height]) / 100
+        with np.errstate(over="ignore"):  # absurd sizes: clipped here, refused by the log's geometry check
+            pixels = _edges(box) * np.array([width, height, width, height]) / 100
         x0, x1 = np.clip(pixels[[0, 2]], 0, width)
         y0, y1 = np.clip(pixels[[1, 3]], 0, height)
         if x1 <= x0 or y1 <= y0:
