@@ -226,7 +226,8 @@ class ModelPlugin(ABC):
             version = self.version
         except ModelError:
             version = None
-        return {"name": self.name, "version": version, "capabilities": sorted(self.capabilities)}
+        return {"name": self.name, "version": version, "capabilities": sorted(self.capabilities),
+                "corrections": sorted(self.correction_kinds)}
 
     def check_prompts(self, video: VideoReader, prompts: list[ObjectPrompt]) -> None:
         """Raise PromptError naming the first prompt this plugin cannot take."""
