@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from tests.backend_fixtures import SPEC, TEXT_XML, next_task_id, text_task
+from tests.sam3_fixtures import tiny_sam3_dir  # noqa: F401 - fixture
 from tests.test_hardening_server import KeyedQueue
 from vrshq.backend.labelstudio.labelconfig import parse_label_config
 from vrshq.backend.tasks.state import correction_from_json
@@ -194,3 +195,48 @@ def test_a_moved_box_after_a_mask_fix_on_its_frame_is_applied_by_its_job(client,
     state = vrshq_backend.correct_task("1", tid, corrections, latest_only=True, info=INFO)
     assert state is not None, "the job skipped the newest correction of the frame"
     assert [(c.frame, c.kind) for c in state.object(1).corrections] == [(k, "box")]
+
+
+def test_a_moved_box_of_a_sam3_instance_re_propagates_with_sam3s_tracker(tiny_sam3_dir, media_root,  # noqa: F811
+                                                                          tmp_path):
+    from tests.backend_fixtures import make_backend
+    from vrshq.backend.http.app import create_app
+
+    pytest.importorskip("transformers")
+    backend = make_backend(tiny_sam3_dir, media_root, tmp_path, plugin="sam3", max_objects=64)
+    try:
+        client = create_app(backend=backend).test_client()
+        tid = next_task_id()
+        task = {"id": tid, "project": 1, "data": {"video": "/data/local-files/?d=clips/a.mp4", "fps": SPEC.fps}}
+        r = client.post("/predict", json={"tasks": [task], "project": "1", "label_config": TEXT_XML})
+        assert r.status_code == 200, r.get_data(as_text=True)[:500]
+        before = backend.states.load("1", tid)
+        obj = before.objects[0]
+        rid = f"vrshq-{tid}-{obj.obj_id}"
+        track = copy.deepcopy(next(x for x in r.json["results"][0]["result"]
+                                   if x["type"] == "videorectangle" and x["id"] == rid))
+        frame = next(f for f in range(SPEC.num_frames) if f + 1 not in
+                     {k["frame"] for k in track["value"]["sequence"]} and f != obj.keyframe)
+        track["value"]["sequence"].append({"frame": frame + 1, "x": 25.0, "y": 20.0, "width": 40.0,
+                                           "height": 50.0, "enabled": True, "rotation": 0})
+        track["value"]["sequence"].sort(key=lambda k: k["frame"])
+        r = client.post("/predict", json={"tasks": [task], "project": "1", "label_config": TEXT_XML,
+                                          "params": {"context": {"result": [track]}}})
+        assert r.status_code == 200, r.get_data(as_text=True)[:500]
+        after = backend.states.load("1", tid).object(obj.obj_id)
+        pixels = (0.25 * SPEC.width, 0.20 * SPEC.height, 0.65 * SPEC.width, 0.70 * SPEC.height)
+        assert [(c.frame, c.kind) for c in after.corrections] == [(frame, "box")]
+        assert after.corrections[0].box == pytest.approx(pixels)
+        video = open_video(media_root / "clips" / "a.mp4")
+        try:
+            (ref,) = [t for t in backend.plugin.correct(video, before.objects,
+                                                        [Correction(obj.obj_id, frame, box=pixels)])
+                      if t.obj_id == obj.obj_id]
+        finally:
+            video.close()
+        assert after.track.frames() == ref.track.frames()
+        for f in ref.track.frames():
+            assert np.array_equal(after.track.mask(f), ref.track.mask(f)), f"frame {f}"
+        assert after.track != obj.track
+    finally:
+        backend.close()
