@@ -87,7 +87,10 @@ def final_task(state: TaskState) -> FinalTask:
         for f in obj.track.frames():
             if 0 <= f < n:
                 masks[f] = obj.track.rle(f)
-        drawn = {c.frame: c.mask for c in obj.corrections}  # in order applied: the newest wins
+        # in order applied: the newest wins; a box or clicks drew no mask (the frame stays the
+        # tracker's, propagated), and it hides an older mask drawn on the same frame
+        drawn = {c.frame: c.mask for c in obj.corrections}
+        drawn = {f: m for f, m in drawn.items() if m is not None}
         drawn.update({f: r.mask for f, r in reviews.items() if r.status == CORRECTED})
         for f, mask in drawn.items():
             if 0 <= f < n and np.shape(mask) == hw:
