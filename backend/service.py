@@ -371,6 +371,10 @@ class Backend:
             return state
 
     def _is_latest(self, project: str, task: int, c: Any) -> bool:
+        if c.mask is None:
+            # A box correction's log row is the object's box track (on its keyframe's row), not
+            # a row of its frame: nothing to compare; the state's merge order decides.
+            return True
         newest = self.corrections.latest(project, task, c.obj_id, int(c.frame), with_mask=True)
         if newest is None:
             return True  # never logged: nothing newer to protect
