@@ -237,6 +237,38 @@ def test_the_backend_corrects_a_sam3_task_from_its_stored_features(backends):
     assert_same_tracks(got, reference)
 
 
+def draw_box(backend, tid: int) -> list:
+    """An annotator's box drawn on LS frame 4 of the task, added through the interactive call."""
+    from vrshq.backend.http.app import create_app
+
+    drawn = {"id": "DrawnBox", "from_name": "box", "to_name": "video", "type": "videorectangle",
+             "origin": "manual", "value": {"framesCount": SPEC.num_frames, "labels": ["Animal"],
+                                           "sequence": [{"frame": 4, "enabled": True, "rotation": 0,
+                                                         "time": 0.4, "x": 25.0, "y": 20.0,
+                                                         "width": 40.0, "height": 50.0}]}}
+    body = {"tasks": [task(tid, "clips/a.mp4")], "project": "1", "label_config": TEXT_XML,
+            "params": {"context": {"result": [drawn]}}}
+    r = create_app(backend=backend).test_client().post("/predict", json=body)
+    assert r.status_code == 200, r.get_data(as_text=True)[:500]
+    return backend.states.load("1", tid).objects
+
+
+def test_a_box_drawn_on_a_predicted_task_is_tracked_from_its_stored_features(backends):
+    on, off = backends
+    tid = next_task_id()
+    predict(off, tid, "clips/a.mp4")
+    reference = draw_box(off, tid)
+    predict(on, tid, "clips/a.mp4")
+    runs = EncoderRuns(on.plugin._tracker()[0])
+    try:
+        got = draw_box(on, tid)
+    finally:
+        runs.remove()
+    assert got[-1].details["region_id"] == "DrawnBox" and len(got) == len(reference)
+    assert runs.n == 0  # the drawn object's tracker read the concept pass's features
+    assert_same_tracks(got, reference)
+
+
 def test_the_backend_refuses_a_stale_sam3_folder(backends, media_root):
     on, off = backends
     tid = next_task_id()
