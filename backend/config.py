@@ -31,8 +31,9 @@ Every environment variable the backend reads is listed here, and only here::
     VRSHQ_MASK_PAGES      extra mask pages per object beyond its keyframe page, for the frames
                           most worth checking (default 2; 0: keyframe only; 0..20; see
                           backend.labelstudio.pages)
-    VRSHQ_FEATURE_CACHE_MB  disk space for predictions' SAM-2 image features, kept under
-                          <data_dir>/features so a correction skips the image encoder; the
+    VRSHQ_FEATURE_CACHE_MB  disk space for predictions' image features (SAM-2's, SAM 3's tracker
+                          features), kept under <data_dir>/features so a correction skips the
+                          image encoder (plugins/sam3_features.py for sam3); the
                           oldest tasks are evicted past it (default 2048; 0: off; see
                           vrshq.engine.persist)
     VRSHQ_FPS_MISMATCH    a task whose fps is not its video file's own rate: "refuse" (default,

@@ -358,6 +358,8 @@ class Backend:
                 with self.model_lock, use_slot(slot):  # the prediction's features, not the encoder
                     objects: list[ObjectTrack] = self.plugin.correct(
                         video, state.objects, corrections, progress=report)
+                    if slot is not None:
+                        slot.keep_filled()  # features a plugin computed when none were stored
                 put_back_corrections(objects, {c.obj_id for c in corrections})
                 remember_shown(state, {c.obj_id for c in corrections})
                 state.replace_objects(list(objects))
@@ -372,6 +374,10 @@ class Backend:
             return state
 
     def _is_latest(self, project: str, task: int, c: Any) -> bool:
+        if c.mask is None:
+            # A box correction's log row is the object's box track (on its keyframe's row), not
+            # a row of its frame: nothing to compare; the state's merge order decides.
+            return True
         newest = self.corrections.latest(project, task, c.obj_id, int(c.frame), with_mask=True)
         if newest is None:
             return True  # never logged: nothing newer to protect
