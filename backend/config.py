@@ -34,8 +34,9 @@ Every environment variable the backend reads is listed here, and only here::
     VRSHQ_DEMAND_PAGE     1 (default): end the mask pager with an on-demand page, where `frame N`
                           typed in the prompt box shows frame N in the open editor; 0: none
                           (the page then shows after a reload; see backend.labelstudio.demand_page)
-    VRSHQ_FEATURE_CACHE_MB  disk space for predictions' SAM-2 image features, kept under
-                          <data_dir>/features so a correction skips the image encoder; the
+    VRSHQ_FEATURE_CACHE_MB  disk space for predictions' image features (SAM-2's, SAM 3's tracker
+                          features), kept under <data_dir>/features so a correction skips the
+                          image encoder (plugins/sam3_features.py for sam3); the
                           oldest tasks are evicted past it (default 2048; 0: off; see
                           vrshq.engine.persist)
     VRSHQ_FPS_MISMATCH    a task whose fps is not its video file's own rate: "refuse" (default,

@@ -34,7 +34,7 @@ from vrshq.backend.labelstudio.page_images import write_page_images
 from vrshq.backend.labelstudio.pages import put_back_corrections, refresh_pages, remember_shown
 from vrshq.backend.labelstudio.results import state_prediction
 from vrshq.backend.labelstudio.served_media import MediaStore
-from vrshq.backend.labelstudio.strips import object_strip
+from vrshq.backend.labelstudio.strips import StripBuilder
 from vrshq.backend.labelstudio.task_video import open_task_video
 from vrshq.backend.labelstudio.writer import LabelStudioWriter
 from vrshq.backend.metrics import Metrics, RedisFrames
@@ -293,23 +293,26 @@ class Backend:
         colors = [label_color(o.label, o.obj_id, info.label_colors) for o in state.objects]
         roots = tuple(self.config.local_roots)
         new: dict[str, Any] = {}
-        if info.strips_key is not None and self.config.strip_frames:
+        strips = (StripBuilder(video, state.objects, colors, self.config.strip_frames)
+                  if info.strips_key is not None and self.config.strip_frames else None)
+        overlay_url = None
+        if info.overlay_key is not None:  # first: its in-order pass feeds the strips' frames
+            overlay_url = write_overlay_file(
+                state.video, state.project, state.task,
+                lambda path: encode_overlay(video, state.objects, colors, state.fps, path,
+                                            on_frame=strips.add if strips else None),
+                roots, self.media)
+        if strips is not None:
             urls = []
-            for o, color in zip(state.objects, colors):
-                img = object_strip(video, o, color, self.config.strip_frames)
+            for o, img in zip(state.objects, strips.images(video)):
                 # A content hash in the name: a new strip gets a new URL; the old one goes.
                 name = f"strip-obj{o.obj_id}-{hashlib.sha256(img.tobytes()).hexdigest()[:16]}.jpg"
                 urls.append(image_url(state.video, state.project, state.task, name, img, roots,
                                       self.config.keyframe_quality, replaces=f"strip-obj{o.obj_id}-",
                                       media=self.media, kind=f"strip-obj{o.obj_id}"))
             new[info.strips_key] = urls
-        if info.overlay_key is not None:
-            url = write_overlay_file(
-                state.video, state.project, state.task,
-                lambda path: encode_overlay(video, state.objects, colors, state.fps, path), roots,
-                self.media)
-            if url is not None:
-                new[info.overlay_key] = url
+        if overlay_url is not None:
+            new[info.overlay_key] = overlay_url
         return new
 
     def update_task_data(self, state: TaskState, data: Mapping[str, Any] | None,
@@ -356,6 +359,8 @@ class Backend:
                 with self.model_lock, use_slot(slot):  # the prediction's features, not the encoder
                     objects: list[ObjectTrack] = self.plugin.correct(
                         video, state.objects, corrections, progress=report)
+                    if slot is not None:
+                        slot.keep_filled()  # features a plugin computed when none were stored
                 put_back_corrections(objects, {c.obj_id for c in corrections})
                 remember_shown(state, {c.obj_id for c in corrections})
                 state.replace_objects(list(objects))
@@ -370,6 +375,10 @@ class Backend:
             return state
 
     def _is_latest(self, project: str, task: int, c: Any) -> bool:
+        if c.mask is None:
+            # A box correction's log row is the object's box track (on its keyframe's row), not
+            # a row of its frame: nothing to compare; the state's merge order decides.
+            return True
         newest = self.corrections.latest(project, task, c.obj_id, int(c.frame), with_mask=True)
         if newest is None:
             return True  # never logged: nothing newer to protect

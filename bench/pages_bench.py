@@ -2,7 +2,7 @@
 
     python -m bench.pages_bench [--frames 300] [--size 320x240] [--sam2 tiny] [--pages 2]
                                 [--device auto] [--precision auto] [--feature-cache-mb 2048]
-                                [--compare-uncached]
+                                [--compare-uncached] [--overlay]
 
 The backend runs as shipped (``vrshq.backend.http.app`` served over HTTP on 127.0.0.1, the vrshq
 plugin on a tiny random model folder written here, as ``bench.roundtrip_bench`` does), with
@@ -20,7 +20,14 @@ In one run, on one machine, against a from-scratch ``/predict`` of a two-object 
 
 ``--compare-uncached`` runs everything a second time in the same process with the feature cache
 off (``VRSHQ_FEATURE_CACHE_MB=0``: the correction runs the image encoder again), the run before
-stored features, and reports its ``fix_ratio`` as ``uncached_fix_ratio``.
+stored features, and reports its ``fix_ratio`` as ``uncached_fix_ratio``. ``--overlay`` uses the
+overlay config (``video_text_prompt_overlay.xml``): the prediction and every fix also write the
+overlay video and the thumbnail strips, as for a project that shows them. ``--sam2 release``
+puts the release's SAM-2 (hiera-L at 1024 px, random weights) under the tiny MLLM and CLIP, so
+the prediction's image encoder costs what it costs users; on a CPU run it at a few dozen frames.
+
+Label Studio's SDK is imported before the timed prediction: a server pays that import (about a
+second) once, on its first write, not on every prediction.
 
 Checks (exit 1 when one fails): the answer to ``frame N`` carries each object's mask on frame N,
 and the fix comes back bit-equal on its page and in the stored track. Writes
@@ -32,6 +39,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import copy
+import importlib
 import shutil
 import sys
 import tempfile
@@ -44,6 +52,8 @@ import numpy as np
 from bench.common import PRECISIONS, print_table, timed, write_json
 from bench.ls_standin import NOTE, LabelStudioStandIn
 from bench.roundtrip_bench import CONFIG_XML, PROMPTS, TOKEN, _post, _serve
+
+OVERLAY_XML = CONFIG_XML.with_name("video_text_prompt_overlay.xml")
 
 PROJECT, TASK = 1, 11
 PAGES_TARGET, FIX_TARGET = 0.10, 0.4
@@ -81,8 +91,11 @@ def _count_encoder_calls(backend: Any) -> list[int]:
 
 
 def run(frames: int, width: int, height: int, sam2: str, pages: int, device: str, precision: str,
-        work: Path, timeout: float = 600.0, feature_cache_mb: int = 2048) -> dict:
+        work: Path, timeout: float = 600.0, feature_cache_mb: int = 2048,
+        overlay: bool = False) -> dict:
     """The measurements and checks of one run."""
+    # A server imports the SDK's client once, on its first write: not a prediction's cost.
+    importlib.import_module("label_studio_sdk.client")
     from vrshq.backend.config import BackendConfig
     from vrshq.backend.http.app import create_app
     from vrshq.backend.labelstudio.labelconfig import parse_label_config
@@ -93,7 +106,7 @@ def run(frames: int, width: int, height: int, sam2: str, pages: int, device: str
     from vrshq.synthetic import SyntheticSpec, write_video
 
     t: dict[str, float] = {}
-    label_config = CONFIG_XML.read_text()
+    label_config = (OVERLAY_XML if overlay else CONFIG_XML).read_text()
     info = parse_label_config(label_config)
     spec = SyntheticSpec(num_frames=frames, width=width, height=height, fps=25.0, num_objects=2, seed=5)
     media = work / "media"
@@ -108,7 +121,8 @@ def run(frames: int, width: int, height: int, sam2: str, pages: int, device: str
     backend = Backend(config)
     data = {"video": "/data/local-files/?d=clips/pages.mp4", "fps": spec.fps, "prompt": PROMPTS}
     out: dict[str, Any] = {"label_studio": NOTE, "frames": frames, "size": f"{width}x{height}",
-                           "sam2": sam2, "mask_pages": pages, "device": device, "precision": precision}
+                           "sam2": sam2, "mask_pages": pages, "device": device, "precision": precision,
+                           "overlay": overlay}
     standin = LabelStudioStandIn(TOKEN, {TASK: data}, project=PROJECT).start()
     server, url = _serve(create_app(backend=backend))
     try:
@@ -138,11 +152,13 @@ def run(frames: int, width: int, height: int, sam2: str, pages: int, device: str
         brush = copy.deepcopy(next(r for r in predicted["result"]
                                    if r["id"] == f"vrshq-{TASK}-1-mask-f{page.frame + 1}"))
         brush["value"]["rle"] = encode_brush(fix)
+        overlay_before = standin.tasks[TASK]["data"].get("overlay")
         calls = _count_encoder_calls(backend)
         out["fix_s"], body = _post(f"{url}/predict", {
             "tasks": [task], "project": str(PROJECT), "label_config": label_config,
             "params": {"context": {"result": [brush]}}}, timeout)
         out["fix_encoder_calls"] = calls[0]
+        overlay_after = standin.tasks[TASK]["data"].get("overlay")
         answer = next(r for r in body["results"][0]["result"] if r["id"] == brush["id"])
         stored = backend.states.load(PROJECT, TASK).object(1)
         # The same path on the other object's keyframe page: the correction as it was before pages.
@@ -158,6 +174,9 @@ def run(frames: int, width: int, height: int, sam2: str, pages: int, device: str
             "fix_stored_exactly": bool(np.array_equal(stored.track.mask(page.frame), fix)),
             "fix_on_a_non_keyframe_page": page.frame != stored.keyframe,
         }
+        if overlay:  # the fix wrote a new overlay video (a new content hash, a new URL)
+            out["checks"]["fix_wrote_a_new_overlay"] = \
+                overlay_before is not None and overlay_after not in (None, overlay_before)
         out["label_studio_calls"] = standin.call_counts()
     finally:
         server.shutdown()
@@ -183,24 +202,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--feature-cache-mb", type=int, default=2048, help="VRSHQ_FEATURE_CACHE_MB")
     parser.add_argument("--compare-uncached", action="store_true",
                         help="also run with the feature cache off, in the same process")
+    parser.add_argument("--overlay", action="store_true",
+                        help="the overlay config: every answer also writes the overlay video and strips")
     args = parser.parse_args(argv)
     width, height = (int(v) for v in args.size.lower().split("x"))
     work = Path(tempfile.mkdtemp(prefix="vrshq-pages-"))
     atexit.register(shutil.rmtree, work, True)
     results = run(args.frames, width, height, args.sam2, args.pages, args.device, args.precision,
-                  work / "cached", args.timeout, args.feature_cache_mb)
+                  work / "cached", args.timeout, args.feature_cache_mb, args.overlay)
     results["feature_cache_mb"] = args.feature_cache_mb
     ok = all(results["checks"].values())
     if args.compare_uncached:
         uncached = run(args.frames, width, height, args.sam2, args.pages, args.device,
-                       args.precision, work / "uncached", args.timeout, 0)
+                       args.precision, work / "uncached", args.timeout, 0, args.overlay)
         results["uncached_fix_ratio"] = uncached["fix_ratio"]
         results["uncached_keyframe_fix_ratio"] = uncached["keyframe_fix_ratio"]
         ok = ok and all(uncached["checks"].values())
     results["passed"] = ok
     print(f"\n{NOTE}")
     print_table(f"mask pages ({args.frames} frames of {args.size}, SAM-2 {args.sam2}, "
-                f"{args.pages} pages per object, {args.device})",
+                f"{args.pages} pages per object, {args.device}"
+                f"{', overlay video and strips' if args.overlay else ''})",
                 [{k: results[k] for k in ("predict_s", "pages_s", "pages_ratio", "frame_n_s",
                                           "frame_n_ratio", "fix_s", "fix_ratio",
                                           "keyframe_fix_ratio", "uncached_fix_ratio")

@@ -6,6 +6,7 @@ this package does not import the models.
 """
 
 from vrshq.plugins.base import (
+    CORRECTION_KINDS,
     PROMPT_KINDS,
     Correction,
     ModelPlugin,
@@ -24,7 +25,7 @@ from vrshq.plugins.registry import (
 )
 
 __all__ = [
-    "DEFAULT_PLUGIN", "GROUP", "PROMPT_KINDS", "Correction", "ModelPlugin", "ObjectPrompt",
-    "ObjectTrack", "PluginConfig", "Progress", "available_plugins", "load_plugin", "plugin_class",
+    "CORRECTION_KINDS", "DEFAULT_PLUGIN", "GROUP", "PROMPT_KINDS", "Correction", "ModelPlugin",
+    "ObjectPrompt", "ObjectTrack", "PluginConfig", "Progress", "available_plugins", "load_plugin", "plugin_class",
     "plugin_name",
 ]

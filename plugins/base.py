@@ -66,13 +66,42 @@ class ObjectPrompt:
         return kinds
 
 
+CORRECTION_KINDS = frozenset({"mask", "box", "points"})
+
+
 @dataclass
 class Correction:
-    """An annotator's corrected mask (boolean HxW at the video size) of one object on one frame."""
+    """An annotator's correction of one object on one frame: exactly one of a ``mask`` (boolean
+    HxW at the video size), a ``box`` ``(x0, y0, x1, y1)`` in video pixels, or clicks: ``points``
+    ``(x, y)`` in video pixels with ``point_labels`` 1 (positive) / 0 (negative), one per point.
+
+    A mask comes back exactly on its frame; a box or clicks are a prompt there, so the frame's
+    mask is the tracker's mask from that prompt (no mask was drawn).
+    """
 
     obj_id: int
     frame: int
-    mask: np.ndarray
+    mask: np.ndarray | None = None
+    box: tuple[float, float, float, float] | None = None
+    points: list[tuple[float, float]] | None = None
+    point_labels: list[int] | None = None
+
+    def kinds(self) -> set[str]:
+        """The correction kinds this correction carries (one, once checked)."""
+        kinds = set()
+        if self.mask is not None:
+            kinds.add("mask")
+        if self.box is not None:
+            kinds.add("box")
+        if self.points is not None or self.point_labels is not None:
+            kinds.add("points")
+        return kinds
+
+    @property
+    def kind(self) -> str:
+        """``"mask"``, ``"box"`` or ``"points"`` (a checked correction has exactly one)."""
+        kinds = self.kinds()
+        return next(iter(kinds)) if len(kinds) == 1 else "+".join(sorted(kinds)) or "nothing"
 
 
 @dataclass
@@ -143,6 +172,9 @@ class ModelPlugin(ABC):
     capabilities: ClassVar[frozenset[str]] = frozenset()
     # A concept model: a task without a prompt takes the project's labels as its text prompts.
     labels_as_prompts: ClassVar[bool] = False
+    # The Correction kinds correct() takes (a subset of CORRECTION_KINDS); the backend sends a
+    # moved box as a correction only to a plugin that takes "box", and logs it only otherwise.
+    correction_kinds: ClassVar[frozenset[str]] = frozenset({"mask"})
 
     @property
     @abstractmethod
@@ -194,7 +226,8 @@ class ModelPlugin(ABC):
             version = self.version
         except ModelError:
             version = None
-        return {"name": self.name, "version": version, "capabilities": sorted(self.capabilities)}
+        return {"name": self.name, "version": version, "capabilities": sorted(self.capabilities),
+                "corrections": sorted(self.correction_kinds)}
 
     def check_prompts(self, video: VideoReader, prompts: list[ObjectPrompt]) -> None:
         """Raise PromptError naming the first prompt this plugin cannot take."""
@@ -275,14 +308,15 @@ def _numeric(value: Any) -> bool:
 
 
 def check_corrections(previous: list[ObjectTrack], corrections: list[Correction],
-                      video: VideoReader) -> None:
-    """Raise PromptError for a correction of an unknown object, off the video, or of the wrong size."""
+                      video: VideoReader, kinds: frozenset[str] | set[str] = CORRECTION_KINDS) -> None:
+    """Raise PromptError for a correction of an unknown object, off the video, of a kind not in
+    ``kinds``, or with a bad mask (size), box (finite, inside the frame, with area) or clicks
+    (finite, inside the frame, labels 0/1, as many labels as points)."""
     if isinstance(corrections, Correction) or not isinstance(corrections, (list, tuple)):
         raise PromptError("corrections must be a list of Correction")
     ids = [t.obj_id for t in previous]
     if len(set(ids)) != len(ids):
         raise PromptError(f"the previous tracks repeat object ids: {ids}")
-    hw = (video.height, video.width)
     for c in corrections:
         if not isinstance(c, Correction):
             raise PromptError(f"a correction must be a Correction, got {type(c).__name__}")
@@ -293,13 +327,54 @@ def check_corrections(previous: list[ObjectTrack], corrections: list[Correction]
                 or not 0 <= c.frame < len(video):
             raise PromptError(f"correction of object {c.obj_id}: frame {c.frame!r} is outside the "
                               f"video (0..{len(video) - 1})")
+        _check_correction(c, video, kinds)
+
+
+def _check_correction(c: Correction, video: VideoReader, accepted: frozenset[str] | set[str]) -> None:
+    """The checks of one correction's payload (its object and frame are known to be good)."""
+    what = f"correction of object {c.obj_id} on frame {c.frame}"
+    kinds = c.kinds()
+    if len(kinds) != 1:
+        got = ", ".join(sorted(kinds)) or "nothing"
+        raise PromptError(f"{what}: give exactly one of a mask, a box or points (got {got})")
+    (kind,) = kinds
+    if kind not in accepted:
+        raise PromptError(f"{what}: this plugin does not take {kind} corrections (it takes "
+                          f"{', '.join(sorted(accepted))})")
+    height, width = video.height, video.width
+    if kind == "mask":
         mask = np.asarray(c.mask)
-        if mask.shape != hw:
-            raise PromptError(f"correction of object {c.obj_id} on frame {c.frame}: the mask is "
-                              f"{mask.shape} but the video is {hw} (height, width)")
+        if mask.shape != (height, width):
+            raise PromptError(f"{what}: the mask is {mask.shape} but the video is "
+                              f"{(height, width)} (height, width)")
+    elif kind == "box":
+        box = np.asarray(c.box, dtype=float).reshape(-1) if _numeric(c.box) else None
+        if box is None or box.size != 4 or not np.isfinite(box).all():
+            raise PromptError(f"{what}: a box is (x0, y0, x1, y1) finite pixels, got {c.box!r}")
+        if box[2] <= box[0] or box[3] <= box[1]:
+            raise PromptError(f"{what}: the box {tuple(box.tolist())} has no area (x1 must exceed "
+                              "x0 and y1 y0)")
+        if box[0] < 0 or box[1] < 0 or box[2] > width or box[3] > height:
+            raise PromptError(f"{what}: the box {tuple(box.tolist())} is not inside the "
+                              f"{width}x{height} frame")
+    else:
+        if c.points is None or c.point_labels is None:
+            raise PromptError(f"{what}: points and point_labels must be given together")
+        if len(c.points) != len(c.point_labels):
+            raise PromptError(f"{what}: {len(c.points)} points but {len(c.point_labels)} point labels")
+        if not len(c.points):
+            raise PromptError(f"{what}: points is empty")
+        pts = np.asarray(c.points, dtype=float) if _numeric(c.points) else None
+        if pts is None or pts.shape != (len(c.points), 2) or not np.isfinite(pts).all():
+            raise PromptError(f"{what}: points are finite (x, y) pixel pairs, got {c.points!r}")
+        if (pts < 0).any() or (pts[:, 0] > width).any() or (pts[:, 1] > height).any():
+            raise PromptError(f"{what}: a point of {pts.tolist()} is outside the {width}x{height} frame")
+        if any(isinstance(v, bool) or v not in (0, 1) for v in c.point_labels):
+            raise PromptError(f"{what}: point labels are 1 (positive) or 0 (negative), "
+                              f"got {c.point_labels!r}")
 
 
 __all__ = [
-    "PROMPT_KINDS", "Correction", "ModelPlugin", "ObjectPrompt", "ObjectTrack", "PluginConfig",
-    "Progress", "check_corrections", "check_prompts",
+    "CORRECTION_KINDS", "PROMPT_KINDS", "Correction", "ModelPlugin", "ObjectPrompt", "ObjectTrack",
+    "PluginConfig", "Progress", "check_corrections", "check_prompts",
 ]

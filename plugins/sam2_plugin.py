@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from vrshq.plugins.base import (
+    CORRECTION_KINDS,
     Correction,
     ModelPlugin,
     ObjectPrompt,
@@ -33,6 +34,7 @@ class Sam2Plugin(ModelPlugin):
 
     name = "sam2"
     capabilities = frozenset({"box", "points", "mask"})
+    correction_kinds = CORRECTION_KINDS  # masks, boxes and clicks re-propagate
 
     def __init__(self) -> None:
         self.model: torch.nn.Module | None = None

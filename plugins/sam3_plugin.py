@@ -26,6 +26,7 @@ from vrshq.engine.config import EngineConfig
 from vrshq.errors import ModelError, PromptError
 from vrshq.masks.track import Track
 from vrshq.plugins.base import (
+    CORRECTION_KINDS,
     Correction,
     ModelPlugin,
     ObjectPrompt,
@@ -131,6 +132,7 @@ class Sam3Plugin(ModelPlugin):
 
     name = "sam3"
     capabilities = frozenset({"text", "box", "mask"})  # boxes and masks: drawn objects, by the tracker
+    correction_kinds = CORRECTION_KINDS  # masks, boxes and clicks re-propagate
     labels_as_prompts = True  # the issue: with no prompt in the task, the labels are the concepts
 
     def __init__(self) -> None:

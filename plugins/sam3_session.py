@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from vrshq.masks.rle import decode_rle, encode_rle
+from vrshq.plugins.sam3_features import recording
 from vrshq.video.reader import VideoReader
 
 
@@ -159,7 +160,8 @@ def concept_frames(model: Any, processor: Any, video: VideoReader, concept: str,
     # one forward pass over the whole video; frames come out hotstart_delay late, so pruning
     # by the frame that came out keeps a little more than the model still reads
     pruner = OutputPruner(memory_window(model.tracker_model), [(0, len(video) - 1, False)])
-    with torch.inference_mode():
+    # the tracker features this pass computes are kept for the task's corrections
+    with torch.inference_mode(), recording(session, model, processor, video):
         for out in model.propagate_in_video_iterator(inference_session=session):
             frame = int(out.frame_idx)
             yield frame, processor.postprocess_outputs(session, out)

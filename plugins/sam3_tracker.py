@@ -2,20 +2,25 @@
 
 ``Sam3TrackerVideoModel`` loads from the same checkpoint as ``Sam3VideoModel`` (it skips the
 detector). Each corrected object gets its own session: its keyframe mask and every correction
-(earlier ones included, a later one replacing an earlier one on its frame) as mask prompts,
-then the tracker runs forward from the first prompted frame and backward from it. The answer
-carries each corrected mask exactly on its frame; objects without a new correction keep their
-previous track.
+(earlier ones included, a later one replacing an earlier one on its frame) as prompts on their
+frames (a mask as ``input_masks``, a box as ``input_boxes``, clicks as ``input_points`` with
+``input_labels``), then the tracker runs forward from the first prompted frame and backward
+from it. The answer carries each corrected mask exactly on its frame (a box or clicks: the
+tracker's mask from that prompt there); objects without a new correction keep their previous
+track.
 
 New objects drawn by the annotator (box or mask prompts on a frame, :func:`geometry_tracks`)
 are tracked the same way: one session per object, its prompts added as transformers documents
 for ``Sam3TrackerVideoModel`` (``input_boxes=[[[x0, y0, x1, y1]]]`` or ``input_masks``), then
 both ways from its first prompted frame.
+
+Each session reads the frames the prediction's concept pass stored for the task instead of
+encoding them again, when a reading feature slot is current (:mod:`vrshq.plugins.sam3_features`).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +31,7 @@ from vrshq.masks.track import Track
 from vrshq.errors import PromptError
 from vrshq.plugins.base import Correction, ObjectPrompt, ObjectTrack, Progress
 from vrshq.plugins.repropagate import corrections_by_object
+from vrshq.plugins.sam3_features import tracker_features
 from vrshq.plugins.sam3_session import OutputPruner, memory_window, open_session
 from vrshq.video.reader import VideoReader
 
@@ -42,9 +48,36 @@ def load_tracker(model_path: Path, device: torch.device,
 Box = tuple[float, float, float, float]
 
 
-def _add_prompt(processor: Any, session: Any, frame: int, obj_id: int, prompt: np.ndarray | Box) -> None:
-    """One frame's prompt into the session: an HxW mask, or an (x0, y0, x1, y1) box in pixels."""
-    if np.ndim(prompt) == 2:
+@dataclass(frozen=True)
+class Clicks:
+    """Clicks on one frame: (x, y) pixels and their labels (1 positive, 0 negative)."""
+
+    points: tuple[tuple[float, float], ...]
+    labels: tuple[int, ...]
+
+
+Prompt = np.ndarray | Box | Clicks
+
+
+def correction_prompt(c: Correction) -> Prompt:
+    """A (checked) correction as a tracker prompt: its mask, its box or its clicks."""
+    if c.mask is not None:
+        return np.asarray(c.mask, dtype=bool)
+    if c.box is not None:
+        return tuple(float(v) for v in c.box)  # type: ignore[return-value]
+    return Clicks(tuple((float(x), float(y)) for x, y in c.points or []),
+                  tuple(int(v) for v in c.point_labels or []))
+
+
+def _add_prompt(processor: Any, session: Any, frame: int, obj_id: int, prompt: Prompt) -> None:
+    """One frame's prompt into the session: an HxW mask, an (x0, y0, x1, y1) box or clicks, in pixels."""
+    if isinstance(prompt, Clicks):
+        # one image, one object, its points ([[[[x, y], ...]]]) and labels ([[[1, 0, ...]]]),
+        # as transformers documents Sam3TrackerVideoProcessor's point prompts
+        processor.add_inputs_to_inference_session(
+            session, frame_idx=frame, obj_ids=obj_id,
+            input_points=[[[list(p) for p in prompt.points]]], input_labels=[[list(prompt.labels)]])
+    elif np.ndim(prompt) == 2:
         processor.add_inputs_to_inference_session(session, frame_idx=frame, obj_ids=obj_id,
                                                   input_masks=np.asarray(prompt).astype(np.float32))
     else:
@@ -54,9 +87,9 @@ def _add_prompt(processor: Any, session: Any, frame: int, obj_id: int, prompt: n
 
 
 def track_from_masks(model: Any, processor: Any, video: VideoReader,
-                     prompts: dict[int, np.ndarray | Box], obj_id: int,
+                     prompts: dict[int, Prompt], obj_id: int,
                      progress: Progress | None = None, stats: dict | None = None) -> Track:
-    """Track one object through ``video`` from its prompts {frame: HxW bool mask or box}, both ways.
+    """Track one object through ``video`` from its prompts {frame: HxW bool mask, box or clicks}, both ways.
 
     Frames are read on demand and spent outputs dropped (:mod:`vrshq.plugins.sam3_session`);
     ``stats`` (when given) gets the counts.
@@ -67,7 +100,8 @@ def track_from_masks(model: Any, processor: Any, video: VideoReader,
     start = min(prompts)
     # forward from the first prompt to the end, then back from it to frame 0
     pruner = OutputPruner(memory_window(model), [(start, count - 1, False), (start, 0, True)])
-    with torch.inference_mode():
+    # the task's stored features when kept, else recorded for the next sessions
+    with torch.inference_mode(), tracker_features(session, model, processor, video) as stored:
         for frame in sorted(prompts):
             _add_prompt(processor, session, frame, obj_id, prompts[frame])
             # the tracker needs its output on a prompted frame before propagating from it
@@ -90,7 +124,8 @@ def track_from_masks(model: Any, processor: Any, video: VideoReader,
                     progress("propagate", done, count)
     if stats is not None:
         stats.update(decoded=session.processed_frames.decoded, dropped=pruner.dropped,
-                     peak_kept=pruner.peak_kept, window=pruner.window)
+                     peak_kept=pruner.peak_kept, window=pruner.window,
+                     stored_reads=stored.reads if stored is not None else 0)
     return track
 
 
@@ -108,11 +143,12 @@ def repropagate_sam3(tracker: tuple[Any, Any], video: VideoReader, previous: lis
             results.append(t)
             continue
         merged = by_obj[t.obj_id]
-        prompts = {int(t.keyframe): np.asarray(t.keyframe_mask, dtype=bool)}
-        prompts.update({c.frame: c.mask for c in merged})  # a correction wins on the keyframe
+        prompts: dict[int, Prompt] = {int(t.keyframe): np.asarray(t.keyframe_mask, dtype=bool)}
+        prompts.update({c.frame: correction_prompt(c) for c in merged})  # a correction wins on the keyframe
         track = track_from_masks(model, processor, video, prompts, t.obj_id, progress)
         for c in merged:
-            track.set(c.frame, c.mask, score=track.score(c.frame))  # exactly as corrected
+            if c.mask is not None:  # a box or clicks: the tracker's mask from them stays
+                track.set(c.frame, c.mask, score=track.score(c.frame))  # exactly as corrected
         results.append(replace(t, track=track, corrections=merged))
     return results
 

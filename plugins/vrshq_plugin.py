@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from vrshq.plugins.base import (
+    CORRECTION_KINDS,
     Correction,
     ModelPlugin,
     ObjectPrompt,
@@ -36,6 +37,7 @@ class VrshqPlugin(ModelPlugin):
 
     name = "vrshq"
     capabilities = frozenset({"text"})
+    correction_kinds = CORRECTION_KINDS  # masks, boxes and clicks re-propagate
 
     def __init__(self) -> None:
         self.model: Vrshq | None = None

@@ -13,7 +13,8 @@
 #   env           ~15 s  GPU, versions, every import the stages need, a bf16 matmul
 #   cuda_tests    ~60 s  pytest -m cuda: engine vs sam2's predictor on the GPU (fp32 and the
 #                        official bf16), official bf16 vs fp32 (hiera-t), VRS-HQ on CUDA, sam3 in
-#                        its precision plan (tests/test_sam3_precision.py)
+#                        its precision plan (tests/test_sam3_precision.py), a sam3 fix from
+#                        stored tracker features equal to one that encodes (test_sam3_features.py)
 #   engine_bench ~100 s  bench.engine_bench, hiera-L @1024 (random weights), 150 frames of
 #                        1280x720: engine vs SAM2VideoPredictor, correction vs from scratch
 #   vrshq_bench  ~110 s  bench.vrshq_bench --full-size: hiera-L @1024 on 100 frames of 1280x720,
@@ -121,7 +122,7 @@ run_stage() {
 # Each stage runs through bench.imports, which logs who imported what for the report.
 STAGE_PY=("$PY" -m bench.imports "$WORK/imports.jsonl")
 run_stage env 60 "${STAGE_PY[@]}" bench.gpu_check env --json "$WORK/env.json" ${DRY_FLAG[@]+"${DRY_FLAG[@]}"}
-run_stage cuda_tests 120 "${STAGE_PY[@]}" pytest -m cuda tests/test_cuda.py tests/test_sam3_precision.py -q -p no:cacheprovider \
+run_stage cuda_tests 120 "${STAGE_PY[@]}" pytest -m cuda tests/test_cuda.py tests/test_sam3_precision.py tests/test_sam3_features.py -q -p no:cacheprovider \
     --junitxml="$OUT/cuda_tests.xml" -o junit_family=xunit1
 cp "$OUT/cuda_tests.xml" "$WORK/cuda_tests.xml" 2>/dev/null || true
 run_stage engine_bench 150 "${STAGE_PY[@]}" bench.engine_bench --device "$DEVICE" --precision official \

@@ -191,6 +191,28 @@ def test_finetuning_on_corrections_lowers_the_loss_and_raises_j_and_f(tiny_model
     assert scores["tuned"]["J"] > scores["base"]["J"]
 
 
+def test_evaluate_runs_the_model_at_the_precision_asked(tiny_models, exported, tmp_path, capfd):
+    from vrshq.engine.config import EngineConfig
+    from vrshq.finetune.evaluate import evaluate_model
+    from vrshq.model.loading import load_vrshq
+    from vrshq.model.pipeline import VrshqConfig
+
+    scores = {}
+    for plan in ("official", "fp32"):
+        code, out, err = run_cli(capfd, *["evaluate", "--model", str(tiny_models), "--data", str(exported),
+                                  "--split", "train", "--device", "cpu", "--precision", plan,
+                                  "--out", str(tmp_path / plan)])
+        assert code == 0, err
+        assert f"precision: {plan}" in out
+        scores[plan] = json.loads((tmp_path / plan / "scores.json").read_text())
+        assert scores[plan]["precision"] == plan
+        model = load_vrshq(tiny_models, VrshqConfig(engine=EngineConfig(device="cpu", precision=plan)))
+        want = evaluate_model(model, exported, "train")
+        assert scores[plan]["videos"] == want["videos"], plan  # the same run, in this process
+    # the two plans are told apart by their masks (else the comparison above proves nothing)
+    assert scores["official"]["videos"] != scores["fp32"]["videos"]
+
+
 def test_finetune_bar_only_when_asked(tiny_models, exported, tmp_path, capfd):
     base = ["finetune", "--data", exported, "--base", tiny_models, "--steps", "1", "--warmup-steps", "0",
             "--device", "cpu"]

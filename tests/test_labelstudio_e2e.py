@@ -5,7 +5,8 @@ served as local files, connect the backend, get predictions (one task within the
 one past it, which runs as a job and is written back through POST /api/predictions), check
 what Label Studio stored; submit an annotation with a corrected keyframe mask and check that
 the webhook reached the backend, the correction is in the log and a re-propagated prediction
-appears; add an object interactively; and look at a predicted task in headless Chromium.
+appears; the same with a moved box; add an object interactively; and look at a predicted task
+in headless Chromium.
 """
 
 from __future__ import annotations
@@ -229,3 +230,41 @@ def test_an_interactive_text_prompt_adds_an_object(ls_api, project, predictions)
     labels = {r["value"].get("labels", [None])[0] for r in answer["data"]["result"] if r["type"] == "videorectangle"}
     assert labels == {"Animal"}
     assert len(ls_api.get_task(tid)["data"]["keyframes"]) == 3
+
+
+def test_a_moved_box_is_a_correction_re_propagated_through_label_studio(ls_api, project, predictions,
+                                                                         backend_server):
+    """Object 1's box moved on a frame that is no keyframe of its track (the editor adds one there),
+    submitted in Label Studio: its webhook logs the box track and the job re-tracks the object
+    from the box on that frame (a box correction, kept in the task's state)."""
+    tid = project["long"]
+    pred = predictions[tid]
+    rid = f"vrshq-{tid}-1"
+    result = copy.deepcopy(pred["result"])
+    track = next(r for r in result if r["type"] == "videorectangle" and r["id"] == rid)
+    sequence = track["value"]["sequence"]
+    frame = next(f for f in range(5, LONG.num_frames) if f + 1 not in {k["frame"] for k in sequence})
+    box = {"x": 30.0, "y": 25.0, "width": 30.0, "height": 40.0}
+    sequence.append({"frame": frame + 1, "enabled": True, "rotation": 0, "time": (frame + 1) / LONG.fps, **box})
+    sequence.sort(key=lambda k: k["frame"])
+    before = len(ls_api.list_predictions(tid))
+    annotation = ls_api.create_annotation(tid, result)
+    db = backend_server["model_dir"]
+
+    def logged():
+        with CorrectionsLog.for_model_dir(db, create=False) as log:
+            return [c for c in log.list(project=project["id"], task=tid) if c.annotation == annotation]
+
+    (correction,) = poll("the webhook's box correction in the log", logged, timeout=60)
+    assert (correction.obj_id, correction.event, correction.corrected_mask) == (1, "ANNOTATION_CREATED", None)
+    assert frame + 1 in {k["frame"] for k in correction.corrected_boxes}
+    (repropagated,) = poll("the re-propagated prediction", lambda: ls_api.list_predictions(tid)[before:],
+                           timeout=240)
+    state = TaskStateStore(db).load(project["id"], tid)
+    obj = state.object(1)
+    assert [(c.frame, c.kind) for c in obj.corrections] == [(frame, "box")]
+    w, h = LONG.width, LONG.height
+    assert obj.corrections[0].box == pytest.approx((0.30 * w, 0.25 * h, 0.60 * w, 0.65 * h))
+    parsed, old = parse_annotation(repropagated["result"], INFO), parse_annotation(pred["result"], INFO)
+    assert parsed[rid].boxes != old[rid].boxes  # object 1 re-tracked
+    assert parsed[f"vrshq-{tid}-2"].boxes == old[f"vrshq-{tid}-2"].boxes  # object 2 as it was

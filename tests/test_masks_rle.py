@@ -324,3 +324,35 @@ def test_brush_matches_a_hand_worked_stream() -> None:
     mask = np.array([[False, True]])
     assert encode_brush(mask) == want
     assert np.array_equal(decode_brush(want, 1, 2), mask)
+
+
+@pytest.mark.parametrize("pixels", [1, 2, 16383, 16384, 16385, 32768, 32769, 65536, 120000])
+def test_brush_encoding_is_label_studios_on_long_runs_and_whole_byte_streams(pixels: int) -> None:
+    # Runs past 2**16 RGBA values are cut into full tokens and a rest that keeps the 16-bit
+    # field; a stream ending on a byte boundary still gets a zero byte: as Label Studio's SDK.
+    for mask in (np.arange(2 * pixels).reshape(2, pixels) < pixels,
+                 np.arange(2 * pixels).reshape(2, pixels) >= pixels - 1,
+                 np.ones((1, pixels), bool)):
+        assert encode_brush(mask) == [int(b) for b in ls_brush.mask2rle(mask.astype(np.uint8) * 255)]
+
+
+def test_brush_encoding_is_label_studios_on_noisy_masks() -> None:
+    # Many short runs (an untrained model's speckle): every run length 4..1024 RGBA values.
+    rng = np.random.default_rng(3)
+    for p in (0.02, 0.5, 0.97):
+        mask = rng.random((61, 83)) < p
+        assert encode_brush(mask) == [int(b) for b in ls_brush.mask2rle(mask.astype(np.uint8) * 255)]
+
+
+def test_rle_checks_remembered_per_string_still_check_the_size() -> None:
+    # The run totals are kept per counts string (vrshq.masks.rle): the same string under a
+    # wrong size is still refused after it was read under the right one, short or long.
+    rng = np.random.default_rng(11)
+    for shape in ((37, 53), (400, 600)):
+        rle = encode_rle(rng.random(shape) < 0.5)
+        assert np.array_equal(decode_rle(rle), decode_rle(dict(rle)))
+        for _ in range(2):
+            with pytest.raises(MaskFormatError, match="runs cover"):
+                decode_rle({"size": [shape[0], shape[1] + 1], "counts": rle["counts"]})
+            with pytest.raises(MaskFormatError):
+                decode_rle({"size": list(shape), "counts": rle["counts"][:-1]})

@@ -19,3 +19,12 @@ def test_the_pages_bench_runs_at_tiny_size(tmp_path, monkeypatch):
     calls = got["label_studio_calls"]
     assert calls["PATCH /api/tasks/<id>/ 200"] >= 2  # the prediction's pages, then frame N's
     assert not [c for c in calls if c.endswith((" 401", " 404", " 400"))]
+
+
+def test_the_pages_bench_runs_with_the_overlay_config(tmp_path, monkeypatch):
+    # --overlay: the prediction and the fix also write the overlay video and strips.
+    monkeypatch.setenv("VRSHQ_BENCH_RESULTS", str(tmp_path / "results"))
+    assert pages_bench.main(["--frames", "8", "--size", "96x64", "--device", "cpu", "--overlay"]) == 0
+    got = json.loads((tmp_path / "results" / "pages.json").read_text())
+    assert got["overlay"] is True and got["checks"]["fix_wrote_a_new_overlay"] is True
+    assert got["passed"] is True and got["fix_encoder_calls"] == 0

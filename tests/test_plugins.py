@@ -127,6 +127,7 @@ def test_info_reports_name_version_capabilities(sam2):
     info = sam2.info()
     assert info["name"] == "sam2" and info["version"].startswith("sam2-")
     assert info["capabilities"] == ["box", "mask", "points"]
+    assert info["corrections"] == ["box", "mask", "points"]  # the Correction kinds correct() takes
 
 
 # --- sam2 plugin ----------------------------------------------------------------------------
@@ -277,7 +278,7 @@ def test_thirdparty_plugin_is_discovered_and_runs(thirdparty, video, truth):
     assert thirdparty in available_plugins()
     plugin = load_plugin(thirdparty, PluginConfig(options=(("score", "2.5"),)))
     assert plugin.info() == {"name": "constbox", "version": "constbox-0.0.1",
-                             "capabilities": ["box", "mask"]}
+                             "capabilities": ["box", "mask"], "corrections": ["mask"]}
     tracks = plugin.predict(video, [ObjectPrompt(3, label="thing", frame=2, box=(10, 20, 50, 60))])
     (t,) = tracks
     assert (t.obj_id, t.label, t.keyframe, t.score) == (3, "thing", 2, 2.5)

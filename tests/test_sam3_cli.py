@@ -67,13 +67,23 @@ def test_segment_with_sam3_writes_what_the_plugin_predicts(tiny_sam3_dir, frames
     assert task["predictions"][0]["model_version"] == version
     regions = task["predictions"][0]["result"]
     assert [r["value"]["labels"] for r in regions] == [[o.label] for o in want]
-    assert task["data"]["prompt"] == "cat\ncar\nperson"
+    # sam3's default config is video_concepts: no prompt tags (the labels are the concepts)
+    assert "prompt" not in task["data"] and {"video", "fps"} <= set(task["data"])
     keyframes = json.loads((out / "keyframes.json").read_text())
     assert keyframes["concepts"] == ["cat", "car", "person"]
     assert [(k["obj_id"], k["keyframe"], k["details"]["concept"]) for k in keyframes["objects"]] == \
         [(o.obj_id, o.keyframe, o.details["concept"]) for o in want]
     for o in want:
         assert f"object {o.obj_id} '{o.details['concept']}' ({o.label}): keyframe {o.keyframe}" in proc.stdout
+
+
+def test_segment_with_sam3_keeps_the_prompt_under_a_prompt_config(tiny_sam3_dir, frames, tmp_path):  # noqa: F811
+    out = tmp_path / "out"
+    proc = run_script("segment", frames, "--plugin", "sam3", "--model", tiny_sam3_dir, "--prompt", "cat\ncar",
+                      "--out", out, "--no-progress", "--ls-config", "video_text_prompt")
+    assert proc.returncode == 0, proc.stderr
+    [task] = json.loads((out / "labelstudio.json").read_text())
+    assert task["data"]["prompt"] == "cat\ncar"
 
 
 @pytest.mark.parametrize("argv, needles", [

@@ -74,3 +74,42 @@ def test_the_strip_is_n_thumbnails_side_by_side_with_their_frame_numbers(tmp_pat
     for c, text in zip(corners, ("F2", "F5", "F9")):
         assert np.array_equal(c.min(axis=2) >= 128, _mark(text)[:14, :24]), text
     assert strip_image(video, obj, [], (255, 0, 0)).shape == (THUMB_HEIGHT, width, 3)
+
+
+class _CountingReader:
+    """The video, counting the frames read from it."""
+
+    def __init__(self, video):
+        self.video, self.reads = video, 0
+
+    def __getattr__(self, name):
+        return getattr(self.video, name)
+
+    def __len__(self):
+        return len(self.video)
+
+    def frame(self, i):
+        self.reads += 1
+        return self.video.frame(i)
+
+
+def test_strips_drawn_during_the_overlay_pass_are_the_strips_and_decode_nothing(tmp_path):
+    from vrshq.backend.labelstudio.overlay import encode_overlay
+    from vrshq.backend.labelstudio.strips import StripBuilder, object_anchors
+
+    spec = SyntheticSpec(num_frames=20, width=96, height=64, fps=10, seed=3)
+    video = open_video(write_video(spec, tmp_path / "v.mp4"), fps=10)
+    objs = [ObjectTrack(1, "Car", _track(AREAS, 64, 96), 0, np.zeros((64, 96), bool), 1.0),
+            ObjectTrack(2, None, _track([30] * 10 + [0] * 10, 64, 96), 3, np.zeros((64, 96), bool), 1.0)]
+    colors = [(255, 0, 0), (0, 0, 255)]
+    want = [strip_image(video, o, frames_to_check(o.track, 20, object_anchors(o), 6), c)
+            for o, c in zip(objs, colors)]
+    counted = _CountingReader(video)
+    fed = StripBuilder(counted, objs, colors, 6)
+    encode_overlay(counted, objs, colors, 10, tmp_path / "o.mp4", on_frame=fed.add)
+    assert counted.reads == 20  # the overlay's own pass, nothing for the strips
+    got = fed.images(counted)
+    assert counted.reads == 20 and all(np.array_equal(g, w) for g, w in zip(got, want))
+    # Without an overlay the builder decodes its frames itself: the same images.
+    alone = StripBuilder(video, objs, colors, 6).images(video)
+    assert all(np.array_equal(g, w) for g, w in zip(alone, want))

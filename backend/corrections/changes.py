@@ -16,6 +16,7 @@ import numpy as np
 from vrshq.backend.corrections.geometry import checked_sequence
 from vrshq.backend.corrections.record import Correction as LoggedCorrection
 from vrshq.backend.labelstudio.annotations import ObjectChange
+from vrshq.backend.labelstudio.box_fixes import carried
 from vrshq.backend.labelstudio.labelconfig import LabelConfigInfo
 from vrshq.backend.labelstudio.results import object_label
 from vrshq.backend.tasks.inputs import RequestError
@@ -91,43 +92,59 @@ def boxes_json(sequence: list[dict[str, Any]] | None) -> list[dict[str, Any]] | 
     return [{k: v for k, v in item.items() if k in keys} for item in sequence]
 
 
-def applied(change: ObjectChange) -> bool:
-    """Whether the state's object already carries the change's mask as a correction on its frame."""
+def applied(change: ObjectChange, boxes: bool = False) -> bool:
+    """Whether the state's object already carries the change's mask as a correction on its frame
+    (and, with ``boxes``, each of its box corrections, :attr:`ObjectChange.box_fixes`)."""
+    if boxes and not all(carried(change.obj.corrections, fix) for fix in change.box_fixes):
+        return False
     if change.mask is None:
         return True
     frame = int(change.frame)
-    return any(int(c.frame) == frame and np.array_equal(np.asarray(c.mask, dtype=bool), change.mask)
+    return any(int(c.frame) == frame and c.mask is not None
+               and np.array_equal(np.asarray(c.mask, dtype=bool), change.mask)
                for c in change.obj.corrections)
 
 
-def to_repropagate(logged: list[tuple[ObjectChange, int | None]]) -> list[Correction]:
-    """The mask corrections a delivery must see re-propagated: what it logged anew, and what an
-    earlier delivery logged but the task's state does not carry yet.
+def to_repropagate(logged: list[tuple[ObjectChange, int | None]], boxes: bool = False) -> list[Correction]:
+    """The corrections a delivery must see re-propagated: what it logged anew, and what an
+    earlier delivery logged but the task's state does not carry yet (masks; with ``boxes``, for a
+    plugin that takes box corrections, moved boxes too).
 
     The second kind is the gap between the log's commit and the job's queueing: a process killed
     there (or a job still queued) leaves a logged correction that no re-delivery would queue
     again if only new rows were queued. Queued under :func:`job_key`, a re-delivery while the
     first job waits or runs joins it instead of adding a second.
     """
-    return mask_corrections([ch for ch, i in logged if i is not None or not applied(ch)])
+    return mask_corrections([ch for ch, i in logged if i is not None or not applied(ch, boxes)], boxes)
 
 
 def job_key(project: str, task: int | str, corrections: list[Correction]) -> str:
     """A re-propagation job's queue key, from what it applies: the same corrections, one job."""
     h = hashlib.sha256(f"{project}|{task}".encode())
     for c in sorted(corrections, key=lambda c: (int(c.obj_id), int(c.frame))):
+        if c.mask is None:  # a box or clicks, by value (masks keep the key they always had)
+            h.update(f"|{int(c.obj_id)}:{int(c.frame)}:{c.box}:{c.points}:{c.point_labels}".encode())
+            continue
         mask = np.ascontiguousarray(np.asarray(c.mask, dtype=bool))
         h.update(f"|{int(c.obj_id)}:{int(c.frame)}:{mask.shape}".encode())
         h.update(np.packbits(mask).tobytes())
     return "correct:" + h.hexdigest()[:32]
 
 
-def mask_corrections(changes: list[ObjectChange]) -> list[Correction]:
+def mask_corrections(changes: list[ObjectChange], boxes: bool = False) -> list[Correction]:
     """The re-propagation input: each changed mask (keyframe or extra page, on its frame) of an
-    object that was not deleted."""
-    return [Correction(ch.obj.obj_id, int(ch.frame), ch.mask) for ch in changes
-            if ch.mask is not None and not ch.deleted]
+    object that was not deleted; with ``boxes``, then each moved box on its frame."""
+    out = [Correction(ch.obj.obj_id, int(ch.frame), ch.mask) for ch in changes
+           if ch.mask is not None and not ch.deleted]
+    if boxes:
+        out += [fix for ch in changes if not ch.deleted for fix in ch.box_fixes]
+    return out
+
+
+def takes_boxes(plugin: Any) -> bool:
+    """Whether ``plugin`` re-propagates box corrections (else a moved box is only logged)."""
+    return "box" in getattr(plugin, "correction_kinds", frozenset())
 
 
 __all__ = ["applied", "boxes_json", "job_key", "log_changes", "log_changes_each", "mask_corrections",
-           "to_repropagate"]
+           "takes_boxes", "to_repropagate"]

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from vrshq.backend.tasks.provenance import CORRECTED, DELETED, PROPAGATED, REVIEWED, VERIFIED
+from vrshq.backend.tasks.provenance import CORRECTED, PROPAGATED, REVIEWED, VERIFIED, deleted_objects
 from vrshq.backend.tasks.state import TaskState, TaskStateStore
 from vrshq.errors import VrshqError
 from vrshq.masks import CocoRle, decode_rle, encode_rle, rle_area
@@ -75,18 +75,22 @@ def final_task(state: TaskState) -> FinalTask:
     hw = next(((o.track.height, o.track.width) for o in state.objects), (0, 0))
     out = FinalTask(state.project, state.task, state.video, state.fps, n, int(hw[0]), int(hw[1]),
                     bool(state.submissions))
+    deleted = deleted_objects(state)  # the same rule that hides them from every prediction
     for obj in state.objects:
+        if obj.obj_id in deleted:
+            continue
         prompt = obj.details.get("prompt")
         # A verdict on an object re-prompted since (same id, other prompt) was about another object.
         reviews = {r.frame: r for r in state.reviews if r.obj_id == obj.obj_id and r.prompt == prompt}
-        if any(r.status == DELETED for r in reviews.values()):
-            continue
         masks: list[CocoRle | None] = [None] * n
         provenance = [PROPAGATED] * n
         for f in obj.track.frames():
             if 0 <= f < n:
                 masks[f] = obj.track.rle(f)
-        drawn = {c.frame: c.mask for c in obj.corrections}  # in order applied: the newest wins
+        # in order applied: the newest wins; a box or clicks drew no mask (the frame stays the
+        # tracker's, propagated), and it hides an older mask drawn on the same frame
+        drawn = {c.frame: c.mask for c in obj.corrections}
+        drawn = {f: m for f, m in drawn.items() if m is not None}
         drawn.update({f: r.mask for f, r in reviews.items() if r.status == CORRECTED})
         for f, mask in drawn.items():
             if 0 <= f < n and np.shape(mask) == hw:

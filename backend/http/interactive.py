@@ -11,7 +11,10 @@ the editor replaces the regions it has):
   page of each (or that) object on LS frame N is added and comes back (:mod:`.frames`);
 * a submitted TextArea prompt (text plugins): a new object, tracked, comes back;
 * a track selected and labelled (``videorectangle``; box plugins): the track's first box is the
-  prompt; the tracked object comes back under the track's own region id.
+  prompt; the tracked object comes back under the track's own region id;
+* an object's own track with a moved box (``videorectangle`` under the object's region id): a
+  box correction on each moved keyframe's frame (:mod:`vrshq.backend.labelstudio.box_fixes`),
+  logged and, for a plugin that takes box corrections, re-propagated like a mask.
 
 A video longer than the frame budget runs as a job that writes a prediction back instead (on
 the queue's workers when ``REDIS_URL`` is set: the job's payload is plain JSON, see :func:`add_job`).
@@ -25,16 +28,16 @@ from typing import Any
 
 import numpy as np
 
-from vrshq.backend.corrections.changes import log_changes
+from vrshq.backend.corrections.changes import log_changes, mask_corrections, takes_boxes
 from vrshq.backend.tasks.frame_rate import task_data_at_file_rate
 from vrshq.backend.jobs.add_objects import add_objects
 from vrshq.backend.jobs.payloads import correct_payload
-from vrshq.backend.labelstudio.annotations import ObjectChange, frame_size
+from vrshq.backend.labelstudio.annotations import ObjectChange, diff_annotation, frame_size
 from vrshq.backend.http.frames import frame_requests, show_frames
 from vrshq.backend.labelstudio.labelconfig import LabelConfigInfo
 from vrshq.backend.labelstudio.pages import all_pages, page_index, page_mask
 from vrshq.backend.labelstudio.predictions import parse_annotation
-from vrshq.backend.labelstudio.results import object_region_id, state_prediction
+from vrshq.backend.labelstudio.results import object_region_id, state_prediction, state_results
 from vrshq.backend.tasks.inputs import (
     RequestError,
     check_prompt_chars,
@@ -73,6 +76,8 @@ def interactive_predict(backend: Any, task: Mapping[str, Any], info: LabelConfig
         check_prompt_chars(texts, backend.config, f"task {tid}")
         check_prompt_tokens(backend.plugin, texts, backend.config, f"task {tid}")
         return _add_objects(backend, tid, data, info, project, label_config, {"texts": texts})
+    if boxes and _known_tracks(backend, project, tid, boxes):
+        return _correct_boxes(backend, tid, info, project, boxes, label_config)
     if boxes:
         if "box" not in backend.plugin.capabilities:
             raise RequestError(f"the {backend.plugin.name} plugin does not take box prompts; "
@@ -139,6 +144,41 @@ def _correct(backend: Any, tid: int, info: LabelConfigInfo, project: str,
     log_changes(backend.corrections, state, info, changes, "interactive", None, backend.config.max_row_bytes)
     corrections = [Correction(ch.obj.obj_id, int(ch.frame), ch.mask) for ch in changes]
     ids = {c.obj_id for c in corrections}
+    if state.frames_count > backend.config.sync_frame_budget:
+        backend.require_writer(project, tid)
+        backend.submit("correct", f"correct:{uuid.uuid4().hex}",
+                       correct_payload(project, tid, corrections, label_config), project=project, task=tid)
+        return []
+    new_state = backend.correct_task(project, tid, corrections, info=info)
+    return state_prediction(new_state, info, ids)
+
+
+def _known_tracks(backend: Any, project: str, tid: int, boxes: list[Mapping[str, Any]]) -> bool:
+    """Whether the context's tracks are the task's own objects' (moved boxes, not new objects)."""
+    state = backend.states.load(project, tid)
+    if state is None:
+        return False
+    ours = {object_region_id(state, o) for o in state.objects}
+    return all(str(b.get("id")) in ours for b in boxes)
+
+
+def _correct_boxes(backend: Any, tid: int, info: LabelConfigInfo, project: str,
+                   boxes: list[Mapping[str, Any]], label_config: str) -> Any:
+    """Moved boxes of the task's objects: the state's results with these tracks in place, diffed
+    like a submitted annotation, so the same rule makes the same box corrections."""
+    state = backend.states.load(project, tid)
+    mine = {str(b.get("id")): dict(b) for b in boxes}
+    ids = {o.obj_id for o in state.objects if object_region_id(state, o) in mine}
+    result = [mine.get(str(r.get("id")), r) if r.get("type") == "videorectangle" else r
+              for r in state_results(state, info)]
+    with malformed_input(f"task {tid}: the context's box tracks"):
+        changes = [ch for ch in diff_annotation(state, info, result) if ch.obj.obj_id in ids and ch.changed]
+    if changes:
+        log_changes(backend.corrections, state, info, changes, "interactive", None,
+                    backend.config.max_row_bytes)
+    corrections = mask_corrections(changes, boxes=True) if takes_boxes(backend.plugin) else []
+    if not corrections:
+        return state_prediction(state, info, ids)  # logged only (or nothing moved enough)
     if state.frames_count > backend.config.sync_frame_budget:
         backend.require_writer(project, tid)
         backend.submit("correct", f"correct:{uuid.uuid4().hex}",

@@ -15,7 +15,9 @@ from vrshq.backend.labelstudio.labelconfig import LabelConfigInfo, parse_label_c
 from vrshq.backend.labelstudio.pages import refresh_pages
 from vrshq.backend.labelstudio.results import object_region_id
 from vrshq.backend.tasks.inputs import RequestError, malformed_input, text_prompts
+from vrshq.backend.tasks.features import task_slot
 from vrshq.backend.tasks.state import TaskState
+from vrshq.engine.persist import FeatureSlot, use_slot
 from vrshq.masks import videorectangle_to_boxes
 from vrshq.plugins.base import ObjectPrompt, ObjectTrack
 from vrshq.video.reader import VideoReader
@@ -105,12 +107,30 @@ def _work(backend: Any, info: LabelConfigInfo, what: Mapping[str, Any]) -> Calla
     return _box_work(backend, info, list(what.get("boxes") or []))
 
 
+def _stored_features(backend: Any, project: str, tid: int, what: Mapping[str, Any],
+                     video: VideoReader) -> FeatureSlot | None:
+    """The task's stored image features for drawn tracks (their tracker reads them as a correction
+    does); None for typed prompts (a new prompt's model pass is a prediction) or a task without a state."""
+    if what.get("texts"):
+        return None
+    state = backend.states.load(project, tid)
+    if state is None:
+        return None
+    return task_slot(backend.config, project, tid, state.video, state.fps, video,
+                     backend.model_version, "read")
+
+
 def add_objects(backend: Any, project: str, tid: int, data: Mapping[str, Any], info: LabelConfigInfo,
                 what: Mapping[str, Any], video: VideoReader, report: Any) -> set[int]:
     """Track typed prompts (``texts``) or drawn tracks (``boxes``) as new objects of the task; their ids."""
     predict = _work(backend, info, what)
     with backend.states.lock(project, tid):
-        return _merge(backend, project, tid, data, info, video, predict(video, project, tid, report))
+        slot = _stored_features(backend, project, tid, what, video)
+        with use_slot(slot):
+            tracks = predict(video, project, tid, report)
+            if slot is not None:
+                slot.keep_filled()  # features the tracker computed when none were stored
+        return _merge(backend, project, tid, data, info, video, tracks)
 
 
 def add_job(backend: Any, payload: Mapping[str, Any], report: Any = None,

@@ -18,9 +18,8 @@ from vrshq.backend.jobs.payloads import payload_prompt
 from vrshq.backend.jobs.runner import Report
 from vrshq.backend.labelstudio.labelconfig import parse_label_config
 from vrshq.backend.tasks.inputs import TaskInputs
-from vrshq.plugins.base import Correction
+from vrshq.backend.tasks.state import correction_from_json
 from vrshq.errors import VrshqError
-from vrshq.masks import decode_rle
 
 KINDS = ("predict", "correct", "add", "train")
 
@@ -61,8 +60,7 @@ def _task_job(backend: Any, kind: str, payload: dict[str, Any], report: Report |
         return {"prediction": pid, "task": inputs.task}
     if kind == "correct":
         info = parse_label_config(payload["label_config"])
-        corrections = [Correction(int(c["obj_id"]), int(c["frame"]), decode_rle(c["mask"]))
-                       for c in payload["corrections"]]
+        corrections = [correction_from_json(c) for c in payload["corrections"]]
         state = backend.correct_task(str(payload["project"]), int(payload["task"]), corrections, report,
                                      latest_only=True, info=info)
         if state is None:

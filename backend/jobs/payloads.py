@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from vrshq.backend.tasks.inputs import TaskInputs
-from vrshq.masks import encode_rle
+from vrshq.backend.tasks.state import correction_json
 from vrshq.plugins.base import Correction, ObjectPrompt
 
 
@@ -24,10 +24,9 @@ def payload_prompt(obj_id: int, text: str, label: str | None, label_rule: str | 
 
 def correct_payload(project: str, task: int, corrections: list[Correction],
                     label_config: str) -> dict[str, Any]:
-    """The payload of a re-propagation job (masks as COCO RLE)."""
+    """The payload of a re-propagation job (masks as COCO RLE, boxes and clicks in pixels)."""
     return {"project": project, "task": task, "label_config": label_config,
-            "corrections": [{"obj_id": c.obj_id, "frame": int(c.frame), "mask": encode_rle(c.mask)}
-                            for c in corrections]}
+            "corrections": [correction_json(c) for c in corrections]}
 
 
 __all__ = ["correct_payload", "payload_prompt", "predict_payload"]

@@ -17,7 +17,7 @@ to the page's object and frame.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,8 +27,9 @@ from vrshq.backend.labelstudio.pages import all_pages, page_mask, was_shown
 from vrshq.backend.labelstudio.predictions import ParsedRegion, parse_annotation
 from vrshq.backend.labelstudio.results import object_region_id, shown_mask, state_results
 from vrshq.backend.tasks.state import TaskState
-from vrshq.plugins.base import ObjectTrack
-from vrshq.masks import videorectangle_to_boxes
+from vrshq.backend.labelstudio.box_fixes import box_fixes
+from vrshq.plugins.base import Correction, ObjectTrack
+from vrshq.masks import track_to_videorectangle, videorectangle_to_boxes
 
 BOX_TOLERANCE = 1e-3  # percentage points; LS rounds nothing, but JSON floats may lose the last bit
 
@@ -45,6 +46,9 @@ class ObjectChange:
     boxes: list[dict[str, Any]] | None = None  # the corrected sequence, when the track differs
     deleted: bool = False
     frame: int | None = None  # the page's 0-based frame; None: the object's keyframe
+    # The moved boxes of ``boxes`` as box corrections on their frames (labelstudio/box_fixes.py);
+    # re-propagated for plugins that take box corrections.
+    box_fixes: list[Correction] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.frame is None:
@@ -159,9 +163,18 @@ def diff_annotation(state: TaskState, info: LabelConfigInfo,
                 change.predicted_boxes = predicted_seq.get(rid)
                 change.boxes = annotated_seq.get(rid, [])
         changes.append(change)
+        pages = []
         if info.has_masks:
-            changes += _page_changes(state, obj, region, predicted.get(rid), drawn.get(obj.obj_id, {}),
-                                     against_state)
+            pages = _page_changes(state, obj, region, predicted.get(rid), drawn.get(obj.obj_id, {}),
+                                  against_state)
+            changes += pages
+        if change.boxes and size is not None:
+            # the backend's own tracks: the current one and those it replaced
+            current = track_to_videorectangle(obj.track, state.fps, frames)["value"]["sequence"]
+            change.box_fixes = box_fixes(
+                obj.obj_id, change.boxes, change.predicted_boxes,
+                [current, *state.earlier_tracks.get(str(obj.obj_id), [])], frames, size,
+                [int(c.frame) for c in [change, *pages] if c.mask is not None])
     return changes
 
 

@@ -37,12 +37,13 @@ RANKED, CORRECTED, REQUESTED = "ranked", "corrected", "requested"
 
 
 def page_mask(obj: ObjectTrack, frame: int) -> np.ndarray:
-    """The mask an object's page on ``frame`` shows: the newest correction there, else the
-    keyframe mask on the keyframe, else the track's mask (empty where absent or untracked)."""
-    for c in reversed(obj.corrections):
-        if int(c.frame) == int(frame):
-            return np.asarray(c.mask, dtype=bool)
-    if int(frame) == int(obj.keyframe):
+    """The mask an object's page on ``frame`` shows: the newest correction there (a box or
+    clicks: the track's mask from them), else the keyframe mask on the keyframe, else the
+    track's mask (empty where absent or untracked)."""
+    newest = next((c for c in reversed(obj.corrections) if int(c.frame) == int(frame)), None)
+    if newest is not None and newest.mask is not None:
+        return np.asarray(newest.mask, dtype=bool)
+    if newest is None and int(frame) == int(obj.keyframe):
         return np.asarray(obj.keyframe_mask, dtype=bool)
     if obj.track.has(int(frame)):
         return obj.track.mask(int(frame))
@@ -62,6 +63,8 @@ def put_back_corrections(objects: Iterable[ObjectTrack], obj_ids: Iterable[int])
         if obj.obj_id not in wanted:
             continue
         for c in obj.corrections:
+            if c.mask is None:
+                continue  # a box or clicks: the tracker's mask from them is the frame's
             f = int(c.frame)
             obj.track.set(f, np.asarray(c.mask, dtype=bool),
                           score=obj.track.score(f) if obj.track.has(f) else None)

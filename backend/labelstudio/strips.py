@@ -84,17 +84,29 @@ def object_anchors(obj: ObjectTrack) -> list[int]:
 def strip_image(video: VideoReader, obj: ObjectTrack, frames: Sequence[int],
                 color: tuple[int, int, int], height: int = THUMB_HEIGHT) -> np.ndarray:
     """One RGB strip: each frame with the object's mask drawn in, ``F<n>`` (1-based) on it."""
-    width = max(1, round(video.width * height / video.height))
-    thumbs = []
-    for f in frames:
-        masks = [(obj.track.mask(f), color)] if obj.track.is_present(f) else []
-        thumb = Image.fromarray(draw_masks(video.frame(f), masks)).resize((width, height), Image.BILINEAR)
-        draw = ImageDraw.Draw(thumb)
-        text = f"F{f + 1}"
-        box = draw.textbbox((3, 2), text)
-        draw.rectangle((box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2), fill=(0, 0, 0))
-        draw.text((3, 2), text, fill=(255, 255, 255))
-        thumbs.append(np.asarray(thumb))
+    width = _thumb_width(video, height)
+    thumbs = [_thumb(video.frame(f), obj, f, color, width, height) for f in frames]
+    return _join(thumbs, width, height)
+
+
+def _thumb_width(video: VideoReader, height: int) -> int:
+    return max(1, round(video.width * height / video.height))
+
+
+def _thumb(frame: np.ndarray, obj: ObjectTrack, f: int, color: tuple[int, int, int],
+           width: int, height: int) -> np.ndarray:
+    """Frame ``f`` with the object's mask drawn in, scaled to a thumbnail, ``F<n>`` on it."""
+    masks = [(obj.track.mask(f), color)] if obj.track.is_present(f) else []
+    thumb = Image.fromarray(draw_masks(frame, masks)).resize((width, height), Image.BILINEAR)
+    draw = ImageDraw.Draw(thumb)
+    text = f"F{f + 1}"
+    box = draw.textbbox((3, 2), text)
+    draw.rectangle((box[0] - 2, box[1] - 2, box[2] + 2, box[3] + 2), fill=(0, 0, 0))
+    draw.text((3, 2), text, fill=(255, 255, 255))
+    return np.asarray(thumb)
+
+
+def _join(thumbs: Sequence[np.ndarray], width: int, height: int) -> np.ndarray:
     if not thumbs:
         return np.full((height, width, 3), GAP_COLOR, dtype=np.uint8)
     out = np.full((height, len(thumbs) * width + (len(thumbs) - 1) * GAP, 3), GAP_COLOR, dtype=np.uint8)
@@ -103,9 +115,39 @@ def strip_image(video: VideoReader, obj: ObjectTrack, frames: Sequence[int],
     return out
 
 
+class StripBuilder:
+    """Every object's strip, its thumbnails drawn as frames come by (:meth:`add`): fed by the
+    overlay's in-order pass, the strips need no decoding of their own (a seek back per strip
+    cost more than the overlay's drawing on a long-GOP video); the same images as
+    :func:`object_strip`."""
+
+    def __init__(self, video: VideoReader, objects: Sequence[ObjectTrack],
+                 colors: Sequence[tuple[int, int, int]], n: int, height: int = THUMB_HEIGHT) -> None:
+        self.objects, self.colors, self.height = list(objects), list(colors), height
+        self.width = _thumb_width(video, height)
+        self.frames = [frames_to_check(o.track, len(video), object_anchors(o), n) for o in objects]
+        self._thumbs: dict[tuple[int, int], np.ndarray] = {}  # (object index, frame) -> thumb
+
+    def add(self, index: int, frame: np.ndarray) -> None:
+        """Draw the thumbnails of decoded frame ``index`` that a strip wants (once each)."""
+        for k, (obj, color, frames) in enumerate(zip(self.objects, self.colors, self.frames)):
+            if index in frames and (k, index) not in self._thumbs:
+                self._thumbs[(k, index)] = _thumb(frame, obj, index, color, self.width, self.height)
+
+    def images(self, video: VideoReader) -> list[np.ndarray]:
+        """Each object's strip (in the objects' order), decoding in one ascending pass the
+        frames :meth:`add` was not given."""
+        missing = sorted({f for k, frames in enumerate(self.frames) for f in frames
+                          if (k, f) not in self._thumbs})
+        for f in missing:
+            self.add(f, video.frame(f))
+        return [_join([self._thumbs[(k, f)] for f in frames], self.width, self.height)
+                for k, frames in enumerate(self.frames)]
+
+
 def object_strip(video: VideoReader, obj: ObjectTrack, color: tuple[int, int, int], n: int) -> np.ndarray:
     """The object's strip: its ``n`` frames most worth checking, drawn by :func:`strip_image`."""
     return strip_image(video, obj, frames_to_check(obj.track, len(video), object_anchors(obj), n), color)
 
 
-__all__ = ["GAP", "THUMB_HEIGHT", "frames_to_check", "object_anchors", "object_strip", "strip_image"]
+__all__ = ["GAP", "THUMB_HEIGHT", "StripBuilder", "frames_to_check", "object_anchors", "object_strip", "strip_image"]

@@ -155,9 +155,33 @@ def _object_json(o: ObjectTrack) -> dict[str, Any]:
         "obj_id": o.obj_id, "label": o.label, "track": o.track.to_json(), "keyframe": o.keyframe,
         "keyframe_mask": encode_rle(np.asarray(o.keyframe_mask, dtype=bool)), "score": o.score,
         "details": o.details,
-        "corrections": [{"obj_id": c.obj_id, "frame": c.frame, "mask": encode_rle(c.mask)}
-                        for c in o.corrections],
+        "corrections": [correction_json(c) for c in o.corrections],
     }
+
+
+def correction_json(c: Correction) -> dict[str, Any]:
+    """A plugin Correction as JSON: ``mask`` (COCO RLE, as states always had), ``box`` (x0, y0,
+    x1, y1 pixels) or ``points`` + ``point_labels`` (clicks)."""
+    out: dict[str, Any] = {"obj_id": int(c.obj_id), "frame": int(c.frame)}
+    if c.mask is not None:
+        out["mask"] = encode_rle(np.asarray(c.mask, dtype=bool))
+    if c.box is not None:
+        out["box"] = [float(v) for v in c.box]
+    if c.points is not None or c.point_labels is not None:
+        out["points"] = [[float(x), float(y)] for x, y in c.points or []]
+        out["point_labels"] = [int(v) for v in c.point_labels or []]
+    return out
+
+
+def correction_from_json(d: dict[str, Any]) -> Correction:
+    """The inverse of :func:`correction_json` (states and job payloads written before boxes and
+    clicks hold masks only, and read as before)."""
+    return Correction(
+        int(d["obj_id"]), int(d["frame"]),
+        mask=decode_rle(d["mask"]) if d.get("mask") is not None else None,
+        box=tuple(float(v) for v in d["box"]) if d.get("box") is not None else None,  # type: ignore[arg-type]
+        points=[(float(x), float(y)) for x, y in d["points"]] if d.get("points") is not None else None,
+        point_labels=[int(v) for v in d["point_labels"]] if d.get("point_labels") is not None else None)
 
 
 def _object_from_json(d: dict[str, Any]) -> ObjectTrack:
@@ -165,8 +189,7 @@ def _object_from_json(d: dict[str, Any]) -> ObjectTrack:
         obj_id=int(d["obj_id"]), label=d.get("label"), track=Track.from_json(d["track"]),
         keyframe=int(d["keyframe"]), keyframe_mask=decode_rle(d["keyframe_mask"]),
         score=float(d["score"]), details=dict(d.get("details") or {}),
-        corrections=[Correction(int(c["obj_id"]), int(c["frame"]), decode_rle(c["mask"]))
-                     for c in d.get("corrections", [])],
+        corrections=[correction_from_json(c) for c in d.get("corrections", [])],
     )
 
 
@@ -268,4 +291,5 @@ class TaskStateStore:
         write_atomic(path, [json.dumps({"format": REVIEWS_FORMAT, "submissions": list(state.submissions),
                                         "reviews": [r.to_json() for r in state.reviews]})])
 
-__all__ = ["MaskPage", "TaskLock", "TaskState", "TaskStateStore"]
+__all__ = ["MaskPage", "TaskLock", "TaskState", "TaskStateStore", "correction_from_json",
+           "correction_json"]

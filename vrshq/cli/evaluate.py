@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
+from vrshq.cli.common import add_precision_option, checked_precision
 from vrshq.cli.progress import DoneOfTotal, add_progress_option
 from vrshq.errors import VrshqError
 
@@ -33,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="a `vrshq corrections export --format revos` folder, for --model")
     p.add_argument("--split", default="valid", help="the split of --data to score (default valid)")
     p.add_argument("--device", default="auto")
+    add_precision_option(p, default=os.environ.get("VRSHQ_PRECISION") or "auto")
     add_progress_option(p)
     p.set_defaults(run=run)
 
@@ -58,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     print_table(result)
     if args.model:
         print(_ground_truth_line(result))
+        print(f"precision: {result['precision']}")
     if out is not None:
         path = out / SCORES_FILE
         try:
@@ -89,14 +93,17 @@ def _run_model(args: argparse.Namespace) -> dict:
     from vrshq.model.loading import load_vrshq
     from vrshq.model.pipeline import VrshqConfig
 
-    engine = EngineConfig(device=args.device)
+    engine = EngineConfig(device=args.device, precision=checked_precision(args.precision))
     resolve_device(args, engine)
     # Both inputs are checked before the model loads (minutes for the real one).
     check_model_folder(args.model)
     split_root(args.data, args.split)
     model = load_vrshq(args.model, VrshqConfig(engine=engine))
     with DoneOfTotal(args, "evaluate", "video") as progress:
-        return evaluate_model(model, args.data, args.split, progress=progress)
+        result = evaluate_model(model, args.data, args.split, progress=progress)
+    # the plan as it ran (auto resolved on this device): scores of two plans differ
+    result["precision"] = engine.resolved_precision()
+    return result
 
 
 def _ground_truth_line(result: dict) -> str:

@@ -16,14 +16,19 @@ if TYPE_CHECKING:  # the backend's modules load label-studio-sdk: only when a co
 SHIPPED = ("video_text_prompt", "video_box_prompt", "video_concepts")
 
 
-def add_labelstudio_options(parser: argparse.ArgumentParser, default_config: str) -> None:
-    """The options of ``labelstudio.json``; ``default_config`` is a shipped config's name."""
+def add_labelstudio_options(parser: argparse.ArgumentParser, default_config: str,
+                            default_note: str | None = None) -> None:
+    """The options of ``labelstudio.json``; ``default_config`` is a shipped config's name.
+
+    ``default_note`` replaces the name in the help when the command picks the default itself
+    (``--ls-config`` then stays None until it does).
+    """
     group = parser.add_argument_group(
         "labelstudio.json", "OUT/labelstudio.json is one Label Studio task with the tracks as its "
         "prediction; it imports as it is into a project with the label config of --ls-config")
-    group.add_argument("--ls-config", default=default_config, metavar="XML",
+    group.add_argument("--ls-config", default=None if default_note else default_config, metavar="XML",
                        help="the project's label config: an XML file, or a shipped config "
-                       f"({', '.join(SHIPPED)}; default {default_config}); it names the tags, "
+                       f"({', '.join(SHIPPED)}; default {default_note or default_config}); it names the tags, "
                        "the task data keys and the labels")
     group.add_argument("--ls-video-url", metavar="URL",
                        help="the video as Label Studio loads it, e.g. /data/local-files/?d=clips/a.mp4 "

@@ -47,7 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clip-pretrained",
                    help="a CLIP checkpoint file for the anchor (default: the model folder's clip/)")
     add_progress_option(p)
-    add_labelstudio_options(p, default_config="video_text_prompt")
+    add_labelstudio_options(p, default_config="video_text_prompt",
+                            default_note="video_text_prompt, or video_concepts with --plugin sam3")
     p.set_defaults(run=run)
 
 
@@ -68,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
     check_out_folder(out)
     args.precision = checked_precision(args.precision)
     args.plugin = plugin_name(configured=args.plugin)
+    if args.ls_config is None:  # concepts need no prompt tags: the labels are the concepts
+        args.ls_config = "video_concepts" if args.plugin == "sam3" else "video_text_prompt"
     if args.plugin != "vrshq":
         from vrshq.cli.segment_plugin import run_plugin
 

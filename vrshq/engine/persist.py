@@ -7,6 +7,8 @@ writing session hands its feature cache to the slot at close, which :meth:`Featu
 writes once the prediction has succeeded. The stored key holds the caller's identity (video,
 model version) and the session's (resize, image size, dtype, device, weights fingerprint,
 frames); features are used only when every field is equal, so a stale folder is never read.
+A reading slot that found nothing usable may also take features a correction computed
+(:meth:`FeatureSlot.fill`; the sam3 plugin's tracker does) and write them after the correction.
 """
 
 from __future__ import annotations
@@ -45,14 +47,20 @@ def file_fingerprint(path: str | os.PathLike, edge: int = 4 * 1024 * 1024) -> st
     return h.hexdigest()
 
 
+def params_fingerprint(modules: Iterable[torch.nn.Module]) -> str:
+    """SHA-256 over each module's first and last parameters (other weights differ there)."""
+    h = hashlib.sha256()
+    for module in modules:
+        params = list(module.parameters())
+        for p in (params[0], params[-1]) if params else ():
+            h.update(str(tuple(p.shape)).encode())
+            h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def model_fingerprint(model: torch.nn.Module) -> str:
     """SHA-256 over the image encoder's first and last parameters (other weights differ there)."""
-    params = list(model.image_encoder.parameters())
-    h = hashlib.sha256()
-    for p in (params[0], params[-1]) if params else ():
-        h.update(str(tuple(p.shape)).encode())
-        h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
+    return params_fingerprint([model.image_encoder])
 
 
 def _tensor_meta(t: torch.Tensor, offset: int) -> tuple[bytes, dict[str, Any]]:
@@ -205,6 +213,22 @@ class FeatureSlot:
             return False
         self.adopted.append((cache, session_key))
         return True
+
+    def fill(self, cache: Any, session_key: dict[str, Any]) -> bool:
+        """A reading slot whose folder holds nothing usable for ``session_key`` takes the features a
+        correction computed, for :meth:`keep_filled` (the task's later corrections read them)."""
+        if self.mode != "read" or self.adopted or self.budget_bytes <= 0:
+            return False
+        if self.open(session_key) is not None:
+            return False  # usable features are stored: nothing to fill
+        self.adopted.append((cache, session_key))
+        return True
+
+    def keep_filled(self) -> bool:
+        """Write what :meth:`fill` took (replacing an absent or stale folder); True if written."""
+        if self.mode != "read" or not self.adopted:
+            return False
+        return self.commit()
 
     def commit(self) -> bool:
         """Write the last adopted cache's features (within the budget), evict old tasks; True if written."""

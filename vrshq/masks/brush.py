@@ -12,12 +12,64 @@ from vrshq.errors import MaskFormatError
 from vrshq.masks.rle import ensure_mask
 
 
+# The stream's header: the RGBA value count (32 bits), word size - 1 (5 bits: 8-bit words) and
+# the four run-length field sizes - 1 (4 bits each: 3, 4, 8 and 16 bits), as the SDK writes it.
+_WORD_BITS = 8
+_RUN_BITS = (3, 4, 8, 16)
+_LONGEST = 1 << _RUN_BITS[-1]  # the longest run one token holds
+
+
 def encode_brush(mask: Any) -> list[int]:
     """Encode a boolean HxW mask as Label Studio brush RLE (a list of byte values)."""
     m = ensure_mask(mask)
+    # The same bytes as label-studio-sdk's mask2rle(mask * 255) (tests/test_masks_brush.py
+    # compares them), built with numpy: the SDK's per-run string building cost ~50 ms per
+    # 320x240 page, the largest non-model share of a correction's answer.
     # 0/255 like Label Studio's own examples: the editor draws the alpha channel, and
     # 0/1 values would render almost transparent.
-    return [int(b) for b in ls_brush.mask2rle(m.astype(np.uint8) * 255)]
+    flat = m.reshape(-1)
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    starts = np.concatenate(([0], change))
+    runs = np.diff(np.concatenate((starts, [flat.size]))) * 4  # each pixel is 4 RGBA values
+    values = np.where(flat[starts], 255, 0).astype(np.int64)
+    return _pack(flat.size * 4, runs.astype(np.int64), values)
+
+
+def _pack(count: int, runs: np.ndarray, values: np.ndarray) -> list[int]:
+    """The brush byte stream of runs of ``values``: one token per run (longer runs split)."""
+    # A run longer than 2**16 is cut into full 2**16 tokens and the rest (the SDK's loop).
+    chunks = np.maximum(runs - 1, 0) // _LONGEST
+    pieces = np.repeat(runs, chunks + 1)
+    vals = np.repeat(values, chunks + 1)
+    last = np.cumsum(chunks + 1) - 1  # each run's rest token; the ones before are full
+    pieces[:] = _LONGEST
+    pieces[last] = runs - chunks * _LONGEST
+    # token: series flag (1), size index (2), length - 1 (3/4/8/16), value (8); a run of one
+    # is flag 0, index 0 and a 3-bit zero length. The field size follows the whole run (a
+    # long run's rest keeps the 16-bit field, as in the SDK).
+    index = np.minimum(np.searchsorted(np.array([1 << b for b in _RUN_BITS]), runs), 3)
+    index = np.repeat(index, chunks + 1)
+    size_bits = np.array(_RUN_BITS)[index]
+    flag = np.repeat(runs > 1, chunks + 1).astype(np.int64)
+    lengths = pieces - 1
+    widths = 3 + size_bits + _WORD_BITS
+    tokens = (((flag << 2 | index) << size_bits | lengths) << _WORD_BITS) | vals
+    header = (count << 5 | (_WORD_BITS - 1)) << 16
+    for i, b in enumerate(_RUN_BITS):
+        header |= (b - 1) << (12 - 4 * i)
+    bits = np.concatenate((_bits(np.array([header]), np.array([32 + 5 + 16])), _bits(tokens, widths)))
+    # The SDK pads to whole bytes, with a full zero byte when already whole.
+    bits = np.concatenate((bits, np.zeros(8 - bits.size % 8, np.uint8)))
+    return np.packbits(bits).tolist()
+
+
+def _bits(values: np.ndarray, widths: np.ndarray) -> np.ndarray:
+    """The big-endian bits of each value in its width, concatenated."""
+    longest = int(widths.max()) if widths.size else 0
+    shifts = np.arange(longest - 1, -1, -1, dtype=np.int64)
+    grid = (values[:, None].astype(np.int64) >> shifts) & 1
+    keep = shifts[None, :] < widths[:, None]
+    return grid[keep].astype(np.uint8)
 
 
 def decode_brush(rle: Sequence[int], height: int, width: int) -> np.ndarray:

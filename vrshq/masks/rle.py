@@ -7,6 +7,7 @@ bytes or as the uncompressed list of run lengths.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -122,7 +123,27 @@ def _to_pycocotools(rle: Any) -> dict[str, Any]:
     raise MaskFormatError(f"COCO RLE 'counts' must be str, bytes or a list of ints, got {type(counts).__name__}")
 
 
+# A track's RLEs are checked each time one is read (state load, boxes, areas, results): a
+# correction's answer re-checked the same strings thousands of times. The check is a pure
+# function of the bytes, so recent answers are kept, for strings short enough that the
+# cache stays small (8192 x 4 KiB at most).
+_CACHED_COUNTS = 8192
+_CACHED_BYTES = 4096
+
+
 def _compressed_counts_total(counts: bytes) -> int:
+    """Sum of the run lengths in a compressed COCO counts string, or -1 if it is malformed."""
+    if len(counts) > _CACHED_BYTES:
+        return _counts_total(counts)
+    return _cached_counts_total(counts)
+
+
+@functools.lru_cache(maxsize=_CACHED_COUNTS)
+def _cached_counts_total(counts: bytes) -> int:
+    return _counts_total(counts)
+
+
+def _counts_total(counts: bytes) -> int:
     """Sum of the run lengths in a compressed COCO counts string, or -1 if it is malformed.
 
     pycocotools checks runs that overflow the mask but decodes short ones into
