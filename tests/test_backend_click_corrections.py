@@ -148,9 +148,17 @@ def test_clicks_on_an_extra_page_by_webhook_are_queued_run_echoed_and_not_queued
         done = webhook(client, tid, body, annotation_id=81)
         assert done.json["result"] == {"corrections": 0, "job": None, "objects": []}, done.json
     assert len(queued.calls) == calls and len(vrshq_backend.corrections.list(project=1, task=tid)) == 1
+    # other clicks on the same page are a new correction there (logged and queued)
+    fewer = copy.deepcopy(result) + keypoints(page, points[:1], labels[:1])
+    r = webhook(client, tid, fewer, annotation_id=81)
+    assert r.json["result"]["corrections"] == 1 and r.json["result"]["objects"] == [1], r.json
+    (_, _, payload) = queued.calls[-1]
+    (c,) = [correction_from_json(c) for c in payload["corrections"]]
+    assert (c.frame, c.point_labels) == (frame, [1]) and np.allclose(c.points, points[:1], atol=1e-6)
 
 
-def test_clicks_given_interactively_re_propagate_at_once(client, vrshq_backend, media_root, truth):
+def test_clicks_given_interactively_re_propagate_at_once(client, vrshq_backend, media_root, truth,
+                                                          monkeypatch):
     tid = next_task_id()
     result = predicted(client, tid)
     before = vrshq_backend.states.load(1, tid)
@@ -165,7 +173,16 @@ def test_clicks_given_interactively_re_propagate_at_once(client, vrshq_backend, 
     (row,) = vrshq_backend.corrections.list(project=1, task=tid)
     assert row.event == "interactive" and row.frame == frame and len(row.corrected_clicks) == 2
     answer = r.json["results"][0]["result"]
-    assert sum(x["type"] == "keypointlabels" and x["item_index"] == page for x in answer) == 2
+    echoed = [x for x in answer if x["type"] == "keypointlabels"]
+    assert [x["item_index"] for x in echoed] == [page, page]
+    # the editor sends the echoed clicks back (their ids are the backend's): nothing new to run
+    runs = []
+    correct_task = vrshq_backend.correct_task
+    monkeypatch.setattr(vrshq_backend, "correct_task", lambda *a, **k: runs.append(a) or correct_task(*a, **k))
+    r = client.post("/predict", json={"tasks": [text_task(tid)], "project": "1", "label_config": TEXT_XML,
+                                      "params": {"context": {"result": echoed}}})
+    assert r.status_code == 200 and runs == [], r.json
+    assert len(vrshq_backend.corrections.list(project=1, task=tid)) == 1
 
 
 def test_a_mask_edited_on_the_same_page_wins_over_its_clicks(client, vrshq_backend, truth, queued):
