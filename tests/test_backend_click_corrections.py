@@ -185,6 +185,24 @@ def test_clicks_given_interactively_re_propagate_at_once(client, vrshq_backend, 
     assert len(vrshq_backend.corrections.list(project=1, task=tid)) == 1
 
 
+def test_a_queued_job_whose_clicks_were_replaced_skips_them(client, vrshq_backend, truth, queued):
+    """Jobs may run out of order: the older clicks' job must not bring them back over newer ones."""
+    tid = next_task_id()
+    result = predicted(client, tid)
+    before = vrshq_backend.states.load(1, tid)
+    page, frame = extra_page(result, tid)
+    points, labels = clicks_in_pixels(truth, frame)
+    queued.on()
+    for n, clicks in enumerate((keypoints(page, points, labels), keypoints(page, points[:1], labels[:1]))):
+        assert webhook(client, tid, result + clicks, annotation_id=85 + n).json["result"]["objects"] == [1]
+    older, newer = ([correction_from_json(c) for c in payload["corrections"]] for _, _, payload in queued.calls)
+    queued.off()
+    assert vrshq_backend.correct_task("1", tid, older, latest_only=True, info=INFO) is None
+    assert vrshq_backend.states.load(1, tid).object(1).track == before.object(1).track
+    state = vrshq_backend.correct_task("1", tid, newer, latest_only=True, info=INFO)
+    assert [(c.frame, c.point_labels) for c in state.object(1).corrections] == [(frame, [1])]
+
+
 def test_a_mask_edited_on_the_same_page_wins_over_its_clicks(client, vrshq_backend, truth, queued):
     tid = next_task_id()
     result = predicted(client, tid)
