@@ -125,6 +125,10 @@ def test_clicks_on_an_extra_page_by_webhook_are_queued_run_echoed_and_not_queued
     assert row.frame == frame and row.corrected_mask is None and row.corrected_boxes is None
     assert np.allclose([(c["x"], c["y"], c["label"]) for c in row.corrected_clicks],
                        [(x, y, lb) for (x, y), lb in zip(points, labels)], rtol=0, atol=1e-6)
+    # the clicked page's predicted mask was not approved: no review of it (the export's
+    # "reviewed" frames are ground truth); the other pages shown unchanged were reviewed
+    reviews = {(r.obj_id, r.frame): r.status for r in vrshq_backend.states.load(1, tid).reviews}
+    assert (1, frame) not in reviews and reviews[(1, before.object(1).keyframe)] == "reviewed"
     # a re-delivery while the job waits joins it
     again = webhook(client, tid, annotation, annotation_id=81)
     assert again.json["result"]["job"] == r.json["result"]["job"] and len(queued.jobs) == 1
