@@ -241,6 +241,26 @@ def test_a_plugin_without_clicks_only_logs_them(client, vrshq_backend, truth, qu
     assert row.frame == frame and len(row.corrected_clicks) == 2
 
 
+def test_a_click_on_the_on_demand_placeholder_page_is_left_out(client, vrshq_backend, truth, queued):
+    tid = next_task_id()
+    result = predicted(client, tid)
+    page, frame = extra_page(result, tid)
+    pages = len(client_pages(vrshq_backend, tid))
+    (stray,) = keypoints(pages, [(20.5, 30.5)], [1])  # the grey placeholder after the real pages
+    queued.on()
+    r = webhook(client, tid, result + [stray] + keypoints(page, *clicks_in_pixels(truth, frame)),
+                annotation_id=85)
+    assert r.status_code == 201 and r.json["result"]["objects"] == [1], r.json
+    (row,) = vrshq_backend.corrections.list(project=1, task=tid)  # the real page's clicks only
+    assert row.frame == frame and len(row.corrected_clicks) == 2
+
+
+def client_pages(backend, tid):
+    from vrshq.backend.labelstudio.pages import all_pages
+
+    return all_pages(backend.states.load(1, tid))
+
+
 @pytest.mark.parametrize("change, message", [
     ({"item_index": 99}, "page 99"),
     ({"value": {"x": 120.0, "y": 10.0, "keypointlabels": ["Include"]}}, "x must be a number in 0..100"),

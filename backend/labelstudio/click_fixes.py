@@ -11,6 +11,8 @@ The rule:
 * All clicks of one page, in the annotation's order, are ONE correction of its object on its
   frame (the prompt SAM's ``add_points`` takes); clicks of the same object and frame on two
   pages are merged in page order.
+* A click on the on-demand placeholder page (the one after the pager's pages) is left out: that
+  page shows no object yet.
 * Bad clicks are refused with a reason (:class:`ValueError`, a 400 through ``malformed_input``):
   a page outside the pager, a point outside the image (0..100 %), an unknown or missing label.
 * The backend echoes each applied clicks correction back on its page (:func:`click_results`),
@@ -75,7 +77,11 @@ def click_fixes(results: Sequence[Any], info: LabelConfigInfo, pages: Sequence[t
         if not (isinstance(r, Mapping) and str(r.get("type", "")).lower() == "keypointlabels"
                 and r.get("from_name") == info.clicks_name):
             continue
-        page, x, y, kind = _click(r, len(pages), info)
+        # the page after the pager's is the on-demand placeholder (demand_page.py): it shows no
+        # object, so a click there corrects nothing and is left out rather than refusing the rest
+        page, x, y, kind = _click(r, len(pages) + 1, info)
+        if page == len(pages):
+            continue
         points, labels = out.setdefault((int(pages[page][0]), int(pages[page][1])), ([], []))
         points.append((x * width / 100, y * height / 100))
         labels.append(kind)
