@@ -151,6 +151,13 @@ def _correct(backend: Any, tid: int, info: LabelConfigInfo, project: str,
     log_changes(backend.corrections, state, info, changes, "interactive", None, backend.config.max_row_bytes)
     corrections = [Correction(ch.obj.obj_id, int(ch.frame), ch.mask) for ch in changes]
     ids = {c.obj_id for c in corrections}
+    return _re_propagate(backend, tid, info, project, state, corrections, label_config, ids)
+
+
+def _re_propagate(backend: Any, tid: int, info: LabelConfigInfo, project: str, state: Any,
+                  corrections: list[Correction], label_config: str, ids: set[int]) -> Any:
+    """Apply ``corrections`` now and answer the objects ``ids``, or, for a video longer than the
+    frame budget, queue them as a job that writes its prediction back (answering nothing now)."""
     if state.frames_count > backend.config.sync_frame_budget:
         backend.require_writer(project, tid)
         backend.submit("correct", f"correct:{uuid.uuid4().hex}",
@@ -186,13 +193,7 @@ def _correct_boxes(backend: Any, tid: int, info: LabelConfigInfo, project: str,
     corrections = mask_corrections(changes, boxes=True) if takes_boxes(backend.plugin) else []
     if not corrections:
         return state_prediction(state, info, ids)  # logged only (or nothing moved enough)
-    if state.frames_count > backend.config.sync_frame_budget:
-        backend.require_writer(project, tid)
-        backend.submit("correct", f"correct:{uuid.uuid4().hex}",
-                       correct_payload(project, tid, corrections, label_config), project=project, task=tid)
-        return []
-    new_state = backend.correct_task(project, tid, corrections, info=info)
-    return state_prediction(new_state, info, ids)
+    return _re_propagate(backend, tid, info, project, state, corrections, label_config, ids)
 
 
 def _correct_clicks(backend: Any, tid: int, info: LabelConfigInfo, project: str,
@@ -215,13 +216,7 @@ def _correct_clicks(backend: Any, tid: int, info: LabelConfigInfo, project: str,
     corrections = mask_corrections(changes, points=True) if takes_points(backend.plugin) else []
     if not corrections:
         return state_prediction(state, info, ids)  # logged only (or the clicks were applied already)
-    if state.frames_count > backend.config.sync_frame_budget:
-        backend.require_writer(project, tid)
-        backend.submit("correct", f"correct:{uuid.uuid4().hex}",
-                       correct_payload(project, tid, corrections, label_config), project=project, task=tid)
-        return []
-    new_state = backend.correct_task(project, tid, corrections, info=info)
-    return state_prediction(new_state, info, ids)
+    return _re_propagate(backend, tid, info, project, state, corrections, label_config, ids)
 
 
 # ---------------------------------------------------------------------- new objects
