@@ -52,6 +52,8 @@ def test_clicks_drawn_in_the_editor_re_propagate(label_studio, ls_api, tiny_mode
         shown = json.loads(proc.stdout.strip().splitlines()[-1])
         assert shown["status"] == 201 and shown["page"].startswith(str(page + 1)), shown
         (ann,) = ls_api.list_annotations(tid)
+        # started from the prediction: the objects' masks are in it (else the clicks correct nothing)
+        assert {r["type"] for r in ann["result"]} >= {"brushlabels", "videorectangle"}, ann["result"]
         stored = [r for r in ann["result"] if r["type"] == "keypointlabels"]
         assert [(r["item_index"], r["value"]["keypointlabels"]) for r in stored] == \
             [(page, ["Include"]), (page, ["Exclude"])], stored

@@ -11,15 +11,25 @@ const { context, page, close, log } = await openBrowser(args, 'click_page');
 let exitCode = 0;
 try {
   await login(page, base, args, timeout);
-  // As in show_task.mjs: now and then the editor comes up without the task's predictions; a
-  // fresh load shows them, so up to 3 loads share the timeout.
+  // The clicks must land in an annotation started from the prediction (its brush regions in it).
+  // Now and then (on a busy 2-core machine) the editor shows the prediction's regions and then
+  // re-renders without the task's predictions, leaving a blank annotation: Submit would then send
+  // the clicks without the objects. So the editor's own store is asked, not the outliner, and a
+  // fresh load is made while the selected annotation has no brush region; up to 3 loads.
+  const prefilled = () => page.evaluate(() => {
+    const a = window.Htx?.annotationStore?.selected;
+    return !!a && a.type === 'annotation' && a.regions.some((r) => r.type === 'brushregion');
+  });
   for (let attempt = 1; ; attempt++) {
     await page.goto(`${base}/projects/${args.project}/data?task=${args.task}`, { waitUntil: 'domcontentloaded' });
-    const shown = await page.waitForSelector('.lsf-tree__node', { state: 'attached', timeout: Math.floor(timeout / 3) })
-      .then(() => true, () => false);
-    if (shown) break;
-    log(`no regions after load ${attempt}`);
-    if (attempt >= 3) throw new Error(`no regions shown after ${attempt} loads of task ${args.task}`);
+    const shown = await page.waitForFunction(() => {
+      const a = window.Htx?.annotationStore?.selected;
+      return !!a && a.type === 'annotation' && a.regions.some((r) => r.type === 'brushregion');
+    }, null, { timeout: Math.floor(timeout / 3) }).then(() => true, () => false);
+    await page.waitForTimeout(1000);  // a late re-render of the editor would drop them again
+    if (shown && await prefilled()) break;
+    log(`no prefilled annotation after load ${attempt}`);
+    if (attempt >= 3) throw new Error(`no annotation prefilled from the prediction after ${attempt} loads of task ${args.task}`);
   }
   await page.waitForFunction(() => [...document.querySelectorAll('.lsf-image img')].some((i) => i.complete && i.naturalWidth > 0));
   const indicator = () => page.evaluate(() => (document.querySelector('.lsf-pagination__page-indicator')?.textContent || '').trim());
@@ -38,6 +48,7 @@ try {
   }
   await page.keyboard.press('Escape');
   const onPage = await indicator();  // before Submit (the editor moves on after it)
+  if (!(await prefilled())) throw new Error('the annotation lost the prediction\'s regions before Submit');
   const posted = page.waitForResponse((r) => r.url().includes('/annotations') && r.request().method() === 'POST');
   await page.locator('button', { hasText: /^Submit$/ }).first().click();
   const response = await posted;
