@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import json
 import subprocess
+import urllib.request
 
 import numpy as np
 import pytest
@@ -78,6 +79,7 @@ def test_a_smart_click_is_answered_at_once_and_logged_once(label_studio, ls_api,
                               capture_output=True, text=True, timeout=400, check=False)
         assert proc.returncode == 0, proc.stderr[-3000:]
         out = json.loads(proc.stdout.strip().splitlines()[-1])
+        (tmp_path / "smart-click.json").write_text(json.dumps(out))  # for a failure's reader
         # what Label Studio sent: the one click, on the page, in percent, with its label
         (sent,) = out["sent"]["context"]["result"]
         assert (sent["type"], sent["from_name"], sent["item_index"], sent["value"]["keypointlabels"],
@@ -105,6 +107,10 @@ def test_a_smart_click_is_answered_at_once_and_logged_once(label_studio, ls_api,
             rows = log.list(project=pid, task=tid)
         assert [(r.event, r.frame, len(r.corrected_clicks)) for r in rows] == [("interactive", frame, 1)]
         assert store.load(pid, tid).object(1).corrections == after.object(1).corrections
+        # the webhook queues a job before it answers: none was queued to re-propagate the click again
+        with urllib.request.urlopen(f"{backend['url']}/jobs", timeout=30) as r:
+            jobs = [j["kind"] for j in json.load(r)["jobs"]]
+        assert "correct" not in jobs, jobs
     # the webhook's correction runs the plugin's own correct with the clicks in pixels: the same masks
     reference = make_backend(tiny_models, label_studio.doc_root, tmp_path / "reference")
     video = open_video(clips / "s.mp4")

@@ -45,15 +45,16 @@ const query = args.annotation ? `&annotation=${args.annotation}` : '';
 let exitCode = 0;
 try {
   await login(page, base, args, timeout);
-  for (let attempt = 1; ; attempt++) {  // as show_task.mjs: now and then a load shows no regions
+  // As show_task.mjs: now and then the editor comes up without the annotation's regions (the
+  // masks); a fresh load shows them, so up to 3 loads share the timeout.
+  for (let attempt = 1; ; attempt++) {
     await page.goto(`${base}/projects/${args.project}/data?task=${args.task}${query}`, { waitUntil: 'domcontentloaded' });
-    const shown = await page.waitForSelector('.lsf-tree__node', { state: 'attached', timeout: Math.floor(timeout / 3) })
-      .then(() => true, () => false);
+    const shown = await page.waitForFunction(() => window.Htx?.annotationStore?.selected?.serializeAnnotation?.()
+      .some((r) => r.type === 'brushlabels'), null, { timeout: Math.floor(timeout / 3) }).then(() => true, () => false);
     if (shown) break;
-    log(`no regions after load ${attempt}`);
-    if (attempt >= 3) throw new Error(`no regions shown after ${attempt} loads of task ${args.task}`);
+    log(`no masks after load ${attempt}`);
+    if (attempt >= 3) throw new Error(`no masks shown after ${attempt} loads of task ${args.task}`);
   }
-  await page.waitForFunction(() => window.Htx?.annotationStore?.selected?.names);
   await page.waitForTimeout(1500);
 
   // 1. Auto-Annotation on, then the page
@@ -72,6 +73,9 @@ try {
   });
   await page.waitForTimeout(1500);  // the page's layers draw after the picture
   const index = args.page - 1;
+  // the annotation's regions on the page (its mask) are in before the click
+  await page.waitForFunction((index) => window.Htx.annotationStore.selected.serializeAnnotation()
+    .some((r) => r.type === 'brushlabels' && (r.item_index ?? 0) === index), index);
   const out = { before: await pageRegions(index) };
 
   // 2. the Auto-Detect button cycles through the smart tools: up to 4 presses to reach the key point one
