@@ -18,8 +18,8 @@ the editor replaces the regions it has):
 * clicks on a mask page (``keypointlabels``, :mod:`vrshq.backend.labelstudio.click_fixes`): added
   to the clicks the page already has (the backend echoes them; a click with an echoed id, or
   at an echoed click's place with its kind, is one of those: Label Studio resends a page's smart
-  clicks until an answer is accepted), one clicks correction of the page's object on its frame, logged and, for a plugin
-  that takes clicks, re-propagated like a mask.
+  clicks until an answer is accepted), one clicks correction of the page's object on its frame,
+  logged and, for a plugin that takes clicks, re-propagated like a mask.
 
 A video longer than the frame budget runs as a job that writes a prediction back instead (on
 the queue's workers when ``REDIS_URL`` is set: the job's payload is plain JSON, see :func:`add_job`).

@@ -45,37 +45,43 @@ const query = args.annotation ? `&annotation=${args.annotation}` : '';
 let exitCode = 0;
 try {
   await login(page, base, args, timeout);
-  // As show_task.mjs: now and then the editor comes up without the annotation's regions (the
-  // masks); a fresh load shows them, so up to 3 loads share the timeout.
-  for (let attempt = 1; ; attempt++) {
+  // Steps 1 and 2 up to the click, on a fresh load each try: now and then (as show_task.mjs
+  // saw) the editor comes up without the annotation's regions, or drops them soon after; a
+  // fresh load shows them, so up to 3 loads share the timeout.
+  const index = args.page - 1;
+  const hasPageMask = () => page.evaluate((index) => !!window.Htx?.annotationStore?.selected?.serializeAnnotation?.()
+    .some((r) => r.type === 'brushlabels' && (r.item_index ?? 0) === index), index);
+  const indicator = () => page.evaluate(() => ([...document.querySelectorAll('.lsf-pagination__page-indicator')].pop()?.textContent || '').trim());
+  const openPage = async () => {
     await page.goto(`${base}/projects/${args.project}/data?task=${args.task}${query}`, { waitUntil: 'domcontentloaded' });
     const shown = await page.waitForFunction(() => window.Htx?.annotationStore?.selected?.serializeAnnotation?.()
-      .some((r) => r.type === 'brushlabels'), null, { timeout: Math.floor(timeout / 3) }).then(() => true, () => false);
-    if (shown) break;
-    log(`no masks after load ${attempt}`);
-    if (attempt >= 3) throw new Error(`no masks shown after ${attempt} loads of task ${args.task}`);
+      .some((r) => r.type === 'brushlabels'), null, { timeout: Math.floor(timeout / 4) }).then(() => true, () => false);
+    if (!shown) return false;
+    await page.waitForTimeout(1500);
+    // 1. Auto-Annotation on, then the page
+    const toggle = page.getByTestId('bottombar-auto-annotation-toggle');
+    if (!(await page.evaluate(() => window.Htx.autoAnnotation))) await toggle.first().click({ force: true });
+    if (!(await page.evaluate(() => window.Htx.autoAnnotation))) throw new Error('Auto-Annotation did not switch on');
+    while (!(await indicator()).startsWith(String(args.page))) {
+      await page.locator('.lsf-pagination').last().locator('.lsf-pagination__btn_arrow-right:not(.lsf-pagination__btn_arrow-right-double)').click();
+      await page.waitForTimeout(300);
+    }
+    await page.waitForFunction(() => {
+      const a = window.Htx.annotationStore.selected;
+      const img = [...a.names.values()].filter((t) => t.type === 'image').pop();
+      return img.currentImageEntity.imageLoaded;
+    });
+    await page.waitForTimeout(1500);  // the page's layers draw after the picture
+    return hasPageMask();  // the page's mask is in the annotation before the click
+  };
+  for (let attempt = 1; !(await openPage()); attempt++) {
+    log(`no mask on page ${args.page} after load ${attempt}:`, JSON.stringify(await page.evaluate(() => {
+      const s = window.Htx?.annotationStore;
+      return s && { selected: s.selected?.pk, type: s.selected?.type, regions: s.selected?.regions?.length,
+        annotations: s.annotations?.map((a) => a.pk), predictions: s.predictions?.length };
+    }).catch(() => null)));
+    if (attempt >= 3) throw new Error(`no mask on page ${args.page} after ${attempt} loads of task ${args.task}`);
   }
-  await page.waitForTimeout(1500);
-
-  // 1. Auto-Annotation on, then the page
-  const toggle = page.getByTestId('bottombar-auto-annotation-toggle');
-  if (!(await page.evaluate(() => window.Htx.autoAnnotation))) await toggle.first().click({ force: true });
-  if (!(await page.evaluate(() => window.Htx.autoAnnotation))) throw new Error('Auto-Annotation did not switch on');
-  const indicator = () => page.evaluate(() => ([...document.querySelectorAll('.lsf-pagination__page-indicator')].pop()?.textContent || '').trim());
-  while (!(await indicator()).startsWith(String(args.page))) {
-    await page.locator('.lsf-pagination').last().locator('.lsf-pagination__btn_arrow-right:not(.lsf-pagination__btn_arrow-right-double)').click();
-    await page.waitForTimeout(300);
-  }
-  await page.waitForFunction(() => {
-    const a = window.Htx.annotationStore.selected;
-    const img = [...a.names.values()].filter((t) => t.type === 'image').pop();
-    return img.currentImageEntity.imageLoaded;
-  });
-  await page.waitForTimeout(1500);  // the page's layers draw after the picture
-  const index = args.page - 1;
-  // the annotation's regions on the page (its mask) are in before the click
-  await page.waitForFunction((index) => window.Htx.annotationStore.selected.serializeAnnotation()
-    .some((r) => r.type === 'brushlabels' && (r.item_index ?? 0) === index), index);
   const out = { before: await pageRegions(index) };
 
   // 2. the Auto-Detect button cycles through the smart tools: up to 4 presses to reach the key point one
