@@ -191,6 +191,64 @@ def test_clicks_given_interactively_re_propagate_at_once(client, vrshq_backend, 
     assert len(vrshq_backend.corrections.list(project=1, task=tid)) == 1
 
 
+def smart(click: dict, positive: bool = True) -> dict:
+    """``click`` as Label Studio's smart (Auto-Detect) key point tool sends it: ``is_positive``
+    (false for an Alt+click) and the label in ``value.labels`` too (tools/KeyPoint.js,
+    regions/KeyPointRegion.jsx serialize, Label Studio 1.23.2)."""
+    out = copy.deepcopy(click)
+    out["is_positive"] = positive
+    out["value"]["labels"] = list(out["value"]["keypointlabels"])
+    return out
+
+
+def interactive(client, tid, context):
+    r = client.post("/predict", json={"tasks": [text_task(tid)], "project": "1", "label_config": TEXT_XML,
+                                      "params": {"context": {"result": context}}})
+    assert r.status_code == 200, r.json
+    return r.json["results"][0]["result"]
+
+
+def test_a_smart_click_sent_again_before_its_answer_was_accepted_counts_once(
+        client, vrshq_backend, media_root, truth):
+    """Label Studio sends every smart click of the label on the page until an answer is
+    accepted (accepting deletes them): a click sent again is the one the page already has."""
+    tid = next_task_id()
+    result = predicted(client, tid)
+    before = vrshq_backend.states.load(1, tid)
+    page, frame = extra_page(result, tid)
+    (inside, away), _ = clicks_in_pixels(truth, frame)
+    first, second = (smart(c) for c in keypoints(page, [inside, away], [1, 1], ids="lsf"))
+    interactive(client, tid, [first])
+    interactive(client, tid, [first, second])
+    after = vrshq_backend.states.load(1, tid)
+    assert_re_propagated(after, before, reference(vrshq_backend, media_root, before, frame, [inside, away], [1, 1]),
+                         frame, [inside, away], [1, 1])
+    assert [len(r.corrected_clicks) for r in vrshq_backend.corrections.list(project=1, task=tid)] == [1, 2]
+
+
+def test_an_alt_click_of_the_smart_tool_is_negative_whatever_its_label(
+        client, vrshq_backend, media_root, truth, queued):
+    tid = next_task_id()
+    result = predicted(client, tid)
+    before = vrshq_backend.states.load(1, tid)
+    page, frame = extra_page(result, tid)
+    points, labels = clicks_in_pixels(truth, frame)  # Include inside, Exclude away
+    sent = [smart(c, positive=bool(lb)) for c, lb in zip(keypoints(page, points, [1, 1], ids="lsf"), labels)]
+    answer = interactive(client, tid, sent)
+    after = vrshq_backend.states.load(1, tid)
+    assert_re_propagated(after, before, reference(vrshq_backend, media_root, before, frame, points, labels),
+                         frame, points, labels)
+    echoed = [r["value"]["keypointlabels"] for r in answer if r["type"] == "keypointlabels"]
+    assert echoed == [["Include"], ["Exclude"]]
+    # a Submit of the clicks as sent (the answer's masks accepted, its echoed clicks not): the
+    # same correction, nothing new
+    shown = [r for r in predicted(client, tid) if r["type"] != "keypointlabels"]
+    queued.on()
+    r = webhook(client, tid, shown + sent, annotation_id=86)
+    assert r.json["result"] == {"corrections": 0, "job": None, "objects": []}, r.json
+    assert queued.calls == [] and len(vrshq_backend.corrections.list(project=1, task=tid)) == 1
+
+
 def test_a_queued_job_whose_clicks_were_replaced_skips_them(client, vrshq_backend, truth, queued):
     """Jobs may run out of order: the older clicks' job must not bring them back over newer ones."""
     tid = next_task_id()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,8 @@ def test_shipped_configs_are_valid_label_studio_configs(name: str) -> None:
     assert (info.keyframes_name, info.keyframes_key, info.mask_name) == ("keyframes", "keyframes", "mask")
     assert info.has_masks and info.mask_labels == LABELS
     assert (info.clicks_name, info.click_labels) == ("clicks", ("Include", "Exclude"))  # the click tool
+    # its smart tool sends a click at once with Auto-Annotation on (test_smart_clicks_browser.py)
+    assert ET.fromstring(xml).find(".//KeyPointLabels").get("smart") == "true"
     values = dict(zip(info.labels, info.predicted_values))
     assert {"man", "woman", "people"} <= set(values["Person"])
     assert {"sedan", "truck", "bicycle"} <= set(values["Car"])

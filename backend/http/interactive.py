@@ -16,9 +16,10 @@ the editor replaces the regions it has):
   box correction on each moved keyframe's frame (:mod:`vrshq.backend.labelstudio.box_fixes`),
   logged and, for a plugin that takes box corrections, re-propagated like a mask;
 * clicks on a mask page (``keypointlabels``, :mod:`vrshq.backend.labelstudio.click_fixes`): added
-  to the clicks the page already has (the backend echoes them; a click with an echoed id is one
-  of those), one clicks correction of the page's object on its frame, logged and, for a plugin
-  that takes clicks, re-propagated like a mask.
+  to the clicks the page already has (the backend echoes them; a click with an echoed id, or
+  at an echoed click's place with its kind, is one of those: Label Studio resends a page's smart
+  clicks until an answer is accepted), one clicks correction of the page's object on its frame,
+  logged and, for a plugin that takes clicks, re-propagated like a mask.
 
 A video longer than the frame budget runs as a job that writes a prediction back instead (on
 the queue's workers when ``REDIS_URL`` is set: the job's payload is plain JSON, see :func:`add_job`).
@@ -37,6 +38,7 @@ from vrshq.backend.tasks.frame_rate import task_data_at_file_rate
 from vrshq.backend.jobs.add_objects import add_objects
 from vrshq.backend.jobs.payloads import correct_payload
 from vrshq.backend.labelstudio.annotations import ObjectChange, diff_annotation, frame_size
+from vrshq.backend.labelstudio.click_fixes import same_click
 from vrshq.backend.http.frames import frame_requests, show_frames
 from vrshq.backend.labelstudio.labelconfig import LabelConfigInfo
 from vrshq.backend.labelstudio.pages import all_pages, page_index, page_mask
@@ -205,9 +207,13 @@ def _correct_clicks(backend: Any, tid: int, info: LabelConfigInfo, project: str,
         raise RequestError(f"task {tid} has no prediction from this backend to correct: "
                            "predict it first")
     result = state_results(state, info)
-    echoed = {str(r.get("id")) for r in result if r.get("type") == "keypointlabels"}
-    result += [dict(c) for c in clicks if str(c.get("id")) not in echoed]
+    echoed = [r for r in result if r.get("type") == "keypointlabels"]
+    ids = {str(r.get("id")) for r in echoed}
     with malformed_input(f"task {tid}: the context's clicks"):
+        # Label Studio sends all the page's smart clicks of the label until an answer is accepted
+        # (accepting deletes them): a click sent again is one of the page's echoed clicks
+        result += [dict(c) for c in clicks if str(c.get("id")) not in ids
+                   and not any(same_click(c, e, info) for e in echoed)]
         changes = [ch for ch in diff_annotation(state, info, result) if ch.clicks is not None]
     if changes:
         log_changes(backend.corrections, state, info, changes, "interactive", None,

@@ -8,6 +8,8 @@ The rule:
 * ``value.x`` / ``value.y`` are percent of the page image, which is the video frame at its own
   size, so a click is at ``(x * width / 100, y * height / 100)`` pixels of the video; its label
   is 1 (positive) or 0 (negative) by the label's name (``CLICK_KINDS``: Include / Exclude).
+* A click of the smart (Auto-Detect) key point tool with ``is_positive: false`` (an Alt+click)
+  is negative whatever its label.
 * All clicks of one page, in the annotation's order, are ONE correction of its object on its
   frame (the prompt SAM's ``add_points`` takes); clicks of the same object and frame on two
   pages are merged in page order.
@@ -24,6 +26,7 @@ The rule:
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -60,7 +63,18 @@ def _click(result: Mapping[str, Any], pages: int, info: LabelConfigInfo) -> tupl
         raise ValueError(f"a click needs exactly one label of {list(info.click_labels)}, got {labels!r}")
     if labels[0] not in info.click_labels:
         raise ValueError(f"a click's label {labels[0]!r} is not one of {list(info.click_labels)}")
-    return page, xy[0], xy[1], click_kind(labels[0])
+    # Label Studio's smart (Auto-Detect) key point tool sends an Alt+click as is_positive: false
+    # whatever the label picked (editor tools/KeyPoint.js, regions/KeyPointRegion.jsx, 1.23.2)
+    kind = 0 if result.get("is_positive") is False else click_kind(labels[0])
+    return page, xy[0], xy[1], kind
+
+
+def same_click(a: Mapping[str, Any], b: Mapping[str, Any], info: LabelConfigInfo) -> bool:
+    """Whether two keypoint results are one click: the same page, kind and place (to 1e-6 %,
+    an echo's round trip through pixels); ValueError for a malformed one, as :func:`click_fixes`."""
+    pa, xa, ya, ka = _click(a, sys.maxsize, info)
+    pb, xb, yb, kb = _click(b, sys.maxsize, info)
+    return (pa, ka) == (pb, kb) and abs(xa - xb) <= 1e-6 and abs(ya - yb) <= 1e-6
 
 
 def click_fixes(results: Sequence[Any], info: LabelConfigInfo, pages: Sequence[tuple[int, int]],
@@ -118,4 +132,4 @@ def click_results(obj: ObjectTrack, frame: int, page: int, region_id: str,
     return out
 
 
-__all__ = ["applied_clicks", "click_fixes", "click_kind", "click_results"]
+__all__ = ["applied_clicks", "click_fixes", "click_kind", "click_results", "same_click"]
