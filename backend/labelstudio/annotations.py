@@ -183,12 +183,19 @@ def _drawn_on_pages(state: TaskState, annotated: Mapping[str, ParsedRegion], our
     """Brush regions drawn anew on an extra page: obj_id -> frame -> masks. The page's object
     and frame come from the state's pages, or from the prediction the annotator started from."""
     n = len(state.objects)
+    in_state = {i: (o.obj_id, f) for i, (o, f) in enumerate(all_pages(state)) if i >= n}
     if predicted is None:
-        where = {i: (o.obj_id, f) for i, (o, f) in enumerate(all_pages(state)) if i >= n}
+        where = in_state
     else:
         by_rid = {object_region_id(state, o): o.obj_id for o in state.objects}
         where = {i: (by_rid[rid], f) for rid, r in predicted.items() if rid in by_rid
                  for f, i in r.page_items.items()}
+        # A page the prediction did not have: one ``frame N`` added (on the open editor's
+        # on-demand page) or a re-propagation appended. The state's page list only grows until
+        # the next prediction, so where it still starts with the prediction's objects and pages,
+        # its later indices are the editor's, as the webhook reads them.
+        if set(by_rid) <= set(predicted) and all(in_state.get(i) == w for i, w in where.items()):
+            where = {**in_state, **where}
     out: dict[int, dict[int, list]] = {}
     for key, r in annotated.items():
         if key in ours or r.has_track or r.mask is None or r.keyframe_item_index not in where:

@@ -1,0 +1,139 @@
+"""`vrshq corrections sync` logs what the webhook logs, page for page, against a real Label Studio.
+
+One annotation, started from the backend's prediction and carrying: a mask edited on an extra
+page the prediction had, a mask edited on a page that ``frame N`` added after the prediction, a
+region drawn anew on that requested page (the on-demand page), a moved box and a newly drawn
+object. Backend A receives it by webhook; backend B (a copy of A's data folder taken before the
+webhook, with an empty log) catches it up with ``vrshq corrections sync``. Their log rows must be
+equal field for field, and both must be what the annotation says (the drawn masks and boxes,
+written out here), not only equal to each other.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+
+import numpy as np
+import pytest
+
+from vrshq.backend.corrections import CorrectionsLog
+from vrshq.backend.http.app import create_app
+from vrshq.masks import decode_brush, decode_rle, encode_brush
+from vrshq.synthetic import SyntheticSpec, write_video
+from tests.backend_fixtures import TEXT_XML, make_backend
+from tests.cli_helpers import run_cli
+
+pytestmark = pytest.mark.timeout(600)
+SPEC = SyntheticSpec(num_frames=12, width=96, height=64, fps=10.0, num_objects=2, seed=47)
+# What a row says about the correction (id, event and logging time aside).
+FIELDS = ("annotation", "annotator", "obj_id", "label", "frame", "prompt", "predicted_mask",
+          "corrected_mask", "predicted_boxes", "corrected_boxes", "annotated_at", "model_version",
+          "plugin", "video_path", "fps")
+
+
+def square(y0: int, x0: int, size: int = 16) -> np.ndarray:
+    m = np.zeros((SPEC.height, SPEC.width), bool)
+    m[y0:y0 + size, x0:x0 + size] = True
+    return m
+
+
+def _by_id(results: list[dict], rid: str) -> dict:
+    return next(r for r in results if r["id"] == rid)
+
+
+def _rows(log_dir) -> list[tuple]:
+    with CorrectionsLog.for_model_dir(log_dir) as log:
+        return sorted(tuple(getattr(r, f) for f in FIELDS) for r in log.list())
+
+
+def _annotation(pred: list[dict], answer: list[dict], tid: int, page_a: int, frame_n: int,
+                slot: int) -> tuple[list[dict], dict]:
+    """The submitted result (see the module docstring) and what each edit must log."""
+    result = copy.deepcopy(pred) + [copy.deepcopy(r) for r in answer
+                                    if r["id"] not in {p["id"] for p in pred}]
+    one, two = f"vrshq-{tid}-1", f"vrshq-{tid}-2"
+    fix_a, fix_n, drawn = square(4, 6), square(30, 60), square(40, 10, 12)
+    _by_id(result, f"{one}-mask-f{page_a + 1}")["value"]["rle"] = encode_brush(fix_a)
+    _by_id(result, f"{two}-mask-f{frame_n + 1}")["value"]["rle"] = encode_brush(fix_n)
+    on_slot = _by_id(result, f"{one}-mask-f{frame_n + 1}")
+    assert on_slot["item_index"] == slot  # the answer sits on the on-demand page
+    shown_n = decode_brush(on_slot["value"]["rle"], SPEC.height, SPEC.width)
+    brush = copy.deepcopy(on_slot)
+    brush.update(id="drawn-on-demand", item_index=slot)
+    brush["value"]["rle"] = encode_brush(drawn)
+    result.append(brush)
+    track = _by_id(result, two)
+    moved = copy.deepcopy(track["value"]["sequence"])
+    moved[0]["x"] = float(moved[0]["x"]) + 8.0  # the first keyframe's box, 8% of the width right
+    track["value"]["sequence"] = moved
+    new_object = copy.deepcopy(_by_id(result, one))
+    new_object["id"] = "drawn-new-object"
+    result.append(new_object)
+    expect = {(1, page_a): fix_a, (2, frame_n): fix_n, (1, frame_n): shown_n | drawn}
+    return result, {"masks": expect, "boxes": moved}
+
+
+def test_sync_logs_exactly_what_the_webhook_logs_on_every_page(label_studio, ls_api, tiny_models,
+                                                               tmp_path, capfd, monkeypatch):
+    clips = label_studio.doc_root / "syncpages"
+    clips.mkdir(parents=True, exist_ok=True)
+    write_video(SPEC, clips / "v.mp4")
+    pid = ls_api.create_project("vrshq sync pages", TEXT_XML)
+    ls_api.add_local_storage(pid, clips)
+    (tid,) = ls_api.import_tasks(pid, [{"data": {"video": "/data/local-files/?d=syncpages/v.mp4",
+                                                  "fps": 10, "prompt": "the red disc\nthe car"}}])
+    data_a, data_b = tmp_path / "a", tmp_path / "b"
+    backend = make_backend(tiny_models, label_studio.doc_root, data_a,
+                           label_studio_url=label_studio.url, api_key=label_studio.token)
+    try:
+        client = create_app(backend=backend).test_client()
+        (pred,) = client.post("/predict", json={"tasks": [ls_api.get_task(tid)], "project": str(pid),
+                                                "label_config": TEXT_XML}).json["results"]
+        parent = backend.post_prediction(str(pid), tid, pred)
+        state = backend.states.load(str(pid), tid)
+        page_a = next(p.frame for p in state.pages if p.obj_id == 1)
+        paged = {p.frame for p in state.pages} | {o.keyframe for o in state.objects}
+        frame_n = next(f for f in range(SPEC.num_frames) if f not in paged)
+        slot = len(state.objects) + len(state.pages)  # the on-demand page's index
+        typed = {"from_name": "prompt", "to_name": "video", "type": "textarea",
+                 "value": {"text": [f"frame {frame_n + 1}"]}}
+        r = client.post("/predict", json={"tasks": [ls_api.get_task(tid)], "project": str(pid),
+                                          "label_config": TEXT_XML,
+                                          "params": {"context": {"result": [typed]}}})
+        assert r.status_code == 200, r.json
+        result, expect = _annotation(pred["result"], r.json["results"][0]["result"], tid, page_a,
+                                     frame_n, slot)
+        # Backend B: the same data folder as A before the webhook came, its log empty.
+        shutil.copytree(data_a, data_b, ignore=shutil.ignore_patterns("corrections.sqlite3*"))
+        CorrectionsLog.for_model_dir(data_b).close()
+        aid = ls_api.create_annotation(tid, result, parent_prediction=parent)
+        r = client.post("/webhook", json={"action": "ANNOTATION_CREATED",
+                                          "project": {"id": pid, "label_config": TEXT_XML},
+                                          "task": {"id": tid}, "annotation": ls_api.get_annotation(aid)})
+        assert r.status_code == 201, r.json
+    finally:
+        backend.close()
+
+    monkeypatch.setenv("LABEL_STUDIO_URL", label_studio.url)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", label_studio.token)
+    rc, out, err = run_cli(capfd, "corrections", "sync", "--project", pid, "--data-dir", data_b)
+    assert rc == 0, err
+    by_webhook, by_sync = _rows(data_a), _rows(data_b)
+    assert [(r[2], r[4]) for r in by_sync] == [(r[2], r[4]) for r in by_webhook]
+    for mine, theirs in zip(by_sync, by_webhook):
+        assert [f for f, a, b in zip(FIELDS, mine, theirs) if a != b] == [], mine[2:5]
+    assert by_sync == by_webhook
+    # Both are what the annotator did: each edited or drawn page, and the moved box.
+    rows = {(row[2], row[4]): row for row in by_sync}
+    masks = {k: decode_rle(row[7]) for k, row in rows.items() if row[7] is not None}
+    assert set(masks) == set(expect["masks"])
+    for key, mask in expect["masks"].items():
+        assert np.array_equal(masks[key], mask), key
+    (boxed,) = [row for row in by_sync if row[9] is not None]
+    assert boxed[2] == 2 and [b["x"] for b in boxed[9]] == [b["x"] for b in expect["boxes"]]
+    assert len(by_sync) == 4  # the drawn new object is not a correction (the webhook's rule too)
+    # Idempotent: a second run adds nothing.
+    rc, out, err = run_cli(capfd, "corrections", "sync", "--project", pid, "--data-dir", data_b)
+    assert rc == 0 and "0 correction(s) logged" in out, out
+    assert _rows(data_b) == by_sync
