@@ -137,3 +137,61 @@ def test_sync_logs_exactly_what_the_webhook_logs_on_every_page(label_studio, ls_
     rc, out, err = run_cli(capfd, "corrections", "sync", "--project", pid, "--data-dir", data_b)
     assert rc == 0 and "0 correction(s) logged" in out, out
     assert _rows(data_b) == by_sync
+
+
+def test_sync_logs_the_edits_of_an_object_added_after_the_prediction(label_studio, ls_api, tiny_models,
+                                                                    tmp_path, capfd, monkeypatch):
+    """An object typed into the open editor after the prediction (the backend's answer put it
+    there) and then edited: the webhook logs the edit against the object as answered, sync too."""
+    clips = label_studio.doc_root / "syncadded"
+    clips.mkdir(parents=True, exist_ok=True)
+    write_video(SPEC, clips / "v.mp4")
+    pid = ls_api.create_project("vrshq sync added", TEXT_XML)
+    ls_api.add_local_storage(pid, clips)
+    (tid,) = ls_api.import_tasks(pid, [{"data": {"video": "/data/local-files/?d=syncadded/v.mp4",
+                                                  "fps": 10, "prompt": "the red disc"}}])
+    data_a, data_b = tmp_path / "a", tmp_path / "b"
+    backend = make_backend(tiny_models, label_studio.doc_root, data_a,
+                           label_studio_url=label_studio.url, api_key=label_studio.token)
+    try:
+        client = create_app(backend=backend).test_client()
+        (pred,) = client.post("/predict", json={"tasks": [ls_api.get_task(tid)], "project": str(pid),
+                                                "label_config": TEXT_XML}).json["results"]
+        parent = backend.post_prediction(str(pid), tid, pred)
+        typed = {"from_name": "prompt", "to_name": "video", "type": "textarea",
+                 "value": {"text": ["the car"]}}
+        r = client.post("/predict", json={"tasks": [ls_api.get_task(tid)], "project": str(pid),
+                                          "label_config": TEXT_XML,
+                                          "params": {"context": {"result": [typed]}}})
+        assert r.status_code == 200, r.json
+        answer = r.json["results"][0]["result"]
+        two = f"vrshq-{tid}-2"
+        assert {x["id"] for x in answer} >= {two, f"{two}-mask"}, [x["id"] for x in answer]
+        result = copy.deepcopy(pred["result"]) + copy.deepcopy(answer)
+        fix = square(20, 30)
+        _by_id(result, f"{two}-mask")["value"]["rle"] = encode_brush(fix)
+        track = _by_id(result, two)
+        moved = copy.deepcopy(track["value"]["sequence"])
+        moved[0]["y"] = float(moved[0]["y"]) + 10.0
+        track["value"]["sequence"] = moved
+        shutil.copytree(data_a, data_b, ignore=shutil.ignore_patterns("corrections.sqlite3*"))
+        CorrectionsLog.for_model_dir(data_b).close()
+        aid = ls_api.create_annotation(tid, result, parent_prediction=parent)
+        r = client.post("/webhook", json={"action": "ANNOTATION_CREATED",
+                                          "project": {"id": pid, "label_config": TEXT_XML},
+                                          "task": {"id": tid}, "annotation": ls_api.get_annotation(aid)})
+        assert r.status_code == 201, r.json
+    finally:
+        backend.close()
+
+    monkeypatch.setenv("LABEL_STUDIO_URL", label_studio.url)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", label_studio.token)
+    rc, out, err = run_cli(capfd, "corrections", "sync", "--project", pid, "--data-dir", data_b)
+    assert rc == 0, err
+    by_webhook, by_sync = _rows(data_a), _rows(data_b)
+    assert by_sync == by_webhook
+    (row,) = by_sync
+    assert row[2] == 2 and np.array_equal(decode_rle(row[7]), fix)
+    assert [b["y"] for b in row[9]] == [b["y"] for b in moved]
+    rc, out, err = run_cli(capfd, "corrections", "sync", "--project", pid, "--data-dir", data_b)
+    assert rc == 0 and "0 correction(s) logged" in out, out

@@ -26,6 +26,7 @@ from vrshq.backend.labelstudio.labelconfig import LabelConfigInfo
 from vrshq.backend.labelstudio.pages import all_pages, page_mask, was_shown
 from vrshq.backend.labelstudio.predictions import ParsedRegion, parse_annotation
 from vrshq.backend.labelstudio.results import object_region_id, shown_mask, state_results
+from vrshq.backend.tasks.provenance import deleted_objects
 from vrshq.backend.tasks.state import TaskState
 from vrshq.backend.labelstudio.box_fixes import box_fixes
 from vrshq.plugins.base import Correction, ObjectTrack
@@ -121,15 +122,20 @@ def diff_annotation(state: TaskState, info: LabelConfigInfo,
     frames = state.frames_count
     predicted = parse_annotation(predicted_results, info, frame_size=size, frames_count=frames)
     annotated = parse_annotation(annotation_result, info, frame_size=size, frames_count=frames)
+    later = False  # objects added to the task since the prediction compared with
+    if not against_state:
+        predicted_results, added, later = _with_added(state, info, predicted, annotated, predicted_results)
+        if added:
+            predicted = parse_annotation(predicted_results, info, frame_size=size, frames_count=frames)
     predicted_seq = _sequences(predicted_results, info)
     annotated_seq = _sequences(annotation_result, info)
     ours = {object_region_id(state, o) for o in state.objects}
-    drawn = _drawn_on_pages(state, annotated, ours, None if against_state else predicted)
+    drawn = _drawn_on_pages(state, annotated, ours, None if against_state else predicted, later)
     changes: list[ObjectChange] = []
     for index, obj in enumerate(state.objects):
         rid = object_region_id(state, obj)
         if not against_state and rid not in predicted:
-            continue  # added after that prediction: not in the annotator's editor
+            continue  # added after that prediction and not in the annotation: never seen
         before = shown_mask(obj)
         if not against_state and predicted[rid].mask is not None \
                 and predicted[rid].mask.shape == before.shape:
@@ -178,10 +184,29 @@ def diff_annotation(state: TaskState, info: LabelConfigInfo,
     return changes
 
 
+def _with_added(state: TaskState, info: LabelConfigInfo, predicted: Mapping[str, ParsedRegion],
+                annotated: Mapping[str, ParsedRegion], predicted_results: Sequence[Mapping[str, Any]],
+                ) -> tuple[list[Mapping[str, Any]], set[int], bool]:
+    """The prediction the annotator started from, plus the objects added to the task after it
+    (a typed prompt or a drawn box answered in the open editor) that the annotation carries:
+    the annotator saw those as the backend answered them, which is the state's object, as the
+    webhook compares it. Then their ids, and whether any object was added after it. An added
+    object the annotation lacks is left out (a deletion cannot be told from an object added
+    after the annotation was saved)."""
+    gone = deleted_objects(state)
+    later = {o.obj_id for o in state.objects
+             if o.obj_id not in gone and object_region_id(state, o) not in predicted}
+    added = {o.obj_id for o in state.objects if o.obj_id in later and object_region_id(state, o) in annotated}
+    extra = state_results(state, info, added) if added else []
+    return [*predicted_results, *extra], added, bool(later)
+
+
 def _drawn_on_pages(state: TaskState, annotated: Mapping[str, ParsedRegion], ours: set[str],
-                    predicted: Mapping[str, ParsedRegion] | None) -> dict[int, dict[int, list]]:
+                    predicted: Mapping[str, ParsedRegion] | None,
+                    objects_added: bool = False) -> dict[int, dict[int, list]]:
     """Brush regions drawn anew on an extra page: obj_id -> frame -> masks. The page's object
-    and frame come from the state's pages, or from the prediction the annotator started from."""
+    and frame come from the state's pages, or from the prediction the annotator started from
+    (and the state's pages after its own, while the state's list extends it)."""
     n = len(state.objects)
     in_state = {i: (o.obj_id, f) for i, (o, f) in enumerate(all_pages(state)) if i >= n}
     if predicted is None:
@@ -194,7 +219,8 @@ def _drawn_on_pages(state: TaskState, annotated: Mapping[str, ParsedRegion], our
         # on-demand page) or a re-propagation appended. The state's page list only grows until
         # the next prediction, so where it still starts with the prediction's objects and pages,
         # its later indices are the editor's, as the webhook reads them.
-        if set(by_rid) <= set(predicted) and all(in_state.get(i) == w for i, w in where.items()):
+        # An object added since moved every extra page one further: no such reading then.
+        if not objects_added and all(in_state.get(i) == w for i, w in where.items()):
             where = {**in_state, **where}
     out: dict[int, dict[int, list]] = {}
     for key, r in annotated.items():
