@@ -110,8 +110,10 @@ def diff_annotation(state: TaskState, info: LabelConfigInfo,
     each followed by one per extra mask page of the object that the annotation carries.
 
     The annotation is compared with the task's current state, or with ``predicted_results``
-    (the prediction the annotator started from); objects that prediction does not have are
-    left out then.
+    (the prediction the annotator started from, ``corrections sync``); then an object added
+    after that prediction is compared with the state's object where the annotation carries it
+    (left out otherwise), and a page beyond the prediction's is read from the state's page list
+    while it extends the prediction's: what the webhook reads.
     """
     against_state = predicted_results is None
     if not state.objects:
