@@ -19,6 +19,7 @@ import pytest
 
 from vrshq.backend.corrections import CorrectionsLog
 from vrshq.backend.http.app import create_app
+from vrshq.backend.tasks.state import TaskStateStore
 from vrshq.masks import decode_brush, decode_rle, encode_brush
 from vrshq.synthetic import SyntheticSpec, write_video
 from tests.backend_fixtures import TEXT_XML, make_backend
@@ -45,6 +46,13 @@ def _by_id(results: list[dict], rid: str) -> dict:
 def _rows(log_dir) -> list[tuple]:
     with CorrectionsLog.for_model_dir(log_dir) as log:
         return sorted(tuple(getattr(r, f) for f in FIELDS) for r in log.list())
+
+
+def _reviews(data_dir, pid: int, tid: int) -> list[tuple]:
+    """The provenance the submission left (export's corrected/reviewed), per object and frame."""
+    state = TaskStateStore(data_dir).load(str(pid), tid)
+    return sorted((r.obj_id, r.frame, r.status, np.packbits(r.mask).tobytes(), str(r.annotation), r.prompt)
+                  for r in state.reviews)
 
 
 def _annotation(pred: list[dict], answer: list[dict], tid: int, page_a: int, frame_n: int,
@@ -124,6 +132,9 @@ def test_sync_logs_exactly_what_the_webhook_logs_on_every_page(label_studio, ls_
     for mine, theirs in zip(by_sync, by_webhook):
         assert [f for f, a, b in zip(FIELDS, mine, theirs) if a != b] == [], mine[2:5]
     assert by_sync == by_webhook
+    # The same provenance too: each shown page corrected or reviewed, as the export reads it.
+    assert _reviews(data_b, pid, tid) == _reviews(data_a, pid, tid)
+    assert {(r[0], r[1]) for r in _reviews(data_b, pid, tid) if r[2] == "corrected"} == set(expect["masks"])
     # Both are what the annotator did: each edited or drawn page, and the moved box.
     rows = {(row[2], row[4]): row for row in by_sync}
     masks = {k: decode_rle(row[7]) for k, row in rows.items() if row[7] is not None}
@@ -190,6 +201,7 @@ def test_sync_logs_the_edits_of_an_object_added_after_the_prediction(label_studi
     assert rc == 0, err
     by_webhook, by_sync = _rows(data_a), _rows(data_b)
     assert by_sync == by_webhook
+    assert _reviews(data_b, pid, tid) == _reviews(data_a, pid, tid)
     (row,) = by_sync
     assert row[2] == 2 and np.array_equal(decode_rle(row[7]), fix)
     assert [b["y"] for b in row[9]] == [b["y"] for b in moved]
