@@ -177,13 +177,20 @@ def diff_annotation(state: TaskState, info: LabelConfigInfo,
                                   against_state)
             changes += pages
         if change.boxes and size is not None:
-            # the backend's own tracks: the current one and those it replaced
-            current = track_to_videorectangle(obj.track, state.fps, frames)["value"]["sequence"]
-            change.box_fixes = box_fixes(
-                obj.obj_id, change.boxes, change.predicted_boxes,
-                [current, *state.earlier_tracks.get(str(obj.obj_id), [])], frames, size,
-                [int(c.frame) for c in [change, *pages] if c.mask is not None])
+            change.box_fixes = _moved_boxes(state, change, pages, size)
     return changes
+
+
+def _moved_boxes(state: TaskState, change: ObjectChange, pages: list[ObjectChange],
+                 size: tuple[int, int]) -> list[Correction]:
+    """The box corrections of a changed box track (:func:`box_fixes`); a mask edit on the same
+    frame (the object's keyframe or one of its ``pages``) wins."""
+    obj, frames = change.obj, state.frames_count
+    # the backend's own tracks: the current one and those it replaced
+    current = track_to_videorectangle(obj.track, state.fps, frames)["value"]["sequence"]
+    return box_fixes(obj.obj_id, change.boxes, change.predicted_boxes,
+                     [current, *state.earlier_tracks.get(str(obj.obj_id), [])], frames, size,
+                     [int(c.frame) for c in [change, *pages] if c.mask is not None])
 
 
 def _with_added(state: TaskState, info: LabelConfigInfo, predicted: Mapping[str, ParsedRegion],
