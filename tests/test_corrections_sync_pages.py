@@ -82,59 +82,89 @@ def _annotation(pred: list[dict], answer: list[dict], tid: int, page_a: int, fra
     return result, {"masks": expect, "boxes": moved}
 
 
-def test_sync_logs_exactly_what_the_webhook_logs_on_every_page(label_studio, ls_api, tiny_models,
-                                                               tmp_path, capfd, monkeypatch):
-    clips = label_studio.doc_root / "syncpages"
-    clips.mkdir(parents=True, exist_ok=True)
-    write_video(SPEC, clips / "v.mp4")
-    pid = ls_api.create_project("vrshq sync pages", TEXT_XML)
-    ls_api.add_local_storage(pid, clips)
-    (tid,) = ls_api.import_tasks(pid, [{"data": {"video": "/data/local-files/?d=syncpages/v.mp4",
-                                                  "fps": 10, "prompt": "the red disc\nthe car"}}])
-    data_a, data_b = tmp_path / "a", tmp_path / "b"
-    backend = make_backend(tiny_models, label_studio.doc_root, data_a,
-                           label_studio_url=label_studio.url, api_key=label_studio.token)
-    try:
-        client = create_app(backend=backend).test_client()
-        (pred,) = client.post("/predict", json={"tasks": [ls_api.get_task(tid)], "project": str(pid),
-                                                "label_config": TEXT_XML}).json["results"]
-        parent = backend.post_prediction(str(pid), tid, pred)
-        state = backend.states.load(str(pid), tid)
-        page_a = next(p.frame for p in state.pages if p.obj_id == 1)
-        paged = {p.frame for p in state.pages} | {o.keyframe for o in state.objects}
-        frame_n = next(f for f in range(SPEC.num_frames) if f not in paged)
-        slot = len(state.objects) + len(state.pages)  # the on-demand page's index
-        typed = {"from_name": "prompt", "to_name": "video", "type": "textarea",
-                 "value": {"text": [f"frame {frame_n + 1}"]}}
-        r = client.post("/predict", json={"tasks": [ls_api.get_task(tid)], "project": str(pid),
-                                          "label_config": TEXT_XML,
-                                          "params": {"context": {"result": [typed]}}})
-        assert r.status_code == 200, r.json
-        result, expect = _annotation(pred["result"], r.json["results"][0]["result"], tid, page_a,
-                                     frame_n, slot)
-        # Backend B: the same data folder as A before the webhook came, its log empty.
-        shutil.copytree(data_a, data_b, ignore=shutil.ignore_patterns("corrections.sqlite3*"))
-        CorrectionsLog.for_model_dir(data_b).close()
-        aid = ls_api.create_annotation(tid, result, parent_prediction=parent)
-        r = client.post("/webhook", json={"action": "ANNOTATION_CREATED",
-                                          "project": {"id": pid, "label_config": TEXT_XML},
-                                          "task": {"id": tid}, "annotation": ls_api.get_annotation(aid)})
-        assert r.status_code == 201, r.json
-    finally:
-        backend.close()
+class TaskA:
+    """A task predicted by backend A (its data folder ``a``), the prediction posted to Label Studio."""
 
+    def __init__(self, label_studio, ls_api, tiny_models, tmp_path, name: str, prompt: str) -> None:
+        clips = label_studio.doc_root / name
+        clips.mkdir(parents=True, exist_ok=True)
+        write_video(SPEC, clips / "v.mp4")
+        self.ls_api, self.data_a, self.data_b = ls_api, tmp_path / "a", tmp_path / "b"
+        self.pid = ls_api.create_project(f"vrshq {name}", TEXT_XML)
+        ls_api.add_local_storage(self.pid, clips)
+        (self.tid,) = ls_api.import_tasks(self.pid, [{"data": {
+            "video": f"/data/local-files/?d={name}/v.mp4", "fps": 10, "prompt": prompt}}])
+        self.backend = make_backend(tiny_models, label_studio.doc_root, self.data_a,
+                                    label_studio_url=label_studio.url, api_key=label_studio.token)
+        try:
+            self.client = create_app(backend=self.backend).test_client()
+            self.pred = self.predict()
+            self.parent = self.backend.post_prediction(str(self.pid), self.tid, self.pred)
+        except BaseException:
+            self.backend.close()
+            raise
+
+    def predict(self, typed: str | None = None) -> dict:
+        """The task's prediction, or the answer to ``typed`` in its prompt box (auto-annotation)."""
+        body = {"tasks": [self.ls_api.get_task(self.tid)], "project": str(self.pid), "label_config": TEXT_XML}
+        if typed is not None:
+            body["params"] = {"context": {"result": [{"from_name": "prompt", "to_name": "video",
+                                                      "type": "textarea", "value": {"text": [typed]}}]}}
+        r = self.client.post("/predict", json=body)
+        assert r.status_code == 200, r.json
+        return r.json["results"][0]
+
+    def submit(self, result: list[dict]) -> None:
+        """Copy A's data folder to B (the state before the webhook, an empty log), then submit
+        ``result`` to Label Studio, started from the prediction, and deliver its webhook to A."""
+        shutil.copytree(self.data_a, self.data_b, ignore=shutil.ignore_patterns("corrections.sqlite3*"))
+        CorrectionsLog.for_model_dir(self.data_b).close()
+        aid = self.ls_api.create_annotation(self.tid, result, parent_prediction=self.parent)
+        r = self.client.post("/webhook", json={
+            "action": "ANNOTATION_CREATED", "project": {"id": self.pid, "label_config": TEXT_XML},
+            "task": {"id": self.tid}, "annotation": self.ls_api.get_annotation(aid)})
+        assert r.status_code == 201, r.json
+
+
+def _sync_b(task: TaskA, label_studio, capfd, monkeypatch) -> tuple[list[tuple], list[tuple]]:
+    """``vrshq corrections sync`` into B; the rows A's webhook logged and those sync logged, whose
+    provenance must be equal too."""
     monkeypatch.setenv("LABEL_STUDIO_URL", label_studio.url)
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", label_studio.token)
-    rc, out, err = run_cli(capfd, "corrections", "sync", "--project", pid, "--data-dir", data_b)
+    rc, out, err = run_cli(capfd, "corrections", "sync", "--project", task.pid, "--data-dir", task.data_b)
     assert rc == 0, err
-    by_webhook, by_sync = _rows(data_a), _rows(data_b)
+    by_webhook, by_sync = _rows(task.data_a), _rows(task.data_b)
     assert [(r[2], r[4]) for r in by_sync] == [(r[2], r[4]) for r in by_webhook]
     for mine, theirs in zip(by_sync, by_webhook):
         assert [f for f, a, b in zip(FIELDS, mine, theirs) if a != b] == [], mine[2:5]
     assert by_sync == by_webhook
     # The same provenance too: each shown page corrected or reviewed, as the export reads it.
-    assert _reviews(data_b, pid, tid) == _reviews(data_a, pid, tid)
-    assert {(r[0], r[1]) for r in _reviews(data_b, pid, tid) if r[2] == "corrected"} == set(expect["masks"])
+    assert _reviews(task.data_b, task.pid, task.tid) == _reviews(task.data_a, task.pid, task.tid)
+    # Idempotent: a second run adds nothing.
+    rc, out, err = run_cli(capfd, "corrections", "sync", "--project", task.pid, "--data-dir", task.data_b)
+    assert rc == 0 and "0 correction(s) logged" in out, out
+    assert _rows(task.data_b) == by_sync
+    return by_webhook, by_sync
+
+
+def test_sync_logs_exactly_what_the_webhook_logs_on_every_page(label_studio, ls_api, tiny_models,
+                                                               tmp_path, capfd, monkeypatch):
+    task = TaskA(label_studio, ls_api, tiny_models, tmp_path, "syncpages", "the red disc\nthe car")
+    try:
+        state = task.backend.states.load(str(task.pid), task.tid)
+        page_a = next(p.frame for p in state.pages if p.obj_id == 1)
+        paged = {p.frame for p in state.pages} | {o.keyframe for o in state.objects}
+        frame_n = next(f for f in range(SPEC.num_frames) if f not in paged)
+        slot = len(state.objects) + len(state.pages)  # the on-demand page's index
+        answer = task.predict(f"frame {frame_n + 1}")["result"]
+        result, expect = _annotation(task.pred["result"], answer, task.tid, page_a, frame_n, slot)
+        task.submit(result)
+    finally:
+        task.backend.close()
+
+    _, by_sync = _sync_b(task, label_studio, capfd, monkeypatch)
+    reviews = _reviews(task.data_b, task.pid, task.tid)
+    assert {(r[0], r[1]) for r in reviews if r[2] == "corrected"} == set(expect["masks"])
     # Both are what the annotator did: each edited or drawn page, and the moved box.
     rows = {(row[2], row[4]): row for row in by_sync}
     masks = {k: decode_rle(row[7]) for k, row in rows.items() if row[7] is not None}
@@ -144,66 +174,29 @@ def test_sync_logs_exactly_what_the_webhook_logs_on_every_page(label_studio, ls_
     (boxed,) = [row for row in by_sync if row[9] is not None]
     assert boxed[2] == 2 and [b["x"] for b in boxed[9]] == [b["x"] for b in expect["boxes"]]
     assert len(by_sync) == 4  # the drawn new object is not a correction (the webhook's rule too)
-    # Idempotent: a second run adds nothing.
-    rc, out, err = run_cli(capfd, "corrections", "sync", "--project", pid, "--data-dir", data_b)
-    assert rc == 0 and "0 correction(s) logged" in out, out
-    assert _rows(data_b) == by_sync
 
 
 def test_sync_logs_the_edits_of_an_object_added_after_the_prediction(label_studio, ls_api, tiny_models,
                                                                     tmp_path, capfd, monkeypatch):
     """An object typed into the open editor after the prediction (the backend's answer put it
     there) and then edited: the webhook logs the edit against the object as answered, sync too."""
-    clips = label_studio.doc_root / "syncadded"
-    clips.mkdir(parents=True, exist_ok=True)
-    write_video(SPEC, clips / "v.mp4")
-    pid = ls_api.create_project("vrshq sync added", TEXT_XML)
-    ls_api.add_local_storage(pid, clips)
-    (tid,) = ls_api.import_tasks(pid, [{"data": {"video": "/data/local-files/?d=syncadded/v.mp4",
-                                                  "fps": 10, "prompt": "the red disc"}}])
-    data_a, data_b = tmp_path / "a", tmp_path / "b"
-    backend = make_backend(tiny_models, label_studio.doc_root, data_a,
-                           label_studio_url=label_studio.url, api_key=label_studio.token)
+    task = TaskA(label_studio, ls_api, tiny_models, tmp_path, "syncadded", "the red disc")
     try:
-        client = create_app(backend=backend).test_client()
-        (pred,) = client.post("/predict", json={"tasks": [ls_api.get_task(tid)], "project": str(pid),
-                                                "label_config": TEXT_XML}).json["results"]
-        parent = backend.post_prediction(str(pid), tid, pred)
-        typed = {"from_name": "prompt", "to_name": "video", "type": "textarea",
-                 "value": {"text": ["the car"]}}
-        r = client.post("/predict", json={"tasks": [ls_api.get_task(tid)], "project": str(pid),
-                                          "label_config": TEXT_XML,
-                                          "params": {"context": {"result": [typed]}}})
-        assert r.status_code == 200, r.json
-        answer = r.json["results"][0]["result"]
-        two = f"vrshq-{tid}-2"
+        answer = task.predict("the car")["result"]
+        two = f"vrshq-{task.tid}-2"
         assert {x["id"] for x in answer} >= {two, f"{two}-mask"}, [x["id"] for x in answer]
-        result = copy.deepcopy(pred["result"]) + copy.deepcopy(answer)
+        result = copy.deepcopy(task.pred["result"]) + copy.deepcopy(answer)
         fix = square(20, 30)
         _by_id(result, f"{two}-mask")["value"]["rle"] = encode_brush(fix)
         track = _by_id(result, two)
         moved = copy.deepcopy(track["value"]["sequence"])
         moved[0]["y"] = float(moved[0]["y"]) + 10.0
         track["value"]["sequence"] = moved
-        shutil.copytree(data_a, data_b, ignore=shutil.ignore_patterns("corrections.sqlite3*"))
-        CorrectionsLog.for_model_dir(data_b).close()
-        aid = ls_api.create_annotation(tid, result, parent_prediction=parent)
-        r = client.post("/webhook", json={"action": "ANNOTATION_CREATED",
-                                          "project": {"id": pid, "label_config": TEXT_XML},
-                                          "task": {"id": tid}, "annotation": ls_api.get_annotation(aid)})
-        assert r.status_code == 201, r.json
+        task.submit(result)
     finally:
-        backend.close()
+        task.backend.close()
 
-    monkeypatch.setenv("LABEL_STUDIO_URL", label_studio.url)
-    monkeypatch.setenv("LABEL_STUDIO_API_KEY", label_studio.token)
-    rc, out, err = run_cli(capfd, "corrections", "sync", "--project", pid, "--data-dir", data_b)
-    assert rc == 0, err
-    by_webhook, by_sync = _rows(data_a), _rows(data_b)
-    assert by_sync == by_webhook
-    assert _reviews(data_b, pid, tid) == _reviews(data_a, pid, tid)
+    _, by_sync = _sync_b(task, label_studio, capfd, monkeypatch)
     (row,) = by_sync
     assert row[2] == 2 and np.array_equal(decode_rle(row[7]), fix)
     assert [b["y"] for b in row[9]] == [b["y"] for b in moved]
-    rc, out, err = run_cli(capfd, "corrections", "sync", "--project", pid, "--data-dir", data_b)
-    assert rc == 0 and "0 correction(s) logged" in out, out
