@@ -375,6 +375,15 @@ class Backend:
             return state
 
     def _is_latest(self, project: str, task: int, c: Any) -> bool:
+        if c.points is not None:
+            # A clicks row is a row of its frame: a job whose clicks a newer clicks row of the
+            # frame replaced skips them (a later mask of the frame is protected by its own job).
+            newest = self.corrections.latest(project, task, c.obj_id, int(c.frame))
+            if newest is None or newest.corrected_clicks is None:
+                return True
+            logged = [(k["x"], k["y"], k["label"]) for k in newest.corrected_clicks]
+            mine = [(float(x), float(y), int(lb)) for (x, y), lb in zip(c.points, c.point_labels or [])]
+            return len(logged) == len(mine) and bool(np.allclose(logged, mine, rtol=0, atol=1e-6))
         if c.mask is None:
             # A box correction's log row is the object's box track (on its keyframe's row), not
             # a row of its frame: nothing to compare; the state's merge order decides.

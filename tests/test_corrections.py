@@ -72,11 +72,13 @@ def test_round_trip_of_every_field(log):
              corrected_boxes=[], event="ANNOTATION_CREATED", annotated_at=None, obj_id=7, frame=0),
         make(predicted_mask=mask(box=None), corrected_mask=None, predicted_boxes=None,
              corrected_boxes=None, event="interactive", annotator=42),
+        make(corrected_mask=None, corrected_boxes=None,
+             corrected_clicks=[{"x": 3, "y": 4.5, "label": 1}, {"x": 0.0, "y": 7.25, "label": 0}]),
     ]
     ids = [log.append(c) for c in originals]
-    assert ids == sorted(ids) and len(set(ids)) == 3
+    assert ids == sorted(ids) and len(set(ids)) == 4
     back = log.list()
-    assert len(back) == 3 and log.count() == 3
+    assert len(back) == 4 and log.count() == 4
     for orig, got, i in zip(originals, back, ids):
         assert got.id == i
         assert datetime.fromisoformat(got.created_at).utcoffset().total_seconds() == 0
@@ -91,6 +93,35 @@ def test_round_trip_of_every_field(log):
     assert back[0].corrected_boxes[0] == {"frame": 4, "x": 12.0, "y": 21.0, "width": 28.0,
                                           "height": 41.0, "enabled": True}
     assert Correction.from_json(json.loads(json.dumps(back[0].to_json()))) == back[0]
+    assert back[3].corrected_clicks == [{"x": 3.0, "y": 4.5, "label": 1}, {"x": 0.0, "y": 7.25, "label": 0}]
+    assert back[0].corrected_clicks is None
+
+
+def test_a_log_from_before_clicks_gets_the_column(tmp_path):
+    """A log created before ``corrected_clicks`` existed: its rows read back, clicks are logged."""
+    with CorrectionsLog.for_model_dir(tmp_path / "new") as lg:
+        lg.append(make())
+    con = sqlite3.connect(tmp_path / "new" / DB_FILENAME)
+    (ddl,) = con.execute("SELECT sql FROM sqlite_master WHERE name = 'corrections'").fetchone()
+    con.close()
+    old = ddl.replace(", \n\tcorrected_clicks TEXT", "").replace(",\n\tcorrected_clicks TEXT", "")
+    assert "corrected_clicks" not in old, ddl
+    (tmp_path / "old").mkdir()
+    con = sqlite3.connect(tmp_path / "old" / DB_FILENAME)
+    con.execute(old)
+    columns = [r[1] for r in con.execute("PRAGMA table_info(corrections)")]
+    row = make()
+    con.execute(f"INSERT INTO corrections ({', '.join(columns[1:])}) VALUES ({', '.join('?' * (len(columns) - 1))})",
+                ["2025-03-01T10:00:00+00:00" if c == "created_at" else
+                 json.dumps(getattr(row, c)) if c.endswith(("_mask", "_boxes")) else
+                 str(getattr(row, c)) if getattr(row, c) is not None else None for c in columns[1:]])
+    con.commit()
+    con.close()
+    with CorrectionsLog.for_model_dir(tmp_path / "old") as lg:
+        lg.append(make(corrected_mask=None, corrected_clicks=[{"x": 1, "y": 2, "label": 0}]))
+        first, second = lg.list()
+    assert first.corrected_clicks is None and first.corrected_boxes == row.corrected_boxes
+    assert second.corrected_clicks == [{"x": 1.0, "y": 2.0, "label": 0}]
 
 
 @pytest.mark.parametrize("overrides, needle", [
@@ -109,6 +140,13 @@ def test_round_trip_of_every_field(log):
     ({"task": True}, "task must be an int or a string"),
     ({"model_version": ""}, "model_version"),
     ({"annotated_at": "yesterday"}, "ISO 8601"),
+    ({"corrected_clicks": []}, "at least one click"),
+    ({"corrected_clicks": [{"x": 1, "y": 2}]}, "dict of x, y and label"),
+    ({"corrected_clicks": [{"x": -1, "y": 2, "label": 1}]}, r"x must be a finite number >= 0"),
+    ({"corrected_clicks": [{"x": 1, "y": float("nan"), "label": 1}]}, r"y must be a finite number"),
+    ({"corrected_clicks": [{"x": 1, "y": 2, "label": 2}]}, "label must be 1"),
+    ({"corrected_clicks": [{"x": 1, "y": 2, "label": True}]}, "label must be 1"),
+    ({"corrected_clicks": {"x": 1}}, "must be a list of clicks"),
 ])
 def test_validation(overrides, needle):
     with pytest.raises(ValueError, match=needle):

@@ -31,7 +31,8 @@ def _config(*tags: str) -> str:
     return "<View>" + "".join(tags) + "</View>"
 
 
-@pytest.mark.parametrize("name", ["video_text_prompt.xml", "video_box_prompt.xml", "video_concepts.xml"])
+@pytest.mark.parametrize("name", ["video_text_prompt.xml", "video_box_prompt.xml", "video_concepts.xml",
+                                  "video_text_prompt_overlay.xml"])
 def test_shipped_configs_are_valid_label_studio_configs(name: str) -> None:
     xml = (CONFIGS / name).read_text()
     li = LabelInterface(xml)
@@ -41,6 +42,7 @@ def test_shipped_configs_are_valid_label_studio_configs(name: str) -> None:
     assert (info.box_name, info.labels_name, info.labels) == ("box", "labels", LABELS)
     assert (info.keyframes_name, info.keyframes_key, info.mask_name) == ("keyframes", "keyframes", "mask")
     assert info.has_masks and info.mask_labels == LABELS
+    assert (info.clicks_name, info.click_labels) == ("clicks", ("Include", "Exclude"))  # the click tool
     values = dict(zip(info.labels, info.predicted_values))
     assert {"man", "woman", "people"} <= set(values["Person"])
     assert {"sedan", "truck", "bicycle"} <= set(values["Car"])
@@ -67,6 +69,19 @@ def test_concepts_config_needs_no_prompt_and_names_only_video_fps_keyframes():
     values = dict(zip(info.labels, info.predicted_values))
     assert [lb for lb in info.labels if values[lb] == ("*",)] == ["Object"]
     assert all(values[lb] and "*" not in values[lb] for lb in info.labels if lb != "Object")
+
+
+def test_the_click_tool_is_optional_and_its_labels_are_checked() -> None:
+    """<KeyPointLabels> on the mask pages: absent is fine (no clicks); its labels must each say
+    positive or negative by name (Include / Exclude, Positive / Negative, any case)."""
+    info = parse_label_config(_config(LABELS_TAG, VIDEO, BOX, BRUSH, IMAGE))
+    assert info.has_masks and (info.clicks_name, info.click_labels) == (None, ())
+    tag = '<KeyPointLabels name="pts" toName="keyframes"><Label value="positive"/><Label value="EXCLUDE"/></KeyPointLabels>'
+    info = parse_label_config(_config(LABELS_TAG, VIDEO, BOX, BRUSH, tag, IMAGE))
+    assert (info.clicks_name, info.click_labels) == ("pts", ("positive", "EXCLUDE"))
+    bad = '<KeyPointLabels name="pts" toName="keyframes"><Label value="Include"/><Label value="Head"/></KeyPointLabels>'
+    with pytest.raises(LabelConfigError, match="must each be Include or Exclude"):
+        parse_label_config(_config(LABELS_TAG, VIDEO, BOX, BRUSH, bad, IMAGE))
 
 
 def test_minimal_config_without_masks() -> None:

@@ -17,6 +17,7 @@ from vrshq.backend.corrections.geometry import checked_sequence
 from vrshq.backend.corrections.record import Correction as LoggedCorrection
 from vrshq.backend.labelstudio.annotations import ObjectChange
 from vrshq.backend.labelstudio.box_fixes import carried
+from vrshq.backend.labelstudio.click_fixes import applied_clicks
 from vrshq.backend.labelstudio.labelconfig import LabelConfigInfo
 from vrshq.backend.labelstudio.results import object_label
 from vrshq.backend.tasks.inputs import RequestError
@@ -67,7 +68,8 @@ def log_changes_each(log: Any, state: TaskState, info: LabelConfigInfo, changes:
             corrected_mask=None if corrected is None else encode_rle(corrected),
             predicted_boxes=boxes_json(ch.predicted_boxes), corrected_boxes=boxes_json(boxes),
             model_version=state.model_version, plugin=state.plugin, event=event,
-            annotated_at=annotation.get("updated_at") or annotation.get("created_at"))
+            annotated_at=annotation.get("updated_at") or annotation.get("created_at"),
+            corrected_clicks=clicks_json(ch.clicks))
         if max_row_bytes is not None:
             size = len(json.dumps(record.to_json()))
             if size > max_row_bytes:
@@ -92,11 +94,24 @@ def boxes_json(sequence: list[dict[str, Any]] | None) -> list[dict[str, Any]] | 
     return [{k: v for k, v in item.items() if k in keys} for item in sequence]
 
 
-def applied(change: ObjectChange, boxes: bool = False) -> bool:
+def clicks_json(clicks: Correction | None) -> list[dict[str, Any]] | None:
+    """A clicks correction's points as the log stores them (``{x, y, label}``, pixels)."""
+    if clicks is None or clicks.points is None:
+        return None
+    return [{"x": float(x), "y": float(y), "label": int(lb)}
+            for (x, y), lb in zip(clicks.points, clicks.point_labels or [])]
+
+
+def applied(change: ObjectChange, boxes: bool = False, points: bool = False) -> bool:
     """Whether the state's object already carries the change's mask as a correction on its frame
-    (and, with ``boxes``, each of its box corrections, :attr:`ObjectChange.box_fixes`)."""
+    (and, with ``boxes``, each of its box corrections, :attr:`ObjectChange.box_fixes`; with
+    ``points``, its clicks as the newest correction on its frame)."""
     if boxes and not all(carried(change.obj.corrections, fix) for fix in change.box_fixes):
         return False
+    if points and change.clicks is not None and change.mask is None:
+        newest = applied_clicks(change.obj, int(change.frame))
+        if newest is None or not carried([newest], change.clicks):
+            return False
     if change.mask is None:
         return True
     frame = int(change.frame)
@@ -105,7 +120,8 @@ def applied(change: ObjectChange, boxes: bool = False) -> bool:
                for c in change.obj.corrections)
 
 
-def to_repropagate(logged: list[tuple[ObjectChange, int | None]], boxes: bool = False) -> list[Correction]:
+def to_repropagate(logged: list[tuple[ObjectChange, int | None]], boxes: bool = False,
+                   points: bool = False) -> list[Correction]:
     """The corrections a delivery must see re-propagated: what it logged anew, and what an
     earlier delivery logged but the task's state does not carry yet (masks; with ``boxes``, for a
     plugin that takes box corrections, moved boxes too).
@@ -115,7 +131,8 @@ def to_repropagate(logged: list[tuple[ObjectChange, int | None]], boxes: bool = 
     again if only new rows were queued. Queued under :func:`job_key`, a re-delivery while the
     first job waits or runs joins it instead of adding a second.
     """
-    return mask_corrections([ch for ch, i in logged if i is not None or not applied(ch, boxes)], boxes)
+    return mask_corrections([ch for ch, i in logged if i is not None or not applied(ch, boxes, points)],
+                            boxes, points)
 
 
 def job_key(project: str, task: int | str, corrections: list[Correction]) -> str:
@@ -131,14 +148,23 @@ def job_key(project: str, task: int | str, corrections: list[Correction]) -> str
     return "correct:" + h.hexdigest()[:32]
 
 
-def mask_corrections(changes: list[ObjectChange], boxes: bool = False) -> list[Correction]:
+def mask_corrections(changes: list[ObjectChange], boxes: bool = False,
+                     points: bool = False) -> list[Correction]:
     """The re-propagation input: each changed mask (keyframe or extra page, on its frame) of an
-    object that was not deleted; with ``boxes``, then each moved box on its frame."""
+    object that was not deleted; with ``boxes``, then each moved box on its frame; with
+    ``points``, then each page's clicks on a frame whose mask was not edited."""
     out = [Correction(ch.obj.obj_id, int(ch.frame), ch.mask) for ch in changes
            if ch.mask is not None and not ch.deleted]
     if boxes:
         out += [fix for ch in changes if not ch.deleted for fix in ch.box_fixes]
+    if points:
+        out += [ch.clicks for ch in changes if ch.clicks is not None and ch.mask is None and not ch.deleted]
     return out
+
+
+def takes_points(plugin: Any) -> bool:
+    """Whether ``plugin`` re-propagates clicks corrections (else clicks are only logged)."""
+    return "points" in getattr(plugin, "correction_kinds", frozenset())
 
 
 def takes_boxes(plugin: Any) -> bool:
@@ -146,5 +172,5 @@ def takes_boxes(plugin: Any) -> bool:
     return "box" in getattr(plugin, "correction_kinds", frozenset())
 
 
-__all__ = ["applied", "boxes_json", "job_key", "log_changes", "log_changes_each", "mask_corrections",
-           "takes_boxes", "to_repropagate"]
+__all__ = ["applied", "boxes_json", "clicks_json", "job_key", "log_changes", "log_changes_each",
+           "mask_corrections", "takes_boxes", "takes_points", "to_repropagate"]

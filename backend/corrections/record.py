@@ -35,7 +35,9 @@ class Correction:
     an int, so a value reads back the same from any database. ``predicted_mask`` and
     ``corrected_mask`` are COCO RLE dicts (``{"size": [h, w], "counts": str}``) or None;
     ``predicted_boxes`` and ``corrected_boxes`` are lists of ``{frame, x, y, width, height}``
-    (Label Studio percentages, optionally ``enabled``/``rotation``/``time``) or None.
+    (Label Studio percentages, optionally ``enabled``/``rotation``/``time``) or None;
+    ``corrected_clicks`` the annotator's clicks on ``frame`` as ``{x, y, label}`` (pixels of the
+    video, label 1 positive / 0 negative; labelstudio/click_fixes.py) or None.
     ``id`` and ``created_at`` are set by :meth:`CorrectionsLog.append`.
     """
 
@@ -58,6 +60,7 @@ class Correction:
     plugin: str
     event: str
     annotated_at: str | None = None  # Label Studio's created/updated time of the annotation
+    corrected_clicks: list[dict[str, Any]] | None = None  # clicks on ``frame``, pixels
     created_at: str | None = None  # set by the log (UTC, ISO 8601)
     id: int | None = None  # set by the log
 
@@ -108,6 +111,7 @@ class Correction:
                              f"{sizes['corrected_mask']}: the RLE sizes must agree")
         for name in ("predicted_boxes", "corrected_boxes"):
             put(name, _norm_boxes(name, getattr(self, name)))
+        put("corrected_clicks", _norm_clicks(self.corrected_clicks))
         for name in ("annotated_at", "created_at"):
             value = getattr(self, name)
             if value is not None:
@@ -155,6 +159,29 @@ def norm_frame(name: str, value: Any) -> int:
     if value < 0:
         raise ValueError(f"{name} must be >= 0, got {value}")
     return value
+
+
+def _norm_clicks(clicks: Any) -> list[dict[str, Any]] | None:
+    """Clicks as stored: a non-empty list of ``{x, y, label}``, x/y finite pixels >= 0, label 0 or 1."""
+    if clicks is None:
+        return None
+    if isinstance(clicks, (str, bytes, Mapping)) or not isinstance(clicks, Iterable):
+        raise ValueError("corrected_clicks must be a list of clicks or None")
+    out = []
+    for i, click in enumerate(clicks):
+        where = f"corrected_clicks[{i}]"
+        if not isinstance(click, Mapping) or set(click) != {"x", "y", "label"}:
+            raise ValueError(f"{where} must be a dict of x, y and label, got {click!r}")
+        for key in ("x", "y"):
+            v = click[key]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"{where}.{key} must be a finite number >= 0 (pixels), got {v!r}")
+        if click["label"] not in (0, 1) or isinstance(click["label"], bool):
+            raise ValueError(f"{where}.label must be 1 (positive) or 0 (negative), got {click['label']!r}")
+        out.append({"x": float(click["x"]), "y": float(click["y"]), "label": int(click["label"])})
+    if not out:
+        raise ValueError("corrected_clicks must hold at least one click (None for no clicks)")
+    return out
 
 
 def _norm_boxes(name: str, boxes: Any) -> list[dict[str, Any]] | None:

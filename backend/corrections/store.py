@@ -49,11 +49,14 @@ _table = sa.Table(
     sa.Column("model_version", sa.Text, nullable=False),
     sa.Column("plugin", sa.Text, nullable=False),
     sa.Column("annotated_at", sa.Text),
+    sa.Column("corrected_clicks", sa.Text),  # JSON; added after the first release (_add_columns)
     sqlite_autoincrement=True,  # ids are never reused, even after a (refused) delete
 )
 sa.Index("ix_corrections_project_task", _table.c.project, _table.c.task)
 
-_JSON_COLUMNS = ("predicted_mask", "corrected_mask", "predicted_boxes", "corrected_boxes")
+_JSON_COLUMNS = ("predicted_mask", "corrected_mask", "predicted_boxes", "corrected_boxes", "corrected_clicks")
+# Columns added since the table's first release: a log created before gets them (nullable TEXT).
+_ADDED_COLUMNS = ("corrected_clicks",)
 _ID_COLUMNS = ("project", "task", "annotation", "annotator", "obj_id")
 
 _SQLITE_TRIGGERS = tuple(
@@ -85,6 +88,14 @@ def _to_row(c: Correction, created_at: str) -> dict[str, Any]:
         row[f.name] = value
     row["created_at"] = created_at
     return row
+
+
+def _add_columns(conn: sa.Connection) -> None:
+    """Add the columns of :data:`_ADDED_COLUMNS` a log created by an older version lacks."""
+    have = {c["name"] for c in sa.inspect(conn).get_columns(TABLE)}
+    for name in _ADDED_COLUMNS:
+        if name not in have:
+            conn.exec_driver_sql(f"ALTER TABLE {TABLE} ADD COLUMN {name} TEXT")
 
 
 def _from_row(row: Mapping[str, Any]) -> Correction:
@@ -155,6 +166,7 @@ class CorrectionsLog:
             try:
                 with self.engine.begin() as conn:
                     _metadata.create_all(conn, checkfirst=True)
+                    _add_columns(conn)
                     if self.is_sqlite:
                         for ddl in _SQLITE_TRIGGERS:
                             conn.exec_driver_sql(ddl)
@@ -206,8 +218,9 @@ class CorrectionsLog:
             for c in items:
                 if skip_repeats:
                     latest = self._latest(conn, c.project, c.task, c.obj_id, c.frame)
-                    if latest is not None and (latest.corrected_mask, latest.corrected_boxes) == \
-                            (c.corrected_mask, c.corrected_boxes):
+                    if latest is not None and (latest.corrected_mask, latest.corrected_boxes,
+                                               latest.corrected_clicks) == \
+                            (c.corrected_mask, c.corrected_boxes, c.corrected_clicks):
                         ids.append(None)
                         continue
                 result = conn.execute(_table.insert().values(**_to_row(c, created_at)))

@@ -14,7 +14,11 @@ the editor replaces the regions it has):
   prompt; the tracked object comes back under the track's own region id;
 * an object's own track with a moved box (``videorectangle`` under the object's region id): a
   box correction on each moved keyframe's frame (:mod:`vrshq.backend.labelstudio.box_fixes`),
-  logged and, for a plugin that takes box corrections, re-propagated like a mask.
+  logged and, for a plugin that takes box corrections, re-propagated like a mask;
+* clicks on a mask page (``keypointlabels``, :mod:`vrshq.backend.labelstudio.click_fixes`): added
+  to the clicks the page already has (the backend echoes them; a click with an echoed id is one
+  of those), one clicks correction of the page's object on its frame, logged and, for a plugin
+  that takes clicks, re-propagated like a mask.
 
 A video longer than the frame budget runs as a job that writes a prediction back instead (on
 the queue's workers when ``REDIS_URL`` is set: the job's payload is plain JSON, see :func:`add_job`).
@@ -28,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from vrshq.backend.corrections.changes import log_changes, mask_corrections, takes_boxes
+from vrshq.backend.corrections.changes import log_changes, mask_corrections, takes_boxes, takes_points
 from vrshq.backend.tasks.frame_rate import task_data_at_file_rate
 from vrshq.backend.jobs.add_objects import add_objects
 from vrshq.backend.jobs.payloads import correct_payload
@@ -65,8 +69,11 @@ def interactive_predict(backend: Any, task: Mapping[str, Any], info: LabelConfig
     brushes = _of_type(results, "brushlabels", info.mask_name)
     texts = info.textarea_prompts(results)
     boxes = _of_type(results, "videorectangle", info.box_name)
+    clicks = _of_type(results, "keypointlabels", info.clicks_name)
     if brushes:
         return _correct(backend, tid, info, project, brushes, label_config)
+    if clicks:
+        return _correct_clicks(backend, tid, info, project, clicks, label_config)
     requests = frame_requests(texts, tid)
     if requests:
         return show_frames(backend, tid, data, info, project, requests)
@@ -144,6 +151,13 @@ def _correct(backend: Any, tid: int, info: LabelConfigInfo, project: str,
     log_changes(backend.corrections, state, info, changes, "interactive", None, backend.config.max_row_bytes)
     corrections = [Correction(ch.obj.obj_id, int(ch.frame), ch.mask) for ch in changes]
     ids = {c.obj_id for c in corrections}
+    return _re_propagate(backend, tid, info, project, state, corrections, label_config, ids)
+
+
+def _re_propagate(backend: Any, tid: int, info: LabelConfigInfo, project: str, state: Any,
+                  corrections: list[Correction], label_config: str, ids: set[int]) -> Any:
+    """Apply ``corrections`` now and answer the objects ``ids``, or, for a video longer than the
+    frame budget, queue them as a job that writes its prediction back (answering nothing now)."""
     if state.frames_count > backend.config.sync_frame_budget:
         backend.require_writer(project, tid)
         backend.submit("correct", f"correct:{uuid.uuid4().hex}",
@@ -179,13 +193,30 @@ def _correct_boxes(backend: Any, tid: int, info: LabelConfigInfo, project: str,
     corrections = mask_corrections(changes, boxes=True) if takes_boxes(backend.plugin) else []
     if not corrections:
         return state_prediction(state, info, ids)  # logged only (or nothing moved enough)
-    if state.frames_count > backend.config.sync_frame_budget:
-        backend.require_writer(project, tid)
-        backend.submit("correct", f"correct:{uuid.uuid4().hex}",
-                       correct_payload(project, tid, corrections, label_config), project=project, task=tid)
-        return []
-    new_state = backend.correct_task(project, tid, corrections, info=info)
-    return state_prediction(new_state, info, ids)
+    return _re_propagate(backend, tid, info, project, state, corrections, label_config, ids)
+
+
+def _correct_clicks(backend: Any, tid: int, info: LabelConfigInfo, project: str,
+                    clicks: list[Mapping[str, Any]], label_config: str) -> Any:
+    """Clicks on mask pages: the state's results (with the clicks it echoes) plus the context's
+    new clicks, diffed like a submitted annotation, so the same rule makes the same corrections."""
+    state = backend.states.load(project, tid)
+    if state is None:
+        raise RequestError(f"task {tid} has no prediction from this backend to correct: "
+                           "predict it first")
+    result = state_results(state, info)
+    echoed = {str(r.get("id")) for r in result if r.get("type") == "keypointlabels"}
+    result += [dict(c) for c in clicks if str(c.get("id")) not in echoed]
+    with malformed_input(f"task {tid}: the context's clicks"):
+        changes = [ch for ch in diff_annotation(state, info, result) if ch.clicks is not None]
+    if changes:
+        log_changes(backend.corrections, state, info, changes, "interactive", None,
+                    backend.config.max_row_bytes)
+    ids = {ch.obj.obj_id for ch in changes}
+    corrections = mask_corrections(changes, points=True) if takes_points(backend.plugin) else []
+    if not corrections:
+        return state_prediction(state, info, ids)  # logged only (or the clicks were applied already)
+    return _re_propagate(backend, tid, info, project, state, corrections, label_config, ids)
 
 
 # ---------------------------------------------------------------------- new objects

@@ -3,7 +3,8 @@
 Label Studio waits about one second for a webhook, so the handler only compares the annotation
 with the backend's prediction, appends what differs to the corrections log (committed before
 answering) and queues the re-propagation of corrected masks (and of moved boxes, for a plugin
-that takes box corrections: :mod:`vrshq.backend.labelstudio.box_fixes`); the job posts the new
+that takes box corrections: :mod:`vrshq.backend.labelstudio.box_fixes`, and of clicks on a mask
+page, for one that takes clicks: :mod:`vrshq.backend.labelstudio.click_fixes`); the job posts the new
 prediction to Label Studio with the same region ids and labels.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from vrshq.backend.corrections.changes import job_key, log_changes_each, takes_boxes, to_repropagate
+from vrshq.backend.corrections.changes import job_key, log_changes_each, takes_boxes, takes_points, to_repropagate
 from vrshq.backend.jobs.payloads import correct_payload
 from vrshq.backend.labelstudio.annotations import diff_annotation
 from vrshq.backend.tasks.inputs import RequestError, is_id, malformed_input, project_id
@@ -64,7 +65,7 @@ def handle_webhook(backend: Any, payload: Mapping[str, Any]) -> tuple[int, dict[
     # What this delivery logged anew, and what was logged before but is not in the state yet (a
     # kill between the log's commit and the queueing); the job key is the corrections', so a
     # re-delivery while the first job waits or runs joins it instead of queueing a second.
-    corrections = to_repropagate(logged, takes_boxes(backend.plugin))
+    corrections = to_repropagate(logged, takes_boxes(backend.plugin), takes_points(backend.plugin))
     job_id, note = None, None
     if corrections and not backend.writer(pid).configured:
         note = ("corrections logged; re-propagation needs LABEL_STUDIO_URL and "

@@ -12,6 +12,11 @@ Each extra mask page (:mod:`vrshq.backend.labelstudio.pages`) the annotation car
 too, and a changed one is a change of its own on its frame (:attr:`ObjectChange.frame`): the
 brush result ``<id>-mask-f<N>`` names its frame, and a brush region drawn anew on a page belongs
 to the page's object and frame.
+
+Clicks (``keypointlabels`` on a mask page, :mod:`vrshq.backend.labelstudio.click_fixes`) are one
+clicks correction of the page's object on its frame (:attr:`ObjectChange.clicks`), unless the
+same annotation also edited that object's mask on that frame (the drawn mask wins: it says more
+than points), or the task's state already carries the same clicks there (the backend's echo).
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from vrshq.backend.labelstudio.predictions import ParsedRegion, parse_annotation
 from vrshq.backend.labelstudio.results import object_region_id, shown_mask, state_results
 from vrshq.backend.tasks.provenance import deleted_objects
 from vrshq.backend.tasks.state import TaskState
-from vrshq.backend.labelstudio.box_fixes import box_fixes
+from vrshq.backend.labelstudio.box_fixes import box_fixes, carried
+from vrshq.backend.labelstudio.click_fixes import applied_clicks, click_fixes
 from vrshq.plugins.base import Correction, ObjectTrack
 from vrshq.masks import track_to_videorectangle, videorectangle_to_boxes
 
@@ -50,6 +56,9 @@ class ObjectChange:
     # The moved boxes of ``boxes`` as box corrections on their frames (labelstudio/box_fixes.py);
     # re-propagated for plugins that take box corrections.
     box_fixes: list[Correction] = field(default_factory=list)
+    # The page's clicks as one clicks correction on ``frame`` (labelstudio/click_fixes.py);
+    # re-propagated for plugins that take clicks.
+    clicks: Correction | None = None
 
     def __post_init__(self) -> None:
         if self.frame is None:
@@ -58,7 +67,7 @@ class ObjectChange:
     @property
     def changed(self) -> bool:
         """Whether anything differs."""
-        return self.deleted or self.mask is not None or self.boxes is not None
+        return self.deleted or self.mask is not None or self.boxes is not None or self.clicks is not None
 
     def corrected_mask(self) -> np.ndarray | None:
         """The mask the log keeps as corrected: the new one, empty for a deleted object, else None."""
@@ -133,6 +142,9 @@ def diff_annotation(state: TaskState, info: LabelConfigInfo,
     annotated_seq = _sequences(annotation_result, info)
     ours = {object_region_id(state, o) for o in state.objects}
     drawn = _drawn_on_pages(state, annotated, ours, None if against_state else predicted, later)
+    pager = all_pages(state)
+    clicks = click_fixes(annotation_result, info, [(o.obj_id, f) for o, f in pager], size) \
+        if info.has_masks and size is not None else {}
     changes: list[ObjectChange] = []
     for index, obj in enumerate(state.objects):
         rid = object_region_id(state, obj)
@@ -175,7 +187,7 @@ def diff_annotation(state: TaskState, info: LabelConfigInfo,
         if info.has_masks:
             pages = _page_changes(state, obj, region, predicted.get(rid), drawn.get(obj.obj_id, {}),
                                   against_state)
-            changes += pages
+            changes += pages + _click_changes(obj, [change, *pages], clicks, pager)
         if change.boxes and size is not None:
             change.box_fixes = _moved_boxes(state, change, pages, size)
     return changes
@@ -208,6 +220,27 @@ def _with_added(state: TaskState, info: LabelConfigInfo, predicted: Mapping[str,
     added = {o.obj_id for o in state.objects if o.obj_id in later and object_region_id(state, o) in annotated}
     extra = state_results(state, info, added) if added else []
     return [*predicted_results, *extra], added, bool(later)
+
+
+def _click_changes(obj: ObjectTrack, changes: list[ObjectChange],
+                   clicks: Mapping[tuple[int, int], Correction],
+                   pager: list[tuple[ObjectTrack, int]]) -> list[ObjectChange]:
+    """Put the object's new clicks on its changes of their frames; the clicks on frames with no
+    change yet, as changes of their own (returned). A mask edited on the frame wins; clicks the
+    object carries already are the backend's echo."""
+    out = []
+    for (obj_id, frame), fix in clicks.items():
+        if obj_id != obj.obj_id or carried([c for c in [applied_clicks(obj, frame)] if c], fix):
+            continue
+        same = [c for c in changes if int(c.frame) == frame]
+        if any(c.mask is not None for c in same):
+            continue  # the drawn mask wins
+        if same:
+            same[0].clicks = fix
+            continue
+        page = next(i for i, (o, f) in enumerate(pager) if o.obj_id == obj_id and f == frame)
+        out.append(ObjectChange(obj, page, page_mask(obj, frame), frame=frame, clicks=fix))
+    return out
 
 
 def _drawn_on_pages(state: TaskState, annotated: Mapping[str, ParsedRegion], ours: set[str],

@@ -117,6 +117,9 @@ class LabelConfigInfo:
     overlay_key: str | None = None  # task data key of the overlay video's URL
     strips_name: str | None = None  # an <Image valueList> no control binds to: thumbnail strips
     strips_key: str | None = None  # task data key of the strip image list
+    # <KeyPointLabels> on the mask pages: an annotator's clicks (labelstudio/click_fixes.py).
+    clicks_name: str | None = None
+    click_labels: tuple[str, ...] = ()  # its label values; each is positive or negative by name
 
     @property
     def label_colors(self) -> dict[str, str]:
@@ -300,6 +303,7 @@ def parse_label_config(xml: str) -> LabelConfigInfo:
             )
         keyframes_name, mask_name, mask_labels = image.name, brush.name, tuple(brush.labels)
 
+    clicks_name, click_labels = _clicks(controls, keyframes_name)
     overlay_name, overlay_key = _overlay(video, videos)
     bound = {n for c in controls for n in c.to_name}
     strips = [o for o in objects.values() if o.tag.lower() == "image" and o.name not in bound
@@ -325,7 +329,26 @@ def parse_label_config(xml: str) -> LabelConfigInfo:
         overlay_key=overlay_key,
         strips_name=strips[0].name if strips else None,
         strips_key=_variable(strips[0].attr["valueList"]) if strips else None,
+        clicks_name=clicks_name,
+        click_labels=click_labels,
     )
+
+
+# A click's label decides its kind by name (case-insensitive): SAM's 1 (positive) or 0 (negative).
+CLICK_KINDS = {"include": 1, "positive": 1, "exclude": 0, "negative": 0}
+
+
+def _clicks(controls: list[Any], keyframes_name: str | None) -> tuple[str | None, tuple[str, ...]]:
+    """The optional <KeyPointLabels> on the mask pages: its name and labels (all of known kind)."""
+    tags = [c for c in controls if c.tag.lower() == "keypointlabels" and keyframes_name in c.to_name]
+    if not tags or keyframes_name is None:
+        return None, ()
+    tag = tags[0]
+    unknown = [lb for lb in tag.labels if lb.strip().lower() not in CLICK_KINDS]
+    if unknown or not tag.labels:
+        raise LabelConfigError(f"<KeyPointLabels name=\"{tag.name}\"> labels must each be Include or "
+                               f"Exclude (or Positive / Negative), got {list(tag.labels)}")
+    return tag.name, tuple(tag.labels)
 
 
 def _overlay(video: Any, videos: list[Any]) -> tuple[str | None, str | None]:

@@ -8,9 +8,10 @@ from typing import Any
 
 import numpy as np
 
+from vrshq.backend.labelstudio.click_fixes import click_results
 from vrshq.backend.labelstudio.label_rules import choose_label
 from vrshq.backend.labelstudio.labelconfig import LabelConfigInfo
-from vrshq.backend.labelstudio.pages import extra_pages, page_mask
+from vrshq.backend.labelstudio.pages import all_pages, extra_pages, page_mask
 from vrshq.backend.labelstudio.predictions import (
     brush_result,
     object_results,
@@ -88,6 +89,21 @@ def state_results(state: TaskState, info: LabelConfigInfo,
                                 page_region_id(object_region_id(state, obj), page.frame), info,
                                 len(state.objects) + n, confidence(obj.score),
                                 {"label_rule": rule} if rule else None))
+    return out + _echoed_clicks(state, info, obj_ids, gone)
+
+
+def _echoed_clicks(state: TaskState, info: LabelConfigInfo, obj_ids: set[int] | None,
+                   gone: set[int]) -> list[dict[str, Any]]:
+    """Each page's applied clicks (labelstudio/click_fixes.py), echoed on the page: the first
+    page of the object on that frame."""
+    out: list[dict[str, Any]] = []
+    seen = set()
+    for page, (obj, frame) in enumerate(all_pages(state)):
+        if (obj_ids is not None and obj.obj_id not in obj_ids) or obj.obj_id in gone \
+                or (obj.obj_id, frame) in seen:
+            continue
+        seen.add((obj.obj_id, frame))
+        out += click_results(obj, frame, page, object_region_id(state, obj), info)
     return out
 
 

@@ -85,6 +85,11 @@ def record_submission(state: Any, changes: Sequence[Any], annotation: Mapping[st
             status, mask = DELETED, np.zeros_like(ch.predicted_mask, dtype=bool)
         elif ch.mask is not None:
             status, mask = CORRECTED, ch.mask
+        elif getattr(ch, "clicks", None) is not None:
+            # Clicks say the shown mask was wrong but draw none: the frame's mask will be the
+            # tracker's (propagated, like a moved box's), not a mask the annotator approved.
+            state.reviews = [r for r in state.reviews if (r.obj_id, r.frame) != (obj.obj_id, int(ch.frame))]
+            continue
         else:
             status, mask = REVIEWED, ch.predicted_mask
         review = Review(obj.obj_id, int(ch.frame), status, np.asarray(mask, dtype=bool), aid,

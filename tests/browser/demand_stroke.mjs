@@ -98,7 +98,10 @@ try {
   await image.screenshot({ path: path.join(args.shots, 'demand-page.png') });
 
   // 3. a brush stroke with the mouse: the object's brush label, then a drag over the page
-  await page.locator('.lsf-labels').last().getByText(args.label, { exact: true }).click();
+  // the brush's label group: the last one holding the label (the click tool's Include/Exclude
+  // group, when the config has it, comes after it and holds no object label)
+  await page.locator('.lsf-labels').filter({ hasText: args.label }).last()
+    .getByText(args.label, { exact: true }).click();
   await page.waitForTimeout(300);
   const [x0, y0, scale] = await toScreen(args.stroke[0]);
   const [x1, y1] = await toScreen(args.stroke[1]);
