@@ -2,9 +2,9 @@
 
 One annotation, started from the backend's prediction and carrying: a mask edited on an extra
 page the prediction had, a mask edited on a page that ``frame N`` added after the prediction, a
-region drawn anew on that requested page (the on-demand page), a moved box and a newly drawn
-object. Backend A receives it by webhook; backend B (a copy of A's data folder taken before the
-webhook, with an empty log) catches it up with ``vrshq corrections sync``. Their log rows must be
+region drawn anew on that requested page (the on-demand page), a moved box, clicks on a page and
+a newly drawn object. Backend A receives it by webhook; backend B (a copy of A's data folder
+taken before the webhook, with an empty log) catches it up with ``vrshq corrections sync``. Their log rows must be
 equal field for field, and both must be what the annotation says (the drawn masks and boxes,
 written out here), not only equal to each other.
 """
@@ -20,6 +20,7 @@ import pytest
 from vrshq.backend.corrections import CorrectionsLog
 from vrshq.backend.http.app import create_app
 from vrshq.backend.tasks.state import TaskStateStore
+from vrshq.backend.labelstudio.predictions import page_frame
 from vrshq.masks import decode_brush, decode_rle, encode_brush
 from vrshq.synthetic import SyntheticSpec, write_video
 from tests.backend_fixtures import TEXT_XML, make_backend
@@ -30,13 +31,18 @@ SPEC = SyntheticSpec(num_frames=12, width=96, height=64, fps=10.0, num_objects=2
 # What a row says about the correction (id, event and logging time aside).
 FIELDS = ("annotation", "annotator", "obj_id", "label", "frame", "prompt", "predicted_mask",
           "corrected_mask", "predicted_boxes", "corrected_boxes", "annotated_at", "model_version",
-          "plugin", "video_path", "fps")
+          "plugin", "video_path", "fps", "corrected_clicks")
 
 
 def square(y0: int, x0: int, size: int = 16) -> np.ndarray:
     m = np.zeros((SPEC.height, SPEC.width), bool)
     m[y0:y0 + size, x0:x0 + size] = True
     return m
+
+
+def row_clicks(clicks: list[dict]) -> list[tuple]:
+    """A log row's clicks as (x, y, label) in pixels."""
+    return [(c["x"], c["y"], c["label"]) for c in clicks]
 
 
 def _by_id(results: list[dict], rid: str) -> dict:
@@ -78,8 +84,18 @@ def _annotation(pred: list[dict], answer: list[dict], tid: int, page_a: int, fra
     new_object = copy.deepcopy(_by_id(result, one))
     new_object["id"] = "drawn-new-object"
     result.append(new_object)
+    # Two clicks (Include, Exclude) on object 2's first extra page of the prediction.
+    page_b = next(r for r in pred if r["id"].startswith(f"{two}-mask-f"))
+    points = [(20.5, 30.5, 1), (70.5, 10.5, 0)]
+    result += [{"id": f"click{k}", "from_name": "clicks", "to_name": "keyframes", "type": "keypointlabels",
+                "item_index": page_b["item_index"], "original_width": SPEC.width,
+                "original_height": SPEC.height, "image_rotation": 0,
+                "value": {"x": 100 * x / SPEC.width, "y": 100 * y / SPEC.height, "width": 0.6,
+                          "keypointlabels": ["Include" if label else "Exclude"]}}
+               for k, (x, y, label) in enumerate(points)]
     expect = {(1, page_a): fix_a, (2, frame_n): fix_n, (1, frame_n): shown_n | drawn}
-    return result, {"masks": expect, "boxes": moved}
+    return result, {"masks": expect, "boxes": moved,
+                    "clicks": {(2, page_frame(page_b["id"])): points}}
 
 
 class TaskA:
@@ -173,7 +189,9 @@ def test_sync_logs_exactly_what_the_webhook_logs_on_every_page(label_studio, ls_
         assert np.array_equal(masks[key], mask), key
     (boxed,) = [row for row in by_sync if row[9] is not None]
     assert boxed[2] == 2 and [b["x"] for b in boxed[9]] == [b["x"] for b in expect["boxes"]]
-    assert len(by_sync) == 4  # the drawn new object is not a correction (the webhook's rule too)
+    ((key, clicked),) = [((row[2], row[4]), row[15]) for row in by_sync if row[15] is not None]
+    assert key in expect["clicks"] and np.allclose(row_clicks(clicked), expect["clicks"][key], atol=1e-6)
+    assert len(by_sync) == 5  # the drawn new object is not a correction (the webhook's rule too)
 
 
 def test_sync_logs_the_edits_of_an_object_added_after_the_prediction(label_studio, ls_api, tiny_models,
