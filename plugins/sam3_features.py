@@ -150,6 +150,21 @@ class _RecordingCache:
 
 
 @contextlib.contextmanager
+def _recording_into(session: Any, budget_bytes: int) -> Iterator[FeatureRecorder]:
+    """Record every frame's features the session computes inside the block (its ``cache``
+    wrapped). A failed block closes the recorder (a partial recording is never kept); one that
+    ends well gives the session its own cache back and the caller the recorder to keep."""
+    recorder = FeatureRecorder(budget_bytes)
+    session.cache = _RecordingCache(session.cache, recorder)
+    try:
+        yield recorder
+    except BaseException:
+        recorder.close()
+        raise
+    session.cache = session.cache._inner
+
+
+@contextlib.contextmanager
 def recording(session: Any, model: Any, processor: Any,
               video: VideoReader) -> Iterator[FeatureRecorder | None]:
     """Record a concept pass's tracker features into the current write slot.
@@ -162,14 +177,8 @@ def recording(session: Any, model: Any, processor: Any,
     if slot is None or slot.mode != "write" or slot.budget_bytes <= 0 or slot.adopted:
         yield None
         return
-    recorder = FeatureRecorder(slot.budget_bytes)
-    session.cache = _RecordingCache(session.cache, recorder)
-    try:
+    with _recording_into(session, slot.budget_bytes) as recorder:
         yield recorder
-    except BaseException:
-        recorder.close()
-        raise
-    session.cache = session.cache._inner
     slot.adopt(recorder, concept_key(model, processor, video))
 
 
@@ -232,14 +241,8 @@ def tracker_features(session: Any, model: Any, processor: Any,
     if slot.adopted:  # another recording (other key) is kept: leave it
         yield None
         return
-    recorder = FeatureRecorder(slot.budget_bytes)
-    session.cache = _RecordingCache(session.cache, recorder)
-    try:
+    with _recording_into(session, slot.budget_bytes) as recorder:
         yield None
-    except BaseException:
-        recorder.close()
-        raise
-    session.cache = session.cache._inner
     taken = slot.fill(recorder, key) if slot.mode == "read" else slot.adopt(recorder, key)
     if not taken:
         recorder.close()

@@ -4,6 +4,11 @@ Label Studio does not re-send a failed webhook. ``vrshq corrections sync`` reads
 of a project's predicted tasks from Label Studio, compares each with the prediction it started
 from (its ``parent_prediction``: what the annotator saw, not the task's state now) and logs what
 differs and is not in the log yet. Logging is idempotent: a second run adds nothing.
+
+It logs what the webhook would have logged for the same annotation: pages the parent prediction
+did not have (one ``frame N`` added, regions drawn anew on it) are read from the task's page
+list while it extends the prediction's, and objects added after it that the annotation carries
+are compared with the backend's object (:func:`vrshq.backend.labelstudio.annotations.diff_annotation`).
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from vrshq.backend.labelstudio.labelconfig import LabelConfigInfo
 from vrshq.backend.labelstudio.pages import all_pages, page_mask, was_shown
 from vrshq.backend.labelstudio.predictions import ParsedRegion, parse_annotation
 from vrshq.backend.labelstudio.results import object_region_id, shown_mask, state_results
+from vrshq.backend.tasks.provenance import deleted_objects
 from vrshq.backend.tasks.state import TaskState
 from vrshq.backend.labelstudio.box_fixes import box_fixes, carried
 from vrshq.backend.labelstudio.click_fixes import applied_clicks, click_fixes
@@ -118,8 +119,10 @@ def diff_annotation(state: TaskState, info: LabelConfigInfo,
     each followed by one per extra mask page of the object that the annotation carries.
 
     The annotation is compared with the task's current state, or with ``predicted_results``
-    (the prediction the annotator started from); objects that prediction does not have are
-    left out then.
+    (the prediction the annotator started from, ``corrections sync``); then an object added
+    after that prediction is compared with the state's object where the annotation carries it
+    (left out otherwise), and a page beyond the prediction's is read from the state's page list
+    while it extends the prediction's: what the webhook reads.
     """
     against_state = predicted_results is None
     if not state.objects:
@@ -130,10 +133,15 @@ def diff_annotation(state: TaskState, info: LabelConfigInfo,
     frames = state.frames_count
     predicted = parse_annotation(predicted_results, info, frame_size=size, frames_count=frames)
     annotated = parse_annotation(annotation_result, info, frame_size=size, frames_count=frames)
+    later = False  # objects added to the task since the prediction compared with
+    if not against_state:
+        predicted_results, added, later = _with_added(state, info, predicted, annotated, predicted_results)
+        if added:
+            predicted = parse_annotation(predicted_results, info, frame_size=size, frames_count=frames)
     predicted_seq = _sequences(predicted_results, info)
     annotated_seq = _sequences(annotation_result, info)
     ours = {object_region_id(state, o) for o in state.objects}
-    drawn = _drawn_on_pages(state, annotated, ours, None if against_state else predicted)
+    drawn = _drawn_on_pages(state, annotated, ours, None if against_state else predicted, later)
     pager = all_pages(state)
     clicks = click_fixes(annotation_result, info, [(o.obj_id, f) for o, f in pager], size) \
         if info.has_masks and size is not None else {}
@@ -141,7 +149,7 @@ def diff_annotation(state: TaskState, info: LabelConfigInfo,
     for index, obj in enumerate(state.objects):
         rid = object_region_id(state, obj)
         if not against_state and rid not in predicted:
-            continue  # added after that prediction: not in the annotator's editor
+            continue  # added after that prediction and not in the annotation: never seen
         before = shown_mask(obj)
         if not against_state and predicted[rid].mask is not None \
                 and predicted[rid].mask.shape == before.shape:
@@ -181,13 +189,37 @@ def diff_annotation(state: TaskState, info: LabelConfigInfo,
                                   against_state)
             changes += pages + _click_changes(obj, [change, *pages], clicks, pager)
         if change.boxes and size is not None:
-            # the backend's own tracks: the current one and those it replaced
-            current = track_to_videorectangle(obj.track, state.fps, frames)["value"]["sequence"]
-            change.box_fixes = box_fixes(
-                obj.obj_id, change.boxes, change.predicted_boxes,
-                [current, *state.earlier_tracks.get(str(obj.obj_id), [])], frames, size,
-                [int(c.frame) for c in [change, *pages] if c.mask is not None])
+            change.box_fixes = _moved_boxes(state, change, pages, size)
     return changes
+
+
+def _moved_boxes(state: TaskState, change: ObjectChange, pages: list[ObjectChange],
+                 size: tuple[int, int]) -> list[Correction]:
+    """The box corrections of a changed box track (:func:`box_fixes`); a mask edit on the same
+    frame (the object's keyframe or one of its ``pages``) wins."""
+    obj, frames = change.obj, state.frames_count
+    # the backend's own tracks: the current one and those it replaced
+    current = track_to_videorectangle(obj.track, state.fps, frames)["value"]["sequence"]
+    return box_fixes(obj.obj_id, change.boxes, change.predicted_boxes,
+                     [current, *state.earlier_tracks.get(str(obj.obj_id), [])], frames, size,
+                     [int(c.frame) for c in [change, *pages] if c.mask is not None])
+
+
+def _with_added(state: TaskState, info: LabelConfigInfo, predicted: Mapping[str, ParsedRegion],
+                annotated: Mapping[str, ParsedRegion], predicted_results: Sequence[Mapping[str, Any]],
+                ) -> tuple[list[Mapping[str, Any]], set[int], bool]:
+    """The prediction the annotator started from, plus the objects added to the task after it
+    (a typed prompt or a drawn box answered in the open editor) that the annotation carries:
+    the annotator saw those as the backend answered them, which is the state's object, as the
+    webhook compares it. Then their ids, and whether any object was added after it. An added
+    object the annotation lacks is left out (a deletion cannot be told from an object added
+    after the annotation was saved)."""
+    gone = deleted_objects(state)
+    later = {o.obj_id for o in state.objects
+             if o.obj_id not in gone and object_region_id(state, o) not in predicted}
+    added = {o.obj_id for o in state.objects if o.obj_id in later and object_region_id(state, o) in annotated}
+    extra = state_results(state, info, added) if added else []
+    return [*predicted_results, *extra], added, bool(later)
 
 
 def _click_changes(obj: ObjectTrack, changes: list[ObjectChange],
@@ -212,16 +244,26 @@ def _click_changes(obj: ObjectTrack, changes: list[ObjectChange],
 
 
 def _drawn_on_pages(state: TaskState, annotated: Mapping[str, ParsedRegion], ours: set[str],
-                    predicted: Mapping[str, ParsedRegion] | None) -> dict[int, dict[int, list]]:
+                    predicted: Mapping[str, ParsedRegion] | None,
+                    objects_added: bool = False) -> dict[int, dict[int, list]]:
     """Brush regions drawn anew on an extra page: obj_id -> frame -> masks. The page's object
-    and frame come from the state's pages, or from the prediction the annotator started from."""
+    and frame come from the state's pages, or from the prediction the annotator started from
+    (and the state's pages after its own, while the state's list extends it)."""
     n = len(state.objects)
+    in_state = {i: (o.obj_id, f) for i, (o, f) in enumerate(all_pages(state)) if i >= n}
     if predicted is None:
-        where = {i: (o.obj_id, f) for i, (o, f) in enumerate(all_pages(state)) if i >= n}
+        where = in_state
     else:
         by_rid = {object_region_id(state, o): o.obj_id for o in state.objects}
         where = {i: (by_rid[rid], f) for rid, r in predicted.items() if rid in by_rid
                  for f, i in r.page_items.items()}
+        # A page the prediction did not have: one ``frame N`` added (on the open editor's
+        # on-demand page) or a re-propagation appended. The state's page list only grows until
+        # the next prediction, so where it still starts with the prediction's objects and pages,
+        # its later indices are the editor's, as the webhook reads them.
+        # An object added since moved every extra page one further: no such reading then.
+        if not objects_added and all(in_state.get(i) == w for i, w in where.items()):
+            where = {**in_state, **where}
     out: dict[int, dict[int, list]] = {}
     for key, r in annotated.items():
         if key in ours or r.has_track or r.mask is None or r.keyframe_item_index not in where:
