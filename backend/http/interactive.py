@@ -31,6 +31,7 @@ import numpy as np
 from vrshq.backend.corrections.changes import log_changes, mask_corrections, takes_boxes
 from vrshq.backend.tasks.frame_rate import task_data_at_file_rate
 from vrshq.backend.jobs.add_objects import add_objects
+from vrshq.backend.jobs.overlay_job import queue_overlay
 from vrshq.backend.jobs.payloads import correct_payload
 from vrshq.backend.labelstudio.annotations import ObjectChange, diff_annotation, frame_size
 from vrshq.backend.http.frames import frame_requests, show_frames
@@ -150,7 +151,7 @@ def _correct(backend: Any, tid: int, info: LabelConfigInfo, project: str,
                        correct_payload(project, tid, corrections, label_config), project=project, task=tid)
         return []
     new_state = backend.correct_task(project, tid, corrections, info=info)
-    return state_prediction(new_state, info, ids)
+    return _answer_then_overlay(backend, new_state, info, ids, label_config)
 
 
 def _known_tracks(backend: Any, project: str, tid: int, boxes: list[Mapping[str, Any]]) -> bool:
@@ -185,7 +186,16 @@ def _correct_boxes(backend: Any, tid: int, info: LabelConfigInfo, project: str,
                        correct_payload(project, tid, corrections, label_config), project=project, task=tid)
         return []
     new_state = backend.correct_task(project, tid, corrections, info=info)
-    return state_prediction(new_state, info, ids)
+    return _answer_then_overlay(backend, new_state, info, ids, label_config)
+
+
+def _answer_then_overlay(backend: Any, state: Any, info: LabelConfigInfo, ids: set[int],
+                         label_config: str) -> Any:
+    """The corrected objects' prediction; the overlay job queued after it is built, so its
+    encoding does not compete with the answer (the open editor would not show it anyway)."""
+    answer = state_prediction(state, info, ids)
+    queue_overlay(backend, state, label_config)
+    return answer
 
 
 # ---------------------------------------------------------------------- new objects
