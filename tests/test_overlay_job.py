@@ -239,3 +239,26 @@ def test_a_webhook_correction_posts_its_prediction_then_queues_the_overlay(clien
     after = vrshq_backend.states.load(1, tid)
     assert ls.data[tid]["overlay"] != first
     _shows(vrshq_backend, media_root, ls.data[tid]["overlay"], after, before, frame)
+
+
+def test_frame_n_from_the_editor_that_sent_the_fix_keeps_the_jobs_overlay(client, vrshq_backend, ls, media_root):
+    # The open editor still holds the task data it loaded (the old overlay URL) when it asks for
+    # a frame after a fix; the page list it leads to must not bring that removed overlay back.
+    tid = next_task_id()
+    results = _predict(client, ls, tid)
+    loaded = dict(ls.data[tid])  # what the editor loaded
+    frame = _page_frame(vrshq_backend, tid)
+    assert _fix(client, tid, results, f"vrshq-{tid}-1-mask-f{frame + 1}", square(20, 30, 50)).status_code == 200
+    (job,) = _finish(vrshq_backend, tid)
+    new = ls.data[tid]["overlay"]
+    assert job.state == "done" and new != loaded["overlay"] and not _file(media_root, loaded["overlay"]).exists()
+    state = vrshq_backend.states.load(1, tid)
+    shown = {p.frame for p in state.pages} | {o.keyframe for o in state.objects}
+    n = next(f for f in range(SPEC.num_frames) if f not in shown)
+    typed = {"from_name": "prompt", "to_name": "video", "type": "textarea", "value": {"text": [f"frame {n + 1}"]}}
+    r = client.post("/predict", json={"tasks": [{**text_task(tid), "data": loaded}], "project": "1",
+                                      "label_config": OVERLAY_XML, "params": {"context": {"result": [typed]}}})
+    assert r.status_code == 200, r.json
+    assert n + 1 in ls.data[tid]["keyframe_frames"]
+    assert ls.data[tid]["overlay"] == new and _file(media_root, new).is_file()
+    assert ls.data[tid]["strips"] == job.result["strips"]
