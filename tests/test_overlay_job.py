@@ -108,6 +108,18 @@ def _shows(backend, media_root, url: str, state, old_state, frame: int) -> None:
     assert err_new <= 12 and err_new < err_old / 3, (err_new, err_old)
 
 
+def _frame_n(client, backend, tid: int, data: dict) -> int:
+    """``frame N`` typed in an editor that holds task ``data``, for a frame without a page; N - 1."""
+    state = backend.states.load(1, tid)
+    shown = {p.frame for p in state.pages} | {o.keyframe for o in state.objects}
+    n = next(f for f in range(SPEC.num_frames) if f not in shown)
+    typed = {"from_name": "prompt", "to_name": "video", "type": "textarea", "value": {"text": [f"frame {n + 1}"]}}
+    r = client.post("/predict", json={"tasks": [{**text_task(tid), "data": data}], "project": "1",
+                                      "label_config": OVERLAY_XML, "params": {"context": {"result": [typed]}}})
+    assert r.status_code == 200, r.json
+    return n
+
+
 def _page_frame(backend, tid: int, obj_id: int = 1) -> int:
     state = backend.states.load(1, tid)
     return next(p.frame for p in state.pages if p.obj_id == obj_id and p.why == "ranked")
@@ -175,14 +187,7 @@ def test_the_overlay_job_keeps_a_page_list_written_after_the_fix(client, vrshq_b
     gate = Gate(vrshq_backend)
     try:
         assert _fix(client, tid, results, f"vrshq-{tid}-1-mask-f{frame + 1}", square(20, 30, 50)).status_code == 200
-        state = vrshq_backend.states.load(1, tid)
-        shown = {p.frame for p in state.pages} | {o.keyframe for o in state.objects}
-        n = next(f for f in range(SPEC.num_frames) if f not in shown)
-        typed = {"from_name": "prompt", "to_name": "video", "type": "textarea", "value": {"text": [f"frame {n + 1}"]}}
-        task = {**text_task(tid), "data": dict(ls.data[tid])}  # as Label Studio sends it
-        r = client.post("/predict", json={"tasks": [task], "project": "1", "label_config": OVERLAY_XML,
-                                          "params": {"context": {"result": [typed]}}})
-        assert r.status_code == 200, r.json
+        n = _frame_n(client, vrshq_backend, tid, dict(ls.data[tid]))  # the data as LS sends it
         written = dict(ls.data[tid])
         assert n + 1 in written["keyframe_frames"]
     finally:
@@ -252,13 +257,7 @@ def test_frame_n_from_the_editor_that_sent_the_fix_keeps_the_jobs_overlay(client
     (job,) = _finish(vrshq_backend, tid)
     new = ls.data[tid]["overlay"]
     assert job.state == "done" and new != loaded["overlay"] and not _file(media_root, loaded["overlay"]).exists()
-    state = vrshq_backend.states.load(1, tid)
-    shown = {p.frame for p in state.pages} | {o.keyframe for o in state.objects}
-    n = next(f for f in range(SPEC.num_frames) if f not in shown)
-    typed = {"from_name": "prompt", "to_name": "video", "type": "textarea", "value": {"text": [f"frame {n + 1}"]}}
-    r = client.post("/predict", json={"tasks": [{**text_task(tid), "data": loaded}], "project": "1",
-                                      "label_config": OVERLAY_XML, "params": {"context": {"result": [typed]}}})
-    assert r.status_code == 200, r.json
+    n = _frame_n(client, vrshq_backend, tid, loaded)
     assert n + 1 in ls.data[tid]["keyframe_frames"]
     assert ls.data[tid]["overlay"] == new and _file(media_root, new).is_file()
     assert ls.data[tid]["strips"] == job.result["strips"]

@@ -15,14 +15,11 @@ import subprocess
 import numpy as np
 import pytest
 
-from vrshq.backend.http.app import create_app
 from vrshq.backend.labelstudio.labelconfig import parse_label_config
 from vrshq.masks import encode_brush
-from vrshq.synthetic import SyntheticSpec, write_video
-from tests.backend_fixtures import make_backend
 from tests.test_overlay_backend import OVERLAY_XML
 from tests.test_overlay_job import _decoded, _reference
-from tests.test_queue_rq import VRSHQ, redis_url  # noqa: F401 - the module's redis-server fixture
+from tests.test_queue_rq import VRSHQ, redis_url, rq_task  # noqa: F401 - the module's redis-server fixture
 
 INFO = parse_label_config(OVERLAY_XML)
 
@@ -41,36 +38,14 @@ def _square(spec, y0: int, x0: int, size: int) -> np.ndarray:
 @pytest.mark.timeout(900)
 def test_queued_fixes_post_their_predictions_and_the_newest_overlay_follows(
         tiny_models, tmp_path, redis_url, label_studio, ls_api):  # noqa: F811
-    import os
-    from redis import Redis
-
-    Redis.from_url(redis_url).flushdb()
-    queue = "overlayjob"
-    clips = label_studio.doc_root / queue
-    clips.mkdir(parents=True, exist_ok=True)
-    spec = SyntheticSpec(num_frames=16, width=160, height=120, fps=10.0, num_objects=2, seed=23)
-    write_video(spec, clips / "long.mp4")
-    pid = ls_api.create_project("vrshq overlay job", OVERLAY_XML)
-    ls_api.add_local_storage(pid, clips)
-    (tid,) = ls_api.import_tasks(pid, [{"data": {"video": f"/data/local-files/?d={queue}/long.mp4",
-                                                  "fps": 10, "overlay": "", "prompt": "the red disc"}}])
-    data_dir = tmp_path / "backend-data"
-    backend = make_backend(tiny_models, label_studio.doc_root, data_dir, sync_frame_budget=5,
-                           redis_url=redis_url, queue=queue, label_studio_url=label_studio.url,
-                           api_key=label_studio.token)
-    env = {**os.environ, "REDIS_URL": redis_url, "VRSHQ_QUEUE": queue, "VRSHQ_MODEL": str(tiny_models),
-           "MODEL_DIR": str(data_dir), "VRSHQ_DEVICE": "cpu", "LABEL_STUDIO_URL": label_studio.url,
-           "LABEL_STUDIO_API_KEY": label_studio.token, "OMP_NUM_THREADS": "1",
-           "LOCAL_FILES_DOCUMENT_ROOT": str(label_studio.doc_root)}
-    client = create_app(backend=backend).test_client()
+    spec, pid, tid, backend, client, env, _ = rq_task(
+        label_studio, ls_api, tiny_models, tmp_path / "backend-data", redis_url, "overlayjob", 16, 23,
+        OVERLAY_XML, overlay="")
     try:
-        r = client.post("/predict", json={"tasks": [ls_api.get_task(tid)], "project": str(pid),
-                                          "label_config": OVERLAY_XML})
-        assert r.status_code == 200 and r.json["results"] == [[]], r.json
         _worker(env)
         (predicted,) = ls_api.list_predictions(tid)
         first = ls_api.get_task(tid)["data"]["overlay"]  # the prediction's overlay, written inline
-        assert first.startswith(f"/data/local-files/?d={queue}/vrshq-overlays/"), first
+        assert first.startswith("/data/local-files/?d=overlayjob/vrshq-overlays/"), first
         assert not [j for j in client.get("/jobs").json["jobs"] if j["kind"] == "overlay"]
         state0 = backend.states.load(str(pid), tid)
         a, b = [p.frame for p in state0.pages if p.obj_id == 1][:2]
