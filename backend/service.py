@@ -24,17 +24,14 @@ from vrshq.backend.jobs.payloads import predict_payload
 from vrshq.backend.jobs.redis_queue import RQJobRunner
 from vrshq.backend.jobs.runner import JobRunner, Report
 from vrshq.backend.labelstudio.connections import project_media, project_writer, setup_project
-from vrshq.backend.labelstudio.keyframes import image_url
 from vrshq.backend.labelstudio.label_rules import record_label_rules
 from vrshq.backend.labelstudio.labelconfig import LabelConfigInfo, parse_label_config
 from vrshq.backend.labelstudio.media import MediaConfig
-from vrshq.backend.labelstudio.overlay import encode_overlay, label_color
-from vrshq.backend.labelstudio.overlay_files import write_overlay_file
+from vrshq.backend.labelstudio.overlay_writer import overlay_data, shows_overlay
 from vrshq.backend.labelstudio.page_images import write_page_images
 from vrshq.backend.labelstudio.pages import put_back_corrections, refresh_pages, remember_shown
 from vrshq.backend.labelstudio.results import state_prediction
 from vrshq.backend.labelstudio.served_media import MediaStore
-from vrshq.backend.labelstudio.strips import StripBuilder
 from vrshq.backend.labelstudio.task_video import open_task_video
 from vrshq.backend.labelstudio.writer import LabelStudioWriter
 from vrshq.backend.metrics import Metrics, RedisFrames
@@ -253,7 +250,7 @@ class Backend:
         video; put their URLs into the task's data in LS (``data``: the task's data; None reads
         it from Label Studio)."""
         new = self._pages_data(state, video, info, reuse)
-        new.update(self._overlay_data(state, video, info))
+        new.update(self.overlay_data(state, video, info))
         if new:
             self.update_task_data(state, data, new)
 
@@ -276,44 +273,21 @@ class Backend:
                       data: Mapping[str, Any] | None = None) -> None:
         """Write the overlay video and thumbnail strips of the state's tracks; put their URLs
         into the task's data."""
-        new = self._overlay_data(state, video, info)
+        new = self.overlay_data(state, video, info)
         if new:
             self.update_task_data(state, data, new)
 
-    def _overlay_data(self, state: TaskState, video: VideoReader, info: LabelConfigInfo) -> dict[str, Any]:
-        """The task data keys of the overlay video and the strips, after writing them; {} when
-        the config has neither, or when no URL could reach the task (no LS client: skip the
-        work, which decodes the video)."""
-        if info.overlay_key is None and (info.strips_key is None or not self.config.strip_frames):
+    def overlay_data(self, state: TaskState, video: VideoReader, info: LabelConfigInfo) -> dict[str, Any]:
+        """Write the overlay video and strips (:func:`overlay_data`); their task data keys; {}
+        when the config has neither, or when no URL could reach the task (no LS client: skip
+        the work, which decodes the video)."""
+        if not shows_overlay(info, self.config):
             return {}
         if not self.writer(state.project).configured:
             log.warning("task %s: no overlay video or strips: no Label Studio URL/key to put "
                         "them into the task data", state.task)
             return {}
-        colors = [label_color(o.label, o.obj_id, info.label_colors) for o in state.objects]
-        roots = tuple(self.config.local_roots)
-        new: dict[str, Any] = {}
-        strips = (StripBuilder(video, state.objects, colors, self.config.strip_frames)
-                  if info.strips_key is not None and self.config.strip_frames else None)
-        overlay_url = None
-        if info.overlay_key is not None:  # first: its in-order pass feeds the strips' frames
-            overlay_url = write_overlay_file(
-                state.video, state.project, state.task,
-                lambda path: encode_overlay(video, state.objects, colors, state.fps, path,
-                                            on_frame=strips.add if strips else None),
-                roots, self.media)
-        if strips is not None:
-            urls = []
-            for o, img in zip(state.objects, strips.images(video)):
-                # A content hash in the name: a new strip gets a new URL; the old one goes.
-                name = f"strip-obj{o.obj_id}-{hashlib.sha256(img.tobytes()).hexdigest()[:16]}.jpg"
-                urls.append(image_url(state.video, state.project, state.task, name, img, roots,
-                                      self.config.keyframe_quality, replaces=f"strip-obj{o.obj_id}-",
-                                      media=self.media, kind=f"strip-obj{o.obj_id}"))
-            new[info.strips_key] = urls
-        if overlay_url is not None:
-            new[info.overlay_key] = overlay_url
-        return new
+        return overlay_data(state, video, info, self.config, self.media)
 
     def update_task_data(self, state: TaskState, data: Mapping[str, Any] | None,
                          changes: Mapping[str, Any]) -> None:
@@ -341,8 +315,9 @@ class Backend:
         With ``latest_only`` (queued jobs), a correction that is no longer its object's newest
         in the corrections log is skipped: jobs may run out of order (two workers, a re-run
         after a killed worker), and an older mask must not overwrite a newer one. None when
-        nothing was left to apply. With the label config's ``info``, the overlay video is
-        written again for the new tracks.
+        nothing was left to apply. With the label config's ``info``, the mask pages are written
+        again for the new tracks; the overlay video and strips are not: the caller queues them
+        after its answer (:func:`vrshq.backend.jobs.overlay_job.queue_overlay`).
         """
         with self.states.lock(project, task):
             state = self.states.load(project, task)
@@ -366,7 +341,7 @@ class Backend:
                 state.replace_objects(list(objects))
                 refresh_pages(state, self.config.mask_pages, {c.obj_id for c in corrections})
                 if info is not None:  # same objects and keyframes; pages only appended
-                    self.write_keyframes(state, video, info, reuse=True)
+                    self.write_pages(state, video, info, reuse=True)
             finally:
                 video.close()
             state.model_version = self.model_version

@@ -17,12 +17,16 @@ In one run, on one machine, against a from-scratch ``/predict`` of a two-object 
   auto-annotation does (``/predict`` with the brush in the context), until the answer with the
   re-propagated object; over the prediction's; target <= 0.4. ``keyframe_fix_ratio``: the same
   on the other object's keyframe page (the correction path as it was before extra pages).
+* with ``--overlay``, ``fix_overlay_ratio``: from the same fix's request until its ``overlay``
+  job (queued after the answer: the open editor reads the overlay URL only on its next load)
+  has written the overlay video and strips into the task data; over the prediction's.
+  ``overlay_lag_s`` is how long the overlay follows the answer.
 
 ``--compare-uncached`` runs everything a second time in the same process with the feature cache
 off (``VRSHQ_FEATURE_CACHE_MB=0``: the correction runs the image encoder again), the run before
 stored features, and reports its ``fix_ratio`` as ``uncached_fix_ratio``. ``--overlay`` uses the
-overlay config (``video_text_prompt_overlay.xml``): the prediction and every fix also write the
-overlay video and the thumbnail strips, as for a project that shows them. ``--sam2 release``
+overlay config (``video_text_prompt_overlay.xml``): the prediction also writes the overlay video
+and the thumbnail strips, as for a project that shows them, and every fix queues a job that does. ``--sam2 release``
 puts the release's SAM-2 (hiera-L at 1024 px, random weights) under the tiny MLLM and CLIP, so
 the prediction's image encoder costs what it costs users; on a CPU run it at a few dozen frames.
 
@@ -90,6 +94,12 @@ def _count_encoder_calls(backend: Any) -> list[int]:
     return calls
 
 
+def _overlay_done(backend: Any, timeout: float) -> list:
+    """Wait for the task's overlay jobs (queued by a fix after its answer); their records."""
+    jobs = [j for j in backend.all_jobs() if j.kind == "overlay" and j.info.get("task") == TASK]
+    return [backend.jobs.wait(j.id, timeout) for j in jobs]
+
+
 def run(frames: int, width: int, height: int, sam2: str, pages: int, device: str, precision: str,
         work: Path, timeout: float = 600.0, feature_cache_mb: int = 2048,
         overlay: bool = False) -> dict:
@@ -154,9 +164,14 @@ def run(frames: int, width: int, height: int, sam2: str, pages: int, device: str
         brush["value"]["rle"] = encode_brush(fix)
         overlay_before = standin.tasks[TASK]["data"].get("overlay")
         calls = _count_encoder_calls(backend)
+        start = time.perf_counter()
         out["fix_s"], body = _post(f"{url}/predict", {
             "tasks": [task], "project": str(PROJECT), "label_config": label_config,
             "params": {"context": {"result": [brush]}}}, timeout)
+        overlay_jobs = _overlay_done(backend, timeout)
+        if overlay:
+            out["fix_overlay_s"] = time.perf_counter() - start
+            out["overlay_lag_s"] = out["fix_overlay_s"] - out["fix_s"]
         out["fix_encoder_calls"] = calls[0]
         overlay_after = standin.tasks[TASK]["data"].get("overlay")
         answer = next(r for r in body["results"][0]["result"] if r["id"] == brush["id"])
@@ -167,6 +182,7 @@ def run(frames: int, width: int, height: int, sam2: str, pages: int, device: str
         out["keyframe_fix_s"], _ = _post(f"{url}/predict", {
             "tasks": [task], "project": str(PROJECT), "label_config": label_config,
             "params": {"context": {"result": [key]}}}, timeout)
+        _overlay_done(backend, timeout)  # not timed: the next run starts on an idle backend
         out["checks"] = {
             "frame_n_pages_carry_the_current_masks": bool(frame_ok),
             "fix_answered_exactly": bool(np.array_equal(
@@ -174,16 +190,20 @@ def run(frames: int, width: int, height: int, sam2: str, pages: int, device: str
             "fix_stored_exactly": bool(np.array_equal(stored.track.mask(page.frame), fix)),
             "fix_on_a_non_keyframe_page": page.frame != stored.keyframe,
         }
-        if overlay:  # the fix wrote a new overlay video (a new content hash, a new URL)
+        if overlay:  # the fix's overlay job wrote a new overlay video (a new content hash, a new URL)
             out["checks"]["fix_wrote_a_new_overlay"] = \
                 overlay_before is not None and overlay_after not in (None, overlay_before)
+            out["checks"]["fix_overlay_job_done"] = \
+                len(overlay_jobs) == 1 and overlay_jobs[0].state == "done" \
+                and overlay_jobs[0].result.get("overlay") == overlay_after
         out["label_studio_calls"] = standin.call_counts()
     finally:
         server.shutdown()
         backend.close()
         standin.close()
-    for key in ("pages", "frame_n", "fix", "keyframe_fix"):
-        out[f"{key}_ratio"] = out[f"{key}_s"] / out["predict_s"]
+    for key in ("pages", "frame_n", "fix", "keyframe_fix", "fix_overlay"):
+        if f"{key}_s" in out:
+            out[f"{key}_ratio"] = out[f"{key}_s"] / out["predict_s"]
     out["targets"] = {"pages_ratio": PAGES_TARGET, "fix_ratio": FIX_TARGET}
     out["within_targets"] = out["pages_ratio"] <= PAGES_TARGET and out["fix_ratio"] <= FIX_TARGET
     out.update(t)
@@ -203,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare-uncached", action="store_true",
                         help="also run with the feature cache off, in the same process")
     parser.add_argument("--overlay", action="store_true",
-                        help="the overlay config: every answer also writes the overlay video and strips")
+                        help="the overlay config: the prediction writes the overlay video and strips, a fix's job does")
     args = parser.parse_args(argv)
     width, height = (int(v) for v in args.size.lower().split("x"))
     work = Path(tempfile.mkdtemp(prefix="vrshq-pages-"))
@@ -225,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{', overlay video and strips' if args.overlay else ''})",
                 [{k: results[k] for k in ("predict_s", "pages_s", "pages_ratio", "frame_n_s",
                                           "frame_n_ratio", "fix_s", "fix_ratio",
-                                          "keyframe_fix_ratio", "uncached_fix_ratio")
+                                          "keyframe_fix_ratio", "fix_overlay_s",
+                                          "fix_overlay_ratio", "overlay_lag_s", "uncached_fix_ratio")
                   if k in results}])
     print_table("checks", [results["checks"]])
     print(f"within targets (pages <= {PAGES_TARGET}, fix <= {FIX_TARGET}): {results['within_targets']}")

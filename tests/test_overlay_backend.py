@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vrshq.backend.jobs.overlay_job import queue_overlay
 from vrshq.backend.labelstudio.labelconfig import LabelConfigError, parse_label_config, shipped_config
 from vrshq.backend.labelstudio.strips import GAP, THUMB_HEIGHT
 from vrshq.plugins.base import Correction
@@ -80,14 +81,17 @@ def test_predict_writes_the_overlay_and_a_correction_replaces_it(client, vrshq_b
         with Image.open(media_root / unquote(url.split("?d=", 1)[1])) as im:
             assert im.height == THUMB_HEIGHT and im.width == 6 * round(SPEC.width * THUMB_HEIGHT / SPEC.height) + 5 * GAP
 
-    # A re-propagation (a corrected keyframe mask) writes a new overlay under a new name, and
-    # the old one goes.
+    # A re-propagation (a corrected keyframe mask) leaves the overlay to its job (queued after
+    # the answer, test_overlay_job.py), which writes a new overlay under a new name; the old goes.
     state = vrshq_backend.states.load("1", tid)
     obj = state.objects[0]
     mask = np.zeros_like(obj.keyframe_mask)
     mask[10:50, 20:70] = True
     info = parse_label_config(OVERLAY_XML)
-    vrshq_backend.correct_task("1", tid, [Correction(obj.obj_id, obj.keyframe, mask)], info=info)
+    fixed = vrshq_backend.correct_task("1", tid, [Correction(obj.obj_id, obj.keyframe, mask)], info=info)
+    assert ls.data[tid]["overlay"] == first
+    job = queue_overlay(vrshq_backend, fixed, OVERLAY_XML)
+    assert vrshq_backend.jobs.wait(job.id, 120).state == "done"
     second = ls.data[tid]["overlay"]
     assert second != first
     assert _file(media_root, second).is_file() and not path.exists()

@@ -27,4 +27,8 @@ def test_the_pages_bench_runs_with_the_overlay_config(tmp_path, monkeypatch):
     assert pages_bench.main(["--frames", "8", "--size", "96x64", "--device", "cpu", "--overlay"]) == 0
     got = json.loads((tmp_path / "results" / "pages.json").read_text())
     assert got["overlay"] is True and got["checks"]["fix_wrote_a_new_overlay"] is True
+    assert got["checks"]["fix_overlay_job_done"] is True
+    # the answer, then the overlay job: measured from the same start, the overlay later
+    assert got["fix_overlay_s"] > got["fix_s"] and got["overlay_lag_s"] == got["fix_overlay_s"] - got["fix_s"]
+    assert got["fix_overlay_ratio"] == got["fix_overlay_s"] / got["predict_s"]
     assert got["passed"] is True and got["fix_encoder_calls"] == 0

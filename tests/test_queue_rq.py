@@ -98,8 +98,10 @@ def test_a_full_queue_makes_predict_answer_busy(tiny_models, media_root, tmp_pat
         backend.close()
 
 
-def rq_task(label_studio, ls_api, tiny_models, data, redis_url, queue: str, num_frames: int, seed: int):
-    """A Label Studio project + task on a synthetic video, a backend on the queue, a worker env."""
+def rq_task(label_studio, ls_api, tiny_models, data, redis_url, queue: str, num_frames: int, seed: int,
+            label_config: str = TEXT_XML, **task_data: object):
+    """A Label Studio project + task on a synthetic video, a backend on the queue, a worker env
+    (``label_config`` and more ``task_data`` for another config)."""
     from redis import Redis
 
     Redis.from_url(redis_url).flushdb()
@@ -107,10 +109,10 @@ def rq_task(label_studio, ls_api, tiny_models, data, redis_url, queue: str, num_
     clips.mkdir(parents=True, exist_ok=True)
     spec = SyntheticSpec(num_frames=num_frames, width=160, height=120, fps=10.0, num_objects=2, seed=seed)
     write_video(spec, clips / "long.mp4")
-    pid = ls_api.create_project(f"vrshq rq {queue}", TEXT_XML)
+    pid = ls_api.create_project(f"vrshq rq {queue}", label_config)
     ls_api.add_local_storage(pid, clips)
     (tid,) = ls_api.import_tasks(pid, [{"data": {"video": f"/data/local-files/?d={queue}/long.mp4",
-                                                  "fps": 10, "prompt": "the red disc"}}])
+                                                  "fps": 10, "prompt": "the red disc", **task_data}}])
     # MODEL_DIR is shared by the backend and its workers (task states).
     backend = make_backend(tiny_models, label_studio.doc_root, data, sync_frame_budget=5,
                            redis_url=redis_url, queue=queue, label_studio_url=label_studio.url,
@@ -121,7 +123,7 @@ def rq_task(label_studio, ls_api, tiny_models, data, redis_url, queue: str, num_
            "LOCAL_FILES_DOCUMENT_ROOT": str(label_studio.doc_root)}
     client = create_app(backend=backend).test_client()
     r = client.post("/predict", json={"tasks": [ls_api.get_task(tid)], "project": str(pid),
-                                      "label_config": TEXT_XML})
+                                      "label_config": label_config})
     assert r.status_code == 200 and r.json["results"] == [[]], r.json
     (job,) = r.json["jobs"]
     return spec, pid, tid, backend, client, env, job

@@ -192,7 +192,12 @@ def test_review_correct_on_any_frame_and_export(label_studio, ls_api, served, tm
     for f, want in fixes.items():
         assert np.array_equal(state.object(OBJECT).track.mask(f), want), f
 
-    # 4. the editor, at each fixed frame: the overlay shows the fix on the object
+    # 4. the editor, at each fixed frame: the overlay shows the fix on the object. A fix's
+    # overlay is written by an `overlay` job after its prediction: wait for the three fixes' jobs.
+    jobs = poll("the fixes' overlay jobs", lambda: _overlay_jobs_settled(served["url"], tid, 3))
+    assert all(j["state"] == "done" for j in jobs), jobs
+    wrote = [j["result"]["overlay"] for j in jobs if j["result"].get("overlay")]
+    assert wrote and ls_api.get_task(tid)["data"]["overlay"] == wrote[-1], (jobs, wrote)
     fixed = sorted(fixes)
     points, where = [], []
     for f in fixed:
@@ -241,6 +246,18 @@ def test_review_correct_on_any_frame_and_export(label_studio, ls_api, served, tm
         assert np.array_equal(mask_utils.decode(rle).astype(bool), fixes[f]), f
         assert ann["provenance"][f] == "corrected", (f, ann["provenance"])
     assert {ann["provenance"][f] for f in range(SPEC.num_frames) if f not in fixed} <= {"propagated", "reviewed"}
+
+
+def _overlay_jobs_settled(url: str, tid: int, count: int) -> list | None:
+    """The task's overlay jobs (oldest first) once at least ``count`` exist and none is queued
+    or running; else None."""
+    import requests
+
+    jobs = [j for j in requests.get(f"{url}/jobs", timeout=10).json()["jobs"]
+            if j["kind"] == "overlay" and j.get("task") == tid]
+    if len(jobs) < count or any(j["state"] in ("queued", "running") for j in jobs):
+        return None
+    return sorted(jobs, key=lambda j: j["created"])
 
 
 def _decoded_frame(path: Path, index: int) -> np.ndarray:

@@ -84,7 +84,9 @@ def show_frames(backend: Any, tid: int, data: Mapping[str, Any], info: LabelConf
         slot = demand_page.take(state) if new else ""
         video = backend.open_video(project, tid, state.video, state.fps)
         try:
-            backend.write_pages(state, video, info, data, reuse=True)
+            # The task data read afresh, not the request's: the open editor's copy may hold an
+            # overlay URL that a fix's overlay job has replaced (and removed) since it loaded.
+            backend.write_pages(state, video, info, None, reuse=True)
             if slot:
                 _fill(backend, state, video, info, slot, new)
         finally:

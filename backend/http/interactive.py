@@ -36,6 +36,7 @@ import numpy as np
 from vrshq.backend.corrections.changes import log_changes, mask_corrections, takes_boxes, takes_points
 from vrshq.backend.tasks.frame_rate import task_data_at_file_rate
 from vrshq.backend.jobs.add_objects import add_objects
+from vrshq.backend.jobs.overlay_job import queue_overlay
 from vrshq.backend.jobs.payloads import correct_payload
 from vrshq.backend.labelstudio.annotations import ObjectChange, diff_annotation, frame_size
 from vrshq.backend.labelstudio.click_fixes import same_click
@@ -166,7 +167,7 @@ def _re_propagate(backend: Any, tid: int, info: LabelConfigInfo, project: str, s
                        correct_payload(project, tid, corrections, label_config), project=project, task=tid)
         return []
     new_state = backend.correct_task(project, tid, corrections, info=info)
-    return state_prediction(new_state, info, ids)
+    return _answer_then_overlay(backend, new_state, info, ids, label_config)
 
 
 def _known_tracks(backend: Any, project: str, tid: int, boxes: list[Mapping[str, Any]]) -> bool:
@@ -223,6 +224,15 @@ def _correct_clicks(backend: Any, tid: int, info: LabelConfigInfo, project: str,
     if not corrections:
         return state_prediction(state, info, ids)  # logged only (or the clicks were applied already)
     return _re_propagate(backend, tid, info, project, state, corrections, label_config, ids)
+
+
+def _answer_then_overlay(backend: Any, state: Any, info: LabelConfigInfo, ids: set[int],
+                         label_config: str) -> Any:
+    """The corrected objects' prediction; the overlay job queued after it is built, so its
+    encoding does not compete with the answer (the open editor would not show it anyway)."""
+    answer = state_prediction(state, info, ids)
+    queue_overlay(backend, state, label_config)
+    return answer
 
 
 # ---------------------------------------------------------------------- new objects

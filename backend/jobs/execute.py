@@ -6,6 +6,8 @@ be stored in a queue and run by another process that has its own :class:`Backend
 * ``predict``: a task's text prompts -> prediction -> ``POST /api/predictions``;
 * ``correct``: corrected keyframe masks -> re-propagation -> a new prediction;
 * ``add``: typed prompts or drawn tracks (interactive, long video) -> new objects -> a prediction;
+* ``overlay``: a corrected state's overlay video and strips, after the correction's answer
+  (:mod:`vrshq.backend.jobs.overlay_job`);
 * ``train``: the logged corrections -> fine-tuning -> a registered (and maybe served) version.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from vrshq.backend.jobs.add_objects import add_job
+from vrshq.backend.jobs.overlay_job import overlay_job, queue_overlay
 from vrshq.backend.jobs.payloads import payload_prompt
 from vrshq.backend.jobs.runner import Report
 from vrshq.backend.labelstudio.labelconfig import parse_label_config
@@ -21,7 +24,7 @@ from vrshq.backend.tasks.inputs import TaskInputs
 from vrshq.backend.tasks.state import correction_from_json
 from vrshq.errors import VrshqError
 
-KINDS = ("predict", "correct", "add", "train")
+KINDS = ("predict", "correct", "add", "overlay", "train")
 
 
 def execute(backend: Any, kind: str, payload: dict[str, Any], report: Report | None = None,
@@ -66,7 +69,13 @@ def _task_job(backend: Any, kind: str, payload: dict[str, Any], report: Report |
         if state is None:
             return {"task": int(payload["task"]), "prediction": None,
                     "skipped": "a newer correction of the same objects was logged since; its job writes it"}
-        return backend.write_back(state, info, key)
+        result = backend.write_back(state, info, key)
+        # The prediction is posted; the overlay follows as its own job (its editor reads the
+        # overlay URL only on its next load anyway).
+        queue_overlay(backend, state, payload["label_config"])
+        return result
+    if kind == "overlay":
+        return overlay_job(backend, payload, report)
     return add_job(backend, payload, report, key)
 
 
