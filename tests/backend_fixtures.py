@@ -111,3 +111,31 @@ def seed_corrections(data_dir: Path, media: Path, specs: list[SyntheticSpec], na
                 objects=[ObjectTrack(1, "Object", track, 0, gt[0] == 1, 1.0, {"prompt": "the red disc"})],
                 submissions=["1"], reviews=[Review(1, f, REVIEWED, gt[f] == 1, 1, "the red disc")
                                             for f in range(spec.num_frames)]))
+
+
+def predicted_with(backend: Backend, fps: float, label_config: str) -> tuple[object, dict, object, list]:
+    """A new task on ``clips/a.mp4`` predicted through ``backend``'s HTTP app (no prompt: a
+    sam3 backend takes the config's labels as concepts): ``(test client, task, state, results)``."""
+    client = create_app(backend=backend).test_client()
+    tid = next_task_id()
+    task = {"id": tid, "project": 1, "data": {"video": "/data/local-files/?d=clips/a.mp4", "fps": fps}}
+    r = client.post("/predict", json={"tasks": [task], "project": "1", "label_config": label_config})
+    assert r.status_code == 200, r.get_data(as_text=True)[:500]
+    return client, task, backend.states.load("1", tid), r.json["results"][0]["result"]
+
+
+def assert_as_plugin_corrects(backend: Backend, video_path: Path, before: list, correction, after) -> None:
+    """``after`` (the object's saved track) equals the plugin's own ``correct`` of ``before``
+    with ``correction`` on every frame, and differs from the object's track before."""
+    from vrshq.video.reader import open_video
+
+    video = open_video(video_path)
+    try:
+        (ref,) = [t for t in backend.plugin.correct(video, before, [correction])
+                  if t.obj_id == correction.obj_id]
+    finally:
+        video.close()
+    assert after.track.frames() == ref.track.frames()
+    for f in ref.track.frames():
+        assert np.array_equal(after.track.mask(f), ref.track.mask(f)), f"frame {f}"
+    assert after.track != next(o for o in before if o.obj_id == correction.obj_id).track

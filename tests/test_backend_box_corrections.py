@@ -199,21 +199,16 @@ def test_a_moved_box_after_a_mask_fix_on_its_frame_is_applied_by_its_job(client,
 
 def test_a_moved_box_of_a_sam3_instance_re_propagates_with_sam3s_tracker(tiny_sam3_dir, media_root,  # noqa: F811
                                                                           tmp_path):
-    from tests.backend_fixtures import make_backend
-    from vrshq.backend.http.app import create_app
+    from tests.backend_fixtures import assert_as_plugin_corrects, make_backend, predicted_with
 
     pytest.importorskip("transformers")
     backend = make_backend(tiny_sam3_dir, media_root, tmp_path, plugin="sam3", max_objects=64)
     try:
-        client = create_app(backend=backend).test_client()
-        tid = next_task_id()
-        task = {"id": tid, "project": 1, "data": {"video": "/data/local-files/?d=clips/a.mp4", "fps": SPEC.fps}}
-        r = client.post("/predict", json={"tasks": [task], "project": "1", "label_config": TEXT_XML})
-        assert r.status_code == 200, r.get_data(as_text=True)[:500]
-        before = backend.states.load("1", tid)
+        client, task, before, predicted = predicted_with(backend, SPEC.fps, TEXT_XML)
+        tid = task["id"]
         obj = before.objects[0]
         rid = f"vrshq-{tid}-{obj.obj_id}"
-        track = copy.deepcopy(next(x for x in r.json["results"][0]["result"]
+        track = copy.deepcopy(next(x for x in predicted
                                    if x["type"] == "videorectangle" and x["id"] == rid))
         frame = next(f for f in range(SPEC.num_frames) if f + 1 not in
                      {k["frame"] for k in track["value"]["sequence"]} and f != obj.keyframe)
@@ -227,16 +222,7 @@ def test_a_moved_box_of_a_sam3_instance_re_propagates_with_sam3s_tracker(tiny_sa
         pixels = (0.25 * SPEC.width, 0.20 * SPEC.height, 0.65 * SPEC.width, 0.70 * SPEC.height)
         assert [(c.frame, c.kind) for c in after.corrections] == [(frame, "box")]
         assert after.corrections[0].box == pytest.approx(pixels)
-        video = open_video(media_root / "clips" / "a.mp4")
-        try:
-            (ref,) = [t for t in backend.plugin.correct(video, before.objects,
-                                                        [Correction(obj.obj_id, frame, box=pixels)])
-                      if t.obj_id == obj.obj_id]
-        finally:
-            video.close()
-        assert after.track.frames() == ref.track.frames()
-        for f in ref.track.frames():
-            assert np.array_equal(after.track.mask(f), ref.track.mask(f)), f"frame {f}"
-        assert after.track != obj.track
+        assert_as_plugin_corrects(backend, media_root / "clips" / "a.mp4", before.objects,
+                                  Correction(obj.obj_id, frame, box=pixels), after)
     finally:
         backend.close()

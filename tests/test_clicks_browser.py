@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from vrshq.backend.tasks.state import TaskStateStore
-from vrshq.synthetic import SyntheticSpec, write_video
+from vrshq.synthetic import SyntheticSpec
 from tests.backend_fixtures import TEXT_XML
 from tests.browser import BROWSER_DIR
-from tests.served_backend import poll, served_backend
+from tests.served_backend import connected_task, first_extra_page, poll, served_backend
 
 SPEC = SyntheticSpec(num_frames=12, width=320, height=240, fps=10.0, num_objects=2, seed=17)
 
@@ -29,19 +29,9 @@ pytestmark = pytest.mark.timeout(900)
 def test_clicks_drawn_in_the_editor_re_propagate(label_studio, ls_api, tiny_models, tmp_path):
     (tmp_path / "backend").mkdir()
     with served_backend(label_studio, tiny_models, tmp_path / "backend", VRSHQ_MASK_PAGES="2") as backend:
-        clips = label_studio.doc_root / "clicks-browser"
-        clips.mkdir(parents=True, exist_ok=True)
-        write_video(SPEC, clips / "b.mp4")
-        pid = ls_api.create_project("vrshq clicks browser", TEXT_XML)
-        ls_api.add_local_storage(pid, clips)
-        (tid,) = ls_api.import_tasks(pid, [{"data": {"video": "/data/local-files/?d=clicks-browser/b.mp4",
-                                                     "fps": SPEC.fps, "prompt": "the red disc\nthe green car"}}])
-        ls_api.connect_ml_backend(pid, backend["url"], is_interactive=True)
-        ls_api.retrieve_predictions(pid, [tid])
+        pid, tid, _ = connected_task(label_studio, ls_api, backend, SPEC, "clicks-browser", TEXT_XML)
         poll("the prediction", lambda: ls_api.list_predictions(tid), timeout=240)
-        before = TaskStateStore(backend["model_dir"]).load(pid, tid)
-        page = next(i for i, p in enumerate(before.pages, start=len(before.objects)) if p.obj_id == 1)
-        frame = before.pages[page - len(before.objects)].frame
+        page, frame = first_extra_page(TaskStateStore(backend["model_dir"]).load(pid, tid))
         clicks = [[40.0, 55.0, "Include"], [80.0, 20.0, "Exclude"]]
         args = {"url": label_studio.url, "email": label_studio.username, "password": label_studio.password,
                 "project": pid, "task": tid, "page": page + 1, "clicks": clicks,

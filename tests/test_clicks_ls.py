@@ -19,10 +19,10 @@ from vrshq.backend.labelstudio.results import shown_mask
 from vrshq.backend.tasks.state import TaskStateStore
 from vrshq.masks import decode_brush
 from vrshq.plugins.base import Correction
-from vrshq.synthetic import SyntheticSpec, ground_truth, write_video
+from vrshq.synthetic import SyntheticSpec, ground_truth
 from vrshq.video.reader import open_video
 from tests.backend_fixtures import TEXT_XML, make_backend
-from tests.served_backend import poll, served_backend
+from tests.served_backend import connected_task, first_extra_page, poll, served_backend
 from tests.test_labelstudio_e2e import INFO
 
 SPEC = SyntheticSpec(num_frames=12, width=320, height=240, fps=10.0, num_objects=2, seed=13)
@@ -33,20 +33,11 @@ pytestmark = pytest.mark.timeout(900)
 def test_clicks_on_a_mask_page_in_label_studio_re_propagate(label_studio, ls_api, tiny_models, tmp_path):
     (tmp_path / "backend").mkdir()
     with served_backend(label_studio, tiny_models, tmp_path / "backend", VRSHQ_MASK_PAGES="2") as backend:
-        clips = label_studio.doc_root / "clicks"
-        clips.mkdir(parents=True, exist_ok=True)
-        write_video(SPEC, clips / "c.mp4")
-        pid = ls_api.create_project("vrshq clicks", TEXT_XML)
-        ls_api.add_local_storage(pid, clips)
-        (tid,) = ls_api.import_tasks(pid, [{"data": {"video": "/data/local-files/?d=clicks/c.mp4",
-                                                     "fps": SPEC.fps, "prompt": "the red disc\nthe green car"}}])
-        ls_api.connect_ml_backend(pid, backend["url"], is_interactive=True)
-        ls_api.retrieve_predictions(pid, [tid])
+        pid, tid, _ = connected_task(label_studio, ls_api, backend, SPEC, "clicks", TEXT_XML)
         (pred,) = poll("the prediction", lambda: ls_api.list_predictions(tid), timeout=240)
         store = TaskStateStore(backend["model_dir"])
         before = store.load(pid, tid)
-        page = next(i for i, p in enumerate(before.pages, start=len(before.objects)) if p.obj_id == 1)
-        frame = before.pages[page - len(before.objects)].frame
+        page, frame = first_extra_page(before)
         ys, xs = np.nonzero(ground_truth(SPEC)[frame] == 1)
         points = [(float(round(xs.mean())) + 0.5, float(round(ys.mean())) + 0.5), (300.5, 20.5)]
         labels = [1, 0]
@@ -70,7 +61,7 @@ def test_clicks_on_a_mask_page_in_label_studio_re_propagate(label_studio, ls_api
         got = parse_annotation(new["result"], INFO)[f"vrshq-{tid}-1"].pages[frame]
         assert np.array_equal(got, after.track.mask(frame))
     reference = make_backend(tiny_models, label_studio.doc_root, tmp_path / "reference")
-    video = open_video(clips / "c.mp4")
+    video = open_video(label_studio.doc_root / "clicks" / "v.mp4")
     try:
         (ref,) = [t for t in reference.plugin.correct(video, before.objects, [Correction(
             1, frame, points=points, point_labels=labels)]) if t.obj_id == 1]

@@ -16,9 +16,9 @@ import pytest
 from vrshq.backend.labelstudio.predictions import parse_annotation
 from vrshq.backend.tasks.state import TaskStateStore
 from vrshq.masks import decode_brush, encode_brush
-from vrshq.synthetic import SyntheticSpec, write_video
+from vrshq.synthetic import SyntheticSpec
 from tests.backend_fixtures import TEXT_XML
-from tests.served_backend import poll, served_backend
+from tests.served_backend import connected_task, poll, served_backend
 from tests.test_labelstudio_e2e import INFO
 
 SPEC = SyntheticSpec(num_frames=16, width=320, height=240, fps=10.0, num_objects=2, seed=11)
@@ -33,15 +33,7 @@ def served(label_studio, ls_api, tiny_models, tmp_path_factory):
     # page list here is the keyframe and extra pages, a requested page appended last.
     with served_backend(label_studio, tiny_models, tmp_path_factory.mktemp("pages_backend"),
                         VRSHQ_MASK_PAGES="2", VRSHQ_DEMAND_PAGE="0") as backend:
-        clips = label_studio.doc_root / "pages"
-        clips.mkdir(parents=True, exist_ok=True)
-        write_video(SPEC, clips / "p.mp4")
-        pid = ls_api.create_project("vrshq pages", TEXT_XML)
-        ls_api.add_local_storage(pid, clips)
-        (tid,) = ls_api.import_tasks(pid, [{"data": {"video": "/data/local-files/?d=pages/p.mp4",
-                                                     "fps": SPEC.fps, "prompt": "the red disc\nthe green car"}}])
-        ml = ls_api.connect_ml_backend(pid, backend["url"], is_interactive=True)
-        ls_api.retrieve_predictions(pid, [tid])
+        pid, tid, ml = connected_task(label_studio, ls_api, backend, SPEC, "pages", TEXT_XML)
         yield {"pid": pid, "tid": tid, "ml": ml, "db": backend["model_dir"]}
 
 

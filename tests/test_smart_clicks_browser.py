@@ -28,11 +28,11 @@ from vrshq.backend.corrections.store import CorrectionsLog, default_url
 from vrshq.backend.tasks.state import TaskStateStore
 from vrshq.masks import decode_brush
 from vrshq.plugins.base import Correction
-from vrshq.synthetic import SyntheticSpec, write_video
+from vrshq.synthetic import SyntheticSpec
 from vrshq.video.reader import open_video
 from tests.backend_fixtures import TEXT_XML, make_backend
 from tests.browser import BROWSER_DIR
-from tests.served_backend import poll, served_backend
+from tests.served_backend import connected_task, first_extra_page, poll, served_backend
 
 SPEC = SyntheticSpec(num_frames=12, width=320, height=240, fps=10.0, num_objects=2, seed=17)
 CLICK = (40.0, 55.0)  # percent of the page picture
@@ -53,22 +53,13 @@ def _page_mask(results: list, rid: str) -> np.ndarray:
 def test_a_smart_click_is_answered_at_once_and_logged_once(label_studio, ls_api, tiny_models, tmp_path):
     (tmp_path / "backend").mkdir()
     with served_backend(label_studio, tiny_models, tmp_path / "backend", VRSHQ_MASK_PAGES="2") as backend:
-        clips = label_studio.doc_root / "smart-clicks"
-        clips.mkdir(parents=True, exist_ok=True)
-        write_video(SPEC, clips / "s.mp4")
-        pid = ls_api.create_project("vrshq smart clicks", TEXT_XML)
-        ls_api.add_local_storage(pid, clips)
-        (tid,) = ls_api.import_tasks(pid, [{"data": {"video": "/data/local-files/?d=smart-clicks/s.mp4",
-                                                     "fps": SPEC.fps, "prompt": "the red disc\nthe green car"}}])
-        ls_api.connect_ml_backend(pid, backend["url"], is_interactive=True)
-        ls_api.retrieve_predictions(pid, [tid])
+        pid, tid, _ = connected_task(label_studio, ls_api, backend, SPEC, "smart-clicks", TEXT_XML)
         (pred,) = poll("the prediction", lambda: ls_api.list_predictions(tid), timeout=240)
         ann = ls_api.create_annotation(tid, copy.deepcopy(pred["result"]))  # the predicted regions, opened below
         poll("the annotation's webhook", lambda: _webhooks(backend["log"]) >= 1, timeout=60)
         store = TaskStateStore(backend["model_dir"])
         before = store.load(pid, tid)
-        page = next(i for i, p in enumerate(before.pages, start=len(before.objects)) if p.obj_id == 1)
-        frame = before.pages[page - len(before.objects)].frame
+        page, frame = first_extra_page(before)
         rid = f"vrshq-{tid}-1-mask-f{frame + 1}"
         hooks = _webhooks(backend["log"])
         args = {"url": label_studio.url, "email": label_studio.username, "password": label_studio.password,
@@ -113,7 +104,7 @@ def test_a_smart_click_is_answered_at_once_and_logged_once(label_studio, ls_api,
         assert "correct" not in jobs, jobs
     # the webhook's correction runs the plugin's own correct with the clicks in pixels: the same masks
     reference = make_backend(tiny_models, label_studio.doc_root, tmp_path / "reference")
-    video = open_video(clips / "s.mp4")
+    video = open_video(label_studio.doc_root / "smart-clicks" / "v.mp4")
     try:
         (ref,) = [t for t in reference.plugin.correct(video, before.objects, [Correction(
             1, frame, points=[click], point_labels=[1])]) if t.obj_id == 1]
