@@ -159,7 +159,7 @@ def run(frames: int, width: int, height: int, sam2: str, device: str, precision:
         out["webhook_answer_s"] = webhook_s
         out["correction_gpu_peak_mib"] = gpu_peak_mib(dev)
         job_id = answer["result"]["job"]
-        job = requests.get(f"{url}/jobs/{job_id}", timeout=30).json() if job_id else None
+        job = _finished_job(url, job_id, start + timeout) if job_id else None
         if stored is None:
             raise RuntimeError(f"no re-propagated prediction within {timeout} s (job: {job})")
         out["job"] = {k: job.get(k) for k in ("kind", "state", "done", "total")} if job else None
@@ -172,6 +172,17 @@ def run(frames: int, width: int, height: int, sam2: str, device: str, precision:
     out.update(t)
     out["gpu"] = torch.cuda.get_device_name(dev) if dev.type == "cuda" else None
     return out
+
+
+def _finished_job(url: str, job_id: str, deadline: float) -> dict:
+    """The job's record once it has finished (or as it stands at ``deadline``): the job posts
+    its prediction before it ends (it queues the overlay job after), so the stored prediction
+    alone does not mean the job is done."""
+    while True:
+        job = requests.get(f"{url}/jobs/{job_id}", timeout=30).json()
+        if job.get("state") not in ("queued", "running") or time.perf_counter() > deadline:
+            return job
+        time.sleep(0.02)
 
 
 def _checks(stored: dict, predicted: dict, info, fixed: np.ndarray, backend, answer: dict,
